@@ -1,0 +1,399 @@
+import { toJsonSchema } from '@valibot/to-json-schema';
+import { Hono } from 'hono';
+import { type ConfigStore, StoreConflictError, StoreError, type StoredItem } from '../../store/types.ts';
+import type { Logger } from '../context.ts';
+import { checkPluginConf, itemsOf } from '../config.ts';
+import type { PluginRegistry } from '../plugins/index.ts';
+import { ID_PATTERN, isPlainObject, TIMESTAMP_FIELDS } from '../schema/common.ts';
+import { checkRoute, routeSchema } from '../schema/route.ts';
+import { checkUpstream, upstreamSchema } from '../schema/upstream.ts';
+import { keyChecker, presentedKey } from './auth.ts';
+import { ADMIN_HEADERS, adminError, BodyTooLarge, json, jsonDepth, mergePatch, patchAt, readBody, text } from './json.ts';
+
+/** APISIX's admin body cap (1.5 MiB). fngate answers 413 where APISIX answers 400. */
+export const ADMIN_BODY_LIMIT = 1572864;
+/** Nesting deeper than this is refused before any schema work. */
+export const ADMIN_JSON_DEPTH = 64;
+const CAS_ATTEMPTS = 5;
+
+export interface AdminOptions {
+  store: ConfigStore;
+  plugins: PluginRegistry;
+  /** Accepted admin keys. Empty: every request is refused (the Admin API is closed). */
+  keys: readonly string[];
+  /** Called after every successful write, before answering, so the next proxied request sees the change. */
+  afterWrite: () => Promise<void>;
+  logger: Logger;
+  /** Seconds since the epoch; injectable for tests. */
+  now?: () => number;
+}
+
+interface ResourceDef {
+  /** Singular, as APISIX names it in messages: `route`, `upstream`. */
+  kind: string;
+  /** Validate a full object about to be stored; return an error message or undefined. */
+  validate(value: Record<string, unknown>): Promise<string | undefined>;
+  /** Refuse a delete while something still refers to the item. */
+  inUse?(id: string): Promise<string | undefined>;
+}
+
+type Ctx = { req: Request; query: URLSearchParams; segments: string[] };
+
+export function createAdmin(opts: AdminOptions): Hono {
+  const { store, plugins, logger } = opts;
+  const now = opts.now ?? (() => Math.floor(Date.now() / 1000));
+  const prefix = store.prefix;
+  const checker = keyChecker(opts.keys);
+
+  const resources: Record<string, ResourceDef> = {
+    routes: {
+      kind: 'route',
+      async validate(value) {
+        const res = checkRoute(value);
+        if (!res.ok) return res.message;
+        for (const [name, conf] of Object.entries(res.value.plugins ?? {})) {
+          const pc = checkPluginConf(plugins, name, conf);
+          if (!pc.ok) return pc.message;
+        }
+        if (res.value.upstream_id !== undefined) {
+          const up = await store.get(`${prefix}/upstreams/${String(res.value.upstream_id)}`);
+          if (!up) return `failed to fetch upstream info by upstream id [${String(res.value.upstream_id)}], response code: 404`;
+        }
+        return undefined;
+      },
+    },
+    upstreams: {
+      kind: 'upstream',
+      async validate(value) {
+        const res = checkUpstream(value);
+        return res.ok ? undefined : `invalid configuration: ${res.message}`;
+      },
+      async inUse(id) {
+        const state = await store.load();
+        for (const [routeId, item] of itemsOf(state, prefix, 'routes')) {
+          if (item.value.upstream_id !== undefined && String(item.value.upstream_id) === id) {
+            return `can not delete this upstream, route [${routeId}] is still using it now`;
+          }
+        }
+        return undefined;
+      },
+    },
+  };
+
+  const schemas: Record<string, unknown> = {
+    route: toJsonSchema(routeSchema, { errorMode: 'ignore' }),
+    upstream: toJsonSchema(upstreamSchema, { errorMode: 'ignore' }),
+  };
+
+  const pluginsByPriority = [...plugins.values()].sort((a, b) => b.priority - a.priority);
+  const pluginSchemas = new Map(
+    pluginsByPriority.map((p) => [
+      p.name,
+      { ...(toJsonSchema(p.schema, { errorMode: 'ignore' }) as Record<string, unknown>), $comment: 'this is a mark for our injected plugin schema' },
+    ]),
+  );
+
+  const app = new Hono();
+
+  app.on('HEAD', '/apisix/admin', () => new Response(null, { status: 200, headers: ADMIN_HEADERS }));
+
+  app.options('/apisix/admin/*', () =>
+    new Response(null, {
+      status: 200,
+      headers: {
+        ...ADMIN_HEADERS,
+        'access-control-allow-methods': 'POST, GET, PUT, OPTIONS, DELETE, PATCH',
+        'access-control-allow-headers': '*',
+      },
+    }),
+  );
+
+  app.all('/apisix/admin/*', async (c) => {
+    const req = c.req.raw;
+    const url = new URL(req.url);
+    const rest = url.pathname.slice('/apisix/admin/'.length);
+    const segments: string[] = [];
+    for (const raw of rest.split('/')) {
+      try {
+        segments.push(decodeURIComponent(raw));
+      } catch {
+        return adminError(400, `invalid path segment: ${raw}`);
+      }
+    }
+    while (segments.length && segments[segments.length - 1] === '') segments.pop();
+
+    const key = presentedKey(req, url.searchParams);
+    if (key === undefined) return adminError(401, 'failed to check token', { description: 'missing apikey' });
+    if (!(await (await checker).check(key))) return adminError(401, 'failed to check token', { description: 'wrong apikey' });
+
+    const ctx: Ctx = { req, query: url.searchParams, segments };
+    try {
+      return await route(ctx);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        return adminError(413, `invalid request body: request size ${err.size} is greater than the maximum size ${ADMIN_BODY_LIMIT} allowed`);
+      }
+      if (err instanceof StoreError) {
+        logger.error('admin: store failure', { error: err.message });
+        return adminError(503, `failed to access the config store: ${err.message}`);
+      }
+      throw err;
+    }
+  });
+
+  async function route(ctx: Ctx): Promise<Response> {
+    const [resource, id, ...sub] = ctx.segments;
+    const method = ctx.req.method;
+    if (resource === undefined) return adminError(404, 'not found');
+    if (resource === 'plugins') return pluginsEndpoint(method, id, sub);
+    if (resource === 'schema') return schemaEndpoint(method, id, sub);
+    const def = resources[resource];
+    if (!def) return adminError(404, `Unsupported resource type: ${resource}`);
+    if (id !== undefined && id !== '' && !ID_PATTERN.test(id)) {
+      return adminError(400, `invalid configuration: property "id" validation failed: failed to match pattern "^[a-zA-Z0-9-_.]+$" with "${id}"`);
+    }
+    switch (method) {
+      case 'GET':
+        return id === undefined ? list(resource, ctx) : getOne(resource, id);
+      case 'PUT':
+        return put(resource, def, id, ctx);
+      case 'POST':
+        return post(resource, def, id, ctx);
+      case 'PATCH':
+        return patch(resource, def, id, sub, ctx);
+      case 'DELETE':
+        return remove(resource, def, id, ctx);
+      default:
+        return adminError(405, `not supported \`${method}\` method for ${def.kind}`);
+    }
+  }
+
+  function pluginsEndpoint(method: string, name: string | undefined, sub: string[]): Response {
+    if (name === 'reload') {
+      if (method !== 'PUT') return adminError(405, `please use PUT method to reload the plugins, ${method} method is not allowed.`);
+      return text(200, 'done');
+    }
+    if (method !== 'GET' || sub.length) return adminError(404, 'not found');
+    if (name === 'list') return json(200, pluginsByPriority.map((p) => p.name));
+    if (name === undefined) return json(200, Object.fromEntries(pluginsByPriority.map((p) => [p.name, { priority: p.priority, version: p.version }])));
+    const schema = pluginSchemas.get(name);
+    return schema ? json(200, schema) : adminError(404, 'plugin not found in subsystem http');
+  }
+
+  function schemaEndpoint(method: string, name: string | undefined, sub: string[]): Response {
+    if (method !== 'GET') return adminError(404, 'not found');
+    if (name === 'plugins' && sub.length === 1) return pluginsEndpoint('GET', sub[0], []);
+    const schema = name === undefined ? undefined : schemas[name];
+    return schema ? json(200, schema) : adminError(400, `not found schema: ${name ?? ''}`);
+  }
+
+  const keyOf = (resource: string, id: string) => `${prefix}/${resource}/${id}`;
+  const envelope = (item: StoredItem) => ({ key: item.key, value: item.value, createdIndex: item.createdIndex, modifiedIndex: item.modifiedIndex });
+  const notFound = () => json(404, { message: 'Key not found', error_msg: 'Key not found' });
+  const readOnly = () => (store.readOnly ? adminError(405, store.readOnly) : undefined);
+
+  async function list(resource: string, ctx: Ctx): Promise<Response> {
+    const state = await store.load();
+    let items = [...itemsOf(state, prefix, resource).values()];
+    const name = ctx.query.get('name');
+    if (name !== null) items = items.filter((i) => safeSearch(name, String(i.value.name ?? 'nil')));
+    const label = ctx.query.get('label');
+    if (label !== null) items = items.filter((i) => isPlainObject(i.value.labels) && Object.hasOwn(i.value.labels, label));
+    const uri = ctx.query.get('uri');
+    if (uri !== null) {
+      items = items.filter((i) => {
+        const uris = Array.isArray(i.value.uris) ? i.value.uris : [i.value.uri];
+        return uris.some((u) => typeof u === 'string' && safeSearch(uri, u));
+      });
+    }
+    const filter = ctx.query.get('filter');
+    if (filter !== null) {
+      const f = new URLSearchParams(filter);
+      for (const field of ['service_id', 'upstream_id']) {
+        const want = f.get(field);
+        if (want !== null) items = items.filter((i) => i.value[field] === want);
+      }
+    }
+    const total = items.length;
+    const page = ctx.query.get('page');
+    const pageSize = ctx.query.get('page_size');
+    if (page !== null && pageSize !== null && isNumeric(page) && isNumeric(pageSize)) {
+      const size = Number(pageSize);
+      if (size < 10 || size > 500) return text(400, 'page_size must be between 10 and 500');
+      const p = Math.max(1, Math.floor(Number(page)));
+      items.sort((a, b) => a.createdIndex - b.createdIndex);
+      items = items.slice((p - 1) * size, p * size);
+    }
+    return json(200, { total, list: items.map(envelope) });
+  }
+
+  async function getOne(resource: string, id: string): Promise<Response> {
+    const item = await store.get(keyOf(resource, id));
+    return item ? json(200, envelope(item)) : notFound();
+  }
+
+  /** Parse and check a JSON body. Returns the object, or an error Response. */
+  async function readJson(ctx: Ctx, missingMsg: string): Promise<{ body: unknown } | Response> {
+    const raw = await readBody(ctx.req, ADMIN_BODY_LIMIT);
+    if (raw.trim() === '') return adminError(400, missingMsg);
+    let body: unknown;
+    try {
+      body = JSON.parse(raw);
+    } catch (err) {
+      return adminError(400, `invalid request body: ${(err as Error).message}`);
+    }
+    if (jsonDepth(body, ADMIN_JSON_DEPTH) > ADMIN_JSON_DEPTH) {
+      return adminError(400, `invalid request body: JSON nested deeper than ${ADMIN_JSON_DEPTH} levels`);
+    }
+    return { body };
+  }
+
+  function forbiddenTimestamps(body: Record<string, unknown>): Response | undefined {
+    for (const f of TIMESTAMP_FIELDS) {
+      if (body[f] !== undefined) return adminError(400, `the property is forbidden:  ${f}`);
+      for (const nested of ['upstream', 'plugins']) {
+        const n = body[nested];
+        if (isPlainObject(n) && n[f] !== undefined) return adminError(400, `the property is forbidden:  ${nested}.${f}`);
+      }
+    }
+    return undefined;
+  }
+
+  /** Write with compare-and-set, re-reading on conflict; `build` computes the new value from the current item. */
+  async function casWrite(
+    key: string,
+    build: (current: StoredItem | undefined) => Promise<Record<string, unknown> | Response>,
+  ): Promise<{ item: StoredItem; created: boolean } | Response> {
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const current = await store.get(key);
+      const next = await build(current);
+      if (next instanceof Response) return next;
+      try {
+        const res = await store.put(key, next, { expect: current?.modifiedIndex ?? 0 });
+        await opts.afterWrite();
+        return res;
+      } catch (err) {
+        if (err instanceof StoreConflictError) continue;
+        throw err;
+      }
+    }
+    return adminError(503, 'value changed before overwritten');
+  }
+
+  async function put(resource: string, def: ResourceDef, id: string | undefined, ctx: Ctx): Promise<Response> {
+    const ro = readOnly();
+    if (ro) return ro;
+    const parsed = await readJson(ctx, 'missing configurations');
+    if (parsed instanceof Response) return parsed;
+    const body = parsed.body;
+    if (!isPlainObject(body)) return adminError(400, 'invalid configuration: wrong type: expected object, got ' + jsonType(body));
+    const bodyId = body.id;
+    if (id === undefined && bodyId === undefined) return adminError(400, `missing ${def.kind} id`);
+    if (id !== undefined && bodyId !== undefined && String(bodyId) !== id) return adminError(400, `wrong ${def.kind} id`);
+    const bad = forbiddenTimestamps(body);
+    if (bad) return bad;
+    const value: Record<string, unknown> = { ...body, id: id ?? bodyId };
+    const err = await def.validate(value);
+    if (err) return adminError(400, err);
+    const finalId = String(value.id);
+    if (!ID_PATTERN.test(finalId)) return adminError(400, `invalid configuration: property "id" validation failed: failed to match pattern "^[a-zA-Z0-9-_.]+$" with "${finalId}"`);
+    const res = await casWrite(keyOf(resource, finalId), async (current) => {
+      const t = now();
+      const createTime = current?.value.create_time;
+      return { ...value, create_time: typeof createTime === 'number' ? createTime : t, update_time: t };
+    });
+    if (res instanceof Response) return res;
+    return json(res.created ? 201 : 200, { key: res.item.key, value: res.item.value });
+  }
+
+  async function post(resource: string, def: ResourceDef, id: string | undefined, ctx: Ctx): Promise<Response> {
+    const ro = readOnly();
+    if (ro) return ro;
+    const parsed = await readJson(ctx, 'missing configurations');
+    if (parsed instanceof Response) return parsed;
+    const body = parsed.body;
+    if (!isPlainObject(body)) return adminError(400, 'invalid configuration: wrong type: expected object, got ' + jsonType(body));
+    if (id !== undefined || body.id !== undefined) return adminError(400, `wrong ${def.kind} id, do not need it`);
+    const bad = forbiddenTimestamps(body);
+    if (bad) return bad;
+    const err = await def.validate(body);
+    if (err) return adminError(400, err);
+    const newId = String(await store.nextId()).padStart(20, '0');
+    const t = now();
+    const value = { ...body, id: newId, create_time: t, update_time: t };
+    const { item } = await store.put(keyOf(resource, newId), value, { expect: 0 });
+    await opts.afterWrite();
+    return json(201, { key: item.key, value: item.value });
+  }
+
+  async function patch(resource: string, def: ResourceDef, id: string | undefined, sub: string[], ctx: Ctx): Promise<Response> {
+    const ro = readOnly();
+    if (ro) return ro;
+    if (id === undefined) return adminError(400, `missing ${def.kind} id`);
+    const parsed = await readJson(ctx, 'missing new configuration');
+    if (parsed instanceof Response) return parsed;
+    const body = parsed.body;
+    if (sub.length === 0 && !isPlainObject(body)) return adminError(400, 'invalid configuration');
+    const key = keyOf(resource, id);
+    let missing = false;
+    const res = await casWrite(key, async (current) => {
+      if (!current) {
+        missing = true;
+        return notFound();
+      }
+      let next: Record<string, unknown> | string;
+      if (sub.length === 0) {
+        next = mergePatch(current.value, body as Record<string, unknown>);
+        if ((body as Record<string, unknown>).update_time === undefined) next.update_time = now();
+      } else {
+        next = patchAt(current.value, sub, body);
+        if (typeof next !== 'string') next.update_time = now();
+      }
+      if (typeof next === 'string') return adminError(400, next);
+      next.id = current.value.id ?? id;
+      if (next.create_time === undefined && current.value.create_time !== undefined) next.create_time = current.value.create_time;
+      const err = await def.validate(next);
+      return err ? adminError(400, err) : next;
+    });
+    if (res instanceof Response) return missing ? notFound() : res;
+    return json(200, { key: res.item.key, value: res.item.value });
+  }
+
+  async function remove(resource: string, def: ResourceDef, id: string | undefined, ctx: Ctx): Promise<Response> {
+    const ro = readOnly();
+    if (ro) return ro;
+    if (id === undefined) return adminError(400, `missing ${def.kind} id`);
+    const key = keyOf(resource, id);
+    const current = await store.get(key);
+    if (!current) return notFound();
+    if (def.inUse && ctx.query.get('force') !== 'true') {
+      const why = await def.inUse(id);
+      if (why) return adminError(400, why);
+    }
+    const deleted = await store.delete(key);
+    if (!deleted) return notFound();
+    await opts.afterWrite();
+    return json(200, { deleted: '1', key });
+  }
+
+  return app;
+}
+
+function isNumeric(s: string): boolean {
+  return s.trim() !== '' && Number.isFinite(Number(s));
+}
+
+function jsonType(x: unknown): string {
+  if (x === null) return 'null';
+  if (Array.isArray(x)) return 'array';
+  return typeof x;
+}
+
+/** APISIX matches `name`/`uri` filters as unanchored regular expressions; a bad pattern matches as plain text. */
+function safeSearch(pattern: string, subject: string): boolean {
+  try {
+    return new RegExp(pattern).test(subject);
+  } catch {
+    return subject.includes(pattern);
+  }
+}

@@ -1,0 +1,182 @@
+import * as v from 'valibot';
+import type { StoreState, StoredItem } from '../store/types.ts';
+import type { Handler, Logger, Middleware } from './context.ts';
+import { errorResponse } from './errors.ts';
+import { type PluginRegistry, SECURITY_PLUGIN_NAMES } from './plugins/index.ts';
+import { compileRouter } from './router/index.ts';
+import type { RouteSpec, Router } from './router/types.ts';
+import { check, isPlainObject } from './schema/common.ts';
+import { checkRoute, type RouteConf } from './schema/route.ts';
+import { checkUpstream, type UpstreamConf } from './schema/upstream.ts';
+import { upstreamHandler } from './upstream/upstream.ts';
+
+/** A route ready to serve: everything decided at config time. */
+export interface CompiledRoute {
+  id: string;
+  handler: Handler;
+}
+
+/** One immutable, compiled view of the config. Swapped in one assignment; requests keep the one they started with. */
+export interface Snapshot {
+  revision: number;
+  router: Router<CompiledRoute>;
+  /** Items that could not be served, with the reason (logged once per snapshot). */
+  problems: string[];
+}
+
+/** `_meta` APISIX injects into every plugin's schema (the parts fngate honours). */
+const metaSchema = v.strictObject({
+  disable: v.optional(v.boolean()),
+  priority: v.optional(v.pipe(v.number(), v.integer())),
+});
+
+export interface PluginCheck {
+  ok: boolean;
+  message?: string;
+}
+
+/**
+ * Check one plugin configuration as the Admin API does. Returns APISIX's messages:
+ * `unknown plugin [x]`, `failed to check the configuration of plugin x err: ...`.
+ */
+export function checkPluginConf(registry: PluginRegistry, name: string, conf: unknown): PluginCheck {
+  const plugin = registry.get(name);
+  if (!plugin) return { ok: false, message: `unknown plugin [${name}]` };
+  if (!isPlainObject(conf)) return { ok: false, message: `invalid plugin conf ${JSON.stringify(conf)} for plugin [${name}]` };
+  const { _meta, ...rest } = conf;
+  if (_meta !== undefined) {
+    const meta = check(metaSchema, _meta);
+    if (!meta.ok) return { ok: false, message: `failed to check the configuration of plugin ${name} err: property "_meta" validation failed: ${meta.message}` };
+  }
+  const res = check(plugin.schema, rest);
+  if (!res.ok) return { ok: false, message: `failed to check the configuration of plugin ${name} err: ${res.message}` };
+  return { ok: true };
+}
+
+export interface CompileEnv {
+  plugins: PluginRegistry;
+  logger: Logger;
+  prefix: string;
+}
+
+/** Items directly under `<prefix>/<dir>/`, as id -> item (nested keys such as credentials are skipped). */
+export function itemsOf(state: StoreState, prefix: string, dir: string): Map<string, StoredItem> {
+  const base = `${prefix}/${dir}/`;
+  const out = new Map<string, StoredItem>();
+  for (const item of state.items) {
+    if (!item.key.startsWith(base)) continue;
+    const id = item.key.slice(base.length);
+    if (id === '' || id.includes('/')) continue;
+    out.set(id, item);
+  }
+  return out;
+}
+
+const fixed = (status: number, msg: string): Handler => {
+  const body = `${JSON.stringify({ error_msg: msg })}\n`;
+  return async () => new Response(body, { status, headers: { 'content-type': 'application/json' } });
+};
+
+/** Compile a store state into a snapshot. Never throws on bad items: they are reported in `problems` and skipped. */
+export function compileSnapshot(state: StoreState, env: CompileEnv): Snapshot {
+  const problems: string[] = [];
+  const upstreams = new Map<string, UpstreamConf>();
+  for (const [id, item] of itemsOf(state, env.prefix, 'upstreams')) {
+    const res = checkUpstream({ ...item.value, id });
+    if (res.ok) upstreams.set(id, res.value);
+    else problems.push(`upstream ${id}: ${res.message}`);
+  }
+
+  const specs: RouteSpec<CompiledRoute>[] = [];
+  for (const [id, item] of itemsOf(state, env.prefix, 'routes')) {
+    const res = checkRoute({ ...item.value, id });
+    if (!res.ok) {
+      problems.push(`route ${id}: ${res.message}`);
+      continue;
+    }
+    const route = res.value;
+    if (route.status === 0) continue;
+    try {
+      const handler = compileRoute(id, route, upstreams, env, problems);
+      specs.push({
+        id,
+        paths: route.uris ?? [route.uri!],
+        methods: route.methods,
+        hosts: route.hosts ?? (route.host ? [route.host] : undefined),
+        remoteAddrs: route.remote_addrs ?? (route.remote_addr ? [route.remote_addr] : undefined),
+        priority: route.priority ?? 0,
+        data: { id, handler },
+      });
+    } catch (err) {
+      problems.push(`route ${id}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return { revision: state.revision, router: compileRouter(specs), problems };
+}
+
+function compileRoute(
+  id: string,
+  route: RouteConf,
+  upstreams: Map<string, UpstreamConf>,
+  env: CompileEnv,
+  problems: string[],
+): Handler {
+  const chain: { priority: number; mw: Middleware }[] = [];
+  for (const [name, rawConf] of Object.entries(route.plugins ?? {})) {
+    const plugin = env.plugins.get(name);
+    if (!plugin) {
+      if (SECURITY_PLUGIN_NAMES.has(name)) {
+        problems.push(`route ${id}: plugin ${name} is not available in fngate; the route answers 503 rather than run unprotected`);
+        return fixed(503, `route ${id} needs plugin ${name}, which this gateway does not have`);
+      }
+      problems.push(`route ${id}: plugin ${name} is not available in fngate; it is skipped`);
+      continue;
+    }
+    const checked = checkPluginConf(env.plugins, name, rawConf);
+    if (!checked.ok) throw new Error(checked.message);
+    const { _meta, ...conf } = rawConf as Record<string, unknown>;
+    const meta = _meta as { disable?: boolean; priority?: number } | undefined;
+    if (meta?.disable) continue;
+    const parsed = v.parse(plugin.schema, conf);
+    chain.push({ priority: meta?.priority ?? plugin.priority, mw: plugin.create(parsed, { logger: env.logger, routeId: id }) });
+  }
+  chain.sort((a, b) => b.priority - a.priority);
+
+  let final: Handler;
+  const routeTimeout = route.timeout;
+  if (route.upstream_id !== undefined) {
+    const up = upstreams.get(String(route.upstream_id));
+    final = up ? upstreamHandler(up, routeTimeout) : fixed(502, `upstream ${String(route.upstream_id)} of route ${id} does not exist`);
+  } else if (route.upstream !== undefined) {
+    const res = checkUpstream(route.upstream);
+    if (!res.ok) throw new Error(res.message);
+    final = upstreamHandler(res.value, routeTimeout);
+  } else {
+    final = fixed(503, 'missing upstream configuration in Route or Service');
+  }
+
+  // Compose once: chain[0](ctx, next -> chain[1](ctx, ... -> final)).
+  let handler = final;
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const mw = chain[i]!.mw;
+    const next = handler;
+    handler = (ctx) => mw(ctx, next);
+  }
+  return handler;
+}
+
+/** Lower-case host without port, from a Host header value. */
+export function hostOf(hostHeader: string | null): string {
+  if (!hostHeader) return '';
+  let h = hostHeader;
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    h = end >= 0 ? h.slice(0, end + 1) : h;
+  } else {
+    const colon = h.indexOf(':');
+    if (colon >= 0) h = h.slice(0, colon);
+  }
+  return h.toLowerCase();
+}
+
+export { errorResponse };

@@ -1,0 +1,146 @@
+import type { Context } from 'hono';
+import { Hono } from 'hono';
+import type { ConfigStore } from '../store/types.ts';
+import { createAdmin } from './admin/index.ts';
+import { compileSnapshot, hostOf, type Snapshot } from './config.ts';
+import { consoleLogger, type Logger, type RequestContext } from './context.ts';
+import { errorResponse } from './errors.ts';
+import { pluginRegistry } from './plugins/index.ts';
+import type { AnyPlugin } from './plugins/types.ts';
+import { normalizePath } from './router/path.ts';
+import type { Forwarder } from './upstream/types.ts';
+
+export interface GatewayOptions {
+  store: ConfigStore;
+  /** The runtime's forwarding client. */
+  forwarder: Forwarder;
+  /** Admin keys; none = the Admin API refuses every request. */
+  adminKeys?: readonly string[];
+  logger?: Logger;
+  plugins?: readonly AnyPlugin[];
+  /** The client's IP address, from the runtime's connection info ('' when unknown). */
+  clientIp?: (c: Context) => string;
+  /** `https` when the runtime terminates TLS in front of the gateway. */
+  scheme?: (c: Context) => string;
+}
+
+export interface Gateway {
+  /** The proxy app (port 9080). */
+  proxy: Hono;
+  /** The Admin API app (port 9180), serving `/apisix/admin/*`. */
+  admin: Hono;
+  /** One app for runtimes with a single port (Workers): admin under `/apisix/admin`, everything else proxied. */
+  combined: Hono;
+  /** Re-read the store and swap in a new snapshot. Concurrent calls coalesce. */
+  refresh(): Promise<void>;
+  /** The snapshot requests are served from now. */
+  current(): Snapshot;
+  close(): Promise<void>;
+}
+
+const NOT_FOUND_BODY = `${JSON.stringify({ error_msg: '404 Route Not Found' })}\n`;
+
+export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
+  const logger = opts.logger ?? consoleLogger;
+  const plugins = pluginRegistry(opts.plugins);
+  const { store, forwarder } = opts;
+  const compileEnv = { plugins, logger, prefix: store.prefix };
+
+  let snapshot: Snapshot = build(await store.load());
+
+  function build(state: Awaited<ReturnType<ConfigStore['load']>>): Snapshot {
+    const started = performance.now();
+    const snap = compileSnapshot(state, compileEnv);
+    for (const p of snap.problems) logger.warn(`config: ${p}`);
+    const ms = performance.now() - started;
+    logger.info('config loaded', { revision: snap.revision, routes: snap.router.size, ms: Math.round(ms * 10) / 10 });
+    return snap;
+  }
+
+  // Coalescing refresh: at most one load in flight, and one more queued behind it.
+  let running: Promise<void> | undefined;
+  let again = false;
+  function refresh(): Promise<void> {
+    if (running) {
+      again = true;
+      return running.then(() => (again ? refresh() : undefined));
+    }
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          const state = await store.load();
+          if (state.revision !== snapshot.revision) snapshot = build(state);
+        } while (again);
+      } catch (err) {
+        logger.error('config reload failed; still serving the previous config', { error: (err as Error).message });
+      } finally {
+        running = undefined;
+      }
+    })();
+    return running;
+  }
+  const unwatch = store.watch(() => void refresh());
+
+  const clientIp = opts.clientIp ?? (() => '');
+  const scheme = opts.scheme ?? (() => 'http');
+
+  const proxy = new Hono();
+  proxy.all('*', (c) => {
+    const req = c.req.raw;
+    const url = req.url;
+    const pathStart = url.indexOf('/', url.indexOf('//') + 2);
+    const q = url.indexOf('?', pathStart);
+    const rawPath = pathStart < 0 ? '/' : q < 0 ? url.slice(pathStart) : url.slice(pathStart, q);
+    const path = normalizePath(rawPath);
+    if (path === null) return errorResponse(400, 'bad request: the path is not valid percent-encoding');
+    const host = hostOf(req.headers.get('host'));
+    const ip = clientIp(c);
+    const snap = snapshot;
+    const m = snap.router.match({ method: req.method, host, path, remoteAddr: ip });
+    if (!m) {
+      return new Response(NOT_FOUND_BODY, { status: 404, headers: { 'content-type': 'application/json' } });
+    }
+    const ctx: RequestContext = {
+      request: req,
+      method: req.method,
+      path,
+      rawPath,
+      query: q < 0 ? '' : url.slice(q + 1),
+      host,
+      params: m.params,
+      clientIp: ip,
+      scheme: scheme(c),
+      routeId: m.data.id,
+      signal: req.signal,
+      forward: forwarder,
+    };
+    return m.data.handler(ctx);
+  });
+  proxy.onError((err) => {
+    logger.error('proxy: unexpected error', { error: err.message });
+    return errorResponse(500, 'internal error in the gateway');
+  });
+
+  const admin = createAdmin({ store, plugins, keys: opts.adminKeys ?? [], afterWrite: refresh, logger });
+  admin.onError((err) => {
+    logger.error('admin: unexpected error', { error: err.message });
+    return errorResponse(500, 'internal error in the Admin API');
+  });
+
+  const combined = new Hono();
+  combined.route('/', admin);
+  combined.route('/', proxy);
+
+  return {
+    proxy,
+    admin,
+    combined,
+    refresh,
+    current: () => snapshot,
+    async close() {
+      unwatch();
+      await running;
+    },
+  };
+}

@@ -1,0 +1,46 @@
+import * as v from 'valibot';
+import type { PluginDefinition } from './types.ts';
+import { type ServerlessConf, serverlessEntries, serverlessForwarder } from './serverless.ts';
+
+const schema = v.strictObject({
+  ...serverlessEntries,
+  authorization: v.optional(
+    v.strictObject({
+      service_token: v.optional(
+        v.pipe(v.string(), v.check((s) => s.includes(':'), 'expected "user:password" (the Basic auth credentials)')),
+      ),
+    }),
+  ),
+});
+
+type Conf = ServerlessConf & { authorization?: { service_token?: string } };
+
+/** Base64 of a UTF-8 string, without Buffer (runs on every runtime). */
+function base64(text: string): string {
+  let bin = '';
+  for (const b of new TextEncoder().encode(text)) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+/**
+ * `openfunction`: forwards the route's requests to a CNCF OpenFunction (Knative) function URL.
+ * With `authorization.service_token`, the function receives `Authorization: Basic base64(token)`
+ * (replacing the client's); without it the client's own Authorization header passes through.
+ */
+export const openfunction: PluginDefinition<Conf> = {
+  name: 'openfunction',
+  priority: -1902,
+  version: 0.1,
+  schema: schema as v.GenericSchema<unknown, Conf>,
+  secretFields: ['authorization.service_token'],
+  create(conf) {
+    const token = conf.authorization?.service_token;
+    // Computed once per config snapshot, not per request.
+    const authorization = token === undefined ? undefined : `Basic ${base64(token)}`;
+    return serverlessForwarder(
+      conf,
+      'function',
+      authorization === undefined ? undefined : (h) => h.set('authorization', authorization),
+    );
+  },
+};

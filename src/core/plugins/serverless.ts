@@ -1,0 +1,88 @@
+import * as v from 'valibot';
+import type { Middleware, RequestContext } from '../context.ts';
+import { forward } from '../upstream/forward.ts';
+
+/**
+ * The forwarding piece shared by every function-as-a-service plugin (openfunction today; azure-functions,
+ * aws-lambda later), as APISIX's `serverless/generic-upstream.lua`. Each plugin adds only its auth.
+ */
+
+const HTTP_URL = /^https?:\/\/[^/?#\s]+/i;
+
+export function isHttpUrl(s: string): boolean {
+  if (!HTTP_URL.test(s)) return false;
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** Schema fields every serverless plugin shares (APISIX generic-upstream), with APISIX's defaults. */
+export const serverlessEntries = {
+  function_uri: v.pipe(v.string(), v.check(isHttpUrl, 'must be a valid http(s) URL')),
+  timeout: v.optional(v.pipe(v.number(), v.integer(), v.minValue(100)), 3000),
+  ssl_verify: v.optional(v.boolean(), true),
+  keepalive: v.optional(v.boolean(), true),
+  keepalive_timeout: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1000)), 60000),
+  keepalive_pool: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), 5),
+  max_req_body_size: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), 64 * 1024 * 1024),
+};
+
+export interface ServerlessConf {
+  function_uri: string;
+  timeout: number;
+  ssl_verify: boolean;
+  keepalive: boolean;
+  keepalive_timeout: number;
+  keepalive_pool: number;
+  max_req_body_size: number;
+}
+
+/** Characters that may stand in a path without encoding (RFC 3986 pchar and `/`). */
+const NOT_PATH_SAFE = /[^A-Za-z0-9\-._~!$&'()*+,;=:@/]/g;
+
+/** Re-encode a decoded path tail for the wire; `..` cannot occur, the router resolved dot segments. */
+export function encodePathTail(tail: string): string {
+  return tail.replace(NOT_PATH_SAFE, (c) => encodeURIComponent(c));
+}
+
+/** Split a function URI once, at config time. */
+export function parseFunctionUri(uri: string): { origin: string; path: string; query: string } {
+  const u = new URL(uri);
+  return { origin: u.origin, path: u.pathname, query: u.search.slice(1) };
+}
+
+/** `base` + `/` + `tail`, with exactly one slash between (APISIX: `/api` + `x` → `/api/x`, `/api` + `` → `/api/`). */
+export function joinPath(base: string, tail: string): string {
+  if (base.endsWith('/') || tail.startsWith('/')) return base.endsWith('/') && tail.startsWith('/') ? base + tail.slice(1) : base + tail;
+  return `${base}/${tail}`;
+}
+
+/**
+ * Build the middleware that forwards to the function. `editHeaders` adds the plugin's credentials.
+ * The URL is computed from pieces split at config time: origin and path of `function_uri`, the
+ * route's captured `*` tail, and the function_uri's own query followed by the client's, byte for byte.
+ */
+export function serverlessForwarder(conf: ServerlessConf, label: string, editHeaders?: (h: Headers) => void): Middleware {
+  const fn = parseFunctionUri(conf.function_uri);
+  const keepalive = { enabled: conf.keepalive, idleTimeoutMs: conf.keepalive_timeout, poolSize: conf.keepalive_pool };
+  const basePath = fn.path;
+  return (ctx: RequestContext) => {
+    const ext = ctx.params[':ext'];
+    let path = ext === undefined ? basePath : joinPath(basePath, encodePathTail(ext));
+    if (path === '') path = '/';
+    const query = fn.query && ctx.query ? `${fn.query}&${ctx.query}` : fn.query || ctx.query;
+    const url = query ? `${fn.origin}${path}?${query}` : `${fn.origin}${path}`;
+    return forward(ctx, {
+      url,
+      timeout: conf.timeout,
+      tlsVerify: conf.ssl_verify,
+      keepalive,
+      maxBodySize: conf.max_req_body_size,
+      editHeaders,
+      label,
+    });
+  };
+}

@@ -1,0 +1,51 @@
+import * as v from 'valibot';
+import { formatIssue } from './format.ts';
+
+/** APISIX `id_schema`: a string of 1–64 of `[a-zA-Z0-9-_.]`, or an integer >= 1. */
+export const idSchema = v.union([
+  v.pipe(v.string(), v.minLength(1), v.maxLength(64), v.regex(/^[a-zA-Z0-9\-_.]+$/)),
+  v.pipe(v.number(), v.integer(), v.minValue(1)),
+]);
+
+export const ID_PATTERN = /^[a-zA-Z0-9\-_.]{1,64}$/;
+
+export const nameSchema = v.pipe(v.string(), v.minLength(1), v.maxLength(256));
+export const descSchema = v.pipe(v.string(), v.maxLength(256));
+export const labelsSchema = v.record(
+  v.string(),
+  v.pipe(v.string(), v.minLength(1), v.maxLength(256), v.regex(/^\S+$/)),
+);
+export const timestampSchema = v.pipe(v.number(), v.integer());
+
+/** `{connect, send, read}` in seconds, all three required (APISIX `timeout_def`). */
+export const timeoutSchema = v.strictObject({
+  connect: v.pipe(v.number(), v.gtValue(0)),
+  send: v.pipe(v.number(), v.gtValue(0)),
+  read: v.pipe(v.number(), v.gtValue(0)),
+});
+
+/** Host pattern of APISIX's `host_def`. */
+export const hostSchema = v.pipe(v.string(), v.regex(/^\*$|^\*?[0-9a-zA-Z\-._[\]:]+$/));
+
+/** Fields the admin writes itself; refused in PUT/POST bodies as APISIX does. */
+export const TIMESTAMP_FIELDS = ['create_time', 'update_time'] as const;
+
+/** Validate `input` against `schema`; returns the first problem in APISIX's wording, or the parsed output. */
+export function check<T>(
+  schema: v.GenericSchema<unknown, T>,
+  input: unknown,
+): { ok: true; value: T } | { ok: false; message: string } {
+  const res = v.safeParse(schema, input, { abortEarly: true, abortPipeEarly: true });
+  if (res.success) return { ok: true, value: res.output };
+  const issue = res.issues[0];
+  return { ok: false, message: formatIssue(issue) };
+}
+
+export function isPlainObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+/** A field fngate does not implement: refused with a clear message instead of being silently ignored. */
+export function unsupported(what: string, why: string) {
+  return v.custom<never>(() => false, `not supported by fngate: ${why}`);
+}

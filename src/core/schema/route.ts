@@ -1,0 +1,92 @@
+import * as v from 'valibot';
+import {
+  check,
+  descSchema,
+  hostSchema,
+  idSchema,
+  isPlainObject,
+  labelsSchema,
+  nameSchema,
+  timeoutSchema,
+  timestampSchema,
+  unsupported,
+} from './common.ts';
+import { checkUpstream } from './upstream.ts';
+
+export const HTTP_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS', 'CONNECT', 'TRACE', 'PURGE'] as const;
+
+const IPV4_CIDR = /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\/(?:3[0-2]|[12]?\d))?$/;
+const IPV6_CIDR = /^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*(?:\/(?:12[0-8]|1[01]\d|\d?\d))?$/;
+const remoteAddrSchema = v.pipe(
+  v.string(),
+  v.check((s) => IPV4_CIDR.test(s) || IPV6_CIDR.test(s), 'expected an IPv4 or IPv6 address or CIDR'),
+);
+
+function uniqueArray<T extends v.GenericSchema>(item: T) {
+  return v.pipe(
+    v.array(item),
+    v.check((a) => new Set(a.map((x) => JSON.stringify(x))).size === a.length, 'expected unique items but items are not unique'),
+  );
+}
+
+/** APISIX's route schema (schema_def.lua `route`), limited to what fngate implements. */
+export const routeSchema = v.strictObject({
+  id: v.optional(idSchema),
+  name: v.optional(nameSchema),
+  desc: v.optional(descSchema),
+  labels: v.optional(labelsSchema),
+  create_time: v.optional(timestampSchema),
+  update_time: v.optional(timestampSchema),
+  uri: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(4096))),
+  uris: v.optional(v.pipe(uniqueArray(v.pipe(v.string(), v.minLength(1), v.maxLength(4096))), v.minLength(1))),
+  priority: v.optional(v.pipe(v.number(), v.integer())),
+  methods: v.optional(uniqueArray(v.picklist(HTTP_METHODS))),
+  host: v.optional(hostSchema),
+  hosts: v.optional(v.pipe(uniqueArray(hostSchema), v.minLength(1))),
+  remote_addr: v.optional(remoteAddrSchema),
+  remote_addrs: v.optional(v.pipe(uniqueArray(remoteAddrSchema), v.minLength(1))),
+  plugins: v.optional(v.record(v.string(), v.unknown())),
+  upstream: v.optional(v.unknown()),
+  upstream_id: v.optional(idSchema),
+  timeout: v.optional(timeoutSchema),
+  enable_websocket: v.optional(v.boolean()),
+  status: v.optional(v.picklist([0, 1])),
+  vars: v.optional(unsupported('"vars"', 'lua-resty-expr route conditions are not implemented yet')),
+  filter_func: v.optional(unsupported('"filter_func"', 'it is Lua code and fngate runs no Lua')),
+  script: v.optional(unsupported('"script"', 'it is Lua code and fngate runs no Lua')),
+  service_id: v.optional(unsupported('"service_id"', 'services are not implemented yet')),
+  plugin_config_id: v.optional(unsupported('"plugin_config_id"', 'plugin configs are not implemented yet')),
+});
+
+export type RouteConf = v.InferOutput<typeof routeSchema>;
+
+/**
+ * The route's own rules (schema, field combinations, inline upstream). Plugin configurations and
+ * references (`upstream_id`) are checked by the caller, which knows the plugins and the store.
+ */
+export function checkRoute(input: unknown): { ok: true; value: RouteConf } | { ok: false; message: string } {
+  if (isPlainObject(input)) {
+    // APISIX checks these before the schema.
+    if (input.host !== undefined && input.hosts !== undefined) return { ok: false, message: 'only one of host or hosts is allowed' };
+    if (input.remote_addr !== undefined && input.remote_addrs !== undefined) {
+      return { ok: false, message: 'only one of remote_addr or remote_addrs is allowed' };
+    }
+  }
+  const res = check(routeSchema, input);
+  if (!res.ok) return { ok: false, message: `invalid configuration: ${res.message}` };
+  const r = res.value;
+  if ((r.uri === undefined) === (r.uris === undefined)) {
+    return { ok: false, message: 'invalid configuration: exactly one of "uri" or "uris" is required' };
+  }
+  if (r.plugins === undefined && r.upstream === undefined && r.upstream_id === undefined) {
+    return {
+      ok: false,
+      message: 'invalid configuration: a route needs at least one of "plugins", "upstream" or "upstream_id"',
+    };
+  }
+  if (r.upstream !== undefined) {
+    const up = checkUpstream(r.upstream);
+    if (!up.ok) return { ok: false, message: `invalid configuration: property "upstream" validation failed: ${up.message}` };
+  }
+  return res;
+}

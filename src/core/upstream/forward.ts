@@ -1,0 +1,107 @@
+import type { RequestContext } from '../context.ts';
+import { errorResponse } from '../errors.ts';
+import { requestHeadersForUpstream, responseHeadersForClient } from './headers.ts';
+import { type ForwardRequest, UpstreamError } from './types.ts';
+
+export interface ForwardTarget {
+  /** Absolute URL to call, query included. */
+  url: string;
+  /** Host header to send instead of the URL's authority. */
+  hostHeader?: string;
+  timeout: number;
+  tlsVerify: boolean;
+  keepalive: ForwardRequest['keepalive'];
+  /** Request bodies larger than this many bytes are refused with 413 (checked while streaming). */
+  maxBodySize?: number;
+  /** Last changes to the outgoing headers (e.g. the plugin's Authorization). */
+  editHeaders?: (headers: Headers) => void;
+  /** What the upstream is called in error messages, e.g. `function` or `upstream`. */
+  label: string;
+}
+
+const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
+
+/** Wraps a request body so that it errors with `body-too-large` once more than `limit` bytes went through. */
+export function limitBody(body: ReadableStream<Uint8Array>, limit: number): ReadableStream<Uint8Array> {
+  let seen = 0;
+  return body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        seen += chunk.byteLength;
+        if (seen > limit) {
+          controller.error(new UpstreamError('body-too-large', `request body is larger than ${limit} bytes`));
+          return;
+        }
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+}
+
+/**
+ * Sends the client's request to `target` and returns the upstream's answer, streamed, minus
+ * hop-by-hop headers. Transport failures become gateway errors: 503 cannot connect, 504 timed out,
+ * 502 broken answer, 413 body over the limit.
+ */
+export async function forward(ctx: RequestContext, target: ForwardTarget, opts?: { throwOnConnect?: boolean }): Promise<Response> {
+  const req = ctx.request;
+  const headers = requestHeadersForUpstream(req.headers, {
+    clientIp: ctx.clientIp,
+    scheme: ctx.scheme,
+    host: req.headers.get('host'),
+  });
+  target.editHeaders?.(headers);
+
+  let body: ReadableStream<Uint8Array> | null = null;
+  if (!NO_BODY_METHODS.has(ctx.method) && req.body) {
+    const limit = target.maxBodySize;
+    if (limit !== undefined) {
+      const declared = req.headers.get('content-length');
+      if (declared !== null && Number(declared) > limit) return tooLarge(limit);
+      body = limitBody(req.body, limit);
+    } else {
+      body = req.body;
+    }
+  }
+
+  let res: Response;
+  try {
+    res = await ctx.forward({
+      url: target.url,
+      method: ctx.method,
+      headers,
+      hostHeader: target.hostHeader,
+      body,
+      signal: ctx.signal,
+      timeout: target.timeout,
+      tlsVerify: target.tlsVerify,
+      keepalive: target.keepalive,
+    });
+  } catch (err) {
+    if (opts?.throwOnConnect && err instanceof UpstreamError && err.kind === 'connect') throw err;
+    return failure(err, target);
+  }
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers: responseHeadersForClient(res.headers) });
+}
+
+function tooLarge(limit: number): Response {
+  return errorResponse(413, `request body is larger than the ${limit} bytes allowed`);
+}
+
+function failure(err: unknown, target: ForwardTarget): Response {
+  const kind = err instanceof UpstreamError ? err.kind : 'protocol';
+  const detail = err instanceof Error ? err.message : String(err);
+  switch (kind) {
+    case 'body-too-large':
+      return tooLarge(target.maxBodySize ?? 0);
+    case 'connect':
+      return errorResponse(503, `failed to connect to the ${target.label}: ${detail}`);
+    case 'timeout':
+      return errorResponse(504, `the ${target.label} did not answer within ${target.timeout} ms`);
+    case 'aborted':
+      // The client is gone; nobody reads this.
+      return errorResponse(499, 'client closed the request');
+    default:
+      return errorResponse(502, `bad answer from the ${target.label}: ${detail}`);
+  }
+}

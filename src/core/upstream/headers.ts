@@ -1,0 +1,66 @@
+/**
+ * Hop-by-hop and connection-specific headers (RFC 9110 §7.6.1) never cross the gateway, in either
+ * direction; neither does any header the message's own `Connection` header names.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Request headers the gateway sets itself; the client's values are dropped so they cannot be spoofed. */
+const GATEWAY_SET = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip']);
+
+function connectionListed(headers: Headers): Set<string> | undefined {
+  const conn = headers.get('connection');
+  if (!conn) return undefined;
+  const out = new Set<string>();
+  for (const token of conn.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t) out.add(t);
+  }
+  return out;
+}
+
+export interface ForwardedInfo {
+  clientIp: string;
+  scheme: string;
+  /** The Host header the client sent, port included. */
+  host: string | null;
+}
+
+/** Headers to send upstream: the client's, less hop-by-hop and gateway-set ones, plus `X-Forwarded-*`. */
+export function requestHeadersForUpstream(incoming: Headers, fwd: ForwardedInfo): Headers {
+  const listed = connectionListed(incoming);
+  const out = new Headers();
+  incoming.forEach((value, name) => {
+    if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || listed?.has(name)) return;
+    out.append(name, value);
+  });
+  if (fwd.clientIp) out.set('x-forwarded-for', fwd.clientIp);
+  out.set('x-forwarded-proto', fwd.scheme);
+  if (fwd.host) out.set('x-forwarded-host', fwd.host);
+  return out;
+}
+
+/** The upstream's response headers as the client may see them (a new Headers object). */
+export function responseHeadersForClient(upstream: Headers): Headers {
+  const listed = connectionListed(upstream);
+  const out = new Headers();
+  upstream.forEach((value, name) => {
+    if (HOP_BY_HOP.has(name) || listed?.has(name)) return;
+    out.append(name, value);
+  });
+  // forEach joins repeated Set-Cookie values; keep them as separate headers.
+  if (out.has('set-cookie')) {
+    out.delete('set-cookie');
+    for (const c of upstream.getSetCookie()) out.append('set-cookie', c);
+  }
+  return out;
+}

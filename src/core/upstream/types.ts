@@ -1,0 +1,62 @@
+/**
+ * The forwarding client contract. The core never calls `fetch` directly: each runtime's entry hands it
+ * the best client it has (an undici Agent on Node, the native fetch elsewhere) behind this one signature.
+ */
+export interface ForwardRequest {
+  /** Absolute http(s) URL, query string included. */
+  url: string;
+  method: string;
+  /**
+   * Headers to send, already cleaned by the core (no hop-by-hop headers, no `host`: the client derives
+   * `Host` from `url`, or from `hostHeader` when given).
+   */
+  headers: Headers;
+  /** Set a `Host` header other than the URL's authority (upstream `pass_host: pass|rewrite`). Clients that cannot honour it ignore it; see docs. */
+  hostHeader?: string;
+  /** Request body, streamed; null when the request has none. */
+  body: ReadableStream<Uint8Array> | null;
+  /** Fires when the downstream client went away; the forwarder must abort the upstream call. */
+  signal?: AbortSignal;
+  /**
+   * Milliseconds allowed for the response headers to arrive (connect + send + first byte), and for each
+   * gap between body chunks afterwards (nginx's proxy_read_timeout model).
+   */
+  timeout: number;
+  /** Verify the TLS certificate of an https upstream. */
+  tlsVerify: boolean;
+  /** Connection reuse. A client that cannot tune it ignores the numbers. */
+  keepalive: { enabled: boolean; idleTimeoutMs: number; poolSize: number };
+}
+
+/**
+ * Sends one request upstream. Resolves with the upstream's response as soon as its headers arrived,
+ * body streaming (never buffered whole). Redirects are never followed. Headers are the upstream's own:
+ * the core removes hop-by-hop headers. A client that transparently decompressed the body must drop
+ * `content-encoding` and `content-length` itself, so the response stays decodable.
+ *
+ * Rejects with an {@link UpstreamError} whose `kind` says what failed.
+ */
+export type Forwarder = (req: ForwardRequest) => Promise<Response>;
+
+export type UpstreamErrorKind =
+  /** Could not connect: refused, DNS failure, unreachable, TLS handshake refused. -> 503 */
+  | 'connect'
+  /** No response headers within `timeout`. -> 504 */
+  | 'timeout'
+  /** Connected, then the connection broke or the answer was not valid HTTP. -> 502 */
+  | 'protocol'
+  /** The downstream client aborted (its signal fired). Nobody to answer. */
+  | 'aborted'
+  /** The request body broke the gateway's own limit (`max_req_body_size`). -> 413 */
+  | 'body-too-large';
+
+export class UpstreamError extends Error {
+  override name = 'UpstreamError';
+  constructor(
+    readonly kind: UpstreamErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The conformance harness: starts fngate on the runtime named by FNGATE_RUNTIME (node by default) as a
+ * real process on loopback, and gives the suite small HTTP helpers. Every file of test/conformance runs
+ * unchanged against every runtime; a case that cannot apply to a runtime says so with `skipOn`.
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { freePort, type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
+
+export const ROOT = new URL('../..', import.meta.url).pathname;
+
+export type RuntimeName = 'node' | 'deno' | 'bun' | 'workerd';
+
+export const RUNTIME = (process.env.FNGATE_RUNTIME ?? 'node') as RuntimeName;
+
+export interface AdminResult {
+  status: number;
+  headers: Headers;
+  text: string;
+  // biome-ignore lint/suspicious/noExplicitAny: test convenience for JSON bodies
+  json: any;
+}
+
+export interface GatewayUnderTest {
+  runtime: RuntimeName;
+  proxyUrl: string;
+  adminUrl: string;
+  key: string;
+  dataDir: string;
+  proc: Proc;
+  /** Call the Admin API; `path` is relative to `/apisix/admin` (e.g. `/routes/1`). */
+  admin(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<AdminResult>;
+  /** PUT a route and fail loudly unless the gateway accepted it. */
+  putRoute(id: string, route: unknown): Promise<AdminResult>;
+  /** Request a path on the proxy. */
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  env?: Record<string, string | undefined>;
+  dataDir?: string;
+  key?: string;
+}
+
+export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnderTest> {
+  const dataDir = opts.dataDir ?? (await tmpDir('fngate-conf-'));
+  const key = opts.key ?? randomBytes(16).toString('hex');
+  const proxyPort = await freePort();
+  const adminPort = await freePort();
+  const env: Record<string, string | undefined> = {
+    HOST: '127.0.0.1',
+    PROXY_PORT: String(proxyPort),
+    ADMIN_HOST: '127.0.0.1',
+    ADMIN_PORT: String(adminPort),
+    ADMIN_KEY: key,
+    DATA_DIR: dataDir,
+    LOG_LEVEL: 'warn',
+    ...opts.env,
+  };
+  const proxyUrl = `http://127.0.0.1:${proxyPort}`;
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  let proc: Proc;
+  switch (RUNTIME) {
+    case 'node':
+      proc = await startProcess({
+        cmd: process.execPath,
+        args: [join(ROOT, 'dist/runtime/node.js')],
+        env,
+        cwd: ROOT,
+        readyUrl: `${adminUrl}/apisix/admin`,
+        timeoutMs: 15000,
+      });
+      break;
+    default:
+      throw new Error(`FNGATE_RUNTIME=${RUNTIME}: no launcher yet`);
+  }
+  const gw: GatewayUnderTest = {
+    runtime: RUNTIME,
+    proxyUrl,
+    adminUrl,
+    key,
+    dataDir,
+    proc,
+    async admin(method, path, body, headers) {
+      const res = await fetch(`${adminUrl}/apisix/admin${path}`, {
+        method,
+        headers: { 'x-api-key': key, ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        json = undefined;
+      }
+      return { status: res.status, headers: res.headers, text, json };
+    },
+    async putRoute(id, route) {
+      const res = await gw.admin('PUT', `/routes/${id}`, route);
+      if (res.status !== 200 && res.status !== 201) throw new Error(`PUT /routes/${id} answered ${res.status}: ${res.text}`);
+      return res;
+    },
+    fetch(path, init) {
+      return fetch(`${proxyUrl}${path}`, init);
+    },
+    async stop() {
+      await proc.kill('SIGTERM');
+      if (!opts.dataDir) await rmDir(dataDir);
+    },
+  };
+  return gw;
+}
