@@ -4,8 +4,7 @@
  * unchanged against every runtime; a case that cannot apply to a runtime says so with `skipOn`.
  */
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
-import { freePort, type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
+import { freePort, type Proc, rmDir, tmpDir } from '../helpers/process.ts';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 
@@ -37,6 +36,26 @@ export interface GatewayUnderTest {
   stop(): Promise<void>;
 }
 
+/** How one runtime starts fngate: `test/conformance/launchers/<runtime>.ts` exports `launch`. */
+export interface Launcher {
+  launch(opts: LaunchOptions): Promise<Launched>;
+}
+
+export interface LaunchOptions {
+  /** The settings (ADMIN_KEY, PROXY_PORT, ADMIN_PORT, DATA_DIR, ...) as environment variables. */
+  env: Record<string, string | undefined>;
+  proxyPort: number;
+  adminPort: number;
+  dataDir: string;
+}
+
+export interface Launched {
+  proc: Proc;
+  proxyUrl: string;
+  /** Base URL of the Admin API (the proxy URL itself on single-port runtimes). */
+  adminUrl: string;
+}
+
 export interface StartOptions {
   env?: Record<string, string | undefined>;
   dataDir?: string;
@@ -58,23 +77,11 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnde
     LOG_LEVEL: 'warn',
     ...opts.env,
   };
-  const proxyUrl = `http://127.0.0.1:${proxyPort}`;
-  const adminUrl = `http://127.0.0.1:${adminPort}`;
-  let proc: Proc;
-  switch (RUNTIME) {
-    case 'node':
-      proc = await startProcess({
-        cmd: process.execPath,
-        args: [join(ROOT, 'dist/runtime/node.js')],
-        env,
-        cwd: ROOT,
-        readyUrl: `${adminUrl}/apisix/admin`,
-        timeoutMs: 15000,
-      });
-      break;
-    default:
-      throw new Error(`FNGATE_RUNTIME=${RUNTIME}: no launcher yet`);
-  }
+  const launcher = (await import(`./launchers/${RUNTIME}.ts`)) as Launcher;
+  const launched = await launcher.launch({ env, proxyPort, adminPort, dataDir });
+  const { proc } = launched;
+  const proxyUrl = launched.proxyUrl;
+  const adminUrl = launched.adminUrl;
   const gw: GatewayUnderTest = {
     runtime: RUNTIME,
     proxyUrl,

@@ -21,21 +21,52 @@ export interface ForwardTarget {
 
 const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
 
-/** Wraps a request body so that it errors with `body-too-large` once more than `limit` bytes went through. */
+/** After a refused upload, how much more of it is read and thrown away so the client can read the 413. */
+const DRAIN_BYTES = 8 * 1024 * 1024;
+const DRAIN_MS = 2000;
+
+/**
+ * Wraps a request body so that it errors with `body-too-large` once more than `limit` bytes went through.
+ * The rest of the upload is then drained (bounded) rather than cut: a client still sending would
+ * otherwise get a reset instead of the 413 (the "lingering close" of nginx).
+ */
 export function limitBody(body: ReadableStream<Uint8Array>, limit: number): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
   let seen = 0;
-  return body.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        seen += chunk.byteLength;
-        if (seen > limit) {
-          controller.error(new UpstreamError('body-too-large', `request body is larger than ${limit} bytes`));
-          return;
-        }
-        controller.enqueue(chunk);
-      },
-    }),
-  );
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) {
+        controller.close();
+        return;
+      }
+      seen += value.byteLength;
+      if (seen > limit) {
+        controller.error(new UpstreamError('body-too-large', `request body is larger than ${limit} bytes`));
+        void drain(reader);
+        return;
+      }
+      controller.enqueue(value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  const deadline = Date.now() + DRAIN_MS;
+  let drained = 0;
+  try {
+    while (drained < DRAIN_BYTES && Date.now() < deadline) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      drained += value.byteLength;
+    }
+    await reader.cancel();
+  } catch {
+    // the client went away: nothing left to drain
+  }
 }
 
 /**

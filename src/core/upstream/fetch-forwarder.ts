@@ -1,0 +1,134 @@
+import { type ForwardRequest, type Forwarder, UpstreamError } from './types.ts';
+
+export interface FetchForwarderOptions {
+  /** The runtime's fetch (default: the global one). */
+  fetch?: typeof fetch;
+  /**
+   * What the runtime's fetch does to a compressed answer:
+   * - `strip`: it decodes the body, so `content-encoding`/`content-length` must go (Deno, Node's fetch);
+   * - `keep`: the body stays as the upstream sent it (Bun with `decompress: false`, Workers, which re-encode
+   *   on the way out), so the headers stay too (content-length is dropped when the runtime re-encodes).
+   */
+  compressed: 'strip' | 'keep';
+  /** Runtime-specific additions to the fetch init (e.g. Bun's `tls`, `decompress`). */
+  extraInit?: (req: ForwardRequest) => Record<string, unknown>;
+  /** Whether the runtime's fetch honours a `Host` request header (Bun does; undici, Deno and Workers do not). */
+  honoursHost?: boolean;
+}
+
+/**
+ * A {@link Forwarder} over a WHATWG `fetch`, for runtimes whose native fetch is their best client
+ * (Deno, Bun, Workers). Timeouts: `timeout` ms for the response headers, then for each gap between
+ * body chunks. The client's abort signal cancels the call at any point.
+ */
+export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
+  const doFetch = opts.fetch ?? fetch;
+  return async (req) => {
+    const ac = new AbortController();
+    let timedOut = false;
+    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
+      timedOut = true;
+      ac.abort(new UpstreamError('timeout', `no answer within ${req.timeout} ms`));
+    }, req.timeout);
+    const onClientAbort = () => ac.abort(new UpstreamError('aborted', 'client went away'));
+    if (req.signal?.aborted) onClientAbort();
+    req.signal?.addEventListener('abort', onClientAbort, { once: true });
+    const cleanup = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      req.signal?.removeEventListener('abort', onClientAbort);
+    };
+
+    const headers = new Headers(req.headers);
+    if (req.body) headers.delete('content-length');
+    if (req.hostHeader !== undefined && opts.honoursHost) headers.set('host', req.hostHeader);
+    else headers.delete('host');
+    if (opts.compressed === 'strip') headers.delete('accept-encoding');
+
+    let bodyError: unknown;
+    const body = req.body ? watchBody(req.body, (e) => (bodyError = e)) : null;
+
+    let res: Response;
+    try {
+      res = await doFetch(req.url, {
+        method: req.method,
+        headers,
+        body,
+        redirect: 'manual',
+        signal: ac.signal,
+        ...(body ? { duplex: 'half' } : {}),
+        ...opts.extraInit?.(req),
+      } as RequestInit);
+    } catch (err) {
+      cleanup();
+      if (bodyError instanceof UpstreamError) throw bodyError;
+      if (timedOut) throw new UpstreamError('timeout', `no answer within ${req.timeout} ms`, { cause: err });
+      if (ac.signal.aborted) throw new UpstreamError('aborted', 'client went away', { cause: err });
+      throw new UpstreamError('connect', describe(err), { cause: err });
+    }
+    if (timer !== undefined) clearTimeout(timer);
+
+    const outHeaders = new Headers(res.headers);
+    if (outHeaders.has('content-encoding')) {
+      if (opts.compressed === 'strip') outHeaders.delete('content-encoding');
+      outHeaders.delete('content-length');
+    }
+    if (!res.body) {
+      cleanup();
+      return new Response(null, { status: res.status, statusText: res.statusText, headers: outHeaders });
+    }
+    // Idle timeout between body chunks, and cleanup when the body ends or is cancelled.
+    const reader = res.body.getReader();
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        timer = setTimeout(() => {
+          timedOut = true;
+          ac.abort(new UpstreamError('timeout', `body stalled for more than ${req.timeout} ms`));
+        }, req.timeout);
+        try {
+          const { done, value } = await reader.read();
+          clearTimeout(timer);
+          if (done) {
+            cleanup();
+            controller.close();
+          } else controller.enqueue(value);
+        } catch (err) {
+          cleanup();
+          controller.error(err);
+        }
+      },
+      cancel(reason) {
+        cleanup();
+        ac.abort(new UpstreamError('aborted', 'client went away'));
+        return reader.cancel(reason).catch(() => {});
+      },
+    });
+    return new Response(stream, { status: res.status, statusText: res.statusText, headers: outHeaders });
+  };
+}
+
+/** Remember an error raised by the request body (the gateway's size limit) so it is not reported as a connect failure. */
+function watchBody(body: ReadableStream<Uint8Array>, onError: (e: unknown) => void): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      } catch (err) {
+        onError(err);
+        controller.error(err);
+      }
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = (err as { cause?: unknown }).cause;
+  return cause instanceof Error ? `${err.message}: ${cause.message}` : err.message;
+}

@@ -1,0 +1,266 @@
+/**
+ * The `openfunction` plugin through real HTTP: every case of APISIX's t/plugin/openfunction.t, then the
+ * forwarding rules of fngate (streaming, errors, limits, header hygiene). Runs on every runtime.
+ */
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { gunzipSync } from 'node:zlib';
+import { type FunctionServers, GZIP_TEXT, startFunctions } from '../functions/functions.ts';
+import { type GatewayUnderTest, startGateway } from './harness.ts';
+
+let gw: GatewayUnderTest;
+let fn: FunctionServers;
+
+before(async () => {
+  fn = await startFunctions();
+  gw = await startGateway();
+});
+after(async () => {
+  await gw?.stop();
+  await fn?.close();
+});
+
+const of = (function_uri: string, extra: Record<string, unknown> = {}) => ({ openfunction: { function_uri, ...extra } });
+
+describe('t/plugin/openfunction.t', () => {
+  test('TEST 1-3: schema checks', async () => {
+    const ok = await gw.admin('PUT', '/routes/of1', { uri: '/of1', plugins: of(`${fn.urls['test-body']}/default/test-body`) });
+    assert.equal(ok.status, 201);
+    const missing = await gw.admin('PUT', '/routes/of1', { uri: '/of1', plugins: { openfunction: { timeout: 60000 } } });
+    assert.equal(missing.status, 400);
+    assert.match(missing.json.error_msg, /property "function_uri" is required/);
+    const wrongType = await gw.admin('PUT', '/routes/of1', { uri: '/of1', plugins: { openfunction: { function_uri: 30858 } } });
+    assert.equal(wrongType.status, 400);
+    assert.match(wrongType.json.error_msg, /property "function_uri" validation failed: wrong type: expected string, got number/);
+  });
+
+  test('TEST 4-5: GET reaches the function', async () => {
+    await gw.putRoute('1', { uri: '/hello', plugins: of(`${fn.urls['test-uri']}/function-sample`) });
+    const res = await gw.fetch('/hello');
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), 'Hello, function-sample!\n');
+  });
+
+  test('TEST 6-7: the body is forwarded', async () => {
+    await gw.putRoute('1', { uri: '/hello', plugins: of(`${fn.urls['test-body']}/default/test-body`) });
+    const res = await gw.fetch('/hello', { method: 'POST', body: 'test' });
+    assert.equal(await res.text(), 'Hello, test!\n');
+  });
+
+  test('TEST 8-9: service_token becomes Basic auth', async () => {
+    await gw.putRoute('1', { uri: '/hello', plugins: of(`${fn.urls['test-header']}/`, { authorization: { service_token: 'test:test' } }) });
+    const res = await gw.fetch('/hello', { method: 'POST' });
+    assert.equal(await res.text(), '[Basic dGVzdDp0ZXN0]');
+    // The token replaces whatever the client sent.
+    const res2 = await gw.fetch('/hello', { method: 'POST', headers: { authorization: 'Bearer client' } });
+    assert.equal(await res2.text(), '[Basic dGVzdDp0ZXN0]');
+  });
+
+  test('TEST 10-11: without service_token the client Authorization passes through', async () => {
+    await gw.putRoute('1', { uri: '/hello', plugins: of(`${fn.urls['test-header']}/`) });
+    const res = await gw.fetch('/hello', { method: 'POST', headers: { authorization: 'user-token-xxx' } });
+    assert.equal(await res.text(), '[user-token-xxx]');
+  });
+
+  test('TEST 12-13: the function status passes through (404)', async () => {
+    await gw.putRoute('1', { uri: '/hello', plugins: of(`${fn.urls['test-uri']}/default/non-existent`) });
+    const res = await gw.fetch('/hello', {
+      method: 'POST',
+      body: 'test',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    assert.equal(res.status, 404);
+    assert.match(await res.text(), /not found/);
+  });
+
+  test('TEST 14-15: a route ending in * forwards the tail', async () => {
+    await gw.putRoute('1', { uri: '/hello/*', plugins: of(fn.urls['test-uri']) });
+    const res = await gw.fetch('/hello/openfunction');
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), 'Hello, openfunction!\n');
+  });
+});
+
+interface Echo {
+  method: string;
+  url: string;
+  headers: Record<string, string | string[]>;
+  body: string;
+  bodyLength: number;
+}
+
+describe('forwarding', () => {
+  test('method, query (byte for byte), body, Host and X-Forwarded-* reach the function', async () => {
+    await gw.putRoute('fwd', { uri: '/fwd/*', plugins: of(`${fn.urls.echo}/base?fixed=1`) });
+    const res = await gw.fetch('/fwd/a/b?x=1&y=%2A&x=2&flag', {
+      method: 'PUT',
+      body: 'payload',
+      headers: { 'x-custom': 'yes', 'x-forwarded-for': '6.6.6.6', forwarded: 'for=6.6.6.6' },
+    });
+    assert.equal(res.status, 200);
+    const echo = (await res.json()) as Echo;
+    assert.equal(echo.method, 'PUT');
+    assert.equal(echo.url, '/base/a/b?fixed=1&x=1&y=%2A&x=2&flag');
+    assert.equal(echo.body, 'payload');
+    assert.equal(echo.headers['x-custom'], 'yes');
+    assert.equal(echo.headers.host, new URL(fn.urls.echo).host);
+    assert.equal(echo.headers['x-forwarded-for'], '127.0.0.1', 'client-sent X-Forwarded-For is replaced, not trusted');
+    assert.equal(echo.headers.forwarded, undefined);
+    assert.equal(echo.headers['x-forwarded-proto'], 'http');
+    assert.equal(echo.headers['x-forwarded-host'], new URL(gw.proxyUrl).host);
+  });
+
+  test('the incoming Host is never copied to the function', async () => {
+    await gw.putRoute('fwd', { uri: '/fwd/*', plugins: of(`${fn.urls.echo}/base`) });
+    const res = await gw.fetch('/fwd/x', { headers: { host: 'evil.example' } });
+    const echo = (await res.json()) as Echo;
+    assert.equal(echo.headers.host, new URL(fn.urls.echo).host);
+  });
+
+  test('the tail is appended with exactly one slash', async () => {
+    await gw.putRoute('fwd', { uri: '/fwd/*', plugins: of(`${fn.urls.echo}/api/`) });
+    assert.equal(((await (await gw.fetch('/fwd/x/y')).json()) as Echo).url, '/api/x/y');
+    assert.equal(((await (await gw.fetch('/fwd/')).json()) as Echo).url, '/api/');
+    await gw.putRoute('fwd', { uri: '/fwd/*', plugins: of(fn.urls.echo) });
+    assert.equal(((await (await gw.fetch('/fwd/only')).json()) as Echo).url, '/only');
+  });
+
+  test('hop-by-hop headers do not cross in either direction', async () => {
+    await gw.putRoute('hop', { uri: '/hop', plugins: of(`${fn.urls.echo}/`) });
+    // Raw HTTP: fetch refuses to send these headers at all.
+    const res = await rawGet(`${gw.proxyUrl}/hop?set-header=x-secret:1&set-header=connection:x-secret&set-header=x-kept:2`, {
+      connection: 'keep-alive, x-drop-me',
+      'x-drop-me': '1',
+      te: 'trailers',
+      'proxy-authorization': 'Basic Zm9vOmJhcg==',
+      'keep-alive': 'timeout=5',
+      upgrade: 'websocket',
+    });
+    const echo = JSON.parse(res.body.toString()) as Echo;
+    for (const h of ['x-drop-me', 'te', 'proxy-authorization', 'keep-alive', 'upgrade']) assert.equal(echo.headers[h], undefined, h);
+    assert.equal(res.headers['x-secret'], undefined, 'a header the response Connection names is dropped');
+    assert.equal(res.headers['x-kept'], '2');
+  });
+
+  test('a 3xx from the function is returned, not followed', async () => {
+    await gw.putRoute('redir', { uri: '/redir', plugins: of(`${fn.urls.redirect}/`) });
+    const res = await gw.fetch('/redir', { redirect: 'manual' });
+    assert.equal(res.status, 302);
+    assert.equal(res.headers.get('location'), '/elsewhere');
+  });
+
+  test('a gzip answer reaches the client decodable', async () => {
+    await gw.putRoute('gz', { uri: '/gz', plugins: of(`${fn.urls.gzip}/`) });
+    // Raw HTTP so that nothing on the client side decodes for us.
+    const { headers, body } = await rawGet(`${gw.proxyUrl}/gz`, { 'accept-encoding': 'gzip' });
+    const text = headers['content-encoding'] === 'gzip' ? gunzipSync(body).toString() : body.toString();
+    assert.equal(text, GZIP_TEXT);
+    if (headers['content-length'] !== undefined) assert.equal(Number(headers['content-length']), body.length);
+  });
+
+  test('the function status and body pass through unchanged (4xx and 5xx)', async () => {
+    await gw.putRoute('st', { uri: '/st/*', plugins: of(fn.urls.status) });
+    for (const code of [400, 418, 500, 503]) {
+      const res = await gw.fetch(`/st/${code}`);
+      assert.equal(res.status, code);
+      assert.equal(await res.text(), `status ${code}`);
+    }
+  });
+});
+
+describe('errors and limits', () => {
+  test('unreachable function -> 503 with error_msg', async () => {
+    await gw.putRoute('down', { uri: '/down', plugins: of('http://127.0.0.1:1/x') });
+    const res = await gw.fetch('/down');
+    assert.equal(res.status, 503);
+    assert.match(((await res.json()) as { error_msg: string }).error_msg, /connect/);
+  });
+
+  test('no answer within timeout -> 504, promptly', async () => {
+    await gw.putRoute('slow', { uri: '/slow', plugins: of(`${fn.urls.slow}/?delay=5000`, { timeout: 300 }) });
+    const t0 = Date.now();
+    const res = await gw.fetch('/slow');
+    const took = Date.now() - t0;
+    assert.equal(res.status, 504);
+    assert.ok(took < 2500, `answered after ${took} ms`);
+  });
+
+  test('body over max_req_body_size -> 413 (with Content-Length)', async () => {
+    await gw.putRoute('big', { uri: '/big', plugins: of(`${fn.urls.upload}/`, { max_req_body_size: 1000 }) });
+    const res = await gw.fetch('/big', { method: 'POST', body: 'x'.repeat(1001) });
+    assert.equal(res.status, 413);
+    const ok = await gw.fetch('/big', { method: 'POST', body: 'x'.repeat(1000) });
+    assert.equal(ok.status, 200);
+    assert.equal(((await ok.json()) as { bytes: number }).bytes, 1000);
+  });
+
+  test('body over max_req_body_size -> 413 (chunked, no Content-Length)', async () => {
+    await gw.putRoute('big', { uri: '/big', plugins: of(`${fn.urls.upload}/`, { max_req_body_size: 100_000 }) });
+    const chunk = new Uint8Array(10_000);
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent >= 30) return c.close();
+        sent++;
+        c.enqueue(chunk);
+      },
+    });
+    const res = await gw.fetch('/big', { method: 'POST', body, duplex: 'half' } as RequestInit);
+    assert.equal(res.status, 413);
+  });
+});
+
+describe('streaming', () => {
+  test('first bytes arrive before the function finishes', async () => {
+    await gw.putRoute('stream', { uri: '/stream', plugins: of(`${fn.urls.stream}/?chunks=5&interval=300`) });
+    const t0 = Date.now();
+    const res = await gw.fetch('/stream');
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    const firstAt = Date.now() - t0;
+    assert.match(new TextDecoder().decode(first.value), /^chunk 0/);
+    let rest = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      rest += new TextDecoder().decode(value);
+    }
+    const total = Date.now() - t0;
+    assert.match(rest, /chunk 4\n$/);
+    assert.ok(firstAt < total - 600, `first chunk at ${firstAt} ms, end at ${total} ms`);
+  });
+
+  test('a client that disconnects aborts the call to the function', async () => {
+    await gw.putRoute('stream', { uri: '/stream', plugins: of(`${fn.urls.stream}/?chunks=50&interval=100`) });
+    const before = fn.stats('stream').aborted;
+    const ac = new AbortController();
+    const res = await gw.fetch('/stream', { signal: ac.signal });
+    const reader = res.body!.getReader();
+    await reader.read();
+    ac.abort();
+    await waitUntil(() => fn.stats('stream').aborted > before, 3000);
+  });
+});
+
+async function waitUntil(cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function rawGet(url: string, headers: Record<string, string>): Promise<{ headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
