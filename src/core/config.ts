@@ -39,7 +39,22 @@ export interface PluginCheck {
  * Check one plugin configuration as the Admin API does. Returns APISIX's messages:
  * `unknown plugin [x]`, `failed to check the configuration of plugin x err: ...`.
  */
-export function checkPluginConf(registry: PluginRegistry, name: string, conf: unknown): PluginCheck {
+/** What the runtime's forwarding client can do; a config that needs more is refused rather than silently weakened. */
+export interface Capabilities {
+  /** Runtime name for messages, e.g. `workerd`. */
+  runtime: string;
+  /** Can skip TLS certificate verification per request (`ssl_verify: false`). */
+  tlsVerifyOff: boolean;
+}
+
+export const FULL_CAPABILITIES: Capabilities = { runtime: 'node', tlsVerifyOff: true };
+
+export function checkPluginConf(
+  registry: PluginRegistry,
+  name: string,
+  conf: unknown,
+  caps: Capabilities = FULL_CAPABILITIES,
+): PluginCheck {
   const plugin = registry.get(name);
   if (!plugin) return { ok: false, message: `unknown plugin [${name}]` };
   if (!isPlainObject(conf)) return { ok: false, message: `invalid plugin conf ${JSON.stringify(conf)} for plugin [${name}]` };
@@ -50,11 +65,18 @@ export function checkPluginConf(registry: PluginRegistry, name: string, conf: un
   }
   const res = check(plugin.schema, rest);
   if (!res.ok) return { ok: false, message: `failed to check the configuration of plugin ${name} err: ${res.message}` };
+  if (rest.ssl_verify === false && !caps.tlsVerifyOff) {
+    return {
+      ok: false,
+      message: `failed to check the configuration of plugin ${name} err: "ssl_verify": false is not supported on ${caps.runtime}: its fetch always verifies TLS certificates`,
+    };
+  }
   return { ok: true };
 }
 
 export interface CompileEnv {
   plugins: PluginRegistry;
+  capabilities: Capabilities;
   logger: Logger;
   prefix: string;
 }
@@ -132,7 +154,7 @@ function compileRoute(
       problems.push(`route ${id}: plugin ${name} is not available in fngate; it is skipped`);
       continue;
     }
-    const checked = checkPluginConf(env.plugins, name, rawConf);
+    const checked = checkPluginConf(env.plugins, name, rawConf, env.capabilities);
     if (!checked.ok) throw new Error(checked.message);
     const { _meta, ...conf } = rawConf as Record<string, unknown>;
     const meta = _meta as { disable?: boolean; priority?: number } | undefined;

@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import type { ConfigStore } from '../store/types.ts';
 import { createAdmin } from './admin/index.ts';
-import { compileSnapshot, hostOf, type Snapshot } from './config.ts';
+import { type Capabilities, compileSnapshot, FULL_CAPABILITIES, hostOf, type Snapshot } from './config.ts';
 import { consoleLogger, type Logger, type RequestContext } from './context.ts';
 import { errorResponse } from './errors.ts';
 import { pluginRegistry } from './plugins/index.ts';
@@ -22,6 +22,8 @@ export interface GatewayOptions {
   clientIp?: (c: Context) => string;
   /** `https` when the runtime terminates TLS in front of the gateway. */
   scheme?: (c: Context) => string;
+  /** What the forwarder can do (default: everything, as on Node). */
+  capabilities?: Capabilities;
 }
 
 export interface Gateway {
@@ -44,7 +46,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const logger = opts.logger ?? consoleLogger;
   const plugins = pluginRegistry(opts.plugins);
   const { store, forwarder } = opts;
-  const compileEnv = { plugins, logger, prefix: store.prefix };
+  const capabilities = opts.capabilities ?? FULL_CAPABILITIES;
+  const compileEnv = { plugins, logger, prefix: store.prefix, capabilities };
 
   let snapshot: Snapshot = build(await store.load());
 
@@ -122,7 +125,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     return errorResponse(500, 'internal error in the gateway');
   });
 
-  const admin = createAdmin({ store, plugins, keys: opts.adminKeys ?? [], afterWrite: refresh, logger });
+  const admin = createAdmin({ store, plugins, capabilities, keys: opts.adminKeys ?? [], afterWrite: refresh, logger });
   admin.onError((err) => {
     logger.error('admin: unexpected error', { error: err.message });
     return errorResponse(500, 'internal error in the Admin API');

@@ -2,7 +2,7 @@ import { toJsonSchema } from '@valibot/to-json-schema';
 import { Hono } from 'hono';
 import { type ConfigStore, StoreConflictError, StoreError, type StoredItem } from '../../store/types.ts';
 import type { Logger } from '../context.ts';
-import { checkPluginConf, itemsOf } from '../config.ts';
+import { type Capabilities, checkPluginConf, FULL_CAPABILITIES, itemsOf } from '../config.ts';
 import type { PluginRegistry } from '../plugins/index.ts';
 import { ID_PATTERN, isPlainObject, TIMESTAMP_FIELDS } from '../schema/common.ts';
 import { checkRoute, routeSchema } from '../schema/route.ts';
@@ -19,6 +19,7 @@ const CAS_ATTEMPTS = 5;
 export interface AdminOptions {
   store: ConfigStore;
   plugins: PluginRegistry;
+  capabilities?: Capabilities;
   /** Accepted admin keys. Empty: every request is refused (the Admin API is closed). */
   keys: readonly string[];
   /** Called after every successful write, before answering, so the next proxied request sees the change. */
@@ -52,7 +53,7 @@ export function createAdmin(opts: AdminOptions): Hono {
         const res = checkRoute(value);
         if (!res.ok) return res.message;
         for (const [name, conf] of Object.entries(res.value.plugins ?? {})) {
-          const pc = checkPluginConf(plugins, name, conf);
+          const pc = checkPluginConf(plugins, name, conf, opts.capabilities ?? FULL_CAPABILITIES);
           if (!pc.ok) return pc.message;
         }
         if (res.value.upstream_id !== undefined) {
