@@ -4,6 +4,7 @@ import type { Handler, Logger, Middleware } from './context.ts';
 import { errorResponse } from './errors.ts';
 import { type PluginRegistry, SECURITY_PLUGIN_NAMES } from './plugins/index.ts';
 import { compileRouter } from './router/index.ts';
+import { compileIpMatcher } from './router/ip.ts';
 import type { RouteSpec, Router } from './router/types.ts';
 import { check, isPlainObject } from './schema/common.ts';
 import { checkRoute, type RouteConf } from './schema/route.ts';
@@ -119,13 +120,16 @@ export function compileSnapshot(state: StoreState, env: CompileEnv): Snapshot {
     const route = res.value;
     if (route.status === 0) continue;
     try {
+      const remoteAddrs = route.remote_addrs ?? (route.remote_addr ? [route.remote_addr] : undefined);
+      // Checked here so that one bad address rejects its route, not the whole table.
+      if (remoteAddrs) compileIpMatcher(remoteAddrs);
       const handler = compileRoute(id, route, upstreams, env, problems);
       specs.push({
         id,
         paths: route.uris ?? [route.uri!],
         methods: route.methods,
         hosts: route.hosts ?? (route.host ? [route.host] : undefined),
-        remoteAddrs: route.remote_addrs ?? (route.remote_addr ? [route.remote_addr] : undefined),
+        remoteAddrs,
         priority: route.priority ?? 0,
         data: { id, handler },
       });

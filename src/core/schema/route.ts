@@ -11,16 +11,20 @@ import {
   timestampSchema,
   unsupported,
 } from './common.ts';
+import { compileIpMatcher } from '../router/ip.ts';
 import { checkUpstream } from './upstream.ts';
 
 export const HTTP_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS', 'CONNECT', 'TRACE', 'PURGE'] as const;
 
-const IPV4_CIDR = /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\/(?:3[0-2]|[12]?\d))?$/;
-const IPV6_CIDR = /^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*(?:\/(?:12[0-8]|1[01]\d|\d?\d))?$/;
-const remoteAddrSchema = v.pipe(
-  v.string(),
-  v.check((s) => IPV4_CIDR.test(s) || IPV6_CIDR.test(s), 'expected an IPv4 or IPv6 address or CIDR'),
-);
+function isIpOrCidr(s: string): boolean {
+  try {
+    compileIpMatcher([s]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+const remoteAddrSchema = v.pipe(v.string(), v.check(isIpOrCidr, 'expected an IPv4 or IPv6 address or CIDR'));
 
 function uniqueArray<T extends v.GenericSchema>(item: T) {
   return v.pipe(

@@ -1,0 +1,70 @@
+/**
+ * Request path normalisation, the equivalent of nginx's `$uri` that APISIX routes on:
+ * percent-decoded once (`%2F` becomes `/`, `%252F` becomes `%2F`), `//` runs merged into one `/`,
+ * `.` and `..` segments resolved (also when they came from `%2e`), query and fragment dropped.
+ *
+ * Deliberate differences from nginx:
+ * - A `..` that would climb above `/` is clamped at `/` (`/a/../../b` → `/b`); nginx answers 400 there.
+ * - Decoded bytes must form valid UTF-8 (the result is a JS string); otherwise the input is rejected.
+ */
+
+const SLASH = 47;
+
+/**
+ * Returns the normalised path, or `null` when the input cannot be decoded (bad percent-encoding such as
+ * `%zz` or a lone `%`, invalid UTF-8, a NUL byte, or a path not starting with `/`): answer 400 then.
+ * An empty input is `/`. When nothing needs changing the input string itself is returned (no allocation).
+ */
+export function normalizePath(rawPathname: string): string | null {
+  if (rawPathname.length === 0) return '/';
+  if (rawPathname.charCodeAt(0) !== SLASH) return null;
+  // One RegExp test (no captures, so no allocation) was measurably faster than a charCodeAt loop here.
+  return NEEDS_WORK.test(rawPathname) ? slowPath(rawPathname) : rawPathname;
+}
+
+/** `%`, `?`, `#`, NUL, `//`, or a `.` / `..` segment. */
+const NEEDS_WORK = /[%?#\0]|\/(?:\/|\.\.?(?:\/|$))/;
+/** `//`, or a `.` / `..` segment. */
+const SLASH_OR_DOT_SEGMENT = /\/(?:\/|\.\.?(?:\/|$))/;
+
+function slowPath(raw: string): string | null {
+  let path = raw;
+  const q = path.indexOf('?');
+  if (q >= 0) path = path.slice(0, q);
+  const h = path.indexOf('#');
+  if (h >= 0) path = path.slice(0, h);
+  if (path.indexOf('%') >= 0) {
+    try {
+      // Decodes each escape once and rejects `%zz`, a truncated `%`/`%a`, and invalid UTF-8.
+      path = decodeURIComponent(path);
+    } catch {
+      return null;
+    }
+  }
+  if (path.indexOf('\0') >= 0) return null;
+  return SLASH_OR_DOT_SEGMENT.test(path) ? resolveSegments(path) : path;
+}
+
+/** Merges `//` and resolves dot segments of a decoded path starting with `/`. */
+function resolveSegments(path: string): string {
+  const segments = path.split('/');
+  // segments[0] is '' (the path starts with '/').
+  const out: string[] = [];
+  let trailingSlash = false;
+  const last = segments.length - 1;
+  for (let i = 1; i <= last; i++) {
+    const seg = segments[i]!;
+    if (seg === '' || seg === '.') {
+      // `//` merged, `/./` dropped; at the end they leave a trailing slash.
+      if (i === last) trailingSlash = true;
+    } else if (seg === '..') {
+      out.pop(); // never above the root
+      if (i === last) trailingSlash = true;
+    } else {
+      out.push(seg);
+      trailingSlash = false;
+    }
+  }
+  if (out.length === 0) return '/';
+  return trailingSlash ? '/' + out.join('/') + '/' : '/' + out.join('/');
+}
