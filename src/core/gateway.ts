@@ -49,12 +49,16 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const capabilities = opts.capabilities ?? FULL_CAPABILITIES;
   const compileEnv = { plugins, logger, prefix: store.prefix, capabilities };
 
+  // Each distinct problem is logged once, not on every rebuild (a fleet on etcd rebuilds often).
+  let reported = new Set<string>();
   let snapshot: Snapshot = build(await store.load());
 
   function build(state: Awaited<ReturnType<ConfigStore['load']>>): Snapshot {
     const started = performance.now();
     const snap = compileSnapshot(state, compileEnv);
-    for (const p of snap.problems) logger.warn(`config: ${p}`);
+    const now = new Set(snap.problems);
+    for (const p of now) if (!reported.has(p)) logger.warn(`config: ${p}`);
+    reported = now;
     const ms = performance.now() - started;
     logger.info('config loaded', { revision: snap.revision, routes: snap.router.size, ms: Math.round(ms * 10) / 10 });
     return snap;
