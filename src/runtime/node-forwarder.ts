@@ -1,0 +1,505 @@
+/**
+ * The Node forwarding client: an implementation of the core's `Forwarder` contract
+ * (src/core/upstream/types.ts) on npm undici 7's `Agent.dispatch()`.
+ *
+ * Why `dispatch()` with our own handler rather than `fetch`, `request()` or `stream()`:
+ * - Node's global fetch costs ~315 µs CPU per request against ~72 µs for `agent.request()`
+ *   (shared/reference/perf-baseline.md); the cost is the WHATWG machinery, not the sockets.
+ * - `request()` builds a Node `Readable` (BodyReadable) for every response, which we would then have to wrap
+ *   again into a WHATWG stream (`Readable.toWeb` crashed Node 20 on client disconnect). `stream()` wants a
+ *   Node `Writable`. `dispatch()` is what both are built on: our handler feeds undici's parser callbacks
+ *   straight into one pull-based `ReadableStream`, with backpressure (returning `false` from `onData`
+ *   pauses the parser and the socket; `pull()` resumes it). One object per request serves as the undici
+ *   handler, the stream's underlying source and the abort-signal listener, so hardly any closures are allocated.
+ * - The handler uses undici's original callback API (`onConnect`/`onHeaders`/`onData`/`onComplete`/`onError`).
+ *   undici 7 wraps a new-style handler (`onRequestStart`…) in an adapter that parses the raw headers into an
+ *   object we would throw away; the raw `Buffer[]` headers go straight into a WHATWG `Headers` here.
+ *   undici 7 is pinned (undici 8 needs Node ≥ 22.19); revisit if the callback API is ever removed.
+ *
+ * Error kinds (see `UpstreamErrorKind`):
+ * - before undici handed us a connected socket (`onConnect`): `connect` — refused, DNS, unreachable, TLS
+ *   handshake/verification failure, and undici's own connect timeout (`connectTimeout` option, 10 s default).
+ * - `timeout` — our deadline: `timeout` ms from the call until the response headers (pool queueing,
+ *   connect, send, first byte), restarted whenever a request-body chunk is written so a flowing upload is not
+ *   cut off (nginx's send/read timeouts are idle timeouts too). Choice documented here: when the deadline
+ *   runs out while still connecting, the kind is `timeout` (504), because the whole `timeout` was consumed;
+ *   `connect` (503) is kept for a connect that *failed* — including undici's connect timeout when it is
+ *   shorter than the request's `timeout`. Between body chunks undici's `bodyTimeout` (= `timeout`) applies;
+ *   it does not run while the consumer applies backpressure, and has a coarse (~0.5–1 s) resolution.
+ * - `protocol` — connected, then the socket broke or the answer was not valid HTTP (also a request undici
+ *   refuses to send, e.g. an invalid header).
+ * - `aborted` — `signal` fired (or the response body was cancelled).
+ * - an `UpstreamError` thrown by the request body stream (the core's size-limit counter) is passed on as is.
+ * After the headers, failures error the response body stream (never a silently truncated body).
+ */
+import { Agent } from 'undici';
+import type { Dispatcher } from 'undici';
+import { UpstreamError } from '../core/upstream/types.ts';
+import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
+
+export interface NodeForwarderOptions {
+  /**
+   * Connect (TCP + TLS) timeout of the pooled connections, ms. Connections are shared, so this is per
+   * dispatcher rather than per request; a request's own `timeout` still bounds its wait. Default 10000.
+   */
+  connectTimeout?: number;
+  /** Connections per origin when a request's `keepalive.poolSize` is not positive. Default: unlimited. */
+  defaultConnections?: number;
+  /** Largest response body accepted, bytes; a larger one errors as `protocol`. Default -1 (no limit). */
+  maxResponseSize?: number;
+  /** Largest response header block, bytes. Default: undici's (Node's `--max-http-header-size`, 16 KiB). */
+  maxHeaderSize?: number;
+  /**
+   * Responses whose `content-length` is at most this many bytes are read whole and returned with a
+   * `Uint8Array` body instead of a stream (see {@link DEFAULT_BUFFER_LIMIT}). 0 disables byte bodies
+   * altogether (every body streams). Default 16384.
+   */
+  bufferLimit?: number;
+  /** Bytes the response stream queues ahead of its reader before undici stops reading the socket. Default 65536. */
+  highWaterMark?: number;
+}
+
+export type NodeForwarder = Forwarder & {
+  /** Closes every pooled connection once in-flight requests are done; later calls reject with `connect`. */
+  close(): Promise<void>;
+};
+
+/**
+ * Bodies of known length up to this size are read whole and handed over as a `Uint8Array`; so is any body that
+ * already ended in the socket read that carried the headers. Everything else streams at once.
+ *
+ * Why (bench/forwarder.bench.ts, 1 KiB body, N=20000, c=50, 2 interleaved rounds, Node 20.20, a shared
+ * 2-vCPU box under load average ≈5 from other work, so absolute figures are inflated; compare within a run):
+ * - through @hono/node-server (the Node runtime's HTTP layer), gateway process CPU per request:
+ *   bytes 157 µs / 4,589 req/s vs always streamed 207 µs / 3,809 req/s (−24 % CPU, +20 % req/s; both rounds
+ *   agreed: 161/154 vs 220/195 µs). With hono's Response a byte body is written with one `end()`, and
+ *   no WHATWG ReadableStream is created (each costs ~10 µs on Node 20: it is made "transferable").
+ * - consumed directly through the native Response (which builds a stream from bytes anyway) there is no gain:
+ *   101 vs 89 µs. The gain needs the HTTP layer to return the forwarder's Response itself (edit its headers in
+ *   place); rebuilding it as `new Response(res.body, …)` turns the bytes back into a stream (measured: no gain).
+ */
+export const DEFAULT_BUFFER_LIMIT = 16 * 1024;
+
+/** Request headers undici refuses (it throws) or that must not be forwarded; the core should have removed them. */
+const DROP_REQUEST_HEADERS = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'expect']);
+
+const WAITING = 0; // no response headers yet
+const BUFFERING = 1; // headers in, body being collected (see onHeaders), promise not resolved yet
+const STREAMING = 2; // Response resolved, body flowing into the stream
+const DONE = 3; // settled; later undici callbacks are ignored
+
+type Phase = typeof WAITING | typeof BUFFERING | typeof STREAMING | typeof DONE;
+type AbortUpstream = (err?: Error) => void;
+
+function byteLength(chunk: Uint8Array): number {
+  return chunk.byteLength;
+}
+
+function errorStream(controller: ReadableStreamDefaultController<Uint8Array>, err: UpstreamError): void {
+  controller.error(err);
+}
+
+function onDeadline(ex: Exchange): void {
+  ex.abortWith(new UpstreamError('timeout', `no response headers from upstream within ${ex.timeout} ms`));
+}
+
+/** An undici error before the response headers → the contract's kind. */
+function classifyBeforeHeaders(err: unknown, connected: boolean, signal: AbortSignal | undefined): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  if (signal?.aborted) return new UpstreamError('aborted', 'downstream client went away', { cause: err });
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+    return new UpstreamError('timeout', 'upstream response headers timed out', { cause: err });
+  }
+  if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') {
+    return new UpstreamError('protocol', `request cannot be sent upstream: ${(err as Error).message}`, { cause: err });
+  }
+  if (!connected) {
+    return new UpstreamError('connect', `cannot connect to upstream: ${describe(err)}`, { cause: err });
+  }
+  return new UpstreamError('protocol', `upstream connection failed before the response: ${describe(err)}`, {
+    cause: err,
+  });
+}
+
+/** An undici error after the response headers (body phase) → the error the body stream fails with. */
+function classifyInBody(err: unknown, signal: AbortSignal | undefined): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  if (signal?.aborted) return new UpstreamError('aborted', 'downstream client went away', { cause: err });
+  if ((err as { code?: unknown } | null)?.code === 'UND_ERR_BODY_TIMEOUT') {
+    return new UpstreamError('timeout', 'upstream response body timed out', { cause: err });
+  }
+  return new UpstreamError('protocol', `upstream response body failed: ${describe(err)}`, { cause: err });
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
+  }
+  return String(err);
+}
+
+/** Feeds a WHATWG request body to undici as an async iterable; `release()` lets go of it without cancelling. */
+class BodySource implements AsyncIterableIterator<Uint8Array> {
+  readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.reader = stream.getReader();
+  }
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+  next(): Promise<IteratorResult<Uint8Array>> {
+    return this.reader.read() as Promise<IteratorResult<Uint8Array>>;
+  }
+  return(): Promise<IteratorResult<Uint8Array>> {
+    this.release();
+    return Promise.resolve({ done: true, value: undefined });
+  }
+  /**
+   * Releasing (not cancelling) leaves the downstream request body to the HTTP layer: cancelling it would
+   * make @hono/node-server destroy the client socket before the gateway could answer (e.g. a 502). A pending
+   * read rejects, which ends undici's write loop.
+   */
+  release(): void {
+    this.reader.releaseLock();
+  }
+}
+
+/**
+ * One upstream exchange: undici dispatch handler, underlying source of the response body stream and
+ * listener of the downstream abort signal at once.
+ */
+class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Uint8Array> {
+  readonly promise: Promise<Response>;
+  private resolve!: (res: Response) => void;
+  private reject!: (err: UpstreamError) => void;
+  private phase: Phase = WAITING;
+  private connected = false;
+  private abortUpstream: AbortUpstream | null = null;
+  private pendingAbort: UpstreamError | null = null;
+  timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private status = 0;
+  private headers: Headers | null = null;
+  private chunks: Buffer[] | null = null;
+  private controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  private resumeUpstream: (() => void) | null = null;
+  private paused = false;
+
+  constructor(
+    private readonly method: string,
+    readonly timeout: number,
+    private readonly signal: AbortSignal | undefined,
+    private readonly body: BodySource | null,
+    private readonly bufferLimit: number,
+    private readonly highWaterMark: number,
+  ) {
+    this.promise = new Promise<Response>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+
+  // ---- undici handler (callback API) ----
+
+  onConnect(abort: AbortUpstream): void {
+    if (this.pendingAbort) {
+      abort(this.pendingAbort);
+      return;
+    }
+    this.abortUpstream = abort;
+    this.connected = true;
+  }
+
+  onBodySent(): void {
+    // A request body that keeps flowing restarts the deadline (see the module comment).
+    if (this.phase === WAITING) this.timer?.refresh();
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx informational (103 Early Hints): skip, wait for the final answer
+    if (this.phase !== WAITING) return false;
+    clearTimeout(this.timer);
+    // A WHATWG Response only takes 200–599; throwing makes undici abort and call onError (→ protocol).
+    if (statusCode > 599) throw new RangeError(`invalid response status ${statusCode}`);
+    const headers = new Headers();
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      // latin1: one char per byte, so values round-trip byte for byte when written out again.
+      headers.append(rawHeaders[i]!.toString('latin1'), rawHeaders[i + 1]!.toString('latin1'));
+    }
+    if (this.method === 'HEAD' || statusCode === 204 || statusCode === 205 || statusCode === 304) {
+      this.settle(new Response(null, { status: statusCode, headers }));
+      return true;
+    }
+    this.status = statusCode;
+    this.headers = headers;
+    this.resumeUpstream = resume;
+    this.chunks = [];
+    this.phase = BUFFERING;
+    if (this.bufferLimit <= 0) {
+      this.startStreaming();
+      return true;
+    }
+    const cl = headers.get('content-length');
+    // Small and of known length: resolve with the bytes once complete (onComplete).
+    if (cl !== null && /^\d{1,9}$/.test(cl) && Number(cl) <= this.bufferLimit) return true;
+    // Otherwise decide once undici is done with the socket read that carried the headers (it parses a
+    // read synchronously): a body that already ended in it is returned as bytes, anything else streams.
+    queueMicrotask(() => this.startStreaming());
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.phase === STREAMING) {
+      const controller = this.controller!;
+      controller.enqueue(chunk);
+      if (controller.desiredSize! <= 0) {
+        this.paused = true;
+        return false; // pauses undici's parser and socket until pull()
+      }
+    } else if (this.phase === BUFFERING) {
+      this.chunks!.push(chunk);
+    }
+    return true;
+  }
+
+  onComplete(): void {
+    const phase = this.phase;
+    if (phase === STREAMING) {
+      this.phase = DONE;
+      this.cleanup();
+      this.controller!.close();
+    } else if (phase === BUFFERING) {
+      const chunks = this.chunks!;
+      this.chunks = null;
+      // undici hands out views of the socket's read buffers, which Node never reuses: safe to keep.
+      const body = (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)) as Uint8Array<ArrayBuffer>;
+      this.settle(new Response(body.byteLength > 0 ? body : null, { status: this.status, headers: this.headers! }));
+    } else if (phase === WAITING) {
+      // Cannot happen (onHeaders comes first); never leave the promise pending.
+      this.fail(new UpstreamError('protocol', 'upstream response ended without headers'));
+    }
+  }
+
+  private startStreaming(): void {
+    if (this.phase !== BUFFERING) return; // completed (bytes), failed or aborted meanwhile
+    // The stream's constructor calls start() synchronously, which sets this.controller.
+    const body = new ReadableStream<Uint8Array>(this, { highWaterMark: this.highWaterMark, size: byteLength });
+    const response = new Response(body, { status: this.status, headers: this.headers! });
+    const chunks = this.chunks!;
+    this.chunks = null;
+    this.headers = null;
+    this.phase = STREAMING;
+    // At most one socket read (≤ 64 KiB) is queued here; the next onData applies backpressure.
+    for (const chunk of chunks) this.controller!.enqueue(chunk);
+    this.resolve(response);
+  }
+
+  onError(err: Error): void {
+    const phase = this.phase;
+    if (phase === DONE) return; // we aborted it ourselves, or it is already settled
+    this.phase = DONE;
+    this.cleanup();
+    if (phase === STREAMING) {
+      this.controller!.error(classifyInBody(err, this.signal));
+    } else if (phase === BUFFERING) {
+      this.reject(classifyInBody(err, this.signal));
+    } else {
+      this.reject(classifyBeforeHeaders(err, this.connected, this.signal));
+    }
+  }
+
+  // ---- ReadableStream underlying source ----
+
+  start(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    this.controller = controller;
+  }
+
+  pull(): void {
+    if (this.paused) {
+      this.paused = false;
+      this.resumeUpstream!();
+    }
+  }
+
+  cancel(reason?: unknown): void {
+    if (this.phase !== STREAMING) return;
+    this.phase = DONE;
+    this.cleanup();
+    // Destroys the upstream socket; the onError that follows is ignored (phase is DONE).
+    this.abortUpstream!(new UpstreamError('aborted', 'response body cancelled', { cause: reason }));
+  }
+
+  // ---- AbortSignal listener ----
+
+  handleEvent(): void {
+    this.abortWith(new UpstreamError('aborted', 'downstream client went away', { cause: this.signal?.reason }), true);
+  }
+
+  // ---- internals ----
+
+  /** Our own abort (deadline or signal), in any phase before DONE. */
+  abortWith(err: UpstreamError, bySignal = false): void {
+    const phase = this.phase;
+    if (phase === DONE) return;
+    this.phase = DONE;
+    this.cleanup();
+    if (this.abortUpstream) this.abortUpstream(err);
+    else this.pendingAbort = err; // not on a socket yet: onConnect aborts it before anything is written
+    if (phase !== STREAMING) this.reject(err);
+    else if (bySignal) {
+      // The client is gone. @hono/node-server cancels the body on the same 'close' event (right after the
+      // signal fires) and would console.error an error it sees first; error the stream a macrotask later,
+      // so only a consumer that is still reading gets it (a no-op once the stream was cancelled).
+      setImmediate(errorStream, this.controller!, err);
+    } else this.controller!.error(err);
+  }
+
+  private settle(response: Response): void {
+    this.phase = DONE;
+    this.cleanup();
+    this.resolve(response);
+  }
+
+  private fail(err: UpstreamError): void {
+    this.phase = DONE;
+    this.cleanup();
+    this.reject(err);
+  }
+
+  private cleanup(): void {
+    clearTimeout(this.timer);
+    this.signal?.removeEventListener('abort', this);
+    this.body?.release();
+  }
+}
+
+/** `scheme://authority` (memoised, normalised through URL) and `path?query` of an absolute URL. */
+const originCache = new Map<string, string>();
+
+function splitUrl(url: string): { origin: string; path: string } {
+  const authority = url.indexOf('://') + 3;
+  if (authority < 3) throw new TypeError(`not an absolute URL: ${url}`);
+  let end = url.length;
+  for (let i = authority; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) {
+      end = i;
+      break;
+    }
+  }
+  const raw = url.slice(0, end);
+  let origin = originCache.get(raw);
+  if (origin === undefined) {
+    const parsed = new URL(raw);
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+      throw new TypeError(`unsupported upstream scheme ${parsed.protocol}`);
+    }
+    if (parsed.username || parsed.password) throw new TypeError('credentials in the upstream URL are not supported');
+    origin = parsed.origin;
+    if (originCache.size >= 1024) originCache.clear();
+    originCache.set(raw, origin);
+  }
+  let path = url.slice(end);
+  const hash = path.indexOf('#');
+  if (hash !== -1) path = path.slice(0, hash);
+  if (path === '') path = '/';
+  else if (path.charCodeAt(0) === 63 /* ? */) path = `/${path}`;
+  return { origin, path };
+}
+
+export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeForwarder {
+  const connectTimeout = options.connectTimeout ?? 10_000;
+  const defaultConnections = options.defaultConnections ?? null;
+  const bufferLimit = options.bufferLimit ?? DEFAULT_BUFFER_LIMIT;
+  const highWaterMark = options.highWaterMark ?? 64 * 1024;
+  /** One Agent (hence one Pool per origin) per distinct TLS-verify × keepalive setting, made on first use. */
+  const agents = new Map<string, Agent>();
+  let closed = false;
+
+  function agentFor(tlsVerify: boolean, keepalive: ForwardRequest['keepalive']): Agent {
+    // Without keepalive the pool numbers are irrelevant: every request gets its own connection (`reset`).
+    const key = keepalive.enabled
+      ? `${tlsVerify ? 'v' : 'n'}:${keepalive.idleTimeoutMs}:${keepalive.poolSize}`
+      : tlsVerify
+        ? 'v'
+        : 'n';
+    let agent = agents.get(key);
+    if (agent === undefined) {
+      const { idleTimeoutMs, poolSize } = keepalive;
+      // Non-positive or non-finite numbers fall back to undici's idle timeout (4 s) / `defaultConnections`.
+      const idle = keepalive.enabled && Number.isFinite(idleTimeoutMs) && idleTimeoutMs > 0 ? idleTimeoutMs : undefined;
+      const pool = keepalive.enabled && Number.isSafeInteger(poolSize) && poolSize > 0 ? poolSize : defaultConnections;
+      agent = new Agent({
+        connections: pool,
+        // The idle timeout; a server's `Keep-Alive: timeout=` hint may shorten it but never lengthen it.
+        keepAliveTimeout: idle,
+        keepAliveMaxTimeout: idle,
+        maxResponseSize: options.maxResponseSize ?? -1,
+        ...(options.maxHeaderSize !== undefined ? { maxHeaderSize: options.maxHeaderSize } : {}),
+        connect: tlsVerify ? { timeout: connectTimeout } : { timeout: connectTimeout, rejectUnauthorized: false },
+      });
+      agents.set(key, agent);
+    }
+    return agent;
+  }
+
+  const forward = (req: ForwardRequest): Promise<Response> => {
+    if (closed) return Promise.reject(new UpstreamError('connect', 'the forwarder is closed'));
+    const signal = req.signal;
+    if (signal?.aborted) {
+      return Promise.reject(new UpstreamError('aborted', 'downstream client went away', { cause: signal.reason }));
+    }
+    let target: { origin: string; path: string };
+    try {
+      target = splitUrl(req.url);
+    } catch (err) {
+      return Promise.reject(new UpstreamError('connect', `invalid upstream URL: ${req.url}`, { cause: err }));
+    }
+
+    const headers: string[] = [];
+    const hasBody = req.body !== null;
+    req.headers.forEach((value, name) => {
+      // Without a body a stray content-length would make the upstream wait for bytes that never come.
+      if (!DROP_REQUEST_HEADERS.has(name) && (hasBody || name !== 'content-length')) headers.push(name, value);
+    });
+    // undici sends a given `host` header verbatim (and derives the TLS SNI from it, as APISIX's
+    // proxy_ssl_name $upstream_host does); without one it derives Host from the origin.
+    if (req.hostHeader) headers.push('host', req.hostHeader);
+
+    const timeout = Number.isFinite(req.timeout) && req.timeout > 0 ? req.timeout : 0;
+    const body = req.body ? new BodySource(req.body) : null;
+    const ex = new Exchange(req.method, timeout, signal, body, bufferLimit, highWaterMark);
+    if (timeout > 0) ex.timer = setTimeout(onDeadline, timeout, ex);
+    signal?.addEventListener('abort', ex);
+
+    const opts: Dispatcher.DispatchOptions = {
+      origin: target.origin,
+      path: target.path,
+      method: req.method,
+      headers,
+      // undici writes any (async) iterable body chunk by chunk, chunked unless a content-length was given.
+      body: body as unknown as Dispatcher.DispatchOptions['body'],
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+    };
+    // `reset` makes undici send `connection: close` and drop the socket after the response.
+    if (!req.keepalive.enabled) opts.reset = true;
+    try {
+      // undici reports its errors, even synchronous ones (invalid method or header), through ex.onError.
+      agentFor(req.tlsVerify, req.keepalive).dispatch(opts, ex);
+    } catch (err) {
+      ex.onError(err as Error); // e.g. undici refusing the dispatcher options
+    }
+    return ex.promise;
+  };
+
+  const close = async (): Promise<void> => {
+    closed = true;
+    const all = [...agents.values()];
+    agents.clear();
+    await Promise.all(all.map((agent) => agent.close()));
+  };
+
+  return Object.assign(forward, { close });
+}
