@@ -1,0 +1,149 @@
+/**
+ * fngate on Bun: `npm run start:bun` (= `bun run src/runtime/bun.ts`). Proxy on HOST:PROXY_PORT, Admin API on
+ * ADMIN_HOST:ADMIN_PORT, the same settings, store and admin-key rule as on Node (src/runtime/node-common.ts: Bun
+ * has `node:fs`). @hono/node-server is not loaded: `Bun.serve` serves the Hono apps directly.
+ *
+ * Forwarding: Bun's own fetch (createFetchForwarder), with Bun's extensions (checked on Bun 1.4.5):
+ * - `decompress: false`: the body stays as the function encoded it and Bun adds no `Accept-Encoding` of its own,
+ *   so the client's `Accept-Encoding` decides and `Content-Encoding` stays true (`compressed: 'keep'`);
+ * - `tls.rejectUnauthorized` = the route's `ssl_verify`, per request;
+ * - `keepalive: false` opens a new connection per request (`keepalive: false` on the route); otherwise Bun's
+ *   shared pool is used. `keepalive_timeout` / `keepalive_pool` are not honoured: plain fetch has no per-request
+ *   pool settings, and `Bun.FetchSession`'s `keepAlive.idleTimeout` had no visible effect on 1.4.5 (measured);
+ * - `Host`: Bun sends a `Host` header set on the request, so `pass_host: pass|rewrite` works; the core never
+ *   copies the client's `Host` (it drops it from the forwarded headers), so only the upstream's own or the
+ *   configured one is sent;
+ * - `timeout: false`: Bun's 5-minute socket idle timer is off; the core's per-route `timeout` decides.
+ *
+ * Server limits:
+ * - `maxRequestBodySize`: Bun answers 413 by itself (plain, without `error_msg`) above it, for both
+ *   Content-Length and chunked uploads. It is set out of reach so the route's `max_req_body_size` (the core's
+ *   413) and the Admin API's 1.5 MiB limit are what decide.
+ * - `idleTimeout`: Bun closes a connection after this many seconds without a byte in either direction, also
+ *   while a handler is still waiting for the function. Set to Bun's maximum, 255 s; a function that stays silent
+ *   for longer than that is cut on Bun even when the route's `timeout` allows more (Node has no such limit).
+ *   Idle keep-alive connections are closed after the same 255 s.
+ */
+import type { Context } from 'hono';
+import { createGateway } from '../core/gateway.ts';
+import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
+import { ensureAdminKey, openStore } from './node-common.ts';
+import { helpText, levelLogger, readSettings, SettingsError } from './settings.ts';
+
+/** The part of `Bun.serve`'s server used here (declared locally: no @types/bun in this repo). */
+interface BunServer {
+  readonly hostname: string;
+  readonly port: number;
+  requestIP(req: Request): { address: string; family: string; port: number } | null;
+  stop(closeActiveConnections?: boolean): Promise<void>;
+}
+
+interface BunServeOptions {
+  hostname: string;
+  port: number;
+  /** Seconds without traffic before a connection is closed; at most 255, 0 = never. */
+  idleTimeout?: number;
+  maxRequestBodySize?: number;
+  development?: boolean;
+  fetch(req: Request, server: BunServer): Response | Promise<Response>;
+  error?(err: Error): Response | Promise<Response>;
+}
+
+declare const Bun: {
+  readonly version: string;
+  serve(opts: BunServeOptions): BunServer;
+};
+
+/** Bun's largest `idleTimeout`. */
+const IDLE_TIMEOUT_S = 255;
+/** Out of reach: the core's limits (route `max_req_body_size`, Admin API 1.5 MiB) decide, with their own 413. */
+const MAX_REQUEST_BODY = Number.MAX_SAFE_INTEGER;
+
+async function main(): Promise<void> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(helpText('npm run start:bun   (or: bun run src/runtime/bun.ts)'));
+    return;
+  }
+  const settings = readSettings(process.env);
+  const logger = levelLogger(settings.logLevel);
+  const store = await openStore(settings, logger);
+  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
+  const forwarder = createFetchForwarder({
+    compressed: 'keep',
+    honoursHost: true,
+    extraInit: (r) => ({
+      decompress: false,
+      tls: { rejectUnauthorized: r.tlsVerify },
+      keepalive: r.keepalive.enabled,
+      timeout: false,
+    }),
+  });
+  const gateway = await createGateway({
+    store,
+    forwarder,
+    adminKeys,
+    logger,
+    clientIp: (c: Context) => (c.env as BunServer).requestIP(c.req.raw)?.address ?? '',
+  });
+
+  const serve = (
+    app: { fetch: (req: Request, env: BunServer) => Response | Promise<Response> },
+    hostname: string,
+    port: number,
+    what: string,
+  ) => {
+    const server = Bun.serve({
+      hostname,
+      port,
+      idleTimeout: IDLE_TIMEOUT_S,
+      maxRequestBodySize: MAX_REQUEST_BODY,
+      development: false,
+      fetch: (req, srv) => app.fetch(req, srv),
+      error(err) {
+        logger.error(`${what}: unexpected error`, { error: err.message });
+        return new Response(`${JSON.stringify({ error_msg: 'internal error in the gateway' })}\n`, {
+          status: 500,
+          headers: { 'content-type': 'application/json' },
+        });
+      },
+    });
+    const host = server.hostname.includes(':') ? `[${server.hostname}]` : server.hostname;
+    console.log(`fngate ${what} listening on http://${host}:${server.port}`);
+    return server;
+  };
+
+  const proxyServer = serve(gateway.proxy, settings.host, settings.proxyPort, 'proxy');
+  const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const grace = settings.shutdownTimeoutMs;
+    logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
+    const force = setTimeout(() => {
+      logger.warn('shutdown: grace period over, closing remaining connections');
+      void proxyServer.stop(true);
+      void adminServer.stop(true);
+    }, grace);
+    force.unref();
+    Promise.all([proxyServer.stop(), adminServer.stop()])
+      .then(() => gateway.close())
+      .then(() => store.close())
+      .then(
+        () => process.exit(0),
+        (err) => {
+          logger.error(`shutdown: ${(err as Error).message}`);
+          process.exit(1);
+        },
+      );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((err) => {
+  if (err instanceof SettingsError) console.error(`fngate: ${err.message}\n\nRun with --help for the settings.`);
+  else console.error(`fngate: cannot start: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

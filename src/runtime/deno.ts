@@ -1,0 +1,313 @@
+/**
+ * fngate on Deno: `deno task start` (deno.json). Proxy on HOST:PROXY_PORT, Admin API on ADMIN_HOST:ADMIN_PORT,
+ * the same settings as on Node (src/runtime/settings.ts). Deno only: type-check with `deno task check`
+ * (tsconfig.json excludes this file from Node's tsc). `hono`, `valibot`, `yaml`... come from ./node_modules
+ * (`"nodeModulesDir": "manual"`): nothing is downloaded, `npm install` is all Deno needs.
+ *
+ * Store: CONFIG_FILE (read-only, src/store/standalone-deno.ts), else ETCD_HOST (src/store/etcd.ts), else Deno KV
+ * in `DATA_DIR/fngate.kv` (src/store/deno-kv.ts). The generated admin key lives in `DATA_DIR/admin_key` (0600),
+ * as on Node. A DATA_DIR used by Node/Bun (`config.json`) and by Deno (`fngate.kv`) holds two separate configs.
+ *
+ * Permissions: `deno task start` runs this file twice. First with `--permission-flags` (and read access), which
+ * prints the narrowest flags for the current settings (see {@link permissionFlags}); then the gateway with those
+ * flags: `--allow-net` (any host: the functions), `--allow-env=<the settings and the ${{VAR}}s of CONFIG_FILE>`,
+ * `--allow-read`/`--allow-write` limited to DATA_DIR (plus read of CONFIG_FILE), `--no-prompt`.
+ * `--unstable-no-legacy-abort`: without it Deno 2.9 also fires `request.signal` when a response completed normally
+ * (and warns about it); with it the signal means "the client went away", as on Node and Bun.
+ *
+ * Forwarding: Deno's fetch through `Deno.createHttpClient` clients, one per keep-alive setting:
+ * - `Host` (`pass_host: pass|rewrite`) is honoured (`allowHost: true`); the client's own Host never is (the core
+ *   drops it);
+ * - keep-alive is honoured as on Node: `keepalive: false` -> `poolMaxIdlePerHost: 0`; `keepalive_pool` (plugin) /
+ *   `keepalive_pool.size` (upstream) -> `poolMaxIdlePerHost`; `keepalive_timeout` / `keepalive_pool.idle_timeout`
+ *   -> `poolIdleTimeout` (0 = no idle limit);
+ * - compressed answers: Deno sends its own `Accept-Encoding: gzip,br` and decodes, and it also decodes when a
+ *   client's `Accept-Encoding: gzip` is passed on explicitly (measured on 2.9.6), so the forwarder runs in `strip`
+ *   mode: the client gets the body decoded, without `content-encoding`;
+ * - `ssl_verify: false` cannot be honoured: Deno has no per-request (or per-client) switch to skip certificate
+ *   verification, only the process-wide `--unsafely-ignore-certificate-errors`. The gateway is told so through
+ *   `capabilities` (the Admin API refuses such a route with 400 and the snapshot skips one that is already
+ *   stored, with a logged reason), and the forwarder refuses such a request with a 502 as a last line of defence:
+ *   never a silent change of the TLS policy.
+ */
+import { join, resolve } from 'node:path';
+import type { Context } from 'hono';
+import type { Logger } from '../core/context.ts';
+import { createGateway } from '../core/gateway.ts';
+import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
+import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
+import { StoreError } from '../store/types.ts';
+import type { ConfigStore } from '../store/types.ts';
+import { helpText, levelLogger, readSettings, SETTINGS_DOC, type Settings, SettingsError } from './settings.ts';
+
+/** Every setting, plus the variables the `yaml` package reads (LOG_TOKENS, LOG_STREAM). */
+export const ENV_NAMES: readonly string[] = [
+  ...SETTINGS_DOC.flatMap((s) => s.name.split('/').map((n) => n.trim())),
+  'LOG_TOKENS',
+  'LOG_STREAM',
+];
+
+/**
+ * The settings from the environment, read one name at a time: `Deno.env.toObject()` needs access to the whole
+ * environment, while `--allow-env=<names>` is enough for this.
+ */
+function readEnv(names: readonly string[]): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = {};
+  for (const name of names) env[name] = Deno.env.get(name);
+  return env;
+}
+
+/**
+ * The environment for `${{VAR}}` in CONFIG_FILE: read lazily, so only the variables the file names need access;
+ * one Deno may not read fails the (re)load with a message that says how to grant it.
+ */
+function configFileEnv(): Record<string, string | undefined> {
+  return new Proxy({} as Record<string, string | undefined>, {
+    get(_target, name) {
+      if (typeof name !== 'string') return undefined;
+      try {
+        return Deno.env.get(name);
+      } catch (err) {
+        throw new Error(
+          `the config names the environment variable ${name}, which this Deno process may not read ` +
+            `(${(err as Error).name}); restart it: \`deno task start\` grants every \${{VAR}} the file names at start, ` +
+            `or add ${name} to --allow-env`,
+        );
+      }
+    },
+  });
+}
+
+/** `${{NAME}}` / `${{NAME:=default}}` references in a standalone config (the rule of src/store/standalone.ts). */
+function envRefs(text: string): string[] {
+  const names = new Set<string>();
+  for (const m of text.matchAll(/\$\{\{(.*?)\}\}/g)) {
+    const body = (m[1] ?? '').trim();
+    const sep = body.indexOf(':=');
+    const name = (sep === -1 ? body : body.slice(0, sep)).trim();
+    if (/^\w+$/.test(name)) names.add(name);
+  }
+  return [...names];
+}
+
+/**
+ * The `deno run` flags for the current settings, printed for `deno task start`: DATA_DIR read/write (store, admin
+ * key), CONFIG_FILE read, the settings' variables plus those CONFIG_FILE names. The task's shell splits the output
+ * on whitespace, and Deno splits each list on commas: a path holding either falls back to whole-file-system
+ * access, with a warning on stderr (run `deno run` with explicit flags to avoid that).
+ */
+async function permissionFlags(): Promise<string> {
+  const dataDir = resolve(Deno.env.get('DATA_DIR') || './data');
+  const configFile = Deno.env.get('CONFIG_FILE') ? resolve(Deno.env.get('CONFIG_FILE') as string) : undefined;
+  const envNames = new Set(ENV_NAMES);
+  if (configFile) {
+    try {
+      for (const n of envRefs(await Deno.readTextFile(configFile))) envNames.add(n);
+    } catch {
+      // Unreadable now: the gateway itself reports it clearly at start.
+    }
+  }
+  const awkward = (p: string) => /[\s,]/.test(p);
+  const paths = [dataDir, ...(configFile ? [configFile] : [])];
+  const flags = ['--no-prompt', '--allow-net', `--allow-env=${[...envNames].join(',')}`];
+  if (paths.some(awkward)) {
+    console.error(
+      `fngate: ${paths.filter(awkward).join(', ')} holds a space or a comma, which deno task cannot pass as a ` +
+        'permission; granting read/write to the whole file system. Run `deno run` with explicit flags instead.',
+    );
+    flags.push('--allow-read', '--allow-write');
+  } else {
+    flags.push(`--allow-read=${paths.join(',')}`, `--allow-write=${dataDir}`);
+  }
+  return flags.join(' ');
+}
+
+const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+
+/**
+ * The admin key when ADMIN_KEY is unset: generated once (32 random bytes, hex), kept in `<dataDir>/admin_key` with
+ * mode 0600 and reused on later starts; the same rule and file as on Node (src/runtime/node-common.ts).
+ */
+async function ensureAdminKey(dir: string, logger: Logger): Promise<string> {
+  const path = join(dir, 'admin_key');
+  try {
+    const key = (await Deno.readTextFile(path)).trim();
+    if (key.length >= 16) {
+      logger.info(`admin key: read from ${path}`);
+      return key;
+    }
+    throw new Error(`${path} holds no usable key (at least 16 characters); delete it to generate a new one`);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const key = hex(crypto.getRandomValues(new Uint8Array(32)));
+  // createNew: never overwrite a key another process just wrote.
+  const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
+  try {
+    const data = new TextEncoder().encode(`${key}\n`);
+    for (let off = 0; off < data.length; ) off += await file.write(data.subarray(off));
+    await file.sync();
+  } finally {
+    file.close();
+  }
+  logger.info(`admin key: generated and stored in ${path} (mode 0600); pass it as X-API-KEY`);
+  return key;
+}
+
+async function openStore(settings: Settings, dataDir: string, logger: Logger): Promise<ConfigStore> {
+  if (settings.configFile) {
+    const { openStandaloneDeno } = await import('../store/standalone-deno.ts');
+    const path = resolve(settings.configFile);
+    logger.info(`store: standalone file ${path} (Admin API is read-only)`);
+    return openStandaloneDeno({
+      path,
+      api: Deno,
+      env: configFileEnv(),
+      onError: (err: Error) => logger.error(`config file: ${err.message}`),
+    });
+  }
+  if (settings.etcdHosts) {
+    const { EtcdStore } = await import('../store/etcd.ts');
+    logger.info(`store: etcd ${settings.etcdHosts.join(', ')} prefix ${settings.etcdPrefix}`);
+    return EtcdStore.open({
+      endpoints: settings.etcdHosts,
+      prefix: settings.etcdPrefix,
+      user: settings.etcdUser,
+      password: settings.etcdPassword,
+      logger,
+    });
+  }
+  try {
+    await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new StoreError(`cannot create the data directory ${dataDir}: ${(err as Error).message}`, { cause: err });
+  }
+  const { DenoKvStore } = await import('../store/deno-kv.ts');
+  const path = join(dataDir, 'fngate.kv');
+  logger.info(`store: Deno KV ${path}`);
+  return DenoKvStore.open({ path, onError: (err) => logger.error(`Deno KV store: ${err.message}`) });
+}
+
+export type DenoForwarder = Forwarder & { close(): void };
+
+/** The forwarding client on Deno (see the file comment): Deno's fetch with one HTTP client per keep-alive setting. */
+export function createDenoForwarder(): DenoForwarder {
+  const clients = new Map<string, Deno.HttpClient>();
+  const clientFor = (k: ForwardRequest['keepalive']): Deno.HttpClient => {
+    const id = k.enabled ? `${k.idleTimeoutMs}:${k.poolSize}` : 'off';
+    let client = clients.get(id);
+    if (!client) {
+      client = Deno.createHttpClient({
+        allowHost: true,
+        poolMaxIdlePerHost: k.enabled ? Math.max(1, k.poolSize) : 0,
+        poolIdleTimeout: k.enabled && k.idleTimeoutMs > 0 ? k.idleTimeoutMs : false,
+      });
+      clients.set(id, client);
+    }
+    return client;
+  };
+  const inner = createFetchForwarder({
+    compressed: 'strip',
+    honoursHost: true,
+    extraInit: (r) => ({ client: clientFor(r.keepalive) }),
+  });
+  const forwarder = (req: ForwardRequest): Promise<Response> => {
+    if (!req.tlsVerify && req.url.startsWith('https:')) {
+      return Promise.reject(
+        new UpstreamError(
+          'protocol',
+          '"ssl_verify": false is not supported on Deno: its fetch always verifies TLS certificates',
+        ),
+      );
+    }
+    return inner(req);
+  };
+  return Object.assign(forwarder, {
+    close() {
+      for (const c of clients.values()) c.close();
+      clients.clear();
+    },
+  });
+}
+
+type DenoEnv = Deno.ServeHandlerInfo<Deno.NetAddr>;
+
+function serve(
+  app: { fetch: (req: Request, env: DenoEnv) => Response | Promise<Response> },
+  hostname: string,
+  port: number,
+  what: string,
+): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve(
+    {
+      hostname,
+      port,
+      onListen(addr) {
+        const host = addr.hostname.includes(':') ? `[${addr.hostname}]` : addr.hostname;
+        console.log(`fngate ${what} listening on http://${host}:${addr.port}`);
+      },
+    },
+    (req, info) => app.fetch(req, info as DenoEnv),
+  );
+}
+
+async function main(): Promise<void> {
+  if (Deno.args.includes('--help') || Deno.args.includes('-h')) {
+    console.log(helpText('deno task start   (or: deno run <flags> src/runtime/deno.ts)').trimEnd());
+    return;
+  }
+  if (Deno.args.includes('--permission-flags')) {
+    console.log(await permissionFlags());
+    return;
+  }
+  const settings = readSettings(readEnv(ENV_NAMES));
+  const logger = levelLogger(settings.logLevel);
+  const dataDir = resolve(settings.dataDir);
+  const store = await openStore(settings, dataDir, logger);
+  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(dataDir, logger)];
+  const forwarder = createDenoForwarder();
+  const gateway = await createGateway({
+    store,
+    forwarder,
+    adminKeys,
+    logger,
+    clientIp: (c: Context) => (c.env as DenoEnv).remoteAddr.hostname,
+    capabilities: { runtime: 'deno', tlsVerifyOff: false },
+  });
+
+  const proxyServer = serve(gateway.proxy, settings.host, settings.proxyPort, 'proxy');
+  const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const grace = settings.shutdownTimeoutMs;
+    logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
+    const force = setTimeout(() => {
+      logger.warn('shutdown: grace period over, closing remaining connections');
+      Deno.exit(0);
+    }, grace);
+    Deno.unrefTimer(force);
+    Promise.all([proxyServer.shutdown(), adminServer.shutdown()])
+      .then(() => gateway.close())
+      .then(() => store.close())
+      .then(() => forwarder.close())
+      .then(
+        () => Deno.exit(0),
+        (err) => {
+          logger.error(`shutdown: ${(err as Error).message}`);
+          Deno.exit(1);
+        },
+      );
+  };
+  Deno.addSignalListener('SIGTERM', () => shutdown('SIGTERM'));
+  Deno.addSignalListener('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((err) => {
+  if (err instanceof SettingsError) console.error(`fngate: ${err.message}\n\nRun with --help for the settings.`);
+  else console.error(`fngate: cannot start: ${err instanceof Error ? err.message : String(err)}`);
+  Deno.exit(1);
+});
