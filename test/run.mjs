@@ -1,35 +1,52 @@
 #!/usr/bin/env node
 // `npm test`: unit tests, then the black-box conformance suite against each runtime, then Node-only end-to-end tests.
-// Usage: node test/run.mjs [unit|conformance|e2e ...] (default: all). Exits non-zero when anything failed.
+// Usage: node test/run.mjs [unit] [conformance[:node|deno|bun|workerd]] [e2e] (default: all).
+// Exits non-zero when anything failed.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
-const only = process.argv.slice(2);
-const want = (part) => only.length === 0 || only.includes(part);
+const RUNTIMES = ['node', 'deno', 'bun', 'workerd'];
+const args = process.argv.slice(2);
+const want = (part) => args.length === 0 || args.some((a) => a === part || a.startsWith(`${part}:`));
+const runtimes = () => {
+  const picked = args.filter((a) => a.startsWith('conformance:')).map((a) => a.slice('conformance:'.length));
+  return picked.length ? picked : RUNTIMES;
+};
 const files = (dir) =>
   readdirSync(join(root, dir))
     .filter((f) => f.endsWith('.test.ts'))
     .sort()
     .map((f) => join(dir, f));
 
-let failed = false;
-function run(label, args, env = {}) {
+const summary = [];
+function run(label, testArgs, env = {}) {
   console.log(`\n=== ${label}`);
-  const res = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...args], {
+  const started = Date.now();
+  const res = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...testArgs], {
     cwd: root,
-    stdio: 'inherit',
+    stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, ...env },
+    maxBuffer: 256 * 1024 * 1024,
   });
-  if (res.status !== 0) {
-    failed = true;
-    console.log(`=== ${label}: FAILED (exit ${res.status})`);
-  }
+  const out = res.stdout.toString();
+  process.stdout.write(out);
+  const count = (name) => Number(out.match(new RegExp(`^ℹ ${name} (\\d+)`, 'm'))?.[1] ?? 0);
+  summary.push({ label, pass: count('pass'), fail: count('fail'), skipped: count('skipped'), todo: count('todo'), ok: res.status === 0, s: Math.round((Date.now() - started) / 1000) });
 }
 
-if (want('unit')) run('unit tests', ['--test-concurrency=2', ...files('test/unit')]);
-if (want('conformance')) run('conformance suite on node', ['--test-concurrency=1', ...files('test/conformance')], { FNGATE_RUNTIME: 'node' });
-if (want('e2e')) run('end-to-end (node process)', ['--test-concurrency=1', ...files('test/e2e')]);
+if (want('unit')) run('unit', ['--test-concurrency=2', ...files('test/unit')]);
+if (want('conformance')) {
+  for (const rt of runtimes()) run(`conformance on ${rt}`, ['--test-concurrency=1', ...files('test/conformance')], { FNGATE_RUNTIME: rt });
+}
+if (want('e2e')) run('end-to-end (node)', ['--test-concurrency=1', ...files('test/e2e')]);
 
+console.log('\n=== summary');
+for (const s of summary) {
+  console.log(`${s.ok ? 'ok  ' : 'FAIL'} ${s.label.padEnd(24)} ${s.pass} passed, ${s.fail} failed, ${s.skipped} skipped, ${s.todo} todo (${s.s} s)`);
+}
+const total = summary.reduce((a, s) => ({ pass: a.pass + s.pass, fail: a.fail + s.fail, skipped: a.skipped + s.skipped }), { pass: 0, fail: 0, skipped: 0 });
+const failed = summary.some((s) => !s.ok);
+console.log(`${total.pass} passed, ${total.fail} failed, ${total.skipped} skipped`);
 process.exit(failed ? 1 : 0);

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { INTEGER } from './schema/format.ts';
 import type { StoreState, StoredItem } from '../store/types.ts';
 import type { Handler, Logger, Middleware } from './context.ts';
 import { errorResponse } from './errors.ts';
@@ -28,7 +29,7 @@ export interface Snapshot {
 /** `_meta` APISIX injects into every plugin's schema (the parts fngate honours). */
 const metaSchema = v.strictObject({
   disable: v.optional(v.boolean()),
-  priority: v.optional(v.pipe(v.number(), v.integer())),
+  priority: v.optional(v.pipe(v.number(INTEGER), v.integer())),
 });
 
 export interface PluginCheck {
@@ -201,6 +202,8 @@ export function hostOf(hostHeader: string | null): string {
   } else {
     const colon = h.indexOf(':');
     if (colon >= 0) h = h.slice(0, colon);
+    // nginx's $host drops one trailing dot of a fully qualified name.
+    if (h.endsWith('.')) h = h.slice(0, -1);
   }
   return h.toLowerCase();
 }

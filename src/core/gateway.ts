@@ -65,9 +65,13 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   }
 
   // Coalescing refresh: at most one load in flight, and one more queued behind it.
+  // A store notification always rebuilds (a store can come back with other content at the same
+  // revision, e.g. an etcd wiped and refilled); the Admin API's own writes rebuild when the revision moved.
   let running: Promise<void> | undefined;
   let again = false;
-  function refresh(): Promise<void> {
+  let forceNext = false;
+  function refresh(force = false): Promise<void> {
+    if (force) forceNext = true;
     if (running) {
       again = true;
       return running.then(() => (again ? refresh() : undefined));
@@ -76,8 +80,10 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       try {
         do {
           again = false;
+          const forced = forceNext;
+          forceNext = false;
           const state = await store.load();
-          if (state.revision !== snapshot.revision) snapshot = build(state);
+          if (forced || state.revision !== snapshot.revision) snapshot = build(state);
         } while (again);
       } catch (err) {
         logger.error('config reload failed; still serving the previous config', { error: (err as Error).message });
@@ -87,7 +93,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     })();
     return running;
   }
-  const unwatch = store.watch(() => void refresh());
+  const unwatch = store.watch(() => void refresh(true));
 
   const clientIp = opts.clientIp ?? (() => '');
   const scheme = opts.scheme ?? (() => 'http');
@@ -129,7 +135,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     return errorResponse(500, 'internal error in the gateway');
   });
 
-  const admin = createAdmin({ store, plugins, capabilities, keys: opts.adminKeys ?? [], afterWrite: refresh, logger });
+  const admin = createAdmin({ store, plugins, capabilities, keys: opts.adminKeys ?? [], afterWrite: () => refresh(), logger });
   admin.onError((err) => {
     logger.error('admin: unexpected error', { error: err.message });
     return errorResponse(500, 'internal error in the Admin API');

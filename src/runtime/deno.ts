@@ -209,6 +209,8 @@ export function createDenoForwarder(): DenoForwarder {
   };
   const inner = createFetchForwarder({
     compressed: 'strip',
+    // Deno decodes gzip and br even when Accept-Encoding is passed on; other codings arrive as sent.
+    decodes: ['gzip', 'br'],
     honoursHost: true,
     extraInit: (r) => ({ client: clientFor(r.keepalive) }),
   });

@@ -1,6 +1,8 @@
 import * as v from 'valibot';
+import { INTEGER } from '../schema/format.ts';
 import type { Middleware, RequestContext } from '../context.ts';
 import { forward } from '../upstream/forward.ts';
+import { encodePath } from '../upstream/path.ts';
 
 /**
  * The forwarding piece shared by every function-as-a-service plugin (openfunction today; azure-functions,
@@ -22,12 +24,12 @@ export function isHttpUrl(s: string): boolean {
 /** Schema fields every serverless plugin shares (APISIX generic-upstream), with APISIX's defaults. */
 export const serverlessEntries = {
   function_uri: v.pipe(v.string(), v.check(isHttpUrl, 'must be a valid http(s) URL')),
-  timeout: v.optional(v.pipe(v.number(), v.integer(), v.minValue(100)), 3000),
+  timeout: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(100)), 3000),
   ssl_verify: v.optional(v.boolean(), true),
   keepalive: v.optional(v.boolean(), true),
-  keepalive_timeout: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1000)), 60000),
-  keepalive_pool: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), 5),
-  max_req_body_size: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), 64 * 1024 * 1024),
+  keepalive_timeout: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1000)), 60000),
+  keepalive_pool: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1)), 5),
+  max_req_body_size: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1)), 64 * 1024 * 1024),
 };
 
 export interface ServerlessConf {
@@ -38,14 +40,6 @@ export interface ServerlessConf {
   keepalive_timeout: number;
   keepalive_pool: number;
   max_req_body_size: number;
-}
-
-/** Characters that may stand in a path without encoding (RFC 3986 pchar and `/`). */
-const NOT_PATH_SAFE = /[^A-Za-z0-9\-._~!$&'()*+,;=:@/]/g;
-
-/** Re-encode a decoded path tail for the wire; `..` cannot occur, the router resolved dot segments. */
-export function encodePathTail(tail: string): string {
-  return tail.replace(NOT_PATH_SAFE, (c) => encodeURIComponent(c));
 }
 
 /** Split a function URI once, at config time. */
@@ -71,7 +65,7 @@ export function serverlessForwarder(conf: ServerlessConf, label: string, editHea
   const basePath = fn.path;
   return (ctx: RequestContext) => {
     const ext = ctx.params[':ext'];
-    let path = ext === undefined ? basePath : joinPath(basePath, encodePathTail(ext));
+    let path = ext === undefined ? basePath : joinPath(basePath, encodePath(ext));
     if (path === '') path = '/';
     const query = fn.query && ctx.query ? `${fn.query}&${ctx.query}` : fn.query || ctx.query;
     const url = query ? `${fn.origin}${path}?${query}` : `${fn.origin}${path}`;

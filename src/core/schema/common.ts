@@ -1,10 +1,11 @@
 import * as v from 'valibot';
+import { INTEGER } from './format.ts';
 import { formatIssue } from './format.ts';
 
 /** APISIX `id_schema`: a string of 1–64 of `[a-zA-Z0-9-_.]`, or an integer >= 1. */
 export const idSchema = v.union([
   v.pipe(v.string(), v.minLength(1), v.maxLength(64), v.regex(/^[a-zA-Z0-9\-_.]+$/)),
-  v.pipe(v.number(), v.integer(), v.minValue(1)),
+  v.pipe(v.number(INTEGER), v.integer(), v.minValue(1)),
 ]);
 
 export const ID_PATTERN = /^[a-zA-Z0-9\-_.]{1,64}$/;
@@ -15,7 +16,7 @@ export const labelsSchema = v.record(
   v.string(),
   v.pipe(v.string(), v.minLength(1), v.maxLength(256), v.regex(/^\S+$/)),
 );
-export const timestampSchema = v.pipe(v.number(), v.integer());
+export const timestampSchema = v.pipe(v.number(INTEGER), v.integer());
 
 /** `{connect, send, read}` in seconds, all three required (APISIX `timeout_def`). */
 export const timeoutSchema = v.strictObject({

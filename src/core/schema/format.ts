@@ -1,5 +1,8 @@
 import type { BaseIssue } from 'valibot';
 
+/** Message marker for `v.number(INTEGER)` in `v.pipe(v.number(INTEGER), v.integer())`: reported as "expected integer". */
+export const INTEGER = 'integer';
+
 /**
  * Turns a valibot issue into the wording of APISIX's JSON-schema validator (lua jsonschema), so error
  * messages read as APISIX users know them:
@@ -66,7 +69,7 @@ function jsonType(input: unknown): string {
 }
 
 function leafMessage(issue: BaseIssue<unknown>): string {
-  const expectedType = TYPE_NAMES[issue.type];
+  const expectedType = issue.type === 'number' && issue.message === INTEGER ? 'integer' : TYPE_NAMES[issue.type];
   if (issue.kind === 'schema' && expectedType) {
     return `wrong type: expected ${expectedType}, got ${jsonType(issue.input)}`;
   }

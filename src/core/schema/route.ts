@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { INTEGER } from './format.ts';
 import {
   check,
   descSchema,
@@ -43,7 +44,7 @@ export const routeSchema = v.strictObject({
   update_time: v.optional(timestampSchema),
   uri: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(4096))),
   uris: v.optional(v.pipe(uniqueArray(v.pipe(v.string(), v.minLength(1), v.maxLength(4096))), v.minLength(1))),
-  priority: v.optional(v.pipe(v.number(), v.integer())),
+  priority: v.optional(v.pipe(v.number(INTEGER), v.integer())),
   methods: v.optional(uniqueArray(v.picklist(HTTP_METHODS))),
   host: v.optional(hostSchema),
   hosts: v.optional(v.pipe(uniqueArray(hostSchema), v.minLength(1))),

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { INTEGER } from './format.ts';
 import {
   check,
   descSchema,
@@ -13,13 +14,13 @@ import {
 
 const nodeArrayItem = v.strictObject({
   host: hostSchema,
-  port: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535))),
-  weight: v.pipe(v.number(), v.integer(), v.minValue(0)),
-  priority: v.optional(v.pipe(v.number(), v.integer())),
+  port: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1), v.maxValue(65535))),
+  weight: v.pipe(v.number(INTEGER), v.integer(), v.minValue(0)),
+  priority: v.optional(v.pipe(v.number(INTEGER), v.integer())),
   metadata: v.optional(v.record(v.string(), v.unknown())),
 });
 
-const nodesMap = v.record(v.string(), v.pipe(v.number(), v.integer(), v.minValue(0)));
+const nodesMap = v.record(v.string(), v.pipe(v.number(INTEGER), v.integer(), v.minValue(0)));
 
 export const SUPPORTED_BALANCERS = ['roundrobin'] as const;
 
@@ -45,13 +46,13 @@ export const upstreamSchema = v.strictObject({
   pass_host: v.optional(v.picklist(['pass', 'node', 'rewrite'])),
   upstream_host: v.optional(hostSchema),
   timeout: v.optional(timeoutSchema),
-  retries: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  retries: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(0))),
   retry_timeout: v.optional(v.pipe(v.number(), v.minValue(0))),
   keepalive_pool: v.optional(
     v.strictObject({
-      size: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+      size: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1))),
       idle_timeout: v.optional(v.pipe(v.number(), v.minValue(0))),
-      requests: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+      requests: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1))),
     }),
   ),
   hash_on: v.optional(v.picklist(['vars', 'header', 'cookie', 'consumer', 'vars_combinations'])),

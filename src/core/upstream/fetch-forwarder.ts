@@ -10,9 +10,11 @@ export interface FetchForwarderOptions {
    *   on the way out), so the headers stay too (content-length is dropped when the runtime re-encodes).
    */
   compressed: 'strip' | 'keep';
+  /** With `strip`: the codings the runtime's fetch decodes (default gzip, deflate, br); others pass through untouched. */
+  decodes?: readonly string[];
   /** Runtime-specific additions to the fetch init (e.g. Bun's `tls`, `decompress`). */
   extraInit?: (req: ForwardRequest) => Record<string, unknown>;
-  /** Whether the runtime's fetch honours a `Host` request header (Bun does; undici, Deno and Workers do not). */
+  /** Whether the runtime's fetch honours a `Host` request header (Bun does, Deno with `allowHost`; Workers and undici's fetch do not). */
   honoursHost?: boolean;
 }
 
@@ -23,6 +25,7 @@ export interface FetchForwarderOptions {
  */
 export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
   const doFetch = opts.fetch ?? fetch;
+  const decodes = new Set(opts.decodes ?? ['gzip', 'deflate', 'br']);
   return async (req) => {
     const ac = new AbortController();
     let timedOut = false;
@@ -69,9 +72,13 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     if (timer !== undefined) clearTimeout(timer);
 
     const outHeaders = new Headers(res.headers);
-    if (outHeaders.has('content-encoding')) {
-      if (opts.compressed === 'strip') outHeaders.delete('content-encoding');
-      outHeaders.delete('content-length');
+    const coding = outHeaders.get('content-encoding')?.trim().toLowerCase();
+    if (coding) {
+      if (opts.compressed === 'keep') outHeaders.delete('content-length');
+      else if (decodes.has(coding)) {
+        outHeaders.delete('content-encoding');
+        outHeaders.delete('content-length');
+      }
     }
     if (!res.body) {
       cleanup();

@@ -1,6 +1,6 @@
 import type { RequestContext } from '../context.ts';
 import { errorResponse } from '../errors.ts';
-import { requestHeadersForUpstream, responseHeadersForClient } from './headers.ts';
+import { cleanResponseHeaders, requestHeadersForUpstream } from './headers.ts';
 import { type ForwardRequest, UpstreamError } from './types.ts';
 
 export interface ForwardTarget {
@@ -17,6 +17,8 @@ export interface ForwardTarget {
   editHeaders?: (headers: Headers) => void;
   /** What the upstream is called in error messages, e.g. `function` or `upstream`. */
   label: string;
+  /** Status when no connection could be made (503 for functions as APISIX; 502 for upstream nodes as nginx). */
+  connectStatus?: number;
 }
 
 const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
@@ -54,7 +56,7 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
   });
 }
 
-async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+export async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
   const deadline = Date.now() + DRAIN_MS;
   let drained = 0;
   try {
@@ -88,7 +90,11 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
     const limit = target.maxBodySize;
     if (limit !== undefined) {
       const declared = req.headers.get('content-length');
-      if (declared !== null && Number(declared) > limit) return tooLarge(limit);
+      if (declared !== null && Number(declared) > limit) {
+        // Read and drop (bounded) what the client is still sending, so it can read the 413.
+        void drain(req.body.getReader());
+        return tooLarge(limit);
+      }
       body = limitBody(req.body, limit);
     } else {
       body = req.body;
@@ -112,7 +118,8 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
     if (opts?.throwOnConnect && err instanceof UpstreamError && err.kind === 'connect') throw err;
     return failure(err, target);
   }
-  return new Response(res.body, { status: res.status, statusText: res.statusText, headers: responseHeadersForClient(res.headers) });
+  cleanResponseHeaders(res.headers);
+  return res;
 }
 
 function tooLarge(limit: number): Response {
@@ -126,7 +133,7 @@ function failure(err: unknown, target: ForwardTarget): Response {
     case 'body-too-large':
       return tooLarge(target.maxBodySize ?? 0);
     case 'connect':
-      return errorResponse(503, `failed to connect to the ${target.label}: ${detail}`);
+      return errorResponse(target.connectStatus ?? 503, `failed to connect to the ${target.label}: ${detail}`);
     case 'timeout':
       return errorResponse(504, `the ${target.label} did not answer within ${target.timeout} ms`);
     case 'aborted':

@@ -49,18 +49,12 @@ export function requestHeadersForUpstream(incoming: Headers, fwd: ForwardedInfo)
   return out;
 }
 
-/** The upstream's response headers as the client may see them (a new Headers object). */
-export function responseHeadersForClient(upstream: Headers): Headers {
-  const listed = connectionListed(upstream);
-  const out = new Headers();
-  upstream.forEach((value, name) => {
-    if (HOP_BY_HOP.has(name) || listed?.has(name)) return;
-    out.append(name, value);
-  });
-  // forEach joins repeated Set-Cookie values; keep them as separate headers.
-  if (out.has('set-cookie')) {
-    out.delete('set-cookie');
-    for (const c of upstream.getSetCookie()) out.append('set-cookie', c);
-  }
-  return out;
+/**
+ * Remove what must not reach the client from the upstream's response headers, in place (the forwarder
+ * contract says its Response headers are mutable). Repeated Set-Cookie headers are left as they are.
+ */
+export function cleanResponseHeaders(headers: Headers): void {
+  const listed = connectionListed(headers);
+  if (listed) for (const name of listed) headers.delete(name);
+  for (const name of HOP_BY_HOP) if (headers.has(name)) headers.delete(name);
 }

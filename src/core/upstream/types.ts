@@ -29,7 +29,8 @@ export interface ForwardRequest {
 }
 
 /**
- * Sends one request upstream. Resolves with the upstream's response as soon as its headers arrived,
+ * Sends one request upstream. Resolves with the upstream's response as soon as its headers arrived
+ * (a Response whose headers are mutable: the core edits them in place rather than copying),
  * body streaming (never buffered whole). Redirects are never followed. Headers are the upstream's own:
  * the core removes hop-by-hop headers. A client that transparently decompressed the body must drop
  * `content-encoding` and `content-length` itself, so the response stays decodable.

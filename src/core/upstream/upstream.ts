@@ -3,6 +3,7 @@ import { errorResponse } from '../errors.ts';
 import { normalizeNodes, type UpstreamConf } from '../schema/upstream.ts';
 import { createPicker } from './balancer.ts';
 import { forward } from './forward.ts';
+import { encodePath } from './path.ts';
 import { UpstreamError } from './types.ts';
 
 /** APISIX's upstream default: nginx's 60 s proxy timeouts. */
@@ -43,7 +44,10 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: { read: numbe
   return async (ctx) => {
     const retryable = ctx.request.body === null;
     const attempts = retryable ? retries + 1 : 1;
-    const pathAndQuery = ctx.query ? `${ctx.rawPath}?${ctx.query}` : ctx.rawPath;
+    // The path the router matched (decoded, dot segments resolved), re-encoded: the node must never see
+    // a different path than the one the route's conditions were checked against.
+    const path = ctx.path === ctx.rawPath ? ctx.rawPath : encodePath(ctx.path);
+    const pathAndQuery = ctx.query ? `${path}?${ctx.query}` : path;
     for (let attempt = 0; ; attempt++) {
       const node = picker.pick(attempt);
       let hostHeader: string | undefined;
@@ -52,7 +56,16 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: { read: numbe
       try {
         return await forward(
           ctx,
-          { url: originOf(node.host, node.port) + pathAndQuery, hostHeader, timeout, tlsVerify: true, keepalive, label: 'upstream' },
+          {
+            url: originOf(node.host, node.port) + pathAndQuery,
+            hostHeader,
+            timeout,
+            tlsVerify: true,
+            keepalive,
+            label: 'upstream',
+            // nginx/APISIX: no node could be reached -> 502 Bad Gateway.
+            connectStatus: 502,
+          },
           { throwOnConnect: attempt + 1 < attempts },
         );
       } catch (err) {
