@@ -7,7 +7,7 @@ import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { type FunctionServers, GZIP_TEXT, startFunctions } from '../functions/functions.ts';
-import { type GatewayUnderTest, startGateway } from './harness.ts';
+import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
 let gw: GatewayUnderTest;
 let fn: FunctionServers;
@@ -138,10 +138,21 @@ describe('forwarding', () => {
       upgrade: 'websocket',
     });
     const echo = JSON.parse(res.body.toString()) as Echo;
-    for (const h of ['x-drop-me', 'te', 'proxy-authorization', 'keep-alive', 'upgrade']) assert.equal(echo.headers[h], undefined, h);
+    for (const h of ['te', 'proxy-authorization', 'keep-alive', 'upgrade']) assert.equal(echo.headers[h], undefined, h);
     assert.equal(res.headers['x-secret'], undefined, 'a header the response Connection names is dropped');
     assert.equal(res.headers['x-kept'], '2');
   });
+
+  test(
+    'a request header the client Connection header names does not cross',
+    { skip: RUNTIME === 'workerd' && 'a Worker never sees the client Connection header (workerd removes it), so the headers it names cannot be told apart' },
+    async () => {
+      await gw.putRoute('hop', { uri: '/hop', plugins: of(`${fn.urls.echo}/`) });
+      const res = await rawGet(`${gw.proxyUrl}/hop`, { connection: 'keep-alive, x-drop-me', 'x-drop-me': '1' });
+      const echo = JSON.parse(res.body.toString()) as Echo;
+      assert.equal(echo.headers['x-drop-me'], undefined);
+    },
+  );
 
   test('a 3xx from the function is returned, not followed', async () => {
     await gw.putRoute('redir', { uri: '/redir', plugins: of(`${fn.urls.redirect}/`) });
@@ -212,10 +223,14 @@ describe('errors and limits', () => {
 });
 
 describe('streaming', () => {
+  const IDENTITY = { 'accept-encoding': 'identity' };
+
   test('first bytes arrive before the function finishes', async () => {
     await gw.putRoute('stream', { uri: '/stream', plugins: of(`${fn.urls.stream}/?chunks=5&interval=300`) });
     const t0 = Date.now();
-    const res = await gw.fetch('/stream');
+    // identity: Cloudflare's front line (and Miniflare, which mimics it) gzips text/plain for clients that accept
+    // gzip, and its compressor holds the chunks back; what is tested here is the gateway's own streaming.
+    const res = await gw.fetch('/stream', { headers: IDENTITY });
     assert.equal(res.status, 200);
     const reader = res.body!.getReader();
     const first = await reader.read();
@@ -236,7 +251,7 @@ describe('streaming', () => {
     await gw.putRoute('stream', { uri: '/stream', plugins: of(`${fn.urls.stream}/?chunks=50&interval=100`) });
     const before = fn.stats('stream').aborted;
     const ac = new AbortController();
-    const res = await gw.fetch('/stream', { signal: ac.signal });
+    const res = await gw.fetch('/stream', { signal: ac.signal, headers: IDENTITY });
     const reader = res.body!.getReader();
     await reader.read();
     ac.abort();

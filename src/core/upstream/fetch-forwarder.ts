@@ -16,6 +16,12 @@ export interface FetchForwarderOptions {
   extraInit?: (req: ForwardRequest) => Record<string, unknown>;
   /** Whether the runtime's fetch honours a `Host` request header (Bun does, Deno with `allowHost`; Workers and undici's fetch do not). */
   honoursHost?: boolean;
+  /**
+   * Read a request body that has a size limit (`maxBodySize`) whole, at most that many bytes, before calling
+   * `fetch`. For runtimes whose fetch ends the upload as if complete when the body stream errors (workerd does),
+   * which would hand the function a truncated body instead of the client a 413. Bodies without a limit still stream.
+   */
+  bufferLimitedBodies?: boolean;
 }
 
 /**
@@ -49,7 +55,17 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     if (opts.compressed === 'strip') headers.delete('accept-encoding');
 
     let bodyError: unknown;
-    const body = req.body ? watchBody(req.body, (e) => (bodyError = e)) : null;
+    let body: ReadableStream<Uint8Array> | Uint8Array | null = req.body ? watchBody(req.body, (e) => (bodyError = e)) : null;
+    if (body instanceof ReadableStream && opts.bufferLimitedBodies && req.maxBodySize !== undefined) {
+      try {
+        body = await readAll(body);
+      } catch (err) {
+        cleanup();
+        if (bodyError instanceof UpstreamError) throw bodyError;
+        if (timedOut) throw new UpstreamError('timeout', `no answer within ${req.timeout} ms`, { cause: err });
+        throw new UpstreamError('aborted', 'client went away', { cause: err });
+      }
+    }
 
     let res: Response;
     try {
@@ -59,7 +75,7 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
         body,
         redirect: 'manual',
         signal: ac.signal,
-        ...(body ? { duplex: 'half' } : {}),
+        ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
         ...opts.extraInit?.(req),
       } as RequestInit);
     } catch (err) {
@@ -112,6 +128,26 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     });
     return new Response(stream, { status: res.status, statusText: res.statusText, headers: outHeaders });
   };
+}
+
+/** The whole of a (size-limited) body. */
+async function readAll(body: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  const reader = body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    size += value.byteLength;
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
 }
 
 /** Remember an error raised by the request body (the gateway's size limit) so it is not reported as a connect failure. */

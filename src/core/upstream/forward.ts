@@ -44,8 +44,10 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
       }
       seen += value.byteLength;
       if (seen > limit) {
+        // Drain first, then fail: the 413 goes out once the upload is read (bounded), on a connection the
+        // client can still read from (an answer sent mid-upload makes the client's write fail instead).
+        await drain(reader);
         controller.error(new UpstreamError('body-too-large', `request body is larger than ${limit} bytes`));
-        void drain(reader);
         return;
       }
       controller.enqueue(value);
@@ -109,6 +111,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
       headers,
       hostHeader: target.hostHeader,
       body,
+      maxBodySize: body ? target.maxBodySize : undefined,
       signal: ctx.signal,
       timeout: target.timeout,
       tlsVerify: target.tlsVerify,

@@ -15,6 +15,11 @@ export interface ForwardRequest {
   hostHeader?: string;
   /** Request body, streamed; null when the request has none. */
   body: ReadableStream<Uint8Array> | null;
+  /**
+   * The route's limit on the request body, in bytes, when it has one. `body` then errors with a `body-too-large`
+   * {@link UpstreamError} past the limit; a client that cannot abort an upload in flight may read it whole first.
+   */
+  maxBodySize?: number;
   /** Fires when the downstream client went away; the forwarder must abort the upstream call. */
   signal?: AbortSignal;
   /**

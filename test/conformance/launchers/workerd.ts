@@ -1,0 +1,185 @@
+/**
+ * Workers: the Worker bundle `wrangler deploy --dry-run` builds, executed by the real workerd, one port for proxy
+ * and Admin API (`adminUrl = proxyUrl`).
+ *
+ * Default: Miniflare's Node API in a child process (this same file, run with FNGATE_WORKERD_SERVE set), with the
+ * compatibility date, flags, vars and KV binding of wrangler.toml. `FNGATE_WORKERD_VIA=wrangler` runs the real
+ * `wrangler dev` instead: it works, but is slower to start, and its proxy layer (a Worker in front of ours, which
+ * production does not have) hangs on the next request after one whose body was answered half-read (the Admin
+ * API's 413), so it is not the default.
+ *
+ * Settings become Worker vars; KV is persisted under DATA_DIR; CONFIG_FILE (a standalone config on Node) becomes
+ * the STANDALONE_CONFIG var, read once (no reload on change, as in production). A developer's `.dev.vars` never
+ * leaks in: the config is a copy of wrangler.toml in a scratch directory. `FNGATE_WORKER_MAIN` bundles another
+ * entry instead of src/runtime/worker.ts (e.g. a patched copy under .wrangler/, to try a change of the core).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { extname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { freePort, startProcess } from '../../helpers/process.ts';
+import type { LaunchOptions, Launched } from '../harness.ts';
+
+const ROOT = new URL('../../..', import.meta.url).pathname;
+const WRANGLER = join(ROOT, 'node_modules/wrangler/bin/wrangler.js');
+
+/** Settings that mean something to the Node entry only (ports, file store, etcd): not passed to the Worker. */
+const NODE_ONLY = new Set(['HOST', 'PROXY_PORT', 'ADMIN_HOST', 'ADMIN_PORT', 'DATA_DIR', 'CONFIG_FILE']);
+
+interface Scratch {
+  dir: string;
+  config: string;
+}
+
+let scratch: Scratch | undefined;
+
+/** wrangler.toml copied with an absolute `main`, in a scratch directory removed when the test process exits. */
+function scratchConfig(): Scratch {
+  if (scratch) return scratch;
+  const dir = mkdtempSync(join(tmpdir(), 'fngate-workerd-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const toml = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
+  const main = JSON.stringify(process.env.FNGATE_WORKER_MAIN ?? join(ROOT, 'src/runtime/worker.ts'));
+  const config = join(dir, 'wrangler.toml');
+  writeFileSync(config, toml.replace(/^main\s*=.*$/m, `main = ${main}`));
+  scratch = { dir, config };
+  return scratch;
+}
+
+let bundled: string | undefined;
+
+/** Bundle the Worker once per test process, exactly as `wrangler deploy` would; returns the output directory. */
+function bundle(): string {
+  if (bundled) return bundled;
+  const { dir, config } = scratchConfig();
+  const out = join(dir, 'bundle');
+  const res = spawnSync(process.execPath, [WRANGLER, 'deploy', '--dry-run', '--outdir', out, '--config', config], {
+    cwd: dir,
+    encoding: 'utf8',
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: join(dir, 'logs') },
+  });
+  if (res.status !== 0) throw new Error(`wrangler deploy --dry-run failed:\n${res.stdout}\n${res.stderr}`);
+  bundled = out;
+  return out;
+}
+
+async function workerVars(env: LaunchOptions['env']): Promise<Record<string, string>> {
+  const vars: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined || NODE_ONLY.has(name) || name.startsWith('ETCD_')) continue;
+    vars[name] = value;
+  }
+  if (env.CONFIG_FILE) {
+    vars.STANDALONE_CONFIG = await readFile(env.CONFIG_FILE, 'utf8');
+    vars.STANDALONE_FORMAT = extname(env.CONFIG_FILE).toLowerCase() === '.json' ? 'json' : 'yaml';
+  }
+  return vars;
+}
+
+/** What Miniflare needs from wrangler.toml (read with wrangler's own reader, once per test process). */
+interface TomlOptions {
+  compatibilityDate?: string;
+  compatibilityFlags: string[];
+  kvNamespaces: Record<string, string>;
+  vars: Record<string, string>;
+}
+
+let tomlOptions: TomlOptions | undefined;
+
+async function readToml(): Promise<TomlOptions> {
+  if (tomlOptions) return tomlOptions;
+  const { unstable_readConfig } = await import('wrangler');
+  const config = unstable_readConfig({ config: scratchConfig().config });
+  const vars: Record<string, string> = {};
+  for (const [k, v] of Object.entries(config.vars ?? {})) vars[k] = typeof v === 'string' ? v : JSON.stringify(v);
+  tomlOptions = {
+    compatibilityDate: config.compatibility_date,
+    compatibilityFlags: config.compatibility_flags ?? [],
+    kvNamespaces: Object.fromEntries(
+      (config.kv_namespaces ?? []).map((ns: { binding: string; id?: string }) => [ns.binding, ns.id ?? ns.binding]),
+    ),
+    vars,
+  };
+  return tomlOptions;
+}
+
+interface ServeConfig {
+  toml: TomlOptions;
+  bundleDir: string;
+  vars: Record<string, string>;
+  port: number;
+  persistDir: string;
+}
+
+export async function launch(opts: LaunchOptions): Promise<Launched> {
+  const proxyUrl = `http://127.0.0.1:${opts.proxyPort}`;
+  const vars = await workerVars(opts.env);
+  const common = {
+    cwd: ROOT,
+    readyUrl: `${proxyUrl}/apisix/admin`,
+    timeoutMs: 60_000,
+  };
+  if (process.env.FNGATE_WORKERD_VIA === 'wrangler') {
+    const args = [WRANGLER, 'dev', '--config', scratchConfig().config, '--local', '--ip', '127.0.0.1'];
+    args.push('--port', String(opts.proxyPort), '--inspector-port', String(await freePort()));
+    args.push('--persist-to', join(opts.dataDir, 'wrangler-state'), '--log-level', 'warn');
+    args.push('--show-interactive-dev-session=false');
+    for (const [name, value] of Object.entries(vars)) args.push('--var', `${name}:${value}`);
+    const proc = await startProcess({
+      cmd: process.execPath,
+      args,
+      env: { WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: join(opts.dataDir, 'wrangler-logs') },
+      ...common,
+    });
+    return { proc, proxyUrl, adminUrl: proxyUrl };
+  }
+  const serve: ServeConfig = {
+    toml: await readToml(),
+    bundleDir: bundle(),
+    vars,
+    port: opts.proxyPort,
+    persistDir: join(opts.dataDir, 'workerd-state'),
+  };
+  const proc = await startProcess({
+    cmd: process.execPath,
+    args: ['--import', 'tsx', new URL(import.meta.url).pathname],
+    env: { FNGATE_WORKERD_SERVE: JSON.stringify(serve) },
+    ...common,
+  });
+  return { proc, proxyUrl, adminUrl: proxyUrl };
+}
+
+/** The child process: serve the bundle with Miniflare until SIGTERM/SIGINT. */
+async function serveMain(serve: ServeConfig): Promise<void> {
+  const { Log, LogLevel, Miniflare } = await import('miniflare');
+  const { toml } = serve;
+  const mf = new Miniflare({
+    modules: true,
+    scriptPath: join(serve.bundleDir, 'worker.js'),
+    modulesRoot: serve.bundleDir,
+    compatibilityDate: toml.compatibilityDate,
+    compatibilityFlags: toml.compatibilityFlags,
+    kvNamespaces: toml.kvNamespaces,
+    kvPersist: join(serve.persistDir, 'kv'),
+    bindings: { ...toml.vars, ...serve.vars },
+    host: '127.0.0.1',
+    port: serve.port,
+    log: new Log(LogLevel.WARN),
+  });
+  await mf.ready;
+  console.log(`fngate (workerd via Miniflare) listening on http://127.0.0.1:${serve.port}`);
+  const stop = () => {
+    mf.dispose().finally(() => process.exit(0));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+if (process.env.FNGATE_WORKERD_SERVE && import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  serveMain(JSON.parse(process.env.FNGATE_WORKERD_SERVE) as ServeConfig).catch((err) => {
+    console.error(`workerd launcher: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.exit(1);
+  });
+}
