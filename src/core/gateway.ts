@@ -8,6 +8,7 @@ import { errorResponse } from './errors.ts';
 import { pluginRegistry } from './plugins/index.ts';
 import type { AnyPlugin } from './plugins/types.ts';
 import { normalizePath } from './router/path.ts';
+import { createKeyring, createSecrets } from './secrets.ts';
 import type { Forwarder } from './upstream/types.ts';
 
 export interface GatewayOptions {
@@ -24,6 +25,13 @@ export interface GatewayOptions {
   scheme?: (c: Context) => string;
   /** What the forwarder can do (default: everything, as on Node). */
   capabilities?: Capabilities;
+  /** Client addresses/CIDRs allowed to reach the Admin API (ADMIN_ALLOW); undefined: no address check. */
+  adminAllow?: readonly string[];
+  /**
+   * DATA_ENCRYPTION_KEY keyring (16- or 32-byte keys): plugin secret fields are encrypted at rest with the
+   * first key and decrypted with any of them. Undefined or empty: stored in plaintext.
+   */
+  dataEncryptionKeys?: readonly string[];
 }
 
 export interface Gateway {
@@ -48,10 +56,13 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const { store, forwarder } = opts;
   const capabilities = opts.capabilities ?? FULL_CAPABILITIES;
   const compileEnv = { plugins, logger, prefix: store.prefix, capabilities };
+  const keyring = opts.dataEncryptionKeys?.length ? await createKeyring(opts.dataEncryptionKeys) : undefined;
+  // Secret fields are decrypted before compiling (WebCrypto is async, compileSnapshot is not).
+  const secrets = createSecrets(plugins, keyring);
 
   // Each distinct problem is logged once, not on every rebuild (a fleet on etcd rebuilds often).
   let reported = new Set<string>();
-  let snapshot: Snapshot = build(await store.load());
+  let snapshot: Snapshot = build(await secrets.openState(await store.load()));
 
   function build(state: Awaited<ReturnType<ConfigStore['load']>>): Snapshot {
     const started = performance.now();
@@ -83,7 +94,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
           const forced = forceNext;
           forceNext = false;
           const state = await store.load();
-          if (forced || state.revision !== snapshot.revision) snapshot = build(state);
+          if (forced || state.revision !== snapshot.revision) snapshot = build(await secrets.openState(state));
         } while (again);
       } catch (err) {
         logger.error('config reload failed; still serving the previous config', { error: (err as Error).message });
@@ -107,7 +118,11 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     const rawPath = pathStart < 0 ? '/' : q < 0 ? url.slice(pathStart) : url.slice(pathStart, q);
     const path = normalizePath(rawPath);
     if (path === null) return errorResponse(400, 'bad request: the path is not valid percent-encoding');
-    const host = hostOf(req.headers.get('host'));
+    const hostHeader = req.headers.get('host');
+    // Several Host headers arrive joined with ', ' (a valid Host never holds a comma): RFC 9112 §3.2 wants 400,
+    // and routing on one while forwarding the other would be a host confusion.
+    if (hostHeader?.includes(',')) return errorResponse(400, 'bad request: more than one Host header');
+    const host = hostOf(hostHeader);
     const ip = clientIp(c);
     const snap = snapshot;
     const m = snap.router.match({ method: req.method, host, path, remoteAddr: ip });
@@ -135,7 +150,17 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     return errorResponse(500, 'internal error in the gateway');
   });
 
-  const admin = createAdmin({ store, plugins, capabilities, keys: opts.adminKeys ?? [], afterWrite: () => refresh(), logger });
+  const admin = createAdmin({
+    store,
+    plugins,
+    capabilities,
+    keys: opts.adminKeys ?? [],
+    afterWrite: () => refresh(),
+    logger,
+    clientIp,
+    allow: opts.adminAllow,
+    keyring,
+  });
   admin.onError((err) => {
     logger.error('admin: unexpected error', { error: err.message });
     return errorResponse(500, 'internal error in the Admin API');

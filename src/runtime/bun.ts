@@ -84,6 +84,8 @@ async function main(): Promise<void> {
     adminKeys,
     logger,
     clientIp: (c: Context) => (c.env as BunServer).requestIP(c.req.raw)?.address ?? '',
+    adminAllow: settings.adminAllow,
+    dataEncryptionKeys: settings.dataEncryptionKeys,
   });
 
   const serve = (

@@ -276,6 +276,8 @@ async function main(): Promise<void> {
     logger,
     clientIp: (c: Context) => (c.env as DenoEnv).remoteAddr.hostname,
     capabilities: { runtime: 'deno', tlsVerifyOff: false },
+    adminAllow: settings.adminAllow,
+    dataEncryptionKeys: settings.dataEncryptionKeys,
   });
 
   const proxyServer = serve(gateway.proxy, settings.host, settings.proxyPort, 'proxy');

@@ -3,15 +3,19 @@
  * fngate on Node: `npm start`. Proxy on HOST:PROXY_PORT, Admin API on ADMIN_HOST:ADMIN_PORT.
  * The forwarding client is an undici Agent (see node-forwarder.ts for why not the global fetch).
  */
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { type HttpBindings, serve } from '@hono/node-server';
+import type { Server, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server';
 import { createGateway } from '../core/gateway.ts';
 import { createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { helpText, levelLogger, readSettings, SettingsError } from './settings.ts';
 
-const SHUTDOWN_GRACE_MS = 10_000;
+/**
+ * Idle keep-alive connections of the proxy are closed after this long (nginx's and APISIX's
+ * `keepalive_timeout` 60 s; Node's default of 5 s would make clients reconnect far more often).
+ */
+const KEEPALIVE_TIMEOUT_MS = 60_000;
 
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
@@ -29,32 +33,63 @@ async function main(): Promise<void> {
     adminKeys,
     logger,
     clientIp: (c) => (c.env as HttpBindings).incoming.socket.remoteAddress ?? '',
+    adminAllow: settings.adminAllow,
+    dataEncryptionKeys: settings.dataEncryptionKeys,
   });
+  logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
+  if (settings.dataEncryptionKeys) {
+    logger.info(`secrets: plugin secret fields are encrypted at rest (${settings.dataEncryptionKeys.length} key(s) in DATA_ENCRYPTION_KEY)`);
+  }
 
-  const listen = (app: { fetch: (req: Request, env: unknown) => Response | Promise<Response> }, hostname: string, port: number, what: string) =>
+  // Once shutting down, every response closes its connection (`Connection: close`), so that a kept-alive
+  // client (a proxy in front, a load generator) cannot hold the process open by sending more requests.
+  let stopping = false;
+  const sockets = new Set<Socket>();
+  type Bindings = HttpBindings | Http2Bindings;
+  const listen = (app: { fetch: (req: Request, env: Bindings) => Response | Promise<Response> }, hostname: string, port: number, what: string) =>
     new Promise<Server>((resolveListen, reject) => {
-      const server = serve({ fetch: app.fetch, hostname, port }, (info: AddressInfo) => {
+      const fetch = (req: Request, env: Bindings) => {
+        if (stopping) (env.outgoing as ServerResponse).shouldKeepAlive = false;
+        return app.fetch(req, env);
+      };
+      const server = serve({ fetch, hostname, port }, (info: AddressInfo) => {
         const host = info.family === 'IPv6' ? `[${info.address}]` : info.address;
         console.log(`fngate ${what} listening on http://${host}:${info.port}`);
         resolveListen(server as Server);
       });
       server.once('error', reject);
+      server.on('connection', (sock: Socket) => {
+        sockets.add(sock);
+        sock.once('close', () => sockets.delete(sock));
+      });
     });
 
   const proxyServer = await listen(gateway.proxy, settings.host, settings.proxyPort, 'proxy');
+  proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
   const adminServer = await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
 
-  let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info(`${signal}: no new connections; finishing requests in flight (up to ${SHUTDOWN_GRACE_MS} ms)`);
+    // Responses still being prepared say `Connection: close` too (Node keeps the current one in `_httpMessage`).
+    for (const sock of sockets) {
+      const res = (sock as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (res && !res.headersSent) res.shouldKeepAlive = false;
+    }
+    const grace = settings.shutdownTimeoutMs;
+    logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
       proxyServer.closeAllConnections();
       adminServer.closeAllConnections();
-    }, SHUTDOWN_GRACE_MS);
+    }, grace);
     force.unref();
+    // A connection whose response was already streaming when the signal came goes idle later: close those too.
+    const idleSweep = setInterval(() => {
+      proxyServer.closeIdleConnections();
+      adminServer.closeIdleConnections();
+    }, 100);
+    idleSweep.unref();
     const closed = (s: Server) =>
       new Promise<void>((r) => {
         s.close(() => r());

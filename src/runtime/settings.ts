@@ -2,6 +2,8 @@
  * Settings every runtime reads from its environment, with their defaults. Portable: the entry passes
  * its environment as a plain record (process.env, Deno.env.toObject(), a Worker's env bindings).
  */
+import { compileAllowList, DEFAULT_ADMIN_ALLOW } from '../core/admin/guard.ts';
+import { KeyringError, parseKeyring } from '../core/secrets.ts';
 
 export interface Settings {
   host: string;
@@ -10,6 +12,12 @@ export interface Settings {
   adminPort: number;
   /** Admin keys from ADMIN_KEY (comma-separated for several); undefined = not set. */
   adminKeys?: string[];
+  /** ADMIN_ALLOW: addresses/CIDRs allowed to use the Admin API (APISIX `allow_admin`). */
+  adminAllow: string[];
+  /** DATA_ENCRYPTION_KEY: keyring for plugin secret fields at rest; undefined = stored in plaintext. */
+  dataEncryptionKeys?: string[];
+  /** SHUTDOWN_TIMEOUT in ms: how long requests in flight may take to finish after SIGTERM. */
+  shutdownTimeoutMs: number;
   dataDir: string;
   configFile?: string;
   etcdHosts?: string[];
@@ -36,6 +44,18 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     default: '(generated)',
     meaning: 'admin key(s) for `X-API-KEY`, comma-separated; when unset a random key is generated once and kept in `DATA_DIR/admin_key` (mode 0600)',
   },
+  {
+    name: 'ADMIN_ALLOW',
+    default: '127.0.0.0/24,::1',
+    meaning:
+      'client addresses/CIDRs allowed to use the Admin API, comma-separated (APISIX `allow_admin`); others get 403. `0.0.0.0/0,::/0` allows everyone',
+  },
+  {
+    name: 'DATA_ENCRYPTION_KEY',
+    default: '(unset)',
+    meaning:
+      'keyring (comma-separated, each key 16 or 32 bytes) encrypting plugin secrets such as `service_token` at rest with AES-CBC as APISIX `data_encryption`; the first key encrypts, every key is tried to decrypt. Unset: stored in plaintext',
+  },
   { name: 'DATA_DIR', default: './data', meaning: 'directory of the embedded file store (`config.json`) and the generated admin key' },
   {
     name: 'CONFIG_FILE',
@@ -46,6 +66,11 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
   { name: 'ETCD_PREFIX', default: '/apisix', meaning: 'key prefix in etcd' },
   { name: 'ETCD_USER / ETCD_PASSWORD', default: '(unset)', meaning: 'etcd credentials' },
   { name: 'LOG_LEVEL', default: 'info', meaning: '`debug`, `info`, `warn`, `error` or `silent`' },
+  {
+    name: 'SHUTDOWN_TIMEOUT',
+    default: '10',
+    meaning: 'seconds requests in flight may take to finish after SIGTERM/SIGINT before their connections are closed',
+  },
 ];
 
 export class SettingsError extends Error {
@@ -55,7 +80,8 @@ export class SettingsError extends Error {
 function port(env: Record<string, string | undefined>, name: string, dflt: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return dflt;
-  const n = Number(raw);
+  // Digits only: `0x50` or `4e4` are numbers to JavaScript, not port numbers anyone means.
+  const n = /^\d{1,5}$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new SettingsError(`${name}=${raw} is not a port number (0-65535)`);
   return n;
 }
@@ -73,12 +99,35 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
   }
   const adminKeys = list(env.ADMIN_KEY);
   if (adminKeys?.some((k) => k.length < 16)) throw new SettingsError('ADMIN_KEY must be at least 16 characters long');
+  const adminAllow = list(env.ADMIN_ALLOW)?.length ? list(env.ADMIN_ALLOW)! : [...DEFAULT_ADMIN_ALLOW];
+  try {
+    compileAllowList(adminAllow);
+  } catch (err) {
+    throw new SettingsError(`ADMIN_ALLOW: ${(err as Error).message} (expected IPv4/IPv6 addresses or CIDRs, comma-separated)`);
+  }
+  let dataEncryptionKeys: string[] | undefined;
+  if (env.DATA_ENCRYPTION_KEY) {
+    try {
+      dataEncryptionKeys = parseKeyring(env.DATA_ENCRYPTION_KEY);
+    } catch (err) {
+      if (err instanceof KeyringError) throw new SettingsError(err.message);
+      throw err;
+    }
+  }
+  const shutdownRaw = env.SHUTDOWN_TIMEOUT;
+  const shutdown = shutdownRaw === undefined || shutdownRaw === '' ? 10 : Number(shutdownRaw);
+  if (!Number.isFinite(shutdown) || shutdown < 0 || shutdown > 3600) {
+    throw new SettingsError(`SHUTDOWN_TIMEOUT=${shutdownRaw} is not a number of seconds (0-3600)`);
+  }
   return {
     host: env.HOST || '0.0.0.0',
     proxyPort: port(env, 'PROXY_PORT', 9080),
     adminHost: env.ADMIN_HOST || '127.0.0.1',
     adminPort: port(env, 'ADMIN_PORT', 9180),
     adminKeys: adminKeys?.length ? adminKeys : undefined,
+    adminAllow,
+    dataEncryptionKeys: dataEncryptionKeys?.length ? dataEncryptionKeys : undefined,
+    shutdownTimeoutMs: Math.round(shutdown * 1000),
     dataDir: env.DATA_DIR || './data',
     configFile: env.CONFIG_FILE || undefined,
     etcdHosts: list(env.ETCD_HOST)?.length ? list(env.ETCD_HOST) : undefined,
@@ -104,7 +153,10 @@ Docs: README.md
 `;
 }
 
-/** A logger honouring LOG_LEVEL; fields holding credentials must never be passed to it. */
+/**
+ * A logger honouring LOG_LEVEL. Nothing may pass it a credential: admin keys, DATA_ENCRYPTION_KEY and plugin
+ * secret fields (`secretFields`, e.g. `service_token`) are never logged (test/e2e/faults.test.ts checks).
+ */
 export function levelLogger(level: Settings['logLevel']) {
   const order = { debug: 0, info: 1, warn: 2, error: 3, silent: 4 };
   const at = order[level];

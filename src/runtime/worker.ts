@@ -147,6 +147,10 @@ async function boot(env: Env): Promise<Booted> {
     clientIp: (c) => c.req.raw.headers.get('cf-connecting-ip') ?? '',
     scheme: (c) => (c.req.url.startsWith('https:') ? 'https' : 'http'),
     capabilities: { runtime: 'Cloudflare Workers', tlsVerifyOff: false },
+    // The Admin API shares the public origin here: the loopback default would lock out every real client,
+    // so an address list applies only when ADMIN_ALLOW is set explicitly (the key is the protection).
+    adminAllow: vars.ADMIN_ALLOW ? settings.adminAllow : undefined,
+    dataEncryptionKeys: settings.dataEncryptionKeys,
   });
   if (!settings.adminKeys) logger.info('ADMIN_KEY is not set: no Admin API (/apisix/admin/* is proxied like any path)');
   return { gateway, app: settings.adminKeys ? gateway.combined : gateway.proxy, kv, logger };

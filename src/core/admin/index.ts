@@ -1,4 +1,5 @@
 import { toJsonSchema } from '@valibot/to-json-schema';
+import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { type ConfigStore, StoreConflictError, StoreError, type StoredItem } from '../../store/types.ts';
 import type { Logger } from '../context.ts';
@@ -7,14 +8,23 @@ import type { PluginRegistry } from '../plugins/index.ts';
 import { ID_PATTERN, isPlainObject, TIMESTAMP_FIELDS } from '../schema/common.ts';
 import { checkRoute, routeSchema } from '../schema/route.ts';
 import { checkUpstream, upstreamSchema } from '../schema/upstream.ts';
+import { createSecrets, type Keyring } from '../secrets.ts';
 import { keyChecker, presentedKey } from './auth.ts';
-import { ADMIN_HEADERS, adminError, BodyTooLarge, json, jsonDepth, mergePatch, patchAt, readBody, text } from './json.ts';
+import { type AuthLimitOptions, AuthLimiter, clientBucket, compileAllowList, displayIp } from './guard.ts';
+import { ADMIN_HEADERS, adminError, BadBody, BodyTooLarge, json, jsonDepth, mergePatch, patchAt, readBody, text } from './json.ts';
 
 /** APISIX's admin body cap (1.5 MiB). fngate answers 413 where APISIX answers 400. */
 export const ADMIN_BODY_LIMIT = 1572864;
 /** Nesting deeper than this is refused before any schema work. */
 export const ADMIN_JSON_DEPTH = 64;
 const CAS_ATTEMPTS = 5;
+
+/** JSON schema of the `_meta` a plugin conf may carry in fngate (`disable`, `priority`; see config.ts). */
+const META_JSON_SCHEMA = {
+  type: 'object',
+  properties: { disable: { type: 'boolean' }, priority: { type: 'integer' } },
+  additionalProperties: false,
+};
 
 export interface AdminOptions {
   store: ConfigStore;
@@ -27,6 +37,20 @@ export interface AdminOptions {
   logger: Logger;
   /** Seconds since the epoch; injectable for tests. */
   now?: () => number;
+  /** The client's IP address from the runtime's connection info ('' when unknown). */
+  clientIp?: (c: Context) => string;
+  /**
+   * Client addresses/CIDRs allowed to use the Admin API at all (APISIX `allow_admin`); others get 403.
+   * Undefined: no address check (the runtime entry decides; Node passes ADMIN_ALLOW, default loopback).
+   */
+  allow?: readonly string[];
+  /** Limit on failed key checks per client (default: 10 per 60 s, then 429 for 60 s). */
+  authLimit?: AuthLimitOptions;
+  /**
+   * DATA_ENCRYPTION_KEY: plugin secret fields are encrypted with it before they are stored; GET answers
+   * show them decrypted, write answers show what was stored (ciphertext), as APISIX. Undefined: plaintext.
+   */
+  keyring?: Keyring;
 }
 
 interface ResourceDef {
@@ -45,6 +69,10 @@ export function createAdmin(opts: AdminOptions): Hono {
   const now = opts.now ?? (() => Math.floor(Date.now() / 1000));
   const prefix = store.prefix;
   const checker = keyChecker(opts.keys);
+  const secrets = createSecrets(plugins, opts.keyring);
+  const allow = opts.allow && compileAllowList(opts.allow);
+  const clientIp = opts.clientIp ?? (() => '');
+  const limiter = new AuthLimiter(opts.authLimit);
 
   const resources: Record<string, ResourceDef> = {
     routes: {
@@ -88,15 +116,26 @@ export function createAdmin(opts: AdminOptions): Hono {
 
   const pluginsByPriority = [...plugins.values()].sort((a, b) => b.priority - a.priority);
   const pluginSchemas = new Map(
-    pluginsByPriority.map((p) => [
-      p.name,
-      { ...(toJsonSchema(p.schema, { errorMode: 'ignore' }) as Record<string, unknown>), $comment: 'this is a mark for our injected plugin schema' },
-    ]),
+    pluginsByPriority.map((p) => {
+      const schema = toJsonSchema(p.schema, { errorMode: 'ignore' }) as Record<string, unknown>;
+      // APISIX injects `_meta` into every plugin schema; fngate accepts the parts it honours (config.ts).
+      const properties = { ...(schema.properties as Record<string, unknown> | undefined), _meta: META_JSON_SCHEMA };
+      return [p.name, { ...schema, properties, $comment: 'this is a mark for our injected plugin schema' }];
+    }),
   );
 
   const app = new Hono();
 
-  app.on('HEAD', '/apisix/admin', () => new Response(null, { status: 200, headers: ADMIN_HEADERS }));
+  // Before anything else, on every admin path (HEAD and OPTIONS too, as nginx's `allow`/`deny` would):
+  // the address allow list. Registered on the admin paths only, so that a combined app (Workers) does not
+  // run it for proxied requests.
+  app.use('/apisix/admin/*', async (c, next) => {
+    if (allow) {
+      const ip = clientIp(c);
+      if (!allow.match(ip)) return adminError(403, `access from ${displayIp(ip) || 'an unknown address'} is not allowed`);
+    }
+    await next();
+  });
 
   app.options('/apisix/admin/*', () =>
     new Response(null, {
@@ -112,6 +151,10 @@ export function createAdmin(opts: AdminOptions): Hono {
   app.all('/apisix/admin/*', async (c) => {
     const req = c.req.raw;
     const url = new URL(req.url);
+    // The health probe (no key needed). Hono dispatches HEAD as GET, so a HEAD route would never match.
+    if (req.method === 'HEAD' && (url.pathname === '/apisix/admin' || url.pathname === '/apisix/admin/')) {
+      return new Response(null, { status: 200, headers: ADMIN_HEADERS });
+    }
     const rest = url.pathname.slice('/apisix/admin/'.length);
     const segments: string[] = [];
     for (const raw of rest.split('/')) {
@@ -123,14 +166,27 @@ export function createAdmin(opts: AdminOptions): Hono {
     }
     while (segments.length && segments[segments.length - 1] === '') segments.pop();
 
+    // Failed key checks are counted per client; a client over the limit is refused even with the right key.
+    const bucket = clientBucket(clientIp(c));
+    const wait = limiter.blockedFor(bucket);
+    if (wait > 0) {
+      return adminError(429, `too many failed admin key checks from this address; try again in ${wait} s`, undefined, {
+        'retry-after': String(wait),
+      });
+    }
     const key = presentedKey(req, url.searchParams);
     if (key === undefined) return adminError(401, 'failed to check token', { description: 'missing apikey' });
-    if (!(await (await checker).check(key))) return adminError(401, 'failed to check token', { description: 'wrong apikey' });
+    if (!(await (await checker).check(key))) {
+      limiter.fail(bucket);
+      return adminError(401, 'failed to check token', { description: 'wrong apikey' });
+    }
+    limiter.succeed(bucket);
 
     const ctx: Ctx = { req, query: url.searchParams, segments };
     try {
       return await route(ctx);
     } catch (err) {
+      if (err instanceof BadBody) return adminError(400, `invalid request body: ${err.message}`);
       if (err instanceof BodyTooLarge) {
         return adminError(413, `invalid request body: request size ${err.size} is greater than the maximum size ${ADMIN_BODY_LIMIT} allowed`);
       }
@@ -148,7 +204,8 @@ export function createAdmin(opts: AdminOptions): Hono {
     if (resource === undefined) return adminError(404, 'not found');
     if (resource === 'plugins') return pluginsEndpoint(method, id, sub);
     if (resource === 'schema') return schemaEndpoint(method, id, sub);
-    const def = resources[resource];
+    // Own properties only: `constructor`, `__proto__`… are resource names a client may send (found by fuzzing).
+    const def = Object.hasOwn(resources, resource) ? resources[resource] : undefined;
     if (!def) return adminError(404, `Unsupported resource type: ${resource}`);
     if (id !== undefined && id !== '' && !ID_PATTERN.test(id)) {
       return adminError(400, `invalid configuration: property "id" validation failed: failed to match pattern "^[a-zA-Z0-9-_.]+$" with "${id}"`);
@@ -184,7 +241,7 @@ export function createAdmin(opts: AdminOptions): Hono {
   function schemaEndpoint(method: string, name: string | undefined, sub: string[]): Response {
     if (method !== 'GET') return adminError(404, 'not found');
     if (name === 'plugins' && sub.length === 1) return pluginsEndpoint('GET', sub[0], []);
-    const schema = name === undefined ? undefined : schemas[name];
+    const schema = name === undefined || !Object.hasOwn(schemas, name) ? undefined : schemas[name];
     return schema ? json(200, schema) : adminError(400, `not found schema: ${name ?? ''}`);
   }
 
@@ -225,12 +282,13 @@ export function createAdmin(opts: AdminOptions): Hono {
       items.sort((a, b) => a.createdIndex - b.createdIndex);
       items = items.slice((p - 1) * size, p * size);
     }
-    return json(200, { total, list: items.map(envelope) });
+    const shown = await Promise.all(items.map(async (i) => envelope({ ...i, value: await secrets.open(i.value) })));
+    return json(200, { total, list: shown });
   }
 
   async function getOne(resource: string, id: string): Promise<Response> {
     const item = await store.get(keyOf(resource, id));
-    return item ? json(200, envelope(item)) : notFound();
+    return item ? json(200, envelope({ ...item, value: await secrets.open(item.value) })) : notFound();
   }
 
   /** Parse and check a JSON body. Returns the object, or an error Response. */
@@ -264,13 +322,17 @@ export function createAdmin(opts: AdminOptions): Hono {
   async function casWrite(
     key: string,
     build: (current: StoredItem | undefined) => Promise<Record<string, unknown> | Response>,
+    mode: { plainSetLast?: boolean } = {},
   ): Promise<{ item: StoredItem; created: boolean } | Response> {
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const current = await store.get(key);
       const next = await build(current);
       if (next instanceof Response) return next;
+      // APISIX's PUT is a plain set: after the compare-and-set lost a few races (it only protects
+      // create_time), the last attempt writes unconditionally, with the create_time it last read.
+      const last = mode.plainSetLast && attempt === CAS_ATTEMPTS - 1;
       try {
-        const res = await store.put(key, next, { expect: current?.modifiedIndex ?? 0 });
+        const res = await store.put(key, next, last ? {} : { expect: current?.modifiedIndex ?? 0 });
         await opts.afterWrite();
         return res;
       } catch (err) {
@@ -301,8 +363,8 @@ export function createAdmin(opts: AdminOptions): Hono {
     const res = await casWrite(keyOf(resource, finalId), async (current) => {
       const t = now();
       const createTime = current?.value.create_time;
-      return { ...value, create_time: typeof createTime === 'number' ? createTime : t, update_time: t };
-    });
+      return secrets.seal({ ...value, create_time: typeof createTime === 'number' ? createTime : t, update_time: t });
+    }, { plainSetLast: true });
     if (res instanceof Response) return res;
     return json(res.created ? 201 : 200, { key: res.item.key, value: res.item.value });
   }
@@ -321,7 +383,7 @@ export function createAdmin(opts: AdminOptions): Hono {
     if (err) return adminError(400, err);
     const newId = String(await store.nextId()).padStart(20, '0');
     const t = now();
-    const value = { ...body, id: newId, create_time: t, update_time: t };
+    const value = await secrets.seal({ ...body, id: newId, create_time: t, update_time: t });
     const { item } = await store.put(keyOf(resource, newId), value, { expect: 0 });
     await opts.afterWrite();
     return json(201, { key: item.key, value: item.value });
@@ -342,19 +404,21 @@ export function createAdmin(opts: AdminOptions): Hono {
         missing = true;
         return notFound();
       }
+      // Merged and validated in plaintext (a patch may leave a stored secret untouched), sealed again after.
+      const currentValue = await secrets.open(current.value);
       let next: Record<string, unknown> | string;
       if (sub.length === 0) {
-        next = mergePatch(current.value, body as Record<string, unknown>);
+        next = mergePatch(currentValue, body as Record<string, unknown>);
         if ((body as Record<string, unknown>).update_time === undefined) next.update_time = now();
       } else {
-        next = patchAt(current.value, sub, body);
+        next = patchAt(currentValue, sub, body);
         if (typeof next !== 'string') next.update_time = now();
       }
       if (typeof next === 'string') return adminError(400, next);
       next.id = current.value.id ?? id;
       if (next.create_time === undefined && current.value.create_time !== undefined) next.create_time = current.value.create_time;
       const err = await def.validate(next);
-      return err ? adminError(400, err) : next;
+      return err ? adminError(400, err) : secrets.seal(next);
     });
     if (res instanceof Response) return missing ? notFound() : res;
     return json(200, { key: res.item.key, value: res.item.value });

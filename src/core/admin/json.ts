@@ -17,8 +17,13 @@ export function text(status: number, body: string): Response {
   return new Response(body, { status, headers: { ...ADMIN_HEADERS, 'content-type': 'text/plain; charset=utf-8' } });
 }
 
-export function adminError(status: number, errorMsg: string, extra?: Record<string, unknown>): Response {
-  return json(status, { error_msg: errorMsg, ...extra });
+export function adminError(
+  status: number,
+  errorMsg: string,
+  extra?: Record<string, unknown>,
+  headers?: Record<string, string>,
+): Response {
+  return json(status, { error_msg: errorMsg, ...extra }, headers);
 }
 
 export class BodyTooLarge extends Error {
@@ -30,7 +35,11 @@ export class BodyTooLarge extends Error {
 /** Read a request body as text, refusing more than `limit` bytes (checked while reading). */
 export async function readBody(req: Request, limit: number): Promise<string> {
   const declared = req.headers.get('content-length');
-  if (declared !== null && Number(declared) > limit) throw new BodyTooLarge(Number(declared));
+  if (declared !== null && Number(declared) > limit) {
+    // A body we can afford to read and drop is drained first, so that the client gets to read the 413.
+    if (req.body && Number(declared) <= limit + DRAIN_BYTES) await drain(req.body.getReader());
+    throw new BodyTooLarge(Number(declared));
+  }
   if (!req.body) return '';
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -40,7 +49,9 @@ export async function readBody(req: Request, limit: number): Promise<string> {
     if (done) break;
     size += value.byteLength;
     if (size > limit) {
-      await reader.cancel().catch(() => {});
+      // The answer waits until the rest is read and dropped (bounded, as nginx's lingering close): a
+      // connection closed on unread data is reset, and the client would never read the 413.
+      await drain(reader);
       throw new BodyTooLarge(size);
     }
     chunks.push(value);
@@ -51,7 +62,33 @@ export async function readBody(req: Request, limit: number): Promise<string> {
     all.set(c, off);
     off += c.byteLength;
   }
-  return new TextDecoder('utf-8', { fatal: true }).decode(all);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(all);
+  } catch {
+    throw new BadBody('the body is not valid UTF-8');
+  }
+}
+
+/** A body that cannot be read as text: 400 `invalid request body: …`. */
+export class BadBody extends Error {}
+
+/** After a refused body: how much more is read and dropped, and for how long, before the answer goes out. */
+const DRAIN_BYTES = 32 * 1024 * 1024;
+const DRAIN_MS = 2000;
+
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  const deadline = Date.now() + DRAIN_MS;
+  let drained = 0;
+  try {
+    while (drained < DRAIN_BYTES && Date.now() < deadline) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      drained += value.byteLength;
+    }
+    await reader.cancel();
+  } catch {
+    // the client went away: nothing left to drain
+  }
 }
 
 /** Depth of nesting of a parsed JSON value, computed without recursion. */

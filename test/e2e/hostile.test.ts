@@ -1,0 +1,637 @@
+// Hostile input on the proxy port, spoken over raw TCP sockets (node:net) so that nothing between the test
+// and the gateway tidies the bytes up: request smuggling shapes, bad encodings, path traversal, oversized
+// and duplicate headers, hop-by-hop headers in both directions, X-Forwarded-* spoofing.
+// Every case checks what reached the function/upstream (recording servers), not only the status.
+// Run: npm run build && node --import tsx --test test/e2e/hostile.test.ts
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { connect } from 'node:net';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import fc from 'fast-check';
+import { type GatewayUnderTest, startGateway } from '../conformance/harness.ts';
+import { type FunctionServers, startFunctions } from '../functions/functions.ts';
+
+// ------------------------------------------------------------------------------------------------
+// A raw HTTP/1.1 client: sends bytes as given, parses every response that comes back.
+
+interface RawResponse {
+  status: number;
+  headers: [string, string][];
+  body: Buffer;
+}
+interface RawResult {
+  responses: RawResponse[];
+  /** The gateway closed the connection (rather than the test timing out). */
+  closed: boolean;
+}
+
+function header(res: RawResponse, name: string): string[] {
+  return res.headers.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v);
+}
+
+/** Parses consecutive HTTP/1.1 responses from `buf` (bodies by Content-Length, chunked, or until close). */
+function parseResponses(buf: Buffer, closed: boolean): RawResponse[] {
+  const out: RawResponse[] = [];
+  let off = 0;
+  while (off < buf.length) {
+    const end = buf.indexOf('\r\n\r\n', off);
+    if (end < 0) break;
+    const lines = buf.subarray(off, end).toString('latin1').split('\r\n');
+    const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]!);
+    if (!m) throw new Error(`not an HTTP response: ${JSON.stringify(lines[0])}`);
+    const headers = lines.slice(1).map((l) => {
+      const i = l.indexOf(':');
+      return [l.slice(0, i), l.slice(i + 1).trim()] as [string, string];
+    });
+    const res: RawResponse = { status: Number(m[1]), headers, body: Buffer.alloc(0) };
+    off = end + 4;
+    const cl = header(res, 'content-length')[0];
+    const chunked = header(res, 'transfer-encoding')[0]?.toLowerCase() === 'chunked';
+    if (res.status === 304 || res.status === 204 || (res.status >= 100 && res.status < 200)) {
+      // no body
+    } else if (cl !== undefined) {
+      if (buf.length < off + Number(cl)) break; // incomplete
+      res.body = buf.subarray(off, off + Number(cl));
+      off += Number(cl);
+    } else if (chunked) {
+      const parts: Buffer[] = [];
+      for (;;) {
+        const eol = buf.indexOf('\r\n', off);
+        if (eol < 0) return out; // incomplete
+        const size = Number.parseInt(buf.subarray(off, eol).toString('latin1'), 16);
+        off = eol + 2;
+        if (size === 0) {
+          const trailerEnd = buf.indexOf('\r\n', off);
+          off = trailerEnd < 0 ? buf.length : trailerEnd + 2;
+          break;
+        }
+        parts.push(buf.subarray(off, off + size));
+        off += size + 2;
+      }
+      res.body = Buffer.concat(parts);
+    } else if (closed) {
+      res.body = buf.subarray(off);
+      off = buf.length;
+    } else {
+      break; // body until close, not closed yet
+    }
+    out.push(res);
+  }
+  return out;
+}
+
+/**
+ * Sends `data` on a new connection and collects what comes back until the gateway closes it or `waitMs`.
+ * With an array, each part is sent once a response to the previous one has come back (a kept-alive client).
+ */
+function raw(
+  port: number,
+  data: string | Buffer | string[],
+  opts: { waitMs?: number; localAddress?: string } = {},
+): Promise<RawResult> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: '127.0.0.1', port, localAddress: opts.localAddress });
+    const chunks: Buffer[] = [];
+    let done = false;
+    const finish = (closed: boolean) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      try {
+        resolve({ responses: parseResponses(Buffer.concat(chunks), closed), closed });
+      } catch (err) {
+        reject(err);
+      }
+    };
+    const timer = setTimeout(() => finish(false), opts.waitMs ?? 3000);
+    const parts = Array.isArray(data) ? [...data] : [data];
+    const sendNext = () => {
+      const part = parts.shift();
+      if (part !== undefined) sock.write(typeof part === 'string' ? Buffer.from(part, 'latin1') : part);
+    };
+    let answered = 0;
+    sock.on('data', (d) => {
+      chunks.push(d);
+      let n = 0;
+      try {
+        n = parseResponses(Buffer.concat(chunks), false).length;
+      } catch {
+        // not HTTP: the final parse reports it
+      }
+      if (n > answered) {
+        answered = n;
+        setTimeout(sendNext, 20);
+      }
+    });
+    sock.on('error', () => finish(true)); // a reset counts as closed
+    sock.on('close', () => finish(true));
+    sendNext();
+  });
+}
+
+/** One request on its own connection (`Connection: close`); the single response. */
+async function rawOne(port: number, head: string, opts: { localAddress?: string; body?: string } = {}): Promise<RawResponse & { closed: boolean }> {
+  const r = await raw(port, `${head}\r\n${opts.body ?? ''}`, opts);
+  assert.equal(r.responses.length, 1, `expected one response to ${JSON.stringify(head.slice(0, 120))}, got ${r.responses.length}`);
+  return { ...r.responses[0]!, closed: r.closed };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Recording servers: every request they receive is kept (method, raw URL, headers, body).
+
+interface Seen {
+  method: string;
+  url: string;
+  headers: IncomingMessage['headers'];
+  rawHeaders: string[];
+  body: string;
+}
+interface Recorder {
+  server: Server;
+  port: number;
+  seen: Seen[];
+}
+
+async function recorder(name: string): Promise<Recorder> {
+  const seen: Seen[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      seen.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString('latin1') });
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ server: name, url: req.url }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as { port: number }).port, seen };
+}
+
+/** What an origin server does with a path: decode once, resolve dot segments. */
+function resolvedByServer(url: string): string {
+  const p = decodeURIComponent(url.split('?')[0]!);
+  const out: string[] = [];
+  for (const seg of p.split('/').slice(1)) {
+    if (seg === '..') out.pop();
+    else if (seg !== '.' && seg !== '') out.push(seg);
+  }
+  return `/${out.join('/')}`;
+}
+
+// ------------------------------------------------------------------------------------------------
+
+let gw: GatewayUnderTest;
+let fns: FunctionServers;
+let base: Recorder; // behind /hello/* (openfunction → /base/) and /up/* (upstream, path as sent)
+let secret: Recorder; // behind /secret only
+let port: number;
+
+const upstreamTo = (p: number) => ({ type: 'roundrobin', nodes: { [`127.0.0.1:${p}`]: 1 } });
+
+before(async () => {
+  fns = await startFunctions();
+  base = await recorder('base');
+  secret = await recorder('secret');
+  gw = await startGateway();
+  port = Number(new URL(gw.proxyUrl).port);
+  await gw.putRoute('fn', { uri: '/hello/*', plugins: { openfunction: { function_uri: `http://127.0.0.1:${base.port}/base/` } } });
+  await gw.putRoute('up', { uri: '/up/*', upstream: upstreamTo(base.port) });
+  await gw.putRoute('secret', { uri: '/secret', upstream: upstreamTo(secret.port) });
+  await gw.putRoute('echo-fn', { uri: '/echo-fn', plugins: { openfunction: { function_uri: fns.urls.echo } } });
+  await gw.putRoute('echo-up', { uri: '/echo-up', upstream: upstreamTo(fns.ports.echo) });
+});
+
+after(async () => {
+  await gw?.stop();
+  await fns?.close();
+  base?.server.close();
+  secret?.server.close();
+});
+
+beforeEach(() => {
+  base.seen.length = 0;
+  secret.seen.length = 0;
+});
+
+/** The gateway still serves a normal request, and it logged no unexpected error. */
+async function stillServing(): Promise<void> {
+  const res = await gw.fetch('/up/alive');
+  assert.equal(res.status, 200);
+  await res.text();
+  assert.doesNotMatch(gw.proc.stderr(), /unexpected error/);
+  assert.equal(gw.proc.exited, false);
+}
+
+describe('request smuggling shapes: refused with 400 before anything is forwarded', () => {
+  const smuggled = 'GET /secret HTTP/1.1\r\nHost: x\r\n\r\n';
+  const cases: [string, string][] = [
+    ['Content-Length and Transfer-Encoding (CL.TE)', `POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['Transfer-Encoding and Content-Length (TE.CL)', `POST /up/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['two different Content-Lengths', `POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 38\r\n\r\nabcd${smuggled}`],
+    ['two equal Content-Lengths', `POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd${smuggled}`],
+    ['Content-Length list "4, 4"', `POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 4\r\n\r\nabcd${smuggled}`],
+    ['Content-Length "+4"', `POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\nabcd${smuggled}`],
+    ['Content-Length "-1"', `POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n${smuggled}`],
+    ['Content-Length "0x4"', `POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0x4\r\n\r\nabcd${smuggled}`],
+    ['Transfer-Encoding "xchunked"', `POST /up/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['Transfer-Encoding "chunked, identity"', `POST /up/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['two Transfer-Encoding headers', `POST /up/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['space before the colon', `POST /up/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['obs-fold continuation line', `POST /up/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['invalid chunk size', `POST /up/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n${smuggled}`],
+    ['chunk size with extension tricks', `POST /up/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;a"b\r\nabcd\r\n0\r\n\r\n${smuggled}`],
+    ['bare LF line endings', `POST /up/a HTTP/1.1\nHost: x\nContent-Length: 4\n\nabcd${smuggled}`],
+    ['control character in a header value', `GET /up/a HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n${smuggled}`],
+    ['NUL in a header value', `GET /up/a HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n${smuggled}`],
+    ['HTTP/2 preface on an HTTP/1 port', `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n${smuggled}`],
+    ['unknown method', `FOO /up/a HTTP/1.1\r\nHost: x\r\n\r\n${smuggled}`],
+  ];
+  for (const [what, bytes] of cases) {
+    test(what, async () => {
+      const r = await raw(port, bytes);
+      assert.equal(r.closed, true, 'the connection stays open after a request that cannot be framed');
+      assert.deepEqual(
+        r.responses.map((x) => x.status),
+        [400],
+        `responses: ${r.responses.map((x) => `${x.status} ${x.body.toString()}`).join(' | ')}`,
+      );
+      assert.deepEqual(base.seen, [], 'the request reached the upstream');
+      assert.deepEqual(secret.seen, [], 'the smuggled request reached /secret');
+    });
+  }
+
+  test('CONNECT is not proxied: the connection is closed without a tunnel', async () => {
+    const r = await raw(port, `CONNECT 127.0.0.1:${secret.port} HTTP/1.1\r\nHost: 127.0.0.1:${secret.port}\r\n\r\n${smuggled}`);
+    assert.equal(r.closed, true);
+    assert.ok(r.responses.every((x) => x.status >= 400), JSON.stringify(r.responses.map((x) => x.status)));
+    assert.deepEqual(secret.seen, []);
+  });
+
+  test('pipelined requests with bodies are framed one by one, in order, each with its own body', async () => {
+    let bytes = '';
+    for (let i = 0; i < 20; i++) {
+      const body = `body-${i}-${'x'.repeat(i * 37)}`;
+      if (i % 2) bytes += `POST /up/p${i} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      else bytes += `POST /up/p${i} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`;
+    }
+    bytes += 'GET /up/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+    const r = await raw(port, bytes, { waitMs: 5000 });
+    assert.equal(r.responses.length, 21);
+    assert.ok(r.responses.every((x) => x.status === 200));
+    assert.deepEqual(
+      r.responses.map((x) => JSON.parse(x.body.toString()).url),
+      [...Array.from({ length: 20 }, (_, i) => `/up/p${i}`), '/up/last'],
+    );
+    assert.deepEqual(
+      base.seen.slice(0, 20).map((s) => s.body),
+      Array.from({ length: 20 }, (_, i) => `body-${i}-${'x'.repeat(i * 37)}`),
+    );
+    assert.deepEqual(secret.seen, []);
+  });
+
+  test('a smuggling attempt on a kept-alive connection after good requests: closed, nothing smuggled', async () => {
+    const good = 'GET /up/ok HTTP/1.1\r\nHost: x\r\n\r\n';
+    const bad = `POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`;
+    const r = await raw(port, [good, good, bad]);
+    // Node writes its 400 only on a connection that has not answered anything yet; here it just closes.
+    const statuses = r.responses.map((x) => x.status);
+    assert.ok(JSON.stringify(statuses) === '[200,200]' || JSON.stringify(statuses) === '[200,200,400]', JSON.stringify(statuses));
+    assert.equal(r.closed, true);
+    assert.equal(base.seen.length, 2);
+    assert.deepEqual(secret.seen, []);
+  });
+
+  test('a pipeline that turns bad part-way: nothing after the bad request is processed', async () => {
+    const good = 'GET /up/ok HTTP/1.1\r\nHost: x\r\n\r\n';
+    const r = await raw(port, `${good}POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}${good}`);
+    assert.equal(r.closed, true);
+    // Node answers 400 for the whole connection as soon as its parser fails; the good request may be dropped.
+    assert.ok(r.responses.length >= 1 && r.responses.at(-1)!.status === 400, JSON.stringify(r.responses.map((x) => x.status)));
+    await new Promise((resolve) => setTimeout(resolve, 300)); // a forwarded good request may still be on its way
+    assert.ok(base.seen.length <= 1);
+    assert.deepEqual(secret.seen, []);
+  });
+
+  test('no Host header (HTTP/1.1) → 400, nothing forwarded', async () => {
+    const r = await raw(port, 'GET /up/a HTTP/1.1\r\n\r\n');
+    assert.deepEqual(
+      r.responses.map((x) => x.status),
+      [400],
+    );
+    assert.deepEqual(base.seen, []);
+  });
+
+  test('two Host headers → 400 with an error_msg (RFC 9112 §3.2), nothing forwarded', async () => {
+    const res = await rawOne(port, 'GET /up/a HTTP/1.1\r\nHost: public.example\r\nHost: internal.example\r\nConnection: close\r\n');
+    assert.equal(res.status, 400);
+    assert.match(JSON.parse(res.body.toString()).error_msg, /more than one Host header/);
+    assert.deepEqual(base.seen, []);
+  });
+
+  test('the gateway still serves', stillServing);
+});
+
+describe('malformed URLs and percent-encoding', () => {
+  const bad: [string, string][] = [
+    ['%zz', '/hello/%zz'],
+    ['a lone %', '/hello/a%'],
+    ['a truncated %a', '/hello/a%a'],
+    ['invalid UTF-8 after decoding (%c3%28)', '/hello/%c3%28'],
+    ['an encoded NUL (%00)', '/hello/a%00b'],
+    ['an encoded NUL in a traversal (%2e%2e%00)', '/hello/%2e%2e%00/secret'],
+    ['overlong UTF-8 for "/" (%c0%af)', '/hello/..%c0%af..%c0%afsecret'],
+  ];
+  for (const [what, path] of bad) {
+    test(`${what} → 400 with an error_msg, nothing forwarded`, async () => {
+      const res = await rawOne(port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n`);
+      assert.equal(res.status, 400);
+      assert.match(JSON.parse(res.body.toString()).error_msg, /percent-encoding/);
+      assert.deepEqual(base.seen, []);
+      assert.deepEqual(secret.seen, []);
+    });
+  }
+
+  const refusedByParser: [string, string | Buffer][] = [
+    ['a space in the path', 'GET /hello/a b HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a raw non-ASCII byte in the path', Buffer.concat([Buffer.from('GET /hello/'), Buffer.from([0xe9]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')])],
+    ['a raw NUL in the path', 'GET /hello/a\x00b HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a raw tab in the path', 'GET /hello/a\tb HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a request target that is not a path', 'GET hello HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['OPTIONS *', 'OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n'],
+  ];
+  for (const [what, bytes] of refusedByParser) {
+    test(`${what} → 400 (HTTP parser or router), nothing forwarded`, async () => {
+      const r = await raw(port, bytes);
+      assert.deepEqual(
+        r.responses.map((x) => x.status),
+        [400],
+      );
+      assert.deepEqual(base.seen, []);
+    });
+  }
+
+  test('a malformed query string is not the gateway’s business: forwarded byte for byte', async () => {
+    const q = 'a=%zz&b=%&c=%00&d=%c3%28&e=..%2f..&f=%2e%2e&g';
+    const res = await rawOne(port, `GET /hello/x?${q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n`);
+    assert.equal(res.status, 200);
+    assert.equal(base.seen[0]!.url, `/base/x?${q}`);
+  });
+
+  test('absolute-form request target: routed by Host, only the path goes upstream', async () => {
+    const res = await rawOne(port, 'GET http://evil.example/up/abs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n');
+    assert.equal(res.status, 200);
+    assert.equal(base.seen[0]!.url, '/up/abs');
+    assert.equal(base.seen[0]!.headers['x-forwarded-host'], 'x');
+  });
+
+  test('the gateway still serves', stillServing);
+});
+
+describe('path traversal: a request never leaves the route or the function base path it matched', () => {
+  // [request path, where it must end: 'base' + the path the function must see, 'secret', or a status]
+  const cases: [string, { to: 'base' | 'secret'; url: string } | number][] = [
+    // These resolve to /secret, another route: they reach *that* route's upstream (as nginx routes $uri).
+    ['/hello/../secret', { to: 'secret', url: '/secret' }],
+    ['/hello/%2e%2e/secret', { to: 'secret', url: '/secret' }],
+    ['/hello/%2E%2e/secret', { to: 'secret', url: '/secret' }],
+    ['/hello/a/..%2f..%2fsecret', { to: 'secret', url: '/secret' }],
+    ['/hello/..', 404],
+    ['/hello/../../../../etc/passwd', 404],
+    ['/hello/%2e%2e/%2e%2e/etc/passwd', 404],
+    ['/hello/./x', { to: 'base', url: '/base/x' }],
+    ['/hello//x', { to: 'base', url: '/base/x' }],
+    ['/hello/a/../x', { to: 'base', url: '/base/x' }],
+    ['/hello/%252e%252e/secret', { to: 'base', url: '/base/%252e%252e/secret' }],
+    ['/hello/..%5csecret', { to: 'base', url: '/base/..%5Csecret' }],
+    ['/hello/..;/secret', { to: 'base', url: '/base/..;/secret' }],
+    ['/hello/%2fsecret', { to: 'base', url: '/base/secret' }],
+    ['/hello/a%2f%2e%2e%2fb', { to: 'base', url: '/base/b' }],
+    ['/hello/%u002e%u002e/secret', 400],
+  ];
+  for (const [path, want] of cases) {
+    test(`${path} → ${typeof want === 'number' ? want : `${want.to} ${want.url}`}`, async () => {
+      const res = await rawOne(port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n`);
+      if (typeof want === 'number') {
+        assert.equal(res.status, want);
+        assert.deepEqual(base.seen, []);
+        assert.deepEqual(secret.seen, []);
+        return;
+      }
+      assert.equal(res.status, 200, res.body.toString());
+      const hit = want.to === 'base' ? base : secret;
+      const other = want.to === 'base' ? secret : base;
+      // The upstream of /secret may get the normalised path or the path as sent; either way it must resolve
+      // to where the router sent the request.
+      assert.deepEqual(
+        hit.seen.map((s) => (want.to === 'secret' ? resolvedByServer(s.url) : s.url)),
+        [want.url],
+      );
+      assert.deepEqual(other.seen, []);
+    });
+  }
+
+  test('property (fast-check): whatever the path, the function resolves it under /base/, or it is not forwarded to it', async () => {
+    const token = fc.constantFrom(
+      'a',
+      'hello',
+      'secret',
+      '..',
+      '.',
+      '',
+      '%2e%2e',
+      '%2E%2E',
+      '%2e',
+      '.%2e',
+      '%2f',
+      '%2F',
+      '%252e%252e',
+      '%252f',
+      '%5c',
+      '..%5c',
+      '..%2f',
+      '%2f..',
+      ';',
+      '..;',
+      '%00',
+      '%',
+      '%c0%ae',
+      '%e2%80%ae',
+      '~',
+      '%3f',
+      '%23',
+    );
+    let forwarded = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(token, { minLength: 1, maxLength: 8 }), fc.boolean(), async (segs, viaHello) => {
+        base.seen.length = 0;
+        secret.seen.length = 0;
+        const path = `${viaHello ? '/hello/' : '/'}${segs.join('/')}`;
+        const res = await rawOne(port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n`);
+        assert.ok(res.status < 500, `${path} → ${res.status}`);
+        for (const s of base.seen) {
+          forwarded++;
+          // Through /hello/* (openfunction) the function must resolve the path inside /base/;
+          // through /up/* the path is passed as sent (nginx proxy_pass without a URI), so it starts with /up/.
+          const resolved = resolvedByServer(s.url);
+          if (s.url.startsWith('/base/')) assert.ok(resolved.startsWith('/base'), `${path} → function resolves ${s.url} as ${resolved}`);
+          else assert.fail(`${path} reached the base server as ${s.url}`);
+        }
+        for (const s of secret.seen) {
+          assert.equal(resolvedByServer(s.url), '/secret', `${path} reached /secret as ${s.url}`);
+        }
+      }),
+      { seed: 20261125, numRuns: 400 },
+    );
+    assert.ok(forwarded > 50, `only ${forwarded} requests were forwarded: the property tested little`);
+  });
+
+  test('the gateway still serves', stillServing);
+});
+
+describe('oversized and duplicate headers, huge query strings', () => {
+  test('a 20 KiB header → 431, nothing forwarded', async () => {
+    const res = await rawOne(port, `GET /up/a HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\nConnection: close\r\n`);
+    assert.equal(res.status, 431);
+    assert.deepEqual(base.seen, []);
+  });
+
+  test('3000 small headers → 431, nothing forwarded', async () => {
+    const many = Array.from({ length: 3000 }, (_, i) => `X-H${i}: v`).join('\r\n');
+    const res = await rawOne(port, `GET /up/a HTTP/1.1\r\nHost: x\r\n${many}\r\nConnection: close\r\n`);
+    assert.equal(res.status, 431);
+    assert.deepEqual(base.seen, []);
+  });
+
+  test('a 20 KiB query string → 431; a 100 KiB one too; nothing forwarded', async () => {
+    for (const n of [20_000, 100_000]) {
+      const r = await raw(port, `GET /hello/q?x=${'a'.repeat(n)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      assert.deepEqual(
+        r.responses.map((x) => x.status),
+        [431],
+      );
+    }
+    assert.deepEqual(base.seen, []);
+  });
+
+  test('an 8 KiB query string is forwarded intact', async () => {
+    const q = `x=${'b'.repeat(8000)}&y=%41`;
+    const res = await rawOne(port, `GET /hello/q?${q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n`);
+    assert.equal(res.status, 200);
+    assert.equal(base.seen[0]!.url, `/base/q?${q}`);
+  });
+
+  test('a repeated end-to-end header reaches the function with every value, in order', async () => {
+    const res = await rawOne(port, 'GET /echo-up HTTP/1.1\r\nHost: x\r\nX-Dup: one\r\nX-Dup: two\r\nAccept: a\r\nAccept: b\r\nConnection: close\r\n');
+    assert.equal(res.status, 200);
+    const echo = JSON.parse(res.body.toString());
+    const dup: string[] = [];
+    for (let i = 0; i < echo.rawHeaders.length; i += 2) if (echo.rawHeaders[i].toLowerCase() === 'x-dup') dup.push(echo.rawHeaders[i + 1]);
+    assert.deepEqual(dup.join(', ').split(', '), ['one', 'two']);
+  });
+
+  test('a client that sends headers slowly does not hold up others', async () => {
+    const slow = connect({ host: '127.0.0.1', port });
+    slow.on('error', () => {});
+    slow.write('GET /up/slow HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+    try {
+      const started = Date.now();
+      await stillServing();
+      assert.ok(Date.now() - started < 1000);
+    } finally {
+      slow.destroy();
+    }
+  });
+
+  test('the gateway still serves', stillServing);
+});
+
+describe('hop-by-hop headers never cross the gateway', () => {
+  const hopRequest = [
+    'Connection: keep-alive, X-Conn-Listed, close',
+    'X-Conn-Listed: must-not-pass',
+    'Keep-Alive: timeout=99',
+    'Proxy-Connection: keep-alive',
+    'Proxy-Authorization: Basic c2VjcmV0OnNlY3JldA==',
+    'TE: trailers',
+    'Trailer: X-Trailer',
+    'Upgrade: h2c',
+    'X-End-To-End: passes',
+  ].join('\r\n');
+
+  for (const route of ['/echo-fn', '/echo-up']) {
+    test(`request side, through ${route === '/echo-fn' ? 'openfunction' : 'an upstream'}`, async () => {
+      const res = await rawOne(port, `GET ${route} HTTP/1.1\r\nHost: x\r\n${hopRequest}\r\n`);
+      assert.equal(res.status, 200);
+      const seen = JSON.parse(res.body.toString()).headers as Record<string, string>;
+      for (const h of ['x-conn-listed', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'upgrade']) {
+        assert.equal(seen[h], undefined, `${h} reached the function: ${seen[h]}`);
+      }
+      assert.notEqual(seen.connection, 'keep-alive, X-Conn-Listed, close');
+      assert.equal(seen['x-end-to-end'], 'passes');
+    });
+
+    test(`response side, through ${route === '/echo-fn' ? 'openfunction' : 'an upstream'}`, async () => {
+      const set = [
+        'Connection:X-Resp-Listed',
+        'X-Resp-Listed:must-not-pass',
+        'Keep-Alive:timeout=77',
+        'Proxy-Connection:keep-alive',
+        'Proxy-Authenticate:Basic realm=upstream',
+        'Upgrade:websocket',
+        'X-End-To-End:passes',
+      ]
+        .map((h) => `set-header=${encodeURIComponent(h)}`)
+        .join('&');
+      const res = await rawOne(port, `GET ${route}?${set} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n`);
+      assert.equal(res.status, 200);
+      for (const h of ['x-resp-listed', 'proxy-connection', 'proxy-authenticate', 'trailer', 'upgrade']) {
+        assert.deepEqual(header(res, h), [], `${h} reached the client`);
+      }
+      assert.ok(!header(res, 'keep-alive').includes('timeout=77'), "the function's Keep-Alive reached the client");
+      assert.ok(!header(res, 'connection').some((v) => /x-resp-listed/i.test(v)));
+      assert.deepEqual(header(res, 'x-end-to-end'), ['passes']);
+    });
+  }
+});
+
+describe('X-Forwarded-* are set by the gateway and cannot be spoofed through it', () => {
+  const spoof = [
+    'X-Forwarded-For: 6.6.6.6',
+    'x-forwarded-for: 7.7.7.7',
+    'X-Real-IP: 6.6.6.6',
+    'Forwarded: for=6.6.6.6;proto=https;host=evil.example',
+    'X-Forwarded-Proto: https',
+    'X-Forwarded-Host: evil.example',
+    'X-Forwarded-Port: 1',
+  ].join('\r\n');
+
+  for (const route of ['/echo-fn', '/echo-up']) {
+    test(`through ${route === '/echo-fn' ? 'openfunction' : 'an upstream'}: client address from the socket, proto http, host as sent`, async () => {
+      const res = await rawOne(port, `GET ${route} HTTP/1.1\r\nHost: gw.example:8080\r\n${spoof}\r\nConnection: close\r\n`, {
+        localAddress: '127.0.0.9',
+      });
+      assert.equal(res.status, 200);
+      const echo = JSON.parse(res.body.toString());
+      const h = echo.headers as Record<string, string>;
+      assert.equal(h['x-forwarded-for'], '127.0.0.9');
+      assert.equal(h['x-forwarded-proto'], 'http');
+      assert.equal(h['x-forwarded-host'], 'gw.example:8080');
+      assert.equal(h.forwarded, undefined);
+      assert.equal(h['x-real-ip'], undefined);
+      assert.equal(h['x-forwarded-port'], undefined);
+      // Exactly one of each, whatever the client sent.
+      const count = (name: string) => (echo.rawHeaders as string[]).filter((v, i) => i % 2 === 0 && v.toLowerCase() === name).length;
+      assert.equal(count('x-forwarded-for'), 1);
+      assert.equal(count('x-forwarded-proto'), 1);
+      assert.equal(count('x-forwarded-host'), 1);
+    });
+  }
+
+  test('through a normal client (fetch): the same', async () => {
+    const res = await gw.fetch('/echo-up', { headers: { 'x-forwarded-for': '1.2.3.4, 5.6.7.8', forwarded: 'for=1.2.3.4' } });
+    const h = (await res.json()).headers;
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h.forwarded, undefined);
+  });
+});
