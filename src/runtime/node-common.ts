@@ -3,7 +3,7 @@
  * choosing the store from the settings, and the generated admin key.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../core/context.ts';
 import { FileStore } from '../store/file.ts';
@@ -43,7 +43,8 @@ export async function ensureAdminKey(dataDir: string, logger: Logger): Promise<s
   try {
     const key = (await readFile(path, 'utf8')).trim();
     if (key.length >= 16) {
-      logger.info(`admin key: read from ${path}`);
+      // Printed whatever LOG_LEVEL says: the user must be able to find the key. Never the key itself.
+      console.log(`fngate admin key: read from ${path}`);
       return key;
     }
     throw new Error(`${path} holds no usable key (at least 16 characters); delete it to generate a new one`);
@@ -52,14 +53,27 @@ export async function ensureAdminKey(dataDir: string, logger: Logger): Promise<s
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const key = randomBytes(32).toString('hex');
-  // 'wx': never overwrite a key another process just wrote.
-  const fh = await open(path, 'wx', 0o600);
+  // Written to a temp file, then link()ed into place: a crash never leaves an empty admin_key, and link fails
+  // rather than overwrite a key another process just created.
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w', 0o600);
   try {
     await fh.writeFile(`${key}\n`);
     await fh.sync();
   } finally {
     await fh.close();
   }
-  logger.info(`admin key: generated and stored in ${path} (mode 0600); pass it as X-API-KEY`);
+  try {
+    await link(tmp, path);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EEXIST') {
+      await unlink(tmp);
+      return ensureAdminKey(dataDir, logger);
+    }
+    throw err;
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+  console.log(`fngate admin key: generated and stored in ${path} (mode 0600); pass it as X-API-KEY`);
   return key;
 }
