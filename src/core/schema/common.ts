@@ -47,6 +47,6 @@ export function isPlainObject(x: unknown): x is Record<string, unknown> {
 }
 
 /** A field fngate does not implement: refused with a clear message instead of being silently ignored. */
-export function unsupported(what: string, why: string) {
+export function unsupported(why: string) {
   return v.custom<never>(() => false, `not supported by fngate: ${why}`);
 }

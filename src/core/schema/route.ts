@@ -56,11 +56,11 @@ export const routeSchema = v.strictObject({
   timeout: v.optional(timeoutSchema),
   enable_websocket: v.optional(v.boolean()),
   status: v.optional(v.picklist([0, 1])),
-  vars: v.optional(unsupported('"vars"', 'lua-resty-expr route conditions are not implemented yet')),
-  filter_func: v.optional(unsupported('"filter_func"', 'it is Lua code and fngate runs no Lua')),
-  script: v.optional(unsupported('"script"', 'it is Lua code and fngate runs no Lua')),
-  service_id: v.optional(unsupported('"service_id"', 'services are not implemented yet')),
-  plugin_config_id: v.optional(unsupported('"plugin_config_id"', 'plugin configs are not implemented yet')),
+  vars: v.optional(unsupported('lua-resty-expr route conditions are not implemented yet')),
+  filter_func: v.optional(unsupported('it is Lua code and fngate runs no Lua')),
+  script: v.optional(unsupported('it is Lua code and fngate runs no Lua')),
+  service_id: v.optional(unsupported('services are not implemented yet')),
+  plugin_config_id: v.optional(unsupported('plugin configs are not implemented yet')),
 });
 
 export type RouteConf = v.InferOutput<typeof routeSchema>;

@@ -57,10 +57,10 @@ export const upstreamSchema = v.strictObject({
   ),
   hash_on: v.optional(v.picklist(['vars', 'header', 'cookie', 'consumer', 'vars_combinations'])),
   key: v.optional(v.string()),
-  checks: v.optional(unsupported('"checks"', 'health checks are not implemented yet')),
-  tls: v.optional(unsupported('"tls"', 'upstream client certificates are not implemented yet')),
-  service_name: v.optional(unsupported('"service_name"', 'service discovery is not implemented')),
-  discovery_type: v.optional(unsupported('"discovery_type"', 'service discovery is not implemented')),
+  checks: v.optional(unsupported('health checks are not implemented yet')),
+  tls: v.optional(unsupported('upstream client certificates are not implemented yet')),
+  service_name: v.optional(unsupported('service discovery is not implemented')),
+  discovery_type: v.optional(unsupported('service discovery is not implemented')),
 });
 
 export type UpstreamConf = v.InferOutput<typeof upstreamSchema>;
