@@ -28,7 +28,7 @@ import type { Context } from 'hono';
 import { createGateway } from '../core/gateway.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
-import { helpText, levelLogger, readSettings, SettingsError } from './settings.ts';
+import { finishShutdown, helpText, levelLogger, readSettings, startupError } from './settings.ts';
 
 /** The part of `Bun.serve`'s server used here (declared locally: no @types/bun in this repo). */
 interface BunServer {
@@ -129,23 +129,15 @@ async function main(): Promise<void> {
       void adminServer.stop(true);
     }, grace);
     force.unref();
-    Promise.all([proxyServer.stop(), adminServer.stop()])
-      .then(() => gateway.close())
-      .then(() => store.close())
-      .then(
-        () => process.exit(0),
-        (err) => {
-          logger.error(`shutdown: ${(err as Error).message}`);
-          process.exit(1);
-        },
-      );
+    finishShutdown(Promise.all([proxyServer.stop(), adminServer.stop()]), [gateway, store], logger, (code) =>
+      process.exit(code),
+    );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
 main().catch((err) => {
-  if (err instanceof SettingsError) console.error(`fngate: ${err.message}\n\nRun with --help for the settings.`);
-  else console.error(`fngate: cannot start: ${err instanceof Error ? err.message : String(err)}`);
+  console.error(startupError(err));
   process.exit(1);
 });

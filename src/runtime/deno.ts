@@ -38,7 +38,15 @@ import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
-import { helpText, levelLogger, readSettings, SETTINGS_DOC, type Settings, SettingsError } from './settings.ts';
+import {
+  finishShutdown,
+  helpText,
+  levelLogger,
+  readSettings,
+  SETTINGS_DOC,
+  type Settings,
+  startupError,
+} from './settings.ts';
 
 /** Every setting, plus the variables the `yaml` package reads (LOG_TOKENS, LOG_STREAM). */
 export const ENV_NAMES: readonly string[] = [
@@ -294,24 +302,18 @@ async function main(): Promise<void> {
       Deno.exit(0);
     }, grace);
     Deno.unrefTimer(force);
-    Promise.all([proxyServer.shutdown(), adminServer.shutdown()])
-      .then(() => gateway.close())
-      .then(() => store.close())
-      .then(() => forwarder.close())
-      .then(
-        () => Deno.exit(0),
-        (err) => {
-          logger.error(`shutdown: ${(err as Error).message}`);
-          Deno.exit(1);
-        },
-      );
+    finishShutdown(
+      Promise.all([proxyServer.shutdown(), adminServer.shutdown()]),
+      [gateway, store, forwarder],
+      logger,
+      (code) => Deno.exit(code),
+    );
   };
   Deno.addSignalListener('SIGTERM', () => shutdown('SIGTERM'));
   Deno.addSignalListener('SIGINT', () => shutdown('SIGINT'));
 }
 
 main().catch((err) => {
-  if (err instanceof SettingsError) console.error(`fngate: ${err.message}\n\nRun with --help for the settings.`);
-  else console.error(`fngate: cannot start: ${err instanceof Error ? err.message : String(err)}`);
+  console.error(startupError(err));
   Deno.exit(1);
 });

@@ -15,7 +15,11 @@ export async function openStore(settings: Settings, logger: Logger): Promise<Con
     const { openStandaloneFile } = await import('../store/standalone-file.ts');
     const path = resolve(settings.configFile);
     logger.info(`store: standalone file ${path} (Admin API is read-only)`);
-    return openStandaloneFile({ path, env: process.env, onError: (err: Error) => logger.error(`config file: ${err.message}`) });
+    return openStandaloneFile({
+      path,
+      env: process.env,
+      onError: (err: Error) => logger.error(`config file: ${err.message}`),
+    });
   }
   if (settings.etcdHosts) {
     const { EtcdStore } = await import('../store/etcd.ts');

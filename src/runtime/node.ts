@@ -9,7 +9,7 @@ import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server'
 import { createGateway } from '../core/gateway.ts';
 import { createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
-import { helpText, levelLogger, readSettings, SettingsError } from './settings.ts';
+import { finishShutdown, helpText, levelLogger, readSettings, startupError } from './settings.ts';
 
 /**
  * Idle keep-alive connections of the proxy are closed after this long (nginx's and APISIX's
@@ -38,7 +38,9 @@ async function main(): Promise<void> {
   });
   logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
   if (settings.dataEncryptionKeys) {
-    logger.info(`secrets: plugin secret fields are encrypted at rest (${settings.dataEncryptionKeys.length} key(s) in DATA_ENCRYPTION_KEY)`);
+    logger.info(
+      `secrets: plugin secret fields are encrypted at rest (${settings.dataEncryptionKeys.length} key(s) in DATA_ENCRYPTION_KEY)`,
+    );
   }
 
   // Once shutting down, every response closes its connection (`Connection: close`), so that a kept-alive
@@ -46,7 +48,12 @@ async function main(): Promise<void> {
   let stopping = false;
   const sockets = new Set<Socket>();
   type Bindings = HttpBindings | Http2Bindings;
-  const listen = (app: { fetch: (req: Request, env: Bindings) => Response | Promise<Response> }, hostname: string, port: number, what: string) =>
+  const listen = (
+    app: { fetch: (req: Request, env: Bindings) => Response | Promise<Response> },
+    hostname: string,
+    port: number,
+    what: string,
+  ) =>
     new Promise<Server>((resolveListen, reject) => {
       const fetch = (req: Request, env: Bindings) => {
         if (stopping) (env.outgoing as ServerResponse).shouldKeepAlive = false;
@@ -95,24 +102,18 @@ async function main(): Promise<void> {
         s.close(() => r());
         s.closeIdleConnections();
       });
-    Promise.all([closed(proxyServer), closed(adminServer)])
-      .then(() => gateway.close())
-      .then(() => store.close())
-      .then(() => forwarder.close())
-      .then(
-        () => process.exit(0),
-        (err) => {
-          logger.error(`shutdown: ${(err as Error).message}`);
-          process.exit(1);
-        },
-      );
+    finishShutdown(
+      Promise.all([closed(proxyServer), closed(adminServer)]),
+      [gateway, store, forwarder],
+      logger,
+      (code) => process.exit(code),
+    );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
 main().catch((err) => {
-  if (err instanceof SettingsError) console.error(`fngate: ${err.message}\n\nRun with --help for the settings.`);
-  else console.error(`fngate: cannot start: ${err instanceof Error ? err.message : String(err)}`);
+  console.error(startupError(err));
   process.exit(1);
 });

@@ -42,7 +42,8 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
   {
     name: 'ADMIN_KEY',
     default: '(generated)',
-    meaning: 'admin key(s) for `X-API-KEY`, comma-separated; when unset a random key is generated once and kept in `DATA_DIR/admin_key` (mode 0600)',
+    meaning:
+      'admin key(s) for `X-API-KEY`, comma-separated; when unset a random key is generated once and kept in `DATA_DIR/admin_key` (mode 0600)',
   },
   {
     name: 'ADMIN_ALLOW',
@@ -56,13 +57,22 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     meaning:
       'keyring (comma-separated, each key 16 or 32 bytes) encrypting plugin secrets such as `service_token` at rest with AES-CBC as APISIX `data_encryption`; the first key encrypts, every key is tried to decrypt. Unset: stored in plaintext',
   },
-  { name: 'DATA_DIR', default: './data', meaning: 'directory of the embedded file store (`config.json`) and the generated admin key' },
+  {
+    name: 'DATA_DIR',
+    default: './data',
+    meaning: 'directory of the embedded file store (`config.json`) and the generated admin key',
+  },
   {
     name: 'CONFIG_FILE',
     default: '(unset)',
-    meaning: 'standalone mode: serve the routes of this APISIX-style YAML/JSON file (reloaded on change); the Admin API is read-only',
+    meaning:
+      'standalone mode: serve the routes of this APISIX-style YAML/JSON file (reloaded on change); the Admin API is read-only',
   },
-  { name: 'ETCD_HOST', default: '(unset)', meaning: 'etcd endpoints, comma-separated (e.g. `http://127.0.0.1:2379`): use etcd as the store' },
+  {
+    name: 'ETCD_HOST',
+    default: '(unset)',
+    meaning: 'etcd endpoints, comma-separated (e.g. `http://127.0.0.1:2379`): use etcd as the store',
+  },
   { name: 'ETCD_PREFIX', default: '/apisix', meaning: 'key prefix in etcd' },
   { name: 'ETCD_USER / ETCD_PASSWORD', default: '(unset)', meaning: 'etcd credentials' },
   { name: 'LOG_LEVEL', default: 'info', meaning: '`debug`, `info`, `warn`, `error` or `silent`' },
@@ -82,7 +92,8 @@ function port(env: Record<string, string | undefined>, name: string, dflt: numbe
   if (raw === undefined || raw === '') return dflt;
   // Digits only: `0x50` or `4e4` are numbers to JavaScript, not port numbers anyone means.
   const n = /^\d{1,5}$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new SettingsError(`${name}=${raw} is not a port number (0-65535)`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new SettingsError(`${name}=${raw} is not a port number (0-65535)`);
   return n;
 }
 
@@ -103,7 +114,9 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
   try {
     compileAllowList(adminAllow);
   } catch (err) {
-    throw new SettingsError(`ADMIN_ALLOW: ${(err as Error).message} (expected IPv4/IPv6 addresses or CIDRs, comma-separated)`);
+    throw new SettingsError(
+      `ADMIN_ALLOW: ${(err as Error).message} (expected IPv4/IPv6 addresses or CIDRs, comma-separated)`,
+    );
   }
   let dataEncryptionKeys: string[] | undefined;
   if (env.DATA_ENCRYPTION_KEY) {
@@ -172,4 +185,31 @@ export function levelLogger(level: Settings['logLevel']) {
       if (at <= 3) console.error(fmt(msg, fields));
     },
   };
+}
+
+/** What an entry prints when it cannot start. */
+export function startupError(err: unknown): string {
+  if (err instanceof SettingsError) return `fngate: ${err.message}\n\nRun with --help for the settings.`;
+  return `fngate: cannot start: ${err instanceof Error ? err.message : String(err)}`;
+}
+
+/**
+ * The end of a graceful shutdown, the same on every runtime: once the servers stopped (`stopped`), close
+ * each part in order (gateway, store, forwarder), then exit 0, or 1 when something failed to close.
+ */
+export function finishShutdown(
+  stopped: Promise<unknown>,
+  parts: readonly ({ close(): unknown } | undefined)[],
+  logger: { error(msg: string): void },
+  exit: (code: number) => void,
+): void {
+  parts
+    .reduce<Promise<unknown>>((chain, part) => chain.then(() => part?.close()), stopped)
+    .then(
+      () => exit(0),
+      (err) => {
+        logger.error(`shutdown: ${(err as Error).message}`);
+        exit(1);
+      },
+    );
 }
