@@ -1,3 +1,4 @@
+import { drain } from '../drain.ts';
 /** JSON helpers for the Admin API: APISIX's headers, merge/patch semantics, bounded body reading. */
 
 export const ADMIN_HEADERS: Record<string, string> = {
@@ -37,7 +38,7 @@ export async function readBody(req: Request, limit: number): Promise<string> {
   const declared = req.headers.get('content-length');
   if (declared !== null && Number(declared) > limit) {
     // A body we can afford to read and drop is drained first, so that the client gets to read the 413.
-    if (req.body && Number(declared) <= limit + DRAIN_BYTES) await drain(req.body.getReader());
+    if (req.body && Number(declared) <= limit + DRAIN_BYTES) await drain(req.body.getReader(), { bytes: DRAIN_BYTES, ms: DRAIN_MS });
     throw new BodyTooLarge(Number(declared));
   }
   if (!req.body) return '';
@@ -51,7 +52,7 @@ export async function readBody(req: Request, limit: number): Promise<string> {
     if (size > limit) {
       // The answer waits until the rest is read and dropped (bounded, as nginx's lingering close): a
       // connection closed on unread data is reset, and the client would never read the 413.
-      await drain(reader);
+      await drain(reader, { bytes: DRAIN_BYTES, ms: DRAIN_MS });
       throw new BodyTooLarge(size);
     }
     chunks.push(value);
@@ -76,20 +77,6 @@ export class BadBody extends Error {}
 const DRAIN_BYTES = 32 * 1024 * 1024;
 const DRAIN_MS = 2000;
 
-async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
-  const deadline = Date.now() + DRAIN_MS;
-  let drained = 0;
-  try {
-    while (drained < DRAIN_BYTES && Date.now() < deadline) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      drained += value.byteLength;
-    }
-    await reader.cancel();
-  } catch {
-    // the client went away: nothing left to drain
-  }
-}
 
 /** Depth of nesting of a parsed JSON value, computed without recursion. */
 export function jsonDepth(value: unknown, max: number): number {

@@ -1,4 +1,5 @@
 import type { RequestContext } from '../context.ts';
+import { drain } from '../drain.ts';
 import { errorResponse } from '../errors.ts';
 import { cleanResponseHeaders, requestHeadersForUpstream } from './headers.ts';
 import { type ForwardRequest, UpstreamError } from './types.ts';
@@ -26,6 +27,7 @@ const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
 /** After a refused upload, how much more of it is read and thrown away so the client can read the 413. */
 const DRAIN_BYTES = 8 * 1024 * 1024;
 const DRAIN_MS = 2000;
+const DRAIN = { bytes: DRAIN_BYTES, ms: DRAIN_MS };
 
 /**
  * Wraps a request body so that it errors with `body-too-large` once more than `limit` bytes went through.
@@ -46,7 +48,7 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
       if (seen > limit) {
         // Drain first, then fail: the 413 goes out once the upload is read (bounded), on a connection the
         // client can still read from (an answer sent mid-upload makes the client's write fail instead).
-        await drain(reader);
+        await drain(reader, DRAIN);
         controller.error(new UpstreamError('body-too-large', `request body is larger than ${limit} bytes`));
         return;
       }
@@ -58,20 +60,6 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
   });
 }
 
-export async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
-  const deadline = Date.now() + DRAIN_MS;
-  let drained = 0;
-  try {
-    while (drained < DRAIN_BYTES && Date.now() < deadline) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      drained += value.byteLength;
-    }
-    await reader.cancel();
-  } catch {
-    // the client went away: nothing left to drain
-  }
-}
 
 /**
  * Sends the client's request to `target` and returns the upstream's answer, streamed, minus
@@ -94,7 +82,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
       const declared = req.headers.get('content-length');
       if (declared !== null && Number(declared) > limit) {
         // Read and drop (bounded) what the client is still sending, so it can read the 413.
-        void drain(req.body.getReader());
+        void drain(req.body.getReader(), DRAIN);
         return tooLarge(limit);
       }
       body = limitBody(req.body, limit);
