@@ -13,7 +13,8 @@
  *   handler, the stream's underlying source and the abort-signal listener, so hardly any closures are allocated.
  * - The handler uses undici's original callback API (`onConnect`/`onHeaders`/`onData`/`onComplete`/`onError`).
  *   undici 7 wraps a new-style handler (`onRequestStart`…) in an adapter that parses the raw headers into an
- *   object we would throw away; the raw `Buffer[]` headers go straight into a WHATWG `Headers` here.
+ *   object we would throw away; the raw `Buffer[]` headers are filtered straight into the Response's header
+ *   object here (see `responseHeaders`).
  *   undici 7 is pinned (undici 8 needs Node ≥ 22.19); revisit if the callback API is ever removed.
  *
  * Error kinds (see `UpstreamErrorKind`):
@@ -34,6 +35,7 @@
  */
 import { Agent } from 'undici';
 import type { Dispatcher } from 'undici';
+import { HEADERS_CLEANED, isHopByHop } from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
 import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
@@ -43,7 +45,7 @@ export interface NodeForwarderOptions {
    * dispatcher rather than per request; a request's own `timeout` still bounds its wait. Default 10000.
    */
   connectTimeout?: number;
-  /** Connections per origin when a request's `keepalive.poolSize` is not positive. Default: unlimited. */
+  /** Cap on concurrent connections per origin (requests beyond it queue). Default: unlimited, as APISIX. */
   defaultConnections?: number;
   /** Largest response body accepted, bytes; a larger one errors as `protocol`. Default -1 (no limit). */
   maxResponseSize?: number;
@@ -140,6 +142,130 @@ function describe(err: unknown): string {
   return String(err);
 }
 
+/**
+ * Response headers as a plain object (lower-case names), already cleaned of hop-by-hop headers and of those the
+ * upstream's `Connection` header names; or, when a name repeats (or would be unsafe as an object key), a
+ * `Headers` that the core cleans as usual.
+ *
+ * Why not always `Headers`: @hono/node-server writes a Response whose headers are still the plain object it was
+ * made with straight into `writeHead()`; a `Headers` costs its construction, the core's has()/delete() passes and
+ * node-server's sorted copy back into an object (bench/README.md, "Node hot path"). The Response still has mutable
+ * `headers` (node-server's, and the native one, build a `Headers` from the object on first access).
+ */
+type ResponseHeaders = Record<string, string> | Headers;
+
+function responseHeaders(raw: Buffer[]): ResponseHeaders {
+  const out: Record<string, string> = {};
+  let connection: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    // latin1: one char per byte, so values round-trip byte for byte when written out again.
+    const name = raw[i]!.toString('latin1').toLowerCase();
+    const value = raw[i + 1]!.toString('latin1');
+    if (name === 'connection') {
+      connection = connection === undefined ? value : `${connection}, ${value}`;
+      continue;
+    }
+    if (isHopByHop(name)) continue;
+    if (out[name] !== undefined || name === '__proto__') return headersOf(raw); // repeated (Set-Cookie...): rare
+    out[name] = value;
+  }
+  if (connection !== undefined) {
+    for (const token of connection.split(',')) {
+      const t = token.trim().toLowerCase();
+      if (t !== '' && Object.hasOwn(out, t)) delete out[t];
+    }
+  }
+  return out;
+}
+
+/** Every raw header into a `Headers`, for the core to clean ({@link cleanResponseHeaders}). */
+function headersOf(raw: Buffer[]): Headers {
+  const headers = new Headers();
+  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'));
+  return headers;
+}
+
+function newResponse(body: BodyInit | null, status: number, headers: ResponseHeaders): Response {
+  const res = new Response(body, { status, headers });
+  if (!(headers instanceof Headers)) (res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] = true;
+  return res;
+}
+
+/**
+ * The downstream client's "went away" signal, for the Node entry's `clientSignal` gateway option: fires when the
+ * response's connection closes before the response was finished (what @hono/node-server's own abort controller
+ * does), without creating an `AbortController` per request (Node 20: ~3 µs, ~5 µs with one listener added and
+ * removed; bench/README.md). It only listens to the response once a forwarder adds a listener.
+ *
+ * It is not a real `AbortSignal`: it has what the forwarders use (`aborted`, `reason`, `throwIfAborted()`,
+ * `addEventListener`/`removeEventListener` of `abort` with a function or a `handleEvent` object). Never hand it to
+ * `fetch()` or `AbortSignal.any()`.
+ */
+export function clientSignal(
+  incoming: { readonly errored?: unknown },
+  outgoing: ClientGoneTarget,
+): AbortSignal {
+  return new ClientGone(incoming, outgoing) as unknown as AbortSignal;
+}
+
+interface ClientGoneTarget {
+  readonly writableFinished: boolean;
+  once(event: 'close', fn: () => void): unknown;
+  removeListener(event: 'close', fn: () => void): unknown;
+}
+
+type AbortListener = ((ev: { type: string }) => void) | { handleEvent(ev: { type: string }): void };
+
+class ClientGone {
+  aborted = false;
+  reason: unknown = undefined;
+  private listeners: AbortListener[] | null = null;
+  private onClose: (() => void) | null = null;
+
+  constructor(
+    private readonly incoming: { readonly errored?: unknown },
+    private readonly outgoing: ClientGoneTarget,
+  ) {}
+
+  throwIfAborted(): void {
+    if (this.aborted) throw this.reason;
+  }
+
+  addEventListener(type: string, listener: AbortListener | null | undefined): void {
+    if (type !== 'abort' || !listener || this.aborted) return;
+    if (this.listeners === null) this.listeners = [listener];
+    else if (!this.listeners.includes(listener)) this.listeners.push(listener);
+    if (this.onClose === null) {
+      this.onClose = () => this.closed();
+      this.outgoing.once('close', this.onClose);
+    }
+  }
+
+  removeEventListener(type: string, listener: AbortListener | null | undefined): void {
+    if (type !== 'abort' || this.listeners === null) return;
+    const i = this.listeners.indexOf(listener as AbortListener);
+    if (i !== -1) this.listeners.splice(i, 1);
+    if (this.listeners.length === 0 && this.onClose !== null) {
+      this.outgoing.removeListener('close', this.onClose);
+      this.onClose = null;
+    }
+  }
+
+  private closed(): void {
+    this.onClose = null;
+    if (this.aborted || (this.outgoing.writableFinished && !this.incoming.errored)) return;
+    this.aborted = true;
+    this.reason = new DOMException('The client went away before the response was complete', 'AbortError');
+    const listeners = this.listeners ?? [];
+    this.listeners = null;
+    const event = { type: 'abort', target: this };
+    for (const l of listeners) {
+      if (typeof l === 'function') l.call(this, event);
+      else l.handleEvent(event);
+    }
+  }
+}
+
 /** Feeds a WHATWG request body to undici as an async iterable; `release()` lets go of it without cancelling. */
 class BodySource implements AsyncIterableIterator<Uint8Array> {
   readonly reader: ReadableStreamDefaultReader<Uint8Array>;
@@ -180,7 +306,7 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
   private pendingAbort: UpstreamError | null = null;
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
   private status = 0;
-  private headers: Headers | null = null;
+  private headers: ResponseHeaders | null = null;
   private chunks: Buffer[] | null = null;
   private controller: ReadableStreamDefaultController<Uint8Array> | null = null;
   private resumeUpstream: (() => void) | null = null;
@@ -222,13 +348,9 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
     clearTimeout(this.timer);
     // A WHATWG Response only takes 200–599; throwing makes undici abort and call onError (→ protocol).
     if (statusCode > 599) throw new RangeError(`invalid response status ${statusCode}`);
-    const headers = new Headers();
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      // latin1: one char per byte, so values round-trip byte for byte when written out again.
-      headers.append(rawHeaders[i]!.toString('latin1'), rawHeaders[i + 1]!.toString('latin1'));
-    }
+    const headers = responseHeaders(rawHeaders);
     if (this.method === 'HEAD' || statusCode === 204 || statusCode === 205 || statusCode === 304) {
-      this.settle(new Response(null, { status: statusCode, headers }));
+      this.settle(newResponse(null, statusCode, headers));
       return true;
     }
     this.status = statusCode;
@@ -240,9 +362,9 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
       this.startStreaming();
       return true;
     }
-    const cl = headers.get('content-length');
+    const cl = headers instanceof Headers ? headers.get('content-length') : headers['content-length'];
     // Small and of known length: resolve with the bytes once complete (onComplete).
-    if (cl !== null && /^\d{1,9}$/.test(cl) && Number(cl) <= this.bufferLimit) return true;
+    if (cl != null && /^\d{1,9}$/.test(cl) && Number(cl) <= this.bufferLimit) return true;
     // Otherwise decide once undici is done with the socket read that carried the headers (it parses a
     // read synchronously): a body that already ended in it is returned as bytes, anything else streams.
     queueMicrotask(() => this.startStreaming());
@@ -274,7 +396,7 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
       this.chunks = null;
       // undici hands out views of the socket's read buffers, which Node never reuses: safe to keep.
       const body = (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)) as Uint8Array<ArrayBuffer>;
-      this.settle(new Response(body.byteLength > 0 ? body : null, { status: this.status, headers: this.headers! }));
+      this.settle(newResponse(body.byteLength > 0 ? body : null, this.status, this.headers!));
     } else if (phase === WAITING) {
       // Cannot happen (onHeaders comes first); never leave the promise pending.
       this.fail(new UpstreamError('protocol', 'upstream response ended without headers'));
@@ -285,7 +407,7 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
     if (this.phase !== BUFFERING) return; // completed (bytes), failed or aborted meanwhile
     // The stream's constructor calls start() synchronously, which sets this.controller.
     const body = new ReadableStream<Uint8Array>(this, { highWaterMark: this.highWaterMark, size: byteLength });
-    const response = new Response(body, { status: this.status, headers: this.headers! });
+    const response = newResponse(body, this.status, this.headers!);
     const chunks = this.chunks!;
     this.chunks = null;
     this.headers = null;
@@ -418,20 +540,20 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
   let closed = false;
 
   function agentFor(tlsVerify: boolean, keepalive: ForwardRequest['keepalive']): Agent {
-    // Without keepalive the pool numbers are irrelevant: every request gets its own connection (`reset`).
-    const key = keepalive.enabled
-      ? `${tlsVerify ? 'v' : 'n'}:${keepalive.idleTimeoutMs}:${keepalive.poolSize}`
-      : tlsVerify
-        ? 'v'
-        : 'n';
+    // `keepalive_pool` is, in APISIX (ngx_http_upstream_keepalive), the number of *idle* connections kept per
+    // pool, never a cap on concurrent ones. undici's Pool has no idle-count limit, only `connections` (a hard
+    // cap that queues requests beyond it: with APISIX's default of 5 that throttled a c=50 load to 5 upstream
+    // connections). So the pool size does not limit anything here; idle connections are closed after
+    // `keepalive_timeout` instead (documented in docs/apisix-compatibility.md). Without keepalive the pool
+    // numbers are irrelevant: every request gets its own connection (`reset`).
+    const key = keepalive.enabled ? `${tlsVerify ? 'v' : 'n'}:${keepalive.idleTimeoutMs}` : tlsVerify ? 'v' : 'n';
     let agent = agents.get(key);
     if (agent === undefined) {
-      const { idleTimeoutMs, poolSize } = keepalive;
-      // Non-positive or non-finite numbers fall back to undici's idle timeout (4 s) / `defaultConnections`.
+      const { idleTimeoutMs } = keepalive;
+      // Non-positive or non-finite numbers fall back to undici's idle timeout (4 s).
       const idle = keepalive.enabled && Number.isFinite(idleTimeoutMs) && idleTimeoutMs > 0 ? idleTimeoutMs : undefined;
-      const pool = keepalive.enabled && Number.isSafeInteger(poolSize) && poolSize > 0 ? poolSize : defaultConnections;
       agent = new Agent({
-        connections: pool,
+        connections: defaultConnections,
         // The idle timeout; a server's `Keep-Alive: timeout=` hint may shorten it but never lengthen it.
         keepAliveTimeout: idle,
         keepAliveMaxTimeout: idle,

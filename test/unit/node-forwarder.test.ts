@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { UpstreamError } from '../../src/core/upstream/types.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
-import { createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
+import { clientSignal, createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import type { NodeForwarder } from '../../src/runtime/node-forwarder.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
@@ -411,14 +411,32 @@ describe('errors', () => {
     const s = await serve(() => {
       hits++; // never answers
     });
+    const capped = createNodeForwarder({ defaultConnections: 1 });
+    try {
+      const first = capped(request(`${s.url}/`, { timeout: 1_500 }));
+      await delay(50);
+      const t0 = performance.now();
+      await rejectsWith(capped(request(`${s.url}/`, { timeout: 300 })), 'timeout');
+      assert.ok(performance.now() - t0 < 1_200);
+      await rejectsWith(first, 'timeout');
+      assert.equal(hits, 1, 'the queued request was never sent');
+    } finally {
+      await capped.close();
+    }
+  });
+
+  it('keepalive.poolSize (keepalive_pool) does not cap concurrent connections, as in APISIX', async () => {
+    const waiting: Array<() => void> = [];
+    const s = await serve((_req, res) => {
+      waiting.push(() => res.end('ok'));
+    });
     const ka = { enabled: true, idleTimeoutMs: 10_000, poolSize: 1 };
-    const first = fwd(request(`${s.url}/`, { keepalive: ka, timeout: 1_500 }));
-    await delay(50);
+    const calls = [0, 1, 2].map(() => fwd(request(`${s.url}/`, { keepalive: ka, timeout: 3_000 })));
     const t0 = performance.now();
-    await rejectsWith(fwd(request(`${s.url}/`, { keepalive: ka, timeout: 300 })), 'timeout');
-    assert.ok(performance.now() - t0 < 1_200);
-    await rejectsWith(first, 'timeout');
-    assert.equal(hits, 1, 'the queued request was never sent');
+    while (waiting.length < 3 && performance.now() - t0 < 2_000) await delay(10);
+    assert.equal(waiting.length, 3, 'all three requests reached the upstream at once');
+    for (const done of waiting) done();
+    for (const res of await Promise.all(calls)) assert.equal(await new Response(res.body).text(), 'ok');
   });
 
   it('an idle gap in the response body longer than the timeout errors the body stream', async () => {
@@ -636,5 +654,51 @@ describe('TLS', () => {
   it('tlsVerify: true refuses a self-signed certificate → connect', { skip }, async () => {
     const err = await rejectsWith(fwd(request(`${s!.url}/`, { tlsVerify: true })), 'connect');
     assert.match(err.message, /self.signed|certificate/i);
+  });
+});
+
+describe('clientSignal (the Node entry’s cheap “client went away” signal)', () => {
+  /** A server whose handler hands back the signal of each request; answers after `answer()` is called. */
+  async function signalServer() {
+    const seen: Array<{ signal: AbortSignal; res: http.ServerResponse; events: string[] }> = [];
+    const s = await serve((req, res) => {
+      const signal = clientSignal(req, res);
+      const events: string[] = [];
+      signal.addEventListener('abort', (ev) => events.push(`${ev.type}:${signal.aborted}`));
+      seen.push({ signal, res, events });
+    });
+    return { s, seen };
+  }
+
+  it('fires abort once when the client disconnects before the response is complete', async () => {
+    const { s, seen } = await signalServer();
+    const sock = net.connect(s.port, '127.0.0.1');
+    sock.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+    const t0 = performance.now();
+    while (seen.length === 0 && performance.now() - t0 < 2_000) await delay(5);
+    const { signal, events } = seen[0]!;
+    assert.equal(signal.aborted, false);
+    sock.destroy();
+    while (events.length === 0 && performance.now() - t0 < 2_000) await delay(5);
+    assert.deepEqual(events, ['abort:true']);
+    assert.throws(() => signal.throwIfAborted(), { name: 'AbortError' });
+  });
+
+  it('does not fire when the response completes, nor for a listener that was removed', async () => {
+    const { s, seen } = await signalServer();
+    const pending = fetch(`${s.url}/`);
+    const t0 = performance.now();
+    while (seen.length === 0 && performance.now() - t0 < 2_000) await delay(5);
+    const { signal, res, events } = seen[0]!;
+    const removed: string[] = [];
+    const listener = () => removed.push('fired');
+    signal.addEventListener('abort', listener);
+    signal.removeEventListener('abort', listener);
+    res.end('done');
+    assert.equal(await (await pending).text(), 'done');
+    await delay(50);
+    assert.deepEqual(events, []);
+    assert.deepEqual(removed, []);
+    assert.equal(signal.aborted, false);
   });
 });

@@ -1,7 +1,7 @@
 import type { RequestContext } from '../context.ts';
 import { drain } from '../drain.ts';
 import { errorResponse } from '../errors.ts';
-import { cleanResponseHeaders, requestHeadersForUpstream } from './headers.ts';
+import { cleanResponseHeaders, HEADERS_CLEANED, requestHeadersForUpstream } from './headers.ts';
 import { type ForwardRequest, UpstreamError } from './types.ts';
 
 export interface ForwardTarget {
@@ -109,7 +109,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
     if (opts?.throwOnConnect && err instanceof UpstreamError && err.kind === 'connect') throw err;
     return failure(err, target);
   }
-  cleanResponseHeaders(res.headers);
+  if ((res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] !== true) cleanResponseHeaders(res.headers);
   return res;
 }
 

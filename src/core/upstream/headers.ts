@@ -49,6 +49,18 @@ export function requestHeadersForUpstream(incoming: Headers, fwd: ForwardedInfo)
   return out;
 }
 
+/** Is `name` (lower case) a hop-by-hop header, one that never crosses the gateway? */
+export function isHopByHop(name: string): boolean {
+  return HOP_BY_HOP.has(name);
+}
+
+/**
+ * Marks a Response whose headers its forwarder already cleaned by the rules of {@link cleanResponseHeaders}
+ * (the Node forwarder filters the raw header list as it builds the response, so `forward()` does not read
+ * the headers back; reading `res.headers` would make @hono/node-server's Response build a `Headers`).
+ */
+export const HEADERS_CLEANED: unique symbol = Symbol.for('fngate.headersCleaned');
+
 /**
  * Remove what must not reach the client from the upstream's response headers, in place (the forwarder
  * contract says its Response headers are mutable). Repeated Set-Cookie headers are left as they are.
