@@ -103,42 +103,113 @@ const fixed = (status: number, msg: string): Handler => {
 
 /** Compile a store state into a snapshot. Never throws on bad items: they are reported in `problems` and skipped. */
 export function compileSnapshot(state: StoreState, env: CompileEnv): Snapshot {
-  const problems: string[] = [];
-  const upstreams = new Map<string, UpstreamConf>();
-  for (const [id, item] of itemsOf(state, env.prefix, 'upstreams')) {
-    const res = checkUpstream({ ...item.value, id });
-    if (res.ok) upstreams.set(id, res.value);
-    else problems.push(`upstream ${id}: ${res.message}`);
-  }
+  return createSnapshotCompiler(env)(state);
+}
 
-  const specs: RouteSpec<CompiledRoute>[] = [];
-  for (const [id, item] of itemsOf(state, env.prefix, 'routes')) {
-    const res = checkRoute({ ...item.value, id });
-    if (!res.ok) {
-      problems.push(`route ${id}: ${res.message}`);
-      continue;
+/** What one route compiled to, kept for the next rebuild while its document (and its upstream) stay the same. */
+interface RouteEntry {
+  /** The route document as JSON: equal text, equal route (cheaper than validating it again: ~1 µs vs ~15 µs). */
+  text: string;
+  /** The route's `upstream_id`, and the upstream object it resolved to (`null`: it did not exist). */
+  upstreamId?: string;
+  upstream?: UpstreamConf | null;
+  spec: RouteSpec<CompiledRoute> | null;
+  problems: string[];
+}
+
+interface UpstreamEntry {
+  text: string;
+  conf: UpstreamConf | null;
+  problem: string | undefined;
+}
+
+/**
+ * A compiler that remembers what each route and upstream compiled to, so a rebuild after one change re-validates
+ * and re-creates only what changed (10,000 routes: ~150 ms from scratch, ~20 ms incremental, the rest being the
+ * JSON fingerprints and the router; `npm run bench -- --sections routes`). Unchanged routes keep their handler,
+ * hence their plugin state (a roundrobin upstream's position, its connection settings). A route that names an
+ * upstream by id is compiled again when that upstream changes.
+ */
+export function createSnapshotCompiler(env: CompileEnv): (state: StoreState) => Snapshot {
+  let routeCache = new Map<string, RouteEntry>();
+  let upstreamCache = new Map<string, UpstreamEntry>();
+
+  return (state) => {
+    const problems: string[] = [];
+    const upstreams = new Map<string, UpstreamConf>();
+    const nextUpstreams = new Map<string, UpstreamEntry>();
+    for (const [id, item] of itemsOf(state, env.prefix, 'upstreams')) {
+      const text = JSON.stringify(item.value);
+      let entry = upstreamCache.get(id);
+      if (entry?.text !== text) {
+        const res = checkUpstream({ ...item.value, id });
+        entry = res.ok
+          ? { text, conf: res.value, problem: undefined }
+          : { text, conf: null, problem: `upstream ${id}: ${res.message}` };
+      }
+      nextUpstreams.set(id, entry);
+      if (entry.conf) upstreams.set(id, entry.conf);
+      else problems.push(entry.problem!);
     }
-    const route = res.value;
-    if (route.status === 0) continue;
-    try {
-      const remoteAddrs = route.remote_addrs ?? (route.remote_addr ? [route.remote_addr] : undefined);
-      // Checked here so that one bad address rejects its route, not the whole table.
-      if (remoteAddrs) compileIpMatcher(remoteAddrs);
-      const handler = compileRoute(id, route, upstreams, env, problems);
-      specs.push({
-        id,
-        paths: route.uris ?? [route.uri!],
-        methods: route.methods,
-        hosts: route.hosts ?? (route.host ? [route.host] : undefined),
-        remoteAddrs,
-        priority: route.priority ?? 0,
-        data: { id, handler },
-      });
-    } catch (err) {
-      problems.push(`route ${id}: ${err instanceof Error ? err.message : String(err)}`);
+    upstreamCache = nextUpstreams;
+
+    const specs: RouteSpec<CompiledRoute>[] = [];
+    const nextRoutes = new Map<string, RouteEntry>();
+    for (const [id, item] of itemsOf(state, env.prefix, 'routes')) {
+      const text = JSON.stringify(item.value);
+      let entry = routeCache.get(id);
+      if (entry === undefined || entry.text !== text || !sameUpstream(entry, upstreams)) {
+        entry = compileRouteEntry(id, item.value, text, upstreams, env);
+      }
+      nextRoutes.set(id, entry);
+      if (entry.spec) specs.push(entry.spec);
+      for (const p of entry.problems) problems.push(p);
     }
+    routeCache = nextRoutes;
+    return { revision: state.revision, router: compileRouter(specs), problems };
+  };
+}
+
+function sameUpstream(entry: RouteEntry, upstreams: Map<string, UpstreamConf>): boolean {
+  return entry.upstreamId === undefined || (upstreams.get(entry.upstreamId) ?? null) === entry.upstream;
+}
+
+function compileRouteEntry(
+  id: string,
+  value: Record<string, unknown>,
+  text: string,
+  upstreams: Map<string, UpstreamConf>,
+  env: CompileEnv,
+): RouteEntry {
+  const problems: string[] = [];
+  const res = checkRoute({ ...value, id });
+  if (!res.ok) return { text, spec: null, problems: [`route ${id}: ${res.message}`] };
+  const route = res.value;
+  const base: RouteEntry = { text, spec: null, problems };
+  if (route.upstream_id !== undefined) {
+    base.upstreamId = String(route.upstream_id);
+    base.upstream = upstreams.get(base.upstreamId) ?? null;
   }
-  return { revision: state.revision, router: compileRouter(specs), problems };
+  if (route.status === 0) return base;
+  try {
+    const remoteAddrs = route.remote_addrs ?? (route.remote_addr ? [route.remote_addr] : undefined);
+    // Checked here so that one bad address rejects its route, not the whole table.
+    if (remoteAddrs) compileIpMatcher(remoteAddrs);
+    const handler = compileRoute(id, route, upstreams, env, problems);
+    const spec: RouteSpec<CompiledRoute> = {
+      id,
+      paths: route.uris ?? [route.uri!],
+      methods: route.methods,
+      hosts: route.hosts ?? (route.host ? [route.host] : undefined),
+      remoteAddrs,
+      priority: route.priority ?? 0,
+      data: { id, handler },
+    };
+    return { ...base, spec };
+  } catch (err) {
+    problems.push(`route ${id}: ${err instanceof Error ? err.message : String(err)}`);
+    return base;
+  }
 }
 
 function compileRoute(

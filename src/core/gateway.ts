@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import type { ConfigStore } from '../store/types.ts';
 import { createAdmin } from './admin/index.ts';
-import { type Capabilities, compileSnapshot, FULL_CAPABILITIES, hostOf, type Snapshot } from './config.ts';
+import { type Capabilities, createSnapshotCompiler, FULL_CAPABILITIES, hostOf, type Snapshot } from './config.ts';
 import { consoleLogger, type Logger, type RequestContext } from './context.ts';
 import { errorResponse } from './errors.ts';
 import { pluginRegistry } from './plugins/index.ts';
@@ -62,16 +62,17 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const capabilities = opts.capabilities ?? FULL_CAPABILITIES;
   const compileEnv = { plugins, logger, prefix: store.prefix, capabilities };
   const keyring = opts.dataEncryptionKeys?.length ? await createKeyring(opts.dataEncryptionKeys) : undefined;
-  // Secret fields are decrypted before compiling (WebCrypto is async, compileSnapshot is not).
+  // Secret fields are decrypted before compiling (WebCrypto is async, compiling is not).
   const secrets = createSecrets(plugins, keyring);
 
   // Each distinct problem is logged once, not on every rebuild (a fleet on etcd rebuilds often).
   let reported = new Set<string>();
+  const compile = createSnapshotCompiler(compileEnv);
   let snapshot: Snapshot = build(await secrets.openState(await store.load()));
 
   function build(state: Awaited<ReturnType<ConfigStore['load']>>): Snapshot {
     const started = performance.now();
-    const snap = compileSnapshot(state, compileEnv);
+    const snap = compile(state);
     const now = new Set(snap.problems);
     for (const p of now) if (!reported.has(p)) logger.warn(`config: ${p}`);
     reported = now;
