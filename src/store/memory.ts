@@ -55,6 +55,15 @@ export function copyItem(item: StoredItem): StoredItem {
   };
 }
 
+/** Freeze a JSON value and everything in it, so that it can be shared with every reader instead of copied. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
 /** Normalise a value the way a JSON back end would (drops `undefined`, turns Dates into strings, ...). */
 function toJsonValue(key: string, value: Record<string, unknown>): Record<string, unknown> {
   if (!isPlainObject(value)) throw new TypeError(`the value stored at ${key} must be a JSON object`);
@@ -123,7 +132,7 @@ export class StoreTable {
 
   constructor(state: StoreState = { revision: 0, items: [] }) {
     this.revision = state.revision;
-    this.map = new Map(state.items.map((it) => [it.key, it]));
+    this.map = new Map(state.items.map((it) => [it.key, { ...it, value: deepFreeze(it.value) }]));
   }
 
   clone(): StoreTable {
@@ -148,11 +157,15 @@ export class StoreTable {
     return this.sorted;
   }
 
-  /** The items under `<prefix>/`, copied, with the store-wide revision. */
+  /**
+   * The items under `<prefix>/`, with the store-wide revision. The item objects are new, their values are the
+   * stored ones, deep-frozen (see {@link ConfigStore.load}): copying 10,000 routes with structuredClone on every
+   * load took ~40 ms of a rebuild.
+   */
   snapshot(prefix: string): StoreState {
     const dir = `${prefix}/`;
     const items: StoredItem[] = [];
-    for (const it of this.items()) if (it.key.startsWith(dir)) items.push(copyItem(it));
+    for (const it of this.items()) if (it.key.startsWith(dir)) items.push({ ...it });
     return { revision: this.revision, items };
   }
 
@@ -160,7 +173,7 @@ export class StoreTable {
   put(key: string, value: Record<string, unknown>, expect?: number): { item: StoredItem; created: boolean } {
     const current = this.map.get(key);
     checkExpect(key, current, expect);
-    const json = toJsonValue(key, value);
+    const json = deepFreeze(toJsonValue(key, value));
     const revision = this.revision + 1;
     const item: StoredItem = {
       key,

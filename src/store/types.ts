@@ -40,7 +40,10 @@ export interface ConfigStore {
   /** Key prefix, `/apisix` unless configured otherwise. */
   readonly prefix: string;
 
-  /** Read everything under the prefix. Throws {@link StoreError} when the back end cannot be read. */
+  /**
+   * Read everything under the prefix. Throws {@link StoreError} when the back end cannot be read.
+   * The values may be shared with the store and frozen (the memory and file stores do so): never change them.
+   */
   load(): Promise<StoreState>;
   get(key: string): Promise<StoredItem | undefined>;
   /** Write one item; returns the stored item and whether it was created. Atomic: a failed write changes nothing. */
