@@ -197,6 +197,26 @@ describe('errors and limits', () => {
     assert.ok(took < 2500, `answered after ${took} ms`);
   });
 
+  test('a small body that stalls after the headers: 504, or a body that errors; never a complete answer', async () => {
+    // The gateway may read a small answer whole before replying (Node, and the fetch runtimes do), then the
+    // client gets a clean 504; if it streamed the headers already, the body must fail, not end short and "ok".
+    await gw.putRoute('stall', { uri: '/stall', plugins: of(`${fn.urls.slow}/?partial=10&delay=5000`, { timeout: 300 }) });
+    const t0 = Date.now();
+    const res = await gw.fetch('/stall');
+    if (res.status === 200) {
+      const body = await res.text().then(
+        (text) => text,
+        () => null,
+      );
+      assert.ok(body === null || body.length < 100, `got a complete body of ${body?.length} bytes`);
+    } else {
+      assert.equal(res.status, 504);
+      assert.match(((await res.json()) as { error_msg: string }).error_msg, /stall|timeout|within/i);
+    }
+    const took = Date.now() - t0;
+    assert.ok(took < 3000, `took ${took} ms`);
+  });
+
   test('body over max_req_body_size -> 413 (with Content-Length)', async () => {
     await gw.putRoute('big', { uri: '/big', plugins: of(`${fn.urls.upload}/`, { max_req_body_size: 1000 }) });
     const res = await gw.fetch('/big', { method: 'POST', body: 'x'.repeat(1001) });

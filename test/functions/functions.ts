@@ -14,7 +14,9 @@
  *   echo             200 JSON {method, url, httpVersion, headers, rawHeaders, body, bodyLength};
  *                    `?status=NNN` (200–599, else 400) sets the status, `?set-header=name:value` (repeatable)
  *                    adds response headers (hop-by-hop ones too, e.g. `Connection: x-foo`)
- *   slow             waits `?delay=<ms>` (default 5000) before sending anything, then `slow done`
+ *   slow             waits `?delay=<ms>` (default 5000) before sending anything, then `slow done`;
+ *                    with `?partial=<n>` it sends the headers (`content-length: 100`) and n bytes at once, waits
+ *                    `delay`, then resets the connection (a body that stalls and never completes)
  *   stream           headers at once, then `?chunks=N` (default 5) × `chunk <i>\n` (i = 0..N-1) every
  *                    `?interval=<ms>` (default 200), chunked; `?size=<bytes>` streams that many bytes of
  *                    `STREAM_BLOCK` (repeated, truncated) as fast as backpressure allows
@@ -260,6 +262,13 @@ const handlers: Record<FunctionName, Handler> = {
   async slow(req, res, ctx) {
     track(res, ctx.stats);
     req.resume();
+    if (ctx.url.searchParams.has('partial')) {
+      res.writeHead(200, { 'content-type': TEXT, 'content-length': '100' });
+      res.write('x'.repeat(Math.min(99, intParam(ctx.url, 'partial', 10))));
+      await sleep(ctx, res, intParam(ctx.url, 'delay', 5000));
+      res.destroy();
+      return;
+    }
     await sleep(ctx, res, intParam(ctx.url, 'delay', 5000));
     if (res.destroyed) return;
     send(res, 200, 'slow done');
