@@ -1,0 +1,255 @@
+/**
+ * Starting each system under test on the gateway's core (`taskset -c <core>`, inherited by every process and
+ * thread it starts), bound to 127.0.0.1, and stopping it by its own process group.
+ *
+ * - node:    `node dist/runtime/node.js` (what `npm start` runs)
+ * - bun:     `bun run src/runtime/bun.ts` (`npm run start:bun`)
+ * - deno:    `deno task start` (deno.json: computes the narrow permissions, then runs the gateway)
+ * - workerd: the Worker bundle `wrangler deploy --dry-run` builds, run by bare `workerd serve` with a generated
+ *            capnp config (the routes come from the STANDALONE_CONFIG var; ADMIN_KEY unset, so no Admin API)
+ * - fastify: fastify + @fastify/reply-from with their defaults (devDependencies; bench/lib/fastify-proxy.mjs)
+ * - floor:   node:http + undici Pool.stream: the least a Node proxy can do (bench/lib/floor.mjs)
+ */
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, type Proc, startProcess } from '../../test/helpers/process.ts';
+import { BIN, ROOT } from './sys.ts';
+
+export interface Target {
+  name: string;
+  /** Base URL of the proxy, e.g. http://127.0.0.1:41234 */
+  url: string;
+  /** Admin API base URL when there is one. */
+  adminUrl?: string;
+  /** Root of the process tree to account CPU and memory to. */
+  pid: number;
+  proc: Proc;
+  stop(): Promise<void>;
+}
+
+export interface LaunchContext {
+  taskset: string;
+  core: number;
+  /** Scratch directory of this run. */
+  dir: string;
+  /** Port of the upstream function (nginx). */
+  upstreamPort: number;
+  /** The standalone config (JSON text) to serve; ignored by the peers. */
+  config: string;
+  /** Serve from a file store in this directory (with the Admin API) instead of the standalone config. */
+  dataDir?: string;
+  adminKey?: string;
+  logLevel?: string;
+  /** Extra `node` flags (e.g. --cpu-prof). */
+  nodeArgs?: string[];
+  /** The Node entry to run (default dist/runtime/node.js). */
+  nodeEntry?: string;
+  /** Extra environment. */
+  env?: Record<string, string>;
+  /** Authorization header value the peers add (the route's service_token, encoded). */
+  authorization: string;
+}
+
+let seq = 0;
+
+function configFile(ctx: LaunchContext): string {
+  const file = join(ctx.dir, `config-${process.pid}-${++seq}.json`);
+  writeFileSync(file, ctx.config);
+  return file;
+}
+
+async function gatewayEnv(ctx: LaunchContext): Promise<{ env: Record<string, string>; proxyPort: number; adminPort: number }> {
+  const proxyPort = await freePort();
+  const adminPort = await freePort();
+  const env: Record<string, string> = {
+    HOST: '127.0.0.1',
+    PROXY_PORT: String(proxyPort),
+    ADMIN_HOST: '127.0.0.1',
+    ADMIN_PORT: String(adminPort),
+    ADMIN_KEY: ctx.adminKey ?? 'bench-admin-key-0123456789abcdef',
+    LOG_LEVEL: ctx.logLevel ?? 'warn',
+    ...ctx.env,
+  };
+  if (ctx.dataDir) env.DATA_DIR = ctx.dataDir;
+  else {
+    env.CONFIG_FILE = configFile(ctx);
+    env.DATA_DIR = join(ctx.dir, `data-${++seq}`);
+  }
+  return { env, proxyPort, adminPort };
+}
+
+function target(name: string, proc: Proc, url: string, adminUrl?: string): Target {
+  return {
+    name,
+    url,
+    adminUrl,
+    pid: proc.pid,
+    proc,
+    async stop() {
+      await proc.kill('SIGTERM', 3000);
+    },
+  };
+}
+
+export async function launchNode(ctx: LaunchContext, name = 'node'): Promise<Target> {
+  const { env, proxyPort, adminPort } = await gatewayEnv(ctx);
+  const entry = ctx.nodeEntry ?? join(ROOT, 'dist/runtime/node.js');
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  const proc = await startProcess({
+    cmd: ctx.taskset,
+    args: ['-c', String(ctx.core), process.execPath, ...(ctx.nodeArgs ?? []), entry],
+    env,
+    cwd: ctx.dir,
+    readyUrl: `${adminUrl}/apisix/admin`,
+    timeoutMs: 30_000,
+  });
+  return target(name, proc, `http://127.0.0.1:${proxyPort}`, adminUrl);
+}
+
+export async function launchBun(ctx: LaunchContext): Promise<Target> {
+  const { env, proxyPort, adminPort } = await gatewayEnv(ctx);
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  const proc = await startProcess({
+    cmd: ctx.taskset,
+    args: ['-c', String(ctx.core), BIN.bun, 'run', 'src/runtime/bun.ts'],
+    env,
+    cwd: ROOT,
+    readyUrl: `${adminUrl}/apisix/admin`,
+    timeoutMs: 30_000,
+  });
+  return target('bun', proc, `http://127.0.0.1:${proxyPort}`, adminUrl);
+}
+
+export async function launchDeno(ctx: LaunchContext): Promise<Target> {
+  const { env, proxyPort, adminPort } = await gatewayEnv(ctx);
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  const proc = await startProcess({
+    cmd: ctx.taskset,
+    args: ['-c', String(ctx.core), BIN.deno, 'task', '--quiet', 'start'],
+    env: { NO_COLOR: '1', ...env },
+    cwd: ROOT,
+    readyUrl: `${adminUrl}/apisix/admin`,
+    timeoutMs: 60_000,
+  });
+  return target('deno', proc, `http://127.0.0.1:${proxyPort}`, adminUrl);
+}
+
+/** The Worker bundle, built once per run exactly as `wrangler deploy` would (nothing is published). */
+let bundleDir: string | undefined;
+export function bundleWorker(dir: string): string {
+  if (bundleDir) return bundleDir;
+  const out = join(dir, 'worker-bundle');
+  const res = spawnSync(process.execPath, [BIN.wrangler, 'deploy', '--dry-run', '--outdir', out], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: join(dir, 'wrangler-logs') },
+  });
+  if (res.status !== 0 || !existsSync(join(out, 'worker.js'))) {
+    throw new Error(`wrangler deploy --dry-run failed:\n${res.stdout}\n${res.stderr}`);
+  }
+  bundleDir = out;
+  return out;
+}
+
+/** compatibility_date / compatibility_flags of wrangler.toml (the only parts the capnp config needs). */
+function wranglerCompat(): { date: string; flags: string[] } {
+  const toml = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
+  const date = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)?.[1] ?? '2026-04-20';
+  const flagsRaw = /^compatibility_flags\s*=\s*\[([^\]]*)\]/m.exec(toml)?.[1] ?? '';
+  const flags = [...flagsRaw.matchAll(/"([^"]+)"/g)].map((m) => m[1]!);
+  return { date, flags };
+}
+
+export async function launchWorkerd(ctx: LaunchContext): Promise<Target> {
+  const bundle = bundleWorker(ctx.dir);
+  const port = await freePort();
+  const n = ++seq;
+  const cfgDir = join(ctx.dir, `workerd-${n}`);
+  mkdirSync(cfgDir, { recursive: true });
+  writeFileSync(join(cfgDir, 'standalone.json'), ctx.config);
+  // capnp `embed` paths are relative to the config file.
+  copyFileSync(join(bundle, 'worker.js'), join(cfgDir, 'worker.js'));
+  const { date, flags } = wranglerCompat();
+  const capnp = `using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [
+    (name = "main", worker = .gateway),
+    # Outbound fetches may reach loopback ("local"): the function is on 127.0.0.1.
+    (name = "internet", network = (allow = ["public", "private", "local"])),
+  ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
+);
+
+const gateway :Workerd.Worker = (
+  modules = [ (name = "worker.js", esModule = embed "worker.js") ],
+  compatibilityDate = "${date}",
+  compatibilityFlags = [${flags.map((f) => JSON.stringify(f)).join(', ')}],
+  bindings = [
+    (name = "STANDALONE_CONFIG", text = embed "standalone.json"),
+    (name = "STANDALONE_FORMAT", text = "json"),
+    (name = "LOG_LEVEL", text = "${ctx.logLevel ?? 'warn'}"),
+  ],
+  globalOutbound = "internet",
+);
+`;
+  const file = join(cfgDir, 'config.capnp');
+  writeFileSync(file, capnp);
+  const url = `http://127.0.0.1:${port}`;
+  const proc = await startProcess({
+    cmd: ctx.taskset,
+    args: ['-c', String(ctx.core), BIN.workerd, 'serve', file],
+    cwd: cfgDir,
+    readyUrl: `${url}/__bench_ready`,
+    timeoutMs: 30_000,
+  });
+  return target('workerd', proc, url);
+}
+
+export async function launchFastify(ctx: LaunchContext): Promise<Target> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = await startProcess({
+    cmd: ctx.taskset,
+    args: ['-c', String(ctx.core), process.execPath, ...(ctx.nodeArgs ?? []), join(ROOT, 'bench/lib/fastify-proxy.mjs')],
+    env: {
+      PORT: String(port),
+      UPSTREAM: `http://127.0.0.1:${ctx.upstreamPort}`,
+      AUTHORIZATION: ctx.authorization,
+    },
+    cwd: ROOT,
+    readyUrl: `${url}/__bench_ready`,
+    timeoutMs: 30_000,
+  });
+  return target('fastify', proc, url);
+}
+
+export async function launchFloor(ctx: LaunchContext): Promise<Target> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = await startProcess({
+    cmd: ctx.taskset,
+    args: ['-c', String(ctx.core), process.execPath, ...(ctx.nodeArgs ?? []), join(ROOT, 'bench/lib/floor.mjs')],
+    env: {
+      PORT: String(port),
+      UPSTREAM: `http://127.0.0.1:${ctx.upstreamPort}`,
+      AUTHORIZATION: ctx.authorization,
+    },
+    cwd: ROOT,
+    readyUrl: `${url}/__bench_ready`,
+    timeoutMs: 30_000,
+  });
+  return target('floor', proc, url);
+}
+
+export type Launcher = (ctx: LaunchContext) => Promise<Target>;
+
+export const LAUNCHERS: Record<string, Launcher> = {
+  node: (ctx) => launchNode(ctx),
+  bun: launchBun,
+  deno: launchDeno,
+  workerd: launchWorkerd,
+  fastify: launchFastify,
+  floor: launchFloor,
+};
