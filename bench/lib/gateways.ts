@@ -207,12 +207,13 @@ const gateway :Workerd.Worker = (
   return target('workerd', proc, url);
 }
 
-export async function launchFastify(ctx: LaunchContext): Promise<Target> {
+/** A plain Node proxy script from bench/lib (the peers), with the upstream and the Authorization to add in env. */
+async function launchNodeScript(ctx: LaunchContext, name: string, script: string): Promise<Target> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const proc = await startProcess({
     cmd: ctx.taskset,
-    args: ['-c', String(ctx.core), process.execPath, ...(ctx.nodeArgs ?? []), join(ROOT, 'bench/lib/fastify-proxy.mjs')],
+    args: ['-c', String(ctx.core), process.execPath, ...(ctx.nodeArgs ?? []), join(ROOT, 'bench/lib', script)],
     env: {
       PORT: String(port),
       UPSTREAM: `http://127.0.0.1:${ctx.upstreamPort}`,
@@ -222,26 +223,11 @@ export async function launchFastify(ctx: LaunchContext): Promise<Target> {
     readyUrl: `${url}/__bench_ready`,
     timeoutMs: 30_000,
   });
-  return target('fastify', proc, url);
+  return target(name, proc, url);
 }
 
-export async function launchFloor(ctx: LaunchContext): Promise<Target> {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const proc = await startProcess({
-    cmd: ctx.taskset,
-    args: ['-c', String(ctx.core), process.execPath, ...(ctx.nodeArgs ?? []), join(ROOT, 'bench/lib/floor.mjs')],
-    env: {
-      PORT: String(port),
-      UPSTREAM: `http://127.0.0.1:${ctx.upstreamPort}`,
-      AUTHORIZATION: ctx.authorization,
-    },
-    cwd: ROOT,
-    readyUrl: `${url}/__bench_ready`,
-    timeoutMs: 30_000,
-  });
-  return target('floor', proc, url);
-}
+export const launchFastify = (ctx: LaunchContext): Promise<Target> => launchNodeScript(ctx, 'fastify', 'fastify-proxy.mjs');
+export const launchFloor = (ctx: LaunchContext): Promise<Target> => launchNodeScript(ctx, 'floor', 'floor.mjs');
 
 export type Launcher = (ctx: LaunchContext) => Promise<Target>;
 
