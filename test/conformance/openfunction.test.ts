@@ -277,6 +277,27 @@ describe('streaming', () => {
     ac.abort();
     await waitUntil(() => fn.stats('stream').aborted > before, 3000);
   });
+
+  test(
+    'a client that disconnects before the function answered aborts the call too',
+    {
+      skip:
+        RUNTIME === 'workerd' &&
+        'workerd does not tell a Worker that the client went away before the response: request.signal never fires, ' +
+          'even with enable_request_signal (seen with a bare Worker under `workerd serve`), so the call runs until ' +
+          'the function answers or `timeout` (README, runtime table)',
+    },
+    async () => {
+      await gw.putRoute('wait', { uri: '/wait', plugins: of(`${fn.urls.slow}/?delay=5000`, { timeout: 10_000 }) });
+      const before = fn.stats('slow').aborted;
+      const ac = new AbortController();
+      const pending = gw.fetch('/wait', { signal: ac.signal }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 300)); // the call has reached the function, which is waiting
+      ac.abort();
+      await pending;
+      await waitUntil(() => fn.stats('slow').aborted > before, 3000);
+    },
+  );
 });
 
 async function waitUntil(cond: () => boolean, ms: number): Promise<void> {
