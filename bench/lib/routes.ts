@@ -21,6 +21,7 @@ import { pluginRegistry } from '../../src/core/plugins/index.ts';
 import { compileRouter } from '../../src/core/router/index.ts';
 import type { RouteSpec } from '../../src/core/router/types.ts';
 import { serializeState } from '../../src/store/file.ts';
+import { deepFreeze } from '../../src/store/memory.ts';
 import type { StoredItem } from '../../src/store/types.ts';
 import { LAUNCHERS, type LaunchContext, launchNode, type Target } from './gateways.ts';
 import { type MeasureOptions, measure, type RunResult } from './measure.ts';
@@ -182,10 +183,12 @@ function rebuildMicro(o: RoutesOptions, n: number) {
   const matchNs = Number(process.hrtime.bigint() - t0) / ITER;
 
   const env = { plugins: pluginRegistry(), logger: silentLogger, prefix: '/apisix', capabilities: FULL_CAPABILITIES };
+  // As the memory and file stores hand them out: deep-frozen values, the same objects while unchanged.
+  const values = table(o, n).map((value) => deepFreeze(value));
   const state = (variant: number) => {
-    const items: StoredItem[] = table(o, n).map((value, i) => ({
+    const items: StoredItem[] = values.map((value, i) => ({
       key: `/apisix/routes/r${i}`,
-      value: i === n >> 1 ? { ...value, uri: `/fn${i}/v${variant}/*` } : value,
+      value: i === n >> 1 ? deepFreeze({ ...value, uri: `/fn${i}/v${variant}/*` }) : value,
       createdIndex: 1,
       modifiedIndex: 1,
     }));

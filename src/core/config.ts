@@ -130,6 +130,22 @@ interface UpstreamEntry {
  * hence their plugin state (a roundrobin upstream's position, its connection settings). A route that names an
  * upstream by id is compiled again when that upstream changes.
  */
+/**
+ * The JSON text of a stored document, the compiler's fingerprint of it. Stores that share deep-frozen values
+ * (memory, file) hand out the same object while a document is unchanged, so its text is remembered per object;
+ * a value that is not frozen could change in place and is serialized every time.
+ */
+const textCache = new WeakMap<object, string>();
+function textOf(value: Record<string, unknown>): string {
+  if (!Object.isFrozen(value)) return JSON.stringify(value);
+  let text = textCache.get(value);
+  if (text === undefined) {
+    text = JSON.stringify(value);
+    textCache.set(value, text);
+  }
+  return text;
+}
+
 export function createSnapshotCompiler(env: CompileEnv): (state: StoreState) => Snapshot {
   let routeCache = new Map<string, RouteEntry>();
   let upstreamCache = new Map<string, UpstreamEntry>();
@@ -139,7 +155,7 @@ export function createSnapshotCompiler(env: CompileEnv): (state: StoreState) => 
     const upstreams = new Map<string, UpstreamConf>();
     const nextUpstreams = new Map<string, UpstreamEntry>();
     for (const [id, item] of itemsOf(state, env.prefix, 'upstreams')) {
-      const text = JSON.stringify(item.value);
+      const text = textOf(item.value);
       let entry = upstreamCache.get(id);
       if (entry?.text !== text) {
         const res = checkUpstream({ ...item.value, id });
@@ -156,7 +172,7 @@ export function createSnapshotCompiler(env: CompileEnv): (state: StoreState) => 
     const specs: RouteSpec<CompiledRoute>[] = [];
     const nextRoutes = new Map<string, RouteEntry>();
     for (const [id, item] of itemsOf(state, env.prefix, 'routes')) {
-      const text = JSON.stringify(item.value);
+      const text = textOf(item.value);
       let entry = routeCache.get(id);
       if (entry === undefined || entry.text !== text || !sameUpstream(entry, upstreams)) {
         entry = compileRouteEntry(id, item.value, text, upstreams, env);

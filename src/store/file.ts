@@ -68,8 +68,22 @@ function pidAlive(pid: number): boolean {
 }
 
 /** The text of the store file: one item per line so that it stays readable and diffable. */
+/**
+ * One line of the file per item. The table replaces an item object on every write and never changes one in
+ * place, so the line of an unchanged item is remembered: a write to a 10,000-route store serializes one route.
+ */
+const lineCache = new WeakMap<StoredItem, string>();
+function lineOf(item: StoredItem): string {
+  let line = lineCache.get(item);
+  if (line === undefined) {
+    line = JSON.stringify(item);
+    lineCache.set(item, line);
+  }
+  return line;
+}
+
 export function serializeState(revision: number, items: readonly StoredItem[]): string {
-  const lines = items.map((it) => JSON.stringify(it));
+  const lines = items.map(lineOf);
   const body = lines.length ? `\n${lines.join(',\n')}\n` : '';
   return `{"fngate_store":${FORMAT},"revision":${revision},"items":[${body}]}\n`;
 }
