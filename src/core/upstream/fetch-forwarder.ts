@@ -51,7 +51,7 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
       req.signal?.removeEventListener('abort', onClientAbort);
     };
 
-    const headers = new Headers(req.headers);
+    const headers = req.headers; // the forwarder's own (ForwardRequest contract): edited, not copied
     if (req.body) headers.delete('content-length');
     if (req.hostHeader !== undefined && opts.honoursHost) headers.set('host', req.hostHeader);
     else headers.delete('host');

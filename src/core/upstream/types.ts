@@ -8,7 +8,8 @@ export interface ForwardRequest {
   method: string;
   /**
    * Headers to send, already cleaned by the core (no hop-by-hop headers, no `host`: the client derives
-   * `Host` from `url`, or from `hostHeader` when given).
+   * `Host` from `url`, or from `hostHeader` when given). A new object for every call, owned by the forwarder,
+   * which may change it rather than copy it.
    */
   headers: Headers;
   /** Set a `Host` header other than the URL's authority (upstream `pass_host: pass|rewrite`). Clients that cannot honour it ignore it; see docs. */
@@ -36,7 +37,8 @@ export interface ForwardRequest {
 /**
  * Sends one request upstream. Resolves with the upstream's response as soon as its headers arrived
  * (a Response whose headers are mutable: the core edits them in place rather than copying),
- * body streaming (never buffered whole). Redirects are never followed. Headers are the upstream's own:
+ * body streaming (never buffered whole; a small body of known length, up to 16 KiB, may be read first and
+ * handed on as bytes, with the `timeout` covering it). Redirects are never followed. Headers are the upstream's own:
  * the core removes hop-by-hop headers. A client that transparently decompressed the body must drop
  * `content-encoding` and `content-length` itself, so the response stays decodable.
  *
