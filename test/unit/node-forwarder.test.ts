@@ -701,4 +701,56 @@ describe('clientSignal (the Node entry’s cheap “client went away” signal)'
     assert.deepEqual(removed, []);
     assert.equal(signal.aborted, false);
   });
+
+  it('on a kept-alive connection: one close listener for all its requests; only the unfinished one fires', async () => {
+    const { s, seen } = await signalServer();
+    const sock = net.connect(s.port, '127.0.0.1');
+    let received = '';
+    sock.on('data', (d) => {
+      received += d.toString('latin1');
+    });
+    const t0 = performance.now();
+    const waitSeen = async (n: number) => {
+      while (seen.length < n && performance.now() - t0 < 2_000) await delay(5);
+      assert.equal(seen.length, n);
+    };
+    let closeListeners: number | undefined;
+    for (let i = 1; i <= 3; i++) {
+      sock.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+      await waitSeen(i);
+      const { res } = seen[i - 1]!;
+      // Each request subscribed (signalServer adds a listener), yet the socket's `close` listeners do not grow.
+      const count = res.socket!.listenerCount('close');
+      closeListeners ??= count;
+      assert.equal(count, closeListeners);
+      if (i < 3) {
+        res.end(`answer ${i}`);
+        while (!received.includes(`answer ${i}`) && performance.now() - t0 < 2_000) await delay(5);
+      }
+    }
+    sock.destroy();
+    while (seen[2]!.events.length === 0 && performance.now() - t0 < 2_000) await delay(5);
+    assert.deepEqual(seen[0]!.events, []);
+    assert.deepEqual(seen[1]!.events, []);
+    assert.deepEqual(seen[2]!.events, ['abort:true']);
+  });
+
+  it('fires for a listener added after the client already went away', async () => {
+    const gone: Array<{ signal: AbortSignal; events: string[] }> = [];
+    const s = await serve((req, res) => {
+      req.socket.once('close', () => {
+        const signal = clientSignal(req, res);
+        const events: string[] = [];
+        signal.addEventListener('abort', () => events.push(`abort:${signal.aborted}`));
+        gone.push({ signal, events });
+      });
+    });
+    const sock = net.connect(s.port, '127.0.0.1');
+    sock.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+    await delay(50);
+    sock.destroy();
+    const t0 = performance.now();
+    while ((gone.length === 0 || gone[0]!.events.length === 0) && performance.now() - t0 < 2_000) await delay(5);
+    assert.deepEqual(gone[0]!.events, ['abort:true']);
+  });
 });
