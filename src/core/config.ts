@@ -27,7 +27,7 @@ export interface Snapshot {
 }
 
 /** `_meta` APISIX injects into every plugin's schema (the parts fngate honours). */
-const metaSchema = v.strictObject({
+export const metaSchema = v.strictObject({
   disable: v.optional(v.boolean()),
   priority: v.optional(v.pipe(v.number(INTEGER), v.integer())),
 });

@@ -3,7 +3,7 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { type ConfigStore, StoreConflictError, StoreError, type StoredItem } from '../../store/types.ts';
 import type { Logger } from '../context.ts';
-import { type Capabilities, checkPluginConf, FULL_CAPABILITIES, itemsOf } from '../config.ts';
+import { type Capabilities, checkPluginConf, FULL_CAPABILITIES, itemsOf, metaSchema } from '../config.ts';
 import type { PluginRegistry } from '../plugins/index.ts';
 import { ID_PATTERN, isPlainObject, TIMESTAMP_FIELDS } from '../schema/common.ts';
 import { checkRoute, routeSchema } from '../schema/route.ts';
@@ -19,12 +19,17 @@ export const ADMIN_BODY_LIMIT = 1572864;
 export const ADMIN_JSON_DEPTH = 64;
 const CAS_ATTEMPTS = 5;
 
-/** JSON schema of the `_meta` a plugin conf may carry in fngate (`disable`, `priority`; see config.ts). */
-const META_JSON_SCHEMA = {
-  type: 'object',
-  properties: { disable: { type: 'boolean' }, priority: { type: 'integer' } },
-  additionalProperties: false,
-};
+/**
+ * JSON schema of the `_meta` a plugin conf may carry in fngate, generated from the valibot `metaSchema` that
+ * checks it (config.ts), so the two cannot differ. Nested in each plugin schema, hence without `$schema`.
+ */
+const META_JSON_SCHEMA = (() => {
+  const { $schema: _, ...schema } = toJsonSchema(metaSchema, { errorMode: 'ignore' });
+  return schema;
+})();
+
+/** Writes that would store a key (APISIX gives these an etcd lease when `?ttl=` is set). */
+const WRITE_METHODS = new Set(['PUT', 'POST', 'PATCH']);
 
 export interface AdminOptions {
   store: ConfigStore;
@@ -202,14 +207,16 @@ export function createAdmin(opts: AdminOptions): Hono {
     const [resource, id, ...sub] = ctx.segments;
     const method = ctx.req.method;
     if (resource === undefined) return adminError(404, 'not found');
-    if (resource === 'plugins') return pluginsEndpoint(method, id, sub);
-    if (resource === 'schema') return schemaEndpoint(method, id, sub);
+    if (resource === 'plugins') return pluginsEndpoint(method, id, sub, ctx.query);
+    if (resource === 'schema') return schemaEndpoint(method, id, sub, ctx.query);
     // Own properties only: `constructor`, `__proto__`… are resource names a client may send (found by fuzzing).
     const def = Object.hasOwn(resources, resource) ? resources[resource] : undefined;
     if (!def) return adminError(404, `Unsupported resource type: ${resource}`);
     if (id !== undefined && id !== '' && !ID_PATTERN.test(id)) {
       return adminError(400, `invalid configuration: property "id" validation failed: failed to match pattern "^[a-zA-Z0-9-_.]+$" with "${id}"`);
     }
+    const ttl = ttlRefusal(method, ctx.query);
+    if (ttl) return ttl;
     switch (method) {
       case 'GET':
         return id === undefined ? list(resource, ctx) : getOne(resource, id);
@@ -226,21 +233,44 @@ export function createAdmin(opts: AdminOptions): Hono {
     }
   }
 
-  function pluginsEndpoint(method: string, name: string | undefined, sub: string[]): Response {
+  /**
+   * `?ttl=`: APISIX stores a write with an etcd lease so that the key expires. A non-number is refused as
+   * APISIX does; a number on a write is refused too, since fngate's stores have no expiring keys and it never
+   * accepts a rule it would then ignore. GET and DELETE ignore a numeric ttl, as in APISIX.
+   */
+  function ttlRefusal(method: string, query: URLSearchParams): Response | undefined {
+    const ttl = query.getAll('ttl');
+    if (ttl.length === 0) return undefined;
+    if (ttl.length > 1 || !isNumeric(ttl[0]!)) return adminError(400, 'invalid argument ttl: should be a number');
+    if (!WRITE_METHODS.has(method)) return undefined;
+    return adminError(400, 'invalid argument ttl: fngate does not support expiring keys (APISIX\'s etcd leases); delete the item when it is no longer needed');
+  }
+
+  /**
+   * APISIX's `?subsystem=`: `http` (the default) or `stream`. fngate has no stream subsystem, so it has no
+   * stream plugins: the list is empty and every name is unknown there.
+   */
+  function pluginsEndpoint(method: string, name: string | undefined, sub: string[], query: URLSearchParams): Response {
     if (name === 'reload') {
       if (method !== 'PUT') return adminError(405, `please use PUT method to reload the plugins, ${method} method is not allowed.`);
       return text(200, 'done');
     }
     if (method !== 'GET' || sub.length) return adminError(404, 'not found');
-    if (name === 'list') return json(200, pluginsByPriority.map((p) => p.name));
+    const subsystem = query.get('subsystem') ?? 'http';
+    const known = subsystem === 'http' || subsystem === 'stream';
+    if (name === 'list') {
+      if (!known) return text(400, 'invalid subsystem passed');
+      return json(200, subsystem === 'http' ? pluginsByPriority.map((p) => p.name) : []);
+    }
     if (name === undefined) return json(200, Object.fromEntries(pluginsByPriority.map((p) => [p.name, { priority: p.priority, version: p.version }])));
-    const schema = pluginSchemas.get(name);
-    return schema ? json(200, schema) : adminError(404, 'plugin not found in subsystem http');
+    if (!known) return adminError(400, `unsupported subsystem: ${subsystem}`);
+    const schema = subsystem === 'http' ? pluginSchemas.get(name) : undefined;
+    return schema ? json(200, schema) : adminError(404, `plugin not found in subsystem ${subsystem}`);
   }
 
-  function schemaEndpoint(method: string, name: string | undefined, sub: string[]): Response {
+  function schemaEndpoint(method: string, name: string | undefined, sub: string[], query: URLSearchParams): Response {
     if (method !== 'GET') return adminError(404, 'not found');
-    if (name === 'plugins' && sub.length === 1) return pluginsEndpoint('GET', sub[0], []);
+    if (name === 'plugins' && sub.length === 1) return pluginsEndpoint('GET', sub[0], [], query);
     const schema = name === undefined || !Object.hasOwn(schemas, name) ? undefined : schemas[name];
     return schema ? json(200, schema) : adminError(400, `not found schema: ${name ?? ''}`);
   }
