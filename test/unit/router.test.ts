@@ -2,7 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { compileIpMatcher, parseIPv4, parseIPv6 } from '../../src/core/router/ip.ts';
-import { compileRouter, type MatchInput, normalizePath, type RouteSpec } from '../../src/core/router/index.ts';
+import {
+  compileRouter,
+  type MatchInput,
+  normalizePath,
+  type RouteSpec,
+  resetRouterWork,
+  routerWork,
+} from '../../src/core/router/index.ts';
 
 type Spec = Partial<RouteSpec<string>> & { id: string; paths: string[] };
 
@@ -541,5 +548,86 @@ describe('a 10,000-route table', () => {
     assert.equal(r.match({ method: 'POST', host: 'x.test', path: '/fn7/files/a/raw' }), undefined); // host-bound
     assert.equal(r.match({ method: 'GET', host: 'x.test', path: '/fn' }), undefined);
     assert.equal(r.match({ method: 'GET', host: 'x.test', path: '/' }), undefined);
+  });
+});
+
+describe('matching cost does not grow with the number of routes (work counted, not time)', () => {
+  // Same shapes as above, ids zero-padded so that the request paths have the same length in both tables: then
+  // the only thing that differs is the number of routes. Every 7th route is bound to a host, every 11th to a
+  // wildcard host, every 5th needs POST.
+  const shapes = ['hello/*', 'exact', 'user/:id', 'files/*path/raw'];
+  const pad = (i: number) => String(i).padStart(5, '0');
+  function table(n: number) {
+    const specs: RouteSpec<number>[] = [];
+    for (let i = 0; i < n; i++) {
+      specs.push({
+        id: String(i),
+        paths: [`/fn${pad(i)}/${shapes[i % shapes.length]}`],
+        methods: i % 5 === 0 ? ['POST'] : undefined,
+        hosts: i % 7 === 0 ? [`h${pad(i)}.test`] : i % 11 === 0 ? [`*.w${pad(i)}.test`] : undefined,
+        priority: 0,
+        data: i,
+      });
+    }
+    return compileRouter(specs);
+  }
+  const requestOf = (i: number): MatchInput => ({
+    method: i % 5 === 0 ? 'POST' : 'GET',
+    host: i % 7 === 0 ? `h${pad(i)}.test` : i % 11 === 0 ? `a.w${pad(i)}.test` : 'x.test',
+    path: [`/fn${pad(i)}/hello/w`, `/fn${pad(i)}/exact`, `/fn${pad(i)}/user/u`, `/fn${pad(i)}/files/d/raw`][i % 4]!,
+  });
+
+  /** The work of one match, and its result. */
+  function work(r: ReturnType<typeof table>, input: MatchInput) {
+    resetRouterWork();
+    const m = r.match(input);
+    return { ...routerWork(), data: m?.data };
+  }
+
+  const small = table(100);
+  const large = table(10_000);
+
+  it('the counter counts: 10,000 routes on one path (told apart by method only) are all tried', () => {
+    const specs: RouteSpec<number>[] = [];
+    for (let i = 0; i < 10_000; i++) specs.push({ id: String(i), paths: ['/same'], methods: [`M${i}`], priority: 0, data: i });
+    const w = work(compileRouter(specs), { method: 'M9999', host: 'x.test', path: '/same' });
+    assert.equal(w.data, 9999);
+    assert.equal(w.candidates, 10_000);
+  });
+
+  it('a request for each of the last routes of each shape, for a host-bound and a wildcard-host route, and misses', () => {
+    // Route numbers present in both tables, and the last ones of the large table (same shape and host kind).
+    const cases: [number, number, string][] = [
+      [96, 9992, 'hello/* (prefix)'],
+      [97, 9997, 'exact'],
+      [94, 9998, 'user/:id (param)'],
+      [95, 9995, 'files/*path/raw'],
+      [91, 9975, 'host-bound'],
+      [88, 9988, 'wildcard host'],
+    ];
+    for (const [s, l, what] of cases) {
+      assert.equal(s % 4, l % 4, what);
+      const ws = work(small, requestOf(s));
+      const wl = work(large, requestOf(l));
+      assert.equal(ws.data, s, what);
+      assert.equal(wl.data, l, what);
+      const msg = `${what}: 100 routes ${JSON.stringify(ws)}, 10,000 routes ${JSON.stringify(wl)}`;
+      const input = requestOf(l);
+      assert.ok(wl.candidates <= 2, msg);
+      assert.ok(wl.candidates <= ws.candidates + 1, msg);
+      // The walk is bounded by the length of the path and host, not by the number of routes: 100 times the routes
+      // add at most a node per extra branching digit of the ids (2 here), where a scan would do 100 times the work.
+      assert.ok(wl.nodes <= ws.nodes + 4, msg);
+      assert.ok(wl.nodes <= input.path.length + input.host.length, msg);
+      // The tree walk is bounded by the length of the path (and host), not by the number of routes.
+    }
+    for (const path of ['/fn99999/exact', '/nope', '/fn0/exact', `/fn${pad(9999)}/hello`]) {
+      const ws = work(small, { method: 'GET', host: 'x.test', path });
+      const wl = work(large, { method: 'GET', host: 'x.test', path });
+      assert.equal(wl.data, undefined, path);
+      const msg = `miss ${path}: 100 routes ${JSON.stringify(ws)}, 10,000 routes ${JSON.stringify(wl)}`;
+      assert.equal(wl.candidates, 0, msg);
+      assert.ok(wl.nodes <= ws.nodes + 4 && wl.nodes <= path.length + 2, msg);
+    }
   });
 });

@@ -26,6 +26,25 @@ import type { MatchInput, MatchResult, Router, RouteSpec } from './types.ts';
 export type { MatchInput, MatchResult, Router, RouteSpec } from './types.ts';
 export { normalizePath } from './path.ts';
 
+/**
+ * How much work `match` did, for test/unit/router.test.ts, which checks that it does not grow with the number of
+ * routes: `candidates` counts the route paths whose conditions were checked, `nodes` the radix-tree nodes and
+ * exact-path lookups visited, over every router since the last reset. Kept below 2^30 (small integers stay
+ * unboxed); nothing but the tests reads them.
+ */
+let candidatesTried = 0;
+let nodesVisited = 0;
+const WORK_MASK = 0x3fffffff;
+
+export function routerWork(): { candidates: number; nodes: number } {
+  return { candidates: candidatesTried, nodes: nodesVisited };
+}
+
+export function resetRouterWork(): void {
+  candidatesTried = 0;
+  nodesVisited = 0;
+}
+
 /** Shared params object for matches without captures. */
 const EMPTY_PARAMS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
@@ -373,6 +392,7 @@ function tryCandidates<T>(list: Candidate<T>[], input: MatchInput): MatchResult<
   const path = input.path;
   for (let i = 0; i < list.length; i++) {
     const cand = list[i]!;
+    candidatesTried = (candidatesTried + 1) & WORK_MASK;
     if (!conditionsPass(cand, input)) continue;
     let result: MatchResult<T>;
     if (cand.kind === KIND_EXACT) {
@@ -407,6 +427,7 @@ function walkPrefix<T>(
   pos: number,
   input: MatchInput,
 ): MatchResult<T> | undefined {
+  nodesVisited = (nodesVisited + 1) & WORK_MASK;
   if (pos < path.length) {
     const child = childOf(node, path.charCodeAt(pos));
     if (child !== undefined && path.startsWith(child.label, pos)) {
@@ -419,6 +440,7 @@ function walkPrefix<T>(
 }
 
 function matchTable<T>(table: UriTable<T>, input: MatchInput): MatchResult<T> | undefined {
+  nodesVisited = (nodesVisited + 1) & WORK_MASK;
   const list = table.exact.get(input.path);
   if (list !== undefined) {
     const r = tryCandidates(list, input);
@@ -434,6 +456,7 @@ function walkHostSuffix<T>(
   consumed: number,
   input: MatchInput,
 ): MatchResult<T> | undefined {
+  nodesVisited = (nodesVisited + 1) & WORK_MASK;
   const end = host.length - consumed; // host[0, end) is still unread
   if (end > 0) {
     const child = childOf(node, host.charCodeAt(end - 1));
