@@ -33,7 +33,10 @@ export interface SettingDoc {
   meaning: string;
 }
 
-/** The configuration table, printed by `--help` and copied into the README. */
+/**
+ * The configuration table, printed by `--help` and copied into the README's: test/e2e/walkthrough.test.ts checks
+ * that both list the same variables, defaults and meanings.
+ */
 export const SETTINGS_DOC: readonly SettingDoc[] = [
   { name: 'HOST', default: '0.0.0.0', meaning: 'address the proxy listens on' },
   { name: 'PROXY_PORT', default: '9080', meaning: 'port of the proxy (routes are served here)' },
@@ -43,7 +46,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'ADMIN_KEY',
     default: '(generated)',
     meaning:
-      'admin key(s) for `X-API-KEY`, comma-separated; when unset a random key is generated once and kept in `DATA_DIR/admin_key` (mode 0600)',
+      'admin key(s) for `X-API-KEY`, comma-separated, at least 16 characters; when unset a random key is generated once and kept in `DATA_DIR/admin_key` (mode 0600)',
   },
   {
     name: 'ADMIN_ALLOW',
@@ -55,7 +58,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'DATA_ENCRYPTION_KEY',
     default: '(unset)',
     meaning:
-      'keyring (comma-separated, each key 16 or 32 bytes) encrypting plugin secrets such as `service_token` at rest with AES-CBC as APISIX `data_encryption`; the first key encrypts, every key is tried to decrypt. Unset: stored in plaintext',
+      'keyring (comma-separated, each key 16 or 32 bytes) encrypting plugin secrets such as `service_token` at rest with AES-CBC as APISIX\'s `data_encryption`; the first key encrypts, every key is tried to decrypt. Unset: stored in plaintext',
   },
   {
     name: 'DATA_DIR',
@@ -66,7 +69,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'CONFIG_FILE',
     default: '(unset)',
     meaning:
-      'standalone mode: serve the routes of this APISIX-style YAML/JSON file (reloaded on change); the Admin API is read-only',
+      'standalone mode: serve the routes of this APISIX-style YAML/JSON file, reloaded on change; the Admin API is read-only',
   },
   {
     name: 'ETCD_HOST',

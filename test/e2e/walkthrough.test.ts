@@ -3,31 +3,68 @@
 // connection per request, curl's default headers).
 // Run: npm run build && node --import tsx --test --test-concurrency=1 test/e2e/walkthrough.test.ts
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
-import { type FunctionServer, startFunction } from '../functions/functions.ts';
 import { freePort, type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
 
 const GATEWAY = join(ROOT, 'dist/runtime/node.js');
 
-/** Every setting `--help` must document (README configuration table). */
-const ENV_VARS = [
-  'HOST',
-  'PROXY_PORT',
-  'ADMIN_HOST',
-  'ADMIN_PORT',
-  'ADMIN_KEY',
-  'DATA_DIR',
-  'CONFIG_FILE',
-  'ETCD_HOST',
-  'ETCD_PREFIX',
-  'ETCD_USER',
-  'ETCD_PASSWORD',
-  'LOG_LEVEL',
-];
+const README_TEXT = readFileSync(join(ROOT, 'README.md'), 'utf8');
+
+interface SettingRow {
+  names: string[];
+  default: string;
+  meaning: string;
+}
+
+/** The rows of the README's configuration table (`| \`NAME\` | default | meaning |`). */
+function readmeSettings(): SettingRow[] {
+  const section = readmeSection(README_TEXT, 'Configuration');
+  const rows: SettingRow[] = [];
+  for (const line of section.split('\n')) {
+    const m = line.match(/^\| (`[A-Z][^|]*) \| ([^|]*) \| (.*) \|$/);
+    if (!m) continue;
+    rows.push({
+      names: [...m[1]!.matchAll(/`([A-Z][A-Z0-9_]*)`/g)].map((n) => n[1]!),
+      default: m[2]!.replaceAll('`', '').trim(),
+      meaning: m[3]!.trim(),
+    });
+  }
+  return rows;
+}
+
+/** The rows `--help` prints (`  NAME[ / NAME]  meaning (default: x)`); `(unset)`/`(generated)` lose their brackets. */
+function helpSettings(help: string): SettingRow[] {
+  const rows: SettingRow[] = [];
+  for (const line of help.split('\n')) {
+    const m = line.match(/^ {2}([A-Z][A-Z0-9_]*(?: \/ [A-Z][A-Z0-9_]*)*) +(.*) \(default: (.*)\)$/);
+    if (!m) continue;
+    rows.push({ names: m[1]!.split(' / '), default: m[3]!.replace(/^\((.*)\)$/, '$1'), meaning: m[2]! });
+  }
+  return rows;
+}
+
+/** Ask the OS for `n` consecutive free ports on 127.0.0.1 (the function layout of test/functions/serve.ts). */
+async function freePortRange(n: number): Promise<number> {
+  const canListen = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const srv = createNetServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    let ok = true;
+    for (let p = base; ok && p < base + n; p++) ok = await canListen(p);
+    if (ok) return base;
+  }
+  throw new Error(`no ${n} consecutive free ports found`);
+}
 
 interface CurlResult {
   status: number;
@@ -81,45 +118,173 @@ async function runToExit(env: Record<string, string | undefined>, args: string[]
   return { ...res, stdout: proc.stdout(), stderr: proc.stderr() };
 }
 
-describe('README walk-through', () => {
-  let functions: Proc;
-  let functionPort: number;
-  let echo: FunctionServer;
+/** One shell command of the README: its words, with single quotes removed (what the shell passes on). */
+type Command = string[];
+
+/** The text of the README section whose heading starts with `heading`. */
+function readmeSection(readme: string, heading: string): string {
+  const at = readme.indexOf(`\n## ${heading}`);
+  assert.ok(at >= 0, `README has no "## ${heading}" section`);
+  const next = readme.indexOf('\n## ', at + 1);
+  return readme.slice(at, next === -1 ? undefined : next);
+}
+
+/**
+ * The commands of a section's ```sh blocks, as a shell splits them: words separated by blanks, `'…'` quoted
+ * (across lines too), `#` to the end of the line a comment, a newline or `&&` outside quotes ends a command.
+ */
+function shellCommands(section: string): Command[] {
+  const commands: Command[] = [];
+  for (const block of section.matchAll(/```sh\n([\s\S]*?)```/g)) {
+    const src = block[1]!;
+    let words: string[] = [];
+    let word: string | undefined;
+    const endWord = () => {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    };
+    const endCommand = () => {
+      endWord();
+      if (words.length) commands.push(words);
+      words = [];
+    };
+    for (let i = 0; i < src.length; i++) {
+      const c = src[i]!;
+      if (c === "'") {
+        const close = src.indexOf("'", i + 1);
+        assert.ok(close > i, `unterminated quote in the README:\n${src}`);
+        word = (word ?? '') + src.slice(i + 1, close);
+        i = close;
+      } else if (c === '#' && word === undefined) {
+        while (i + 1 < src.length && src[i + 1] !== '\n') i++;
+      } else if (c === '\n') {
+        endCommand();
+      } else if (c === ' ' || c === '\t') {
+        endWord();
+      } else if (c === '&' && src[i + 1] === '&' && word === undefined) {
+        endCommand();
+        i++;
+      } else {
+        word = (word ?? '') + c;
+      }
+    }
+    endCommand();
+  }
+  return commands;
+}
+
+/** `curl [-i] [-H 'K: V']… [-X M] [-d DATA] URL` → its parts (the only options the README uses). */
+function parseCurl(words: Command): { url: string; method?: string; headers: Record<string, string>; data?: string } {
+  const headers: Record<string, string> = {};
+  let url: string | undefined;
+  let method: string | undefined;
+  let data: string | undefined;
+  for (let i = 1; i < words.length; i++) {
+    const w = words[i]!;
+    if (w === '-H') {
+      const h = words[++i]!;
+      const colon = h.indexOf(':');
+      headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
+    } else if (w === '-X') method = words[++i];
+    else if (w === '-d') data = words[++i];
+    else if (w === '-i' || w === '-s') continue;
+    else if (w.startsWith('-')) assert.fail(`the README uses a curl option this test does not know: ${w}`);
+    else url = w;
+  }
+  assert.ok(url, `curl without a URL: ${words.join(' ')}`);
+  return { url, method, headers, data };
+}
+
+describe('README walk-through, command by command', () => {
+  const section = readmeSection(README_TEXT, 'Walk-through');
+  const commands = shellCommands(section);
+  /** Ports the README uses for the function servers: each is moved to the same offset from a free base. */
+  const README_BASE = 30583;
+  let base: number;
+  const functionServers: Proc[] = [];
   let gw: GatewayUnderTest;
+  const readmeKey = commands
+    .flat()
+    .find((w) => w.startsWith('ADMIN_KEY='))
+    ?.slice('ADMIN_KEY='.length);
+
+  /** A README URL or body with its ports replaced by the ones of this run. */
+  function localize(text: string): string {
+    return text
+      .replaceAll('127.0.0.1:9180', new URL(gw.adminUrl).host)
+      .replaceAll('127.0.0.1:9080', new URL(gw.proxyUrl).host)
+      .replace(/\b(localhost|127\.0\.0\.1):(30[5-9]\d\d)\b/g, (_m, host: string, port: string) => {
+        const offset = Number(port) - README_BASE;
+        assert.ok(offset >= 0 && offset <= 10, `README port ${port} is outside the function layout`);
+        return `${host}:${base + offset}`;
+      });
+  }
 
   before(async () => {
-    // `npx tsx test/functions/serve.ts --walkthrough`, moved to a free port (the README's is 30583).
-    functionPort = await freePort();
-    functions = await startProcess({
-      cmd: process.execPath,
-      args: [
-        '--import',
-        'tsx',
-        join(ROOT, 'test/functions/serve.ts'),
-        '--walkthrough',
-        '--base-port',
-        String(functionPort),
-      ],
-      cwd: ROOT,
-      readyLog: /test functions ready/,
-      timeoutMs: 20_000,
-    });
-    assert.match(functions.stdout(), new RegExp(`function-sample\\s+http://127\\.0\\.0\\.1:${functionPort}`));
-    echo = await startFunction('echo');
-    // `npm start` with the default LOG_LEVEL, so that the output is what a user sees.
-    gw = await startGateway({ env: { LOG_LEVEL: undefined } });
+    base = await freePortRange(11);
+    assert.ok(readmeKey, 'the walk-through sets ADMIN_KEY');
+    // `ADMIN_KEY=… npm start` (the built entry, with the README's key and the default LOG_LEVEL).
+    gw = await startGateway({ key: readmeKey, env: { LOG_LEVEL: undefined } });
   });
 
   after(async () => {
     await gw?.stop();
-    await functions?.kill('SIGTERM');
-    await echo?.close();
+    for (const p of functionServers) await p.kill('SIGTERM');
   });
 
-  test('the function answers on its own (curl the function_uri)', async () => {
-    const res = await curl(`http://localhost:${functionPort}/default/function-sample/test`);
-    assert.equal(res.status, 200);
-    assert.equal(res.body, 'Hello, test!');
+  test('the walk-through has the commands this test expects', () => {
+    const kinds = commands.map((c) => (c[0] === 'npx' ? 'serve' : c[0] === 'curl' ? 'curl' : c[0]));
+    assert.ok(kinds.filter((k) => k === 'serve').length >= 1, `no \`npx tsx test/functions/serve.ts\` in:\n${section}`);
+    assert.ok(kinds.filter((k) => k === 'curl').length >= 4, `expected the PUT/GET curl pairs in:\n${section}`);
+  });
+
+  test('every command, in the README order: function servers start beside each other, each curl answers as shown', async () => {
+    const puts: number[] = [];
+    const gets: { status: number; body: string }[] = [];
+    for (const words of commands) {
+      if (words[0] === 'npm' || words[0]?.startsWith('ADMIN_KEY=')) continue; // the gateway, started in before()
+      if (words[0] === 'npx') {
+        // `npx tsx test/functions/serve.ts <args>`: run as the README says (all of them stay running, as in
+        // separate terminals), every port moved by the same offset with --base-port.
+        assert.deepEqual(words.slice(1, 3), ['tsx', 'test/functions/serve.ts'], words.join(' '));
+        const args = [...words.slice(3), '--base-port', String(base)];
+        const proc = await startProcess({
+          cmd: process.execPath,
+          args: ['--import', 'tsx', join(ROOT, 'test/functions/serve.ts'), ...args],
+          cwd: ROOT,
+          readyLog: /test functions ready|cannot start/,
+          timeoutMs: 20_000,
+        }).catch((err: Error) => assert.fail(`\`${words.join(' ')}\` did not start: ${err.message}`));
+        functionServers.push(proc);
+        assert.doesNotMatch(proc.stderr(), /cannot start|EADDRINUSE/, `\`${words.join(' ')}\` failed:\n${proc.stderr()}`);
+        continue;
+      }
+      assert.equal(words[0], 'curl', `a command this test does not know: ${words.join(' ')}`);
+      const c = parseCurl(words);
+      const res = await curl(localize(c.url), {
+        method: c.method,
+        headers: c.headers,
+        data: c.data === undefined ? undefined : localize(c.data),
+      });
+      if (c.method === 'PUT') {
+        assert.ok(res.status === 200 || res.status === 201, `${words.join(' ')}\n→ ${res.status} ${res.body}`);
+        puts.push(res.status);
+      } else {
+        gets.push({ status: res.status, body: res.body });
+      }
+    }
+    // The first PUT creates route 1, the second replaces it; the first GET is the function's answer as the
+    // README shows it, the second the echo upstream's (the request it received, path unchanged).
+    assert.deepEqual(puts, [201, 200]);
+    assert.equal(gets.length, 2);
+    assert.equal(gets[0]!.status, 200, gets[0]!.body);
+    assert.ok(section.includes(`# ${gets[0]!.body}`), `the README shows another answer than ${JSON.stringify(gets[0]!.body)}`);
+    assert.equal(gets[0]!.body, 'Hello, test!');
+    assert.equal(gets[1]!.status, 200, gets[1]!.body);
+    const seen = JSON.parse(gets[1]!.body);
+    assert.equal(seen.method, 'GET');
+    assert.equal(seen.url, '/hello');
+    assert.equal(seen.headers['user-agent'], 'curl/8.5.0');
   });
 
   test('start-up prints the proxy and Admin API URLs', () => {
@@ -128,58 +293,23 @@ describe('README walk-through', () => {
     assert.ok(out.includes(`admin API listening on ${gw.adminUrl}`), `admin URL ${gw.adminUrl} not in:\n${out}`);
   });
 
-  test('PUT route 1 with openfunction → 201, GET /hello → 200 "Hello, test!"', async () => {
-    const data = JSON.stringify({
-      uri: '/hello',
-      plugins: {
-        openfunction: {
-          function_uri: `http://localhost:${functionPort}/default/function-sample/test`,
-          authorization: { service_token: 'test:test' },
-        },
-      },
-    });
-    const put = await curl(`${gw.adminUrl}/apisix/admin/routes/1`, {
+  test('the `*` route of the walk-through forwards its tail', async () => {
+    // "`"uri": "/hello/*"` with `"function_uri": "http://localhost:30583"` sends `GET /hello/openfunction` to
+    // `http://localhost:30583/openfunction`": the walk-through's function answers with the last segment.
+    const m = section.match(/"function_uri": "(http:\/\/localhost:\d+)"/);
+    assert.ok(m, 'the tail example is gone from the README');
+    const put = await curl(`${gw.adminUrl}/apisix/admin/routes/tail`, {
       method: 'PUT',
       headers: { 'X-API-KEY': gw.key },
-      data,
+      data: JSON.stringify({ uri: '/hello/*', plugins: { openfunction: { function_uri: localize(m[1]!) } } }),
     });
     assert.equal(put.status, 201, put.body);
-    const doc = JSON.parse(put.body);
-    assert.equal(doc.key, '/apisix/routes/1');
-    assert.equal(doc.value.uri, '/hello');
-    assert.equal(doc.value.id, '1');
-
-    const hello = await curl(`${gw.proxyUrl}/hello`);
-    assert.equal(hello.status, 200, hello.body);
-    assert.equal(hello.body, 'Hello, test!');
+    const res = await curl(`${gw.proxyUrl}/hello/openfunction`);
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.body, 'Hello, openfunction!');
   });
 
-  test('PUT route 1 again with only an upstream → 200, GET /hello reaches the upstream with the path unchanged', async () => {
-    const data = JSON.stringify({
-      uri: '/hello',
-      upstream: { type: 'roundrobin', nodes: { [`127.0.0.1:${echo.port}`]: 1 } },
-    });
-    const put = await curl(`${gw.adminUrl}/apisix/admin/routes/1`, {
-      method: 'PUT',
-      headers: { 'X-API-KEY': gw.key },
-      data,
-    });
-    assert.equal(put.status, 200, put.body);
-    const doc = JSON.parse(put.body);
-    assert.equal(doc.value.plugins, undefined, 'PUT replaces the whole route: the openfunction plugin is gone');
-
-    const hello = await curl(`${gw.proxyUrl}/hello?name=fngate`);
-    assert.equal(hello.status, 200, hello.body);
-    const seen = JSON.parse(hello.body);
-    assert.equal(seen.method, 'GET');
-    assert.equal(seen.url, '/hello?name=fngate');
-    assert.equal(seen.headers['user-agent'], 'curl/8.5.0');
-  });
-
-  test('GET /apisix/admin/routes/1 shows the current route; without the key → 401', async () => {
-    const got = await curl(`${gw.adminUrl}/apisix/admin/routes/1`, { headers: { 'X-API-KEY': gw.key } });
-    assert.equal(got.status, 200, got.body);
-    assert.deepEqual(JSON.parse(got.body).value.upstream.nodes, { [`127.0.0.1:${echo.port}`]: 1 });
+  test('GET /apisix/admin/routes/1 without the key → 401', async () => {
     const anon = await curl(`${gw.adminUrl}/apisix/admin/routes/1`);
     assert.equal(anon.status, 401, anon.body);
   });
@@ -201,11 +331,27 @@ describe('command line', () => {
       (m) => m[1] ?? m[2]!,
     );
     assert.ok(read.includes('LOG_LEVEL'), 'could not find the variables read in src/runtime/settings.ts');
-    for (const name of new Set([...ENV_VARS, ...read])) {
+    for (const name of new Set([...readmeSettings().flatMap((r) => r.names), ...read])) {
       assert.ok(res.stdout.includes(name), `--help does not mention ${name}:\n${res.stdout}`);
     }
     assert.match(res.stdout, /9080/);
     assert.match(res.stdout, /9180/);
+  });
+
+  test('--help and the README configuration table list the same variables, defaults and meanings', async () => {
+    const res = await runToExit({}, ['--help']);
+    assert.equal(res.code, 0, res.stderr);
+    const readme = readmeSettings();
+    const help = helpSettings(res.stdout);
+    assert.ok(readme.length >= 10, `README configuration table not found (${readme.length} rows)`);
+    assert.deepEqual(
+      help.map((r) => r.names),
+      readme.map((r) => r.names),
+      'the variables (and their order) differ between --help and the README',
+    );
+    assert.deepEqual(help, readme);
+    // The rule readSettings enforces is stated in both.
+    assert.match(help.find((r) => r.names.includes('ADMIN_KEY'))!.meaning, /at least 16 characters/);
   });
 
   test('-h is --help too', async () => {
