@@ -35,7 +35,7 @@
  */
 import { Agent } from 'undici';
 import type { Dispatcher } from 'undici';
-import { HEADERS_CLEANED, isHopByHop } from '../core/upstream/headers.ts';
+import { isHopByHop, markCleaned } from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
 import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
@@ -187,8 +187,7 @@ function headersOf(raw: Buffer[]): Headers {
 
 function newResponse(body: BodyInit | null, status: number, headers: ResponseHeaders): Response {
   const res = new Response(body, { status, headers });
-  if (!(headers instanceof Headers)) (res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] = true;
-  return res;
+  return headers instanceof Headers ? res : markCleaned(res);
 }
 
 /**

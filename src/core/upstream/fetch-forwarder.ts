@@ -1,3 +1,4 @@
+import { cleanedResponsePairs, markCleaned } from './headers.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError } from './types.ts';
 
 export interface FetchForwarderOptions {
@@ -23,6 +24,9 @@ export interface FetchForwarderOptions {
    */
   bufferLimitedBodies?: boolean;
 }
+
+const DROP_LENGTH: ReadonlySet<string> = new Set(['content-length']);
+const DROP_CODING: ReadonlySet<string> = new Set(['content-encoding', 'content-length']);
 
 /** Answers whose `content-length` is at most this many bytes are read whole before they are returned. */
 const SMALL_BODY = 16 * 1024;
@@ -90,18 +94,13 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     }
     if (timer !== undefined) clearTimeout(timer);
 
-    const outHeaders = new Headers(res.headers);
-    const coding = outHeaders.get('content-encoding')?.trim().toLowerCase();
-    if (coding) {
-      if (opts.compressed === 'keep') outHeaders.delete('content-length');
-      else if (decodes.has(coding)) {
-        outHeaders.delete('content-encoding');
-        outHeaders.delete('content-length');
-      }
-    }
+    const coding = res.headers.get('content-encoding')?.trim().toLowerCase();
+    // A compressed answer loses its length when the runtime re-encodes it (`keep`) or decoded it (`strip`).
+    const drop = !coding ? undefined : opts.compressed === 'keep' ? DROP_LENGTH : decodes.has(coding) ? DROP_CODING : undefined;
+    const outHeaders = cleanedResponsePairs(res.headers, drop);
     if (!res.body) {
       cleanup();
-      return new Response(null, { status: res.status, statusText: res.statusText, headers: outHeaders });
+      return markCleaned(new Response(null, { status: res.status, statusText: res.statusText, headers: outHeaders }));
     }
     // A small body of known length is read whole (the timeout then covers the body too) and handed on as bytes:
     // the runtime writes those natively, where a JS stream wrapper would pump every chunk through JS
@@ -122,11 +121,13 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
         throw new UpstreamError('protocol', `upstream response body failed: ${describe(err)}`, { cause: err });
       }
       cleanup();
-      return new Response(bytes.byteLength > 0 ? bytes : null, {
-        status: res.status,
-        statusText: res.statusText,
-        headers: outHeaders,
-      });
+      return markCleaned(
+        new Response(bytes.byteLength > 0 ? bytes : null, {
+          status: res.status,
+          statusText: res.statusText,
+          headers: outHeaders,
+        }),
+      );
     }
     // Idle timeout between body chunks, and cleanup when the body ends or is cancelled.
     const reader = res.body.getReader();
@@ -154,7 +155,7 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
         return reader.cancel(reason).catch(() => {});
       },
     });
-    return new Response(stream, { status: res.status, statusText: res.statusText, headers: outHeaders });
+    return markCleaned(new Response(stream, { status: res.status, statusText: res.statusText, headers: outHeaders }));
   };
 }
 
