@@ -11,9 +11,12 @@
  *   test-header      APISIX CI (30583): Go `%s` of r.Header["Authorization"], e.g. `[Basic dGVzdDp0ZXN0]`, none → `[]`
  *   test-uri         APISIX CI (30584): `/<greeting>` → `Hello, <greeting>!\n`; empty or containing `/` → 404
  *                    `404 page not found\n` (decoded path, like gorilla/mux `/{greeting}`)
- *   echo             200 JSON {method, url, httpVersion, headers, rawHeaders, body, bodyLength};
+ *   echo             200 JSON {method, url, httpVersion, headers, rawHeaders, body, bodyLength, connection};
+ *                    `connection` numbers the TCP connection the request came on (1, 2, ... per server), so a
+ *                    test can tell a reused keep-alive connection from a new one;
  *                    `?status=NNN` (200–599, else 400) sets the status, `?set-header=name:value` (repeatable)
- *                    adds response headers (hop-by-hop ones too, e.g. `Connection: x-foo`)
+ *                    adds response headers (hop-by-hop ones too, e.g. `Connection: x-foo`), `?delay=<ms>` waits
+ *                    that long before answering
  *   slow             waits `?delay=<ms>` (default 5000) before sending anything, then `slow done`;
  *                    with `?partial=<n>` it sends the headers (`content-length: 100`) and n bytes at once, waits
  *                    `delay`, then resets the connection (a body that stalls and never completes)
@@ -21,7 +24,8 @@
  *                    `?interval=<ms>` (default 200), chunked; `?size=<bytes>` streams that many bytes of
  *                    `STREAM_BLOCK` (repeated, truncated) as fast as backpressure allows
  *                    (`&content-length=1` sends a Content-Length instead of chunked; see `streamSha256`)
- *   upload           streams the request body (never buffered) → JSON {bytes, sha256, contentLength, transferEncoding}
+ *   upload           streams the request body (never buffered) → JSON {bytes, sha256, contentLength, transferEncoding};
+ *                    its stats also count `bytesReceived`: every body byte it read, uploads cut short included
  *   redirect         302 `Location: /elsewhere`, body `moved`
  *   gzip             `hello gzip\n` × 100, gzip-encoded (with Content-Length) iff Accept-Encoding allows gzip
  *   status           `/<code>` (last path segment) → that status, body `status <code>`; bad code → 400
@@ -66,6 +70,8 @@ export interface FunctionStats {
   aborted: number;
   /** responses that ended normally */
   completed: number;
+  /** `upload` only: request body bytes read, of every upload, also those cut short (reset by DELETE /__stats) */
+  bytesReceived?: number;
 }
 
 export interface StartFunctionsOptions {
@@ -108,6 +114,8 @@ interface Ctx {
   stats: FunctionStats;
   timers: Set<NodeJS.Timeout>;
   url: URL;
+  /** number of the TCP connection the request came on (1, 2, ... per server) */
+  connection: number;
 }
 
 const TEXT = 'text/plain; charset=utf-8';
@@ -132,7 +140,8 @@ export function streamSha256(size: number): string {
 
 /** The exact plain body of the `gzip` function (before compression). */
 export const GZIP_TEXT = 'hello gzip\n'.repeat(100);
-const GZIP_BODY = gzipSync(GZIP_TEXT);
+/** The exact gzip-encoded body of the `gzip` function (what it sends to a client that accepts gzip). */
+export const GZIP_BODY: Buffer = gzipSync(GZIP_TEXT);
 
 function send(res: ServerResponse, status: number, body: string | Buffer, contentType = TEXT): void {
   const buf = typeof body === 'string' ? Buffer.from(body) : body;
@@ -239,8 +248,12 @@ const handlers: Record<FunctionName, Handler> = {
     send(res, 200, `Hello, ${greeting}!\n`);
   },
 
-  async echo(req, res, { url }) {
+  async echo(req, res, ctx) {
+    const { url, connection } = ctx;
     const body = await readBody(req);
+    const delay = intParam(url, 'delay', 0, 0, 60_000);
+    if (delay > 0) await sleep(ctx, res, delay);
+    if (res.destroyed) return;
     const status = intParam(url, 'status', 200);
     if (status < 200 || status > 599) return send(res, 400, `invalid ?status=${url.searchParams.get('status')}`);
     for (const spec of url.searchParams.getAll('set-header')) {
@@ -256,6 +269,7 @@ const handlers: Record<FunctionName, Handler> = {
       rawHeaders: req.rawHeaders,
       body: body.toString('utf8'),
       bodyLength: body.length,
+      connection,
     });
   },
 
@@ -314,6 +328,7 @@ const handlers: Record<FunctionName, Handler> = {
     try {
       for await (const chunk of req) {
         bytes += (chunk as Buffer).length;
+        stats.bytesReceived = (stats.bytesReceived ?? 0) + (chunk as Buffer).length;
         hash.update(chunk as Buffer);
       }
     } catch {
@@ -383,8 +398,10 @@ export function baseUrl(host: string, port: number): string {
 export async function startFunction(name: FunctionName, opts: StartFunctionOptions = {}): Promise<FunctionServer> {
   const host = opts.host ?? '127.0.0.1';
   const handler = handlers[name];
-  const stats: FunctionStats = { aborted: 0, completed: 0 };
+  const stats: FunctionStats = name === 'upload' ? { aborted: 0, completed: 0, bytesReceived: 0 } : { aborted: 0, completed: 0 };
   const timers = new Set<NodeJS.Timeout>();
+  const connections = new WeakMap<object, number>();
+  let connectionCount = 0;
 
   const server = createServer((req, res) => {
     req.on('error', () => {});
@@ -400,14 +417,18 @@ export async function startFunction(name: FunctionName, opts: StartFunctionOptio
       if (req.method === 'DELETE') {
         stats.aborted = 0;
         stats.completed = 0;
+        if (stats.bytesReceived !== undefined) stats.bytesReceived = 0;
       }
-      return sendJson(res, 200, { aborted: stats.aborted, completed: stats.completed });
+      return sendJson(res, 200, { ...stats });
     }
-    Promise.resolve(handler(req, res, { stats, timers, url })).catch((err: unknown) => {
+    const connection = connections.get(req.socket) ?? 0;
+    Promise.resolve(handler(req, res, { stats, timers, url, connection })).catch((err: unknown) => {
       if (res.headersSent) res.destroy();
       else send(res, 500, `function ${name} failed: ${err instanceof Error ? err.message : String(err)}`);
     });
   });
+
+  server.on('connection', (socket) => connections.set(socket, ++connectionCount));
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => reject(err);
