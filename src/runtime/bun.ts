@@ -59,6 +59,18 @@ const IDLE_TIMEOUT_S = 255;
 /** Out of reach: the core's limits (route `max_req_body_size`, Admin API 1.5 MiB) decide, with their own 413. */
 const MAX_REQUEST_BODY = Number.MAX_SAFE_INTEGER;
 
+/** Bun's fetch extensions, one frozen object per TLS-verify x keep-alive setting (made once, not per request). */
+const bunFetchExtras = [false, true].flatMap((tlsVerify) =>
+  [false, true].map((keepalive) =>
+    Object.freeze({
+      decompress: false,
+      tls: Object.freeze({ rejectUnauthorized: tlsVerify }),
+      keepalive,
+      timeout: false,
+    }),
+  ),
+);
+
 async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
     process.stdout.write(helpText('npm run start:bun   (or: bun run src/runtime/bun.ts)'));
@@ -71,12 +83,7 @@ async function main(): Promise<void> {
   const forwarder = createFetchForwarder({
     compressed: 'keep',
     honoursHost: true,
-    extraInit: (r) => ({
-      decompress: false,
-      tls: { rejectUnauthorized: r.tlsVerify },
-      keepalive: r.keepalive.enabled,
-      timeout: false,
-    }),
+    extraInit: (r) => bunFetchExtras[(r.tlsVerify ? 2 : 0) + (r.keepalive.enabled ? 1 : 0)]!,
   });
   const gateway = await createGateway({
     store,

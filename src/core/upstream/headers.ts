@@ -81,8 +81,12 @@ export function cleanedResponsePairs(upstream: Headers, drop?: ReadonlySet<strin
     else if (!HOP_BY_HOP.has(name) && !drop?.has(name)) out.push([name, value]);
   });
   if (connection === undefined) return out;
-  const listed = new Set(connection.split(',').map((t) => t.trim().toLowerCase()));
-  return out.filter(([name]) => !listed.has(name));
+  // Usually `keep-alive` or `close`: names that were dropped anyway.
+  const listed = connection
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter((t) => t !== '' && !HOP_BY_HOP.has(t));
+  return listed.length === 0 ? out : out.filter(([name]) => !listed.includes(name));
 }
 
 /**
