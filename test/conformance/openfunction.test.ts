@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import { type FunctionServers, GZIP_TEXT, startFunctions } from '../functions/functions.ts';
+import { type FunctionServers, GZIP_BODY, GZIP_TEXT, startFunction, startFunctions } from '../functions/functions.ts';
 import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
 let gw: GatewayUnderTest;
@@ -88,6 +88,7 @@ interface Echo {
   headers: Record<string, string | string[]>;
   body: string;
   bodyLength: number;
+  connection: number;
 }
 
 describe('forwarding', () => {
@@ -161,13 +162,40 @@ describe('forwarding', () => {
     assert.equal(res.headers.get('location'), '/elsewhere');
   });
 
-  test('a gzip answer reaches the client decodable', async () => {
+  test('a gzip answer reaches the client decodable, as the runtime table says', async () => {
     await gw.putRoute('gz', { uri: '/gz', plugins: of(`${fn.urls.gzip}/`) });
     // Raw HTTP so that nothing on the client side decodes for us.
     const { headers, body } = await rawGet(`${gw.proxyUrl}/gz`, { 'accept-encoding': 'gzip' });
     const text = headers['content-encoding'] === 'gzip' ? gunzipSync(body).toString() : body.toString();
     assert.equal(text, GZIP_TEXT);
     if (headers['content-length'] !== undefined) assert.equal(Number(headers['content-length']), body.length);
+    switch (RUNTIME) {
+      case 'node':
+      case 'bun':
+        // Passed through: the function's own compressed bytes, with its Content-Encoding and Content-Length.
+        assert.equal(headers['content-encoding'], 'gzip');
+        assert.equal(headers['content-length'], String(GZIP_BODY.length));
+        assert.ok(body.equals(GZIP_BODY), 'the body is not the bytes the function sent');
+        break;
+      case 'deno':
+        // Deno's fetch decodes; the gateway drops the headers that described the encoded body.
+        assert.equal(headers['content-encoding'], undefined);
+        assert.equal(headers['content-length'], undefined);
+        assert.equal(body.toString(), GZIP_TEXT);
+        break;
+      case 'workerd': {
+        // The compressed bytes go on as the function sent them, Content-Length dropped (chunked)...
+        assert.equal(headers['content-encoding'], 'gzip');
+        assert.equal(headers['content-length'], undefined);
+        assert.ok(body.equals(GZIP_BODY), 'the body is not the bytes the function sent');
+        // ...and the runtime decodes them for a client that does not accept gzip (workerd's fetch asks the
+        // function for `br, gzip` whatever the client sent).
+        const plain = await rawGet(`${gw.proxyUrl}/gz`, { 'accept-encoding': 'identity' });
+        assert.equal(plain.headers['content-encoding'], undefined);
+        assert.equal(plain.body.toString(), GZIP_TEXT);
+        break;
+      }
+    }
   });
 
   test('the function status and body pass through unchanged (4xx and 5xx)', async () => {
@@ -237,8 +265,109 @@ describe('errors and limits', () => {
         c.enqueue(chunk);
       },
     });
+    const before = { ...fn.stats('upload') };
     const res = await gw.fetch('/big', { method: 'POST', body, duplex: 'half' } as RequestInit);
     assert.equal(res.status, 413);
+    await res.arrayBuffer();
+    const received = () => fn.stats('upload').bytesReceived! - before.bytesReceived!;
+    if (RUNTIME === 'workerd') {
+      // Workers read a limited body whole (at most the limit) before the call: the function is never called.
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(received(), 0);
+      assert.equal(fn.stats('upload').aborted + fn.stats('upload').completed, before.aborted + before.completed);
+    } else {
+      // Streamed: the function got the first bytes while the client was still sending, never more than the
+      // limit, and the call was cut (not completed) once the body went over it.
+      await waitUntil(() => fn.stats('upload').aborted > before.aborted, 3000);
+      assert.ok(received() > 0, 'the upload was not streamed to the function');
+      assert.equal(fn.stats('upload').completed, before.completed, 'the function saw a complete upload');
+    }
+    assert.ok(received() <= 100_000, `the function received ${received()} bytes, more than the 100000 allowed`);
+  });
+});
+
+describe('runtime differences (README, runtime table)', () => {
+  test('ssl_verify: false: accepted where the runtime can skip verification (Node, Bun), else 400 naming it', async () => {
+    const route = { uri: '/insecure', plugins: of('https://127.0.0.1:1/x', { ssl_verify: false }) };
+    const res = await gw.admin('PUT', '/routes/insecure', route);
+    if (RUNTIME === 'node' || RUNTIME === 'bun') {
+      assert.equal(res.status, 201, res.text);
+      assert.equal(res.json.value.plugins.openfunction.ssl_verify, false);
+      assert.equal((await gw.admin('DELETE', '/routes/insecure')).status, 200);
+    } else {
+      assert.equal(res.status, 400, res.text);
+      const runtime = RUNTIME === 'deno' ? 'deno' : 'Cloudflare Workers';
+      assert.ok(
+        res.json.error_msg.includes(`"ssl_verify": false is not supported on ${runtime}`),
+        `error_msg does not name ${runtime}: ${res.json.error_msg}`,
+      );
+      assert.equal((await gw.admin('GET', '/routes/insecure')).status, 404, 'the refused route was stored');
+    }
+    // ssl_verify: true is fine everywhere.
+    const ok = await gw.admin('PUT', '/routes/insecure', { uri: '/insecure', plugins: of('https://127.0.0.1:1/x', { ssl_verify: true }) });
+    assert.equal(ok.status, 201, ok.text);
+  });
+});
+
+describe('connection reuse (keepalive, keepalive_timeout, keepalive_pool)', () => {
+  /** The numbers of the connections the echo function saw for `n` requests to `path`, one after the other. */
+  async function connections(path: string, n: number): Promise<number[]> {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const res = await gw.fetch(path);
+      assert.equal(res.status, 200);
+      out.push(((await res.json()) as Echo).connection);
+    }
+    return out;
+  }
+  const distinct = (xs: number[]) => new Set(xs).size;
+
+  test('keepalive on (the default): one connection for requests one after the other', async () => {
+    await gw.putRoute('ka-on', { uri: '/ka-on', plugins: of(`${fn.urls.echo}/`) });
+    const seen = await connections('/ka-on', 4);
+    assert.equal(distinct(seen), 1, `connections ${seen.join(' ')}`);
+  });
+
+  test('keepalive: false works; a new connection per request where honoured (all but Workers)', async () => {
+    await gw.putRoute('ka-off', { uri: '/ka-off', plugins: of(`${fn.urls.echo}/`, { keepalive: false }) });
+    const seen = await connections('/ka-off', 4);
+    if (RUNTIME === 'workerd') {
+      // Not tunable: workerd pools connections by itself and a Worker's fetch has no switch for it.
+      assert.equal(distinct(seen), 1, `connections ${seen.join(' ')}`);
+    } else {
+      assert.equal(distinct(seen), 4, `connections ${seen.join(' ')}`);
+    }
+  });
+
+  test('keepalive_timeout: an idle connection is closed after it on Node and Deno; Bun and Workers keep it', async () => {
+    // 1 s is the smallest keepalive_timeout; the echo server itself keeps idle connections 5 s (Node's default).
+    await gw.putRoute('ka-idle', { uri: '/ka-idle', plugins: of(`${fn.urls.echo}/`, { keepalive_timeout: 1000 }) });
+    const [first] = await connections('/ka-idle', 1);
+    await new Promise((r) => setTimeout(r, 1800));
+    const [second] = await connections('/ka-idle', 1);
+    if (RUNTIME === 'node' || RUNTIME === 'deno') assert.notEqual(second, first, 'the idle connection was reused');
+    else assert.equal(second, first, 'the idle connection was not reused');
+  });
+
+  test('keepalive_pool caps the idle connections kept on Deno only (Node, Bun, Workers keep every one)', async () => {
+    // An echo server of its own, so that no idle connection of another test is in the pool.
+    const own = await startFunction('echo');
+    try {
+      await gw.putRoute('ka-pool', { uri: '/ka-pool', plugins: of(`${own.url}/?delay=300`, { keepalive_pool: 1 }) });
+      const round = () =>
+        Promise.all([0, 1, 2].map(async () => ((await (await gw.fetch('/ka-pool')).json()) as Echo).connection));
+      const first = await round();
+      assert.deepEqual([...first].sort(), [1, 2, 3], `3 requests at once shared connections: ${first.join(' ')}`);
+      const second = await round();
+      const fresh = second.filter((c) => c > 3).length;
+      if (RUNTIME === 'deno') {
+        assert.ok(fresh >= 2, `keepalive_pool 1, yet ${3 - fresh} of 3 idle connections were kept: ${first} / ${second}`);
+      } else {
+        assert.equal(fresh, 0, `idle connections were closed: ${first} / ${second}`);
+      }
+    } finally {
+      await own.close();
+    }
   });
 });
 
