@@ -136,12 +136,13 @@ const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padSt
  * The admin key when ADMIN_KEY is unset: generated once (32 random bytes, hex), kept in `<dataDir>/admin_key` with
  * mode 0600 and reused on later starts; the same rule and file as on Node (src/runtime/node-common.ts).
  */
-async function ensureAdminKey(dir: string, logger: Logger): Promise<string> {
+async function ensureAdminKey(dir: string): Promise<string> {
   const path = join(dir, 'admin_key');
   try {
     const key = (await Deno.readTextFile(path)).trim();
     if (key.length >= 16) {
-      logger.info(`admin key: read from ${path}`);
+      // Printed whatever LOG_LEVEL says, as on Node: the user must be able to find the key. Never the key itself.
+      console.log(`fngate admin key: read from ${path}`);
       return key;
     }
     throw new Error(`${path} holds no usable key (at least 16 characters); delete it to generate a new one`);
@@ -159,7 +160,7 @@ async function ensureAdminKey(dir: string, logger: Logger): Promise<string> {
   } finally {
     file.close();
   }
-  logger.info(`admin key: generated and stored in ${path} (mode 0600); pass it as X-API-KEY`);
+  console.log(`fngate admin key: generated and stored in ${path} (mode 0600); pass it as X-API-KEY`);
   return key;
 }
 
@@ -275,7 +276,7 @@ async function main(): Promise<void> {
   const logger = levelLogger(settings.logLevel);
   const dataDir = resolve(settings.dataDir);
   const store = await openStore(settings, dataDir, logger);
-  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(dataDir, logger)];
+  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(dataDir)];
   const forwarder = createDenoForwarder();
   const gateway = await createGateway({
     store,

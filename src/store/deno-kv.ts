@@ -14,6 +14,9 @@
  * revision) is retried, and re-checks `expect` on the new state, so a stale `expect` fails with
  * {@link StoreConflictError} exactly as on the other stores.
  *
+ * Files: the database and SQLite's `-wal` and `-shm` next to it (the latest writes, service tokens included, sit in
+ * the `-wal` until a checkpoint) are all mode 0600; the Deno entry creates DATA_DIR 0700.
+ *
  * Limits: Deno KV values are at most 64 KiB (serialised), keys 2 KiB. A larger route fails with a
  * {@link StoreError} that says so (the Admin API answers 503 with that text); nothing is written.
  *
@@ -55,6 +58,19 @@ export interface DenoKvStoreOptions {
   pollIntervalMs?: number;
   /** Background problems (a failed poll or watch). Default console.error. */
   onError?: (err: Error) => void;
+}
+
+/** The files of one SQLite KV store: the database and its write-ahead log and shared-memory index. */
+export const KV_FILE_SUFFIXES: readonly string[] = ['', '-wal', '-shm'];
+
+/** Create `path` empty with mode 0600 unless it exists (then it is left as it is). */
+async function createOwnerOnly(path: string): Promise<void> {
+  try {
+    const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
+    file.close();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+  }
 }
 
 const isIndex = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
@@ -124,12 +140,17 @@ export class DenoKvStore implements ConfigStore {
     }
     let kv: Deno.Kv;
     try {
+      // The config holds credentials (service tokens): owner-only, as the file store's config.json. SQLite creates
+      // its `-wal` and `-shm` files (which hold the latest writes) with the mode of the database file, so the file
+      // is created 0600 before SQLite opens it (an empty file is an empty database) rather than chmod-ed after.
+      await createOwnerOnly(opts.path);
       kv = await Deno.openKv(opts.path);
     } catch (err) {
       throw new StoreError(`cannot open the Deno KV store ${opts.path}: ${describe(err)}`, { cause: err });
     }
-    // The config holds credentials (service tokens): owner-only, as the file store's config.json.
-    await Deno.chmod(opts.path, 0o600).catch(() => {});
+    // An existing file (or -wal/-shm left by a crash, or by a version that chmod-ed only the main file) may be
+    // readable by others: make every one owner-only.
+    for (const suffix of KV_FILE_SUFFIXES) await Deno.chmod(`${opts.path}${suffix}`, 0o600).catch(() => {});
     const store = new DenoKvStore(
       kv,
       opts.path,

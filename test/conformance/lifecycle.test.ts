@@ -1,0 +1,344 @@
+/**
+ * The gateway process and its DATA_DIR, on every runtime: a restart keeps the config, `kill -9` in the middle of
+ * Admin API writes loses no acknowledged one, the store's files are owner-only, the generated admin key, and (on
+ * Workers) no Admin API without ADMIN_KEY. Cases that cannot apply to a runtime are skipped with the reason here.
+ * Node-only depth (10 kill rounds, corrupt files, SIGTERM draining): test/e2e/persistence.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type FunctionServers, startFunctions } from '../functions/functions.ts';
+import { rmDir, tmpDir } from '../helpers/process.ts';
+import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
+
+let fns: FunctionServers;
+const dirs: string[] = [];
+async function freshDir(prefix: string): Promise<string> {
+  const d = await tmpDir(prefix);
+  dirs.push(d);
+  return d;
+}
+
+before(async () => {
+  fns = await startFunctions();
+});
+after(async () => {
+  await fns?.close();
+  for (const d of dirs) await rmDir(d);
+});
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const echoUpstream = () => ({ type: 'roundrobin', nodes: { [`127.0.0.1:${fns.ports.echo}`]: 1 } });
+
+/** Admin API call with an explicit key (or none). */
+async function adminCall(gw: GatewayUnderTest, method: string, path: string, key: string | undefined, body?: unknown) {
+  const res = await fetch(`${gw.adminUrl}/apisix/admin${path}`, {
+    method,
+    headers: key === undefined ? {} : { 'x-api-key': key },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, text: await res.text() };
+}
+
+const NO_WORKER_PROCESS =
+  'Workers: there is no gateway process to kill; what a kill -9 of the local workerd would test is ' +
+  "Miniflare's on-disk simulation of KV, not fngate (Workers KV writes are made by Cloudflare)";
+const NO_WORKER_FILES =
+  "Workers: the store is Workers KV; fngate writes no file (locally it is Miniflare's simulation of KV)";
+
+// ---------------------------------------------------------------------------------------------------------
+describe('restart on the same DATA_DIR (Workers: the same local KV namespace)', () => {
+  test('routes survive SIGTERM + start; create_time and ids unchanged; new POST ids keep growing', async () => {
+    const dataDir = await freshDir('fngate-conf-restart-');
+    const key = randomBytes(16).toString('hex');
+    let gw = await startGateway({ dataDir, key });
+    let created: { value: Record<string, unknown> };
+    let postedId: string;
+    try {
+      created = (await gw.putRoute('keep', { uri: '/keep', upstream: echoUpstream(), desc: 'kept' })).json;
+      const posted = await gw.admin('POST', '/routes', { uri: '/posted', upstream: echoUpstream() });
+      assert.equal(posted.status, 201, posted.text);
+      postedId = posted.json.value.id;
+      assert.equal((await gw.fetch('/keep')).status, 200);
+      await sleep(1100); // so that a create_time rewritten at start-up would differ
+    } finally {
+      const exit = await gw.proc.kill('SIGTERM');
+      // Workers: the process is the test's Miniflare launcher; a Worker has no exit status of its own.
+      if (RUNTIME !== 'workerd')
+        assert.deepEqual(exit, { code: 0, signal: null }, `SIGTERM exit:\n${gw.proc.stderr()}`);
+    }
+
+    gw = await startGateway({ dataDir, key });
+    try {
+      const res = await gw.fetch('/keep?x=1');
+      assert.equal(res.status, 200);
+      assert.equal(JSON.parse(await res.text()).url, '/keep?x=1');
+      assert.equal((await gw.fetch('/posted')).status, 200);
+
+      const got = await gw.admin('GET', '/routes/keep');
+      assert.equal(got.status, 200, got.text);
+      assert.equal(got.json.value.create_time, created.value.create_time);
+      assert.equal(got.json.value.update_time, created.value.update_time);
+      assert.equal(got.json.value.desc, 'kept');
+      assert.equal((await gw.admin('GET', '/routes')).json.total, 2);
+
+      const again = await gw.admin('POST', '/routes', { uri: '/posted2', upstream: echoUpstream() });
+      assert.equal(again.status, 201, again.text);
+      assert.ok(again.json.value.id > postedId, `POST id after restart ${again.json.value.id} <= ${postedId}`);
+
+      const upd = await gw.putRoute('keep', { uri: '/keep', upstream: echoUpstream(), desc: 'changed' });
+      assert.equal(upd.status, 200);
+      assert.equal(upd.json.value.create_time, created.value.create_time);
+    } finally {
+      await gw.proc.kill('SIGTERM');
+    }
+  });
+
+  test('a DELETE survives a restart', async () => {
+    const dataDir = await freshDir('fngate-conf-delete-');
+    const key = randomBytes(16).toString('hex');
+    let gw = await startGateway({ dataDir, key });
+    try {
+      await gw.putRoute('a', { uri: '/a', upstream: echoUpstream() });
+      await gw.putRoute('b', { uri: '/b', upstream: echoUpstream() });
+      assert.equal((await gw.admin('DELETE', '/routes/a')).status, 200);
+    } finally {
+      await gw.proc.kill('SIGTERM');
+    }
+    gw = await startGateway({ dataDir, key });
+    try {
+      assert.equal((await gw.fetch('/a')).status, 404);
+      assert.equal((await gw.fetch('/b')).status, 200);
+      assert.equal((await gw.admin('GET', '/routes/a')).status, 404);
+    } finally {
+      await gw.proc.kill('SIGTERM');
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+describe('kill -9 in the middle of writes', () => {
+  const ROUNDS = 3;
+  const WRITERS = 4;
+  const ROUTES_PER_WRITER = 20;
+  /** ~3.5 KB per route, so that each write takes a while (and stays far below Deno KV's 64 KiB per value). */
+  const PAD = 'p'.repeat(3000);
+  const idOf = (w: number, i: number) => `w${w}-r${i}`;
+  const routeBody = (id: string, seq: number) => ({
+    uris: [`/big/${id}`, `/pad/${id}/${PAD}`],
+    desc: `seq=${seq}`,
+    upstream: echoUpstream(),
+  });
+  const seqOf = (value: { desc?: string }) => Number(/^seq=(\d+)$/.exec(value.desc ?? '')?.[1]);
+
+  test(`${ROUNDS} rounds of SIGKILL during admin PUTs lose no acknowledged write`, {
+    skip: RUNTIME === 'workerd' && NO_WORKER_PROCESS,
+  }, async (t) => {
+    const dataDir = await freshDir('fngate-conf-kill9-');
+    const key = randomBytes(16).toString('hex');
+    /** Highest sequence number acknowledged (2xx) / sent per route. */
+    const acked = new Map<string, number>();
+    const sent = new Map<string, number>();
+    let totalAcked = 0;
+    const check = async (gw: GatewayUnderTest, when: string) => {
+      const list = await gw.admin('GET', '/routes?page=1&page_size=500');
+      assert.equal(list.status, 200, list.text);
+      const stored = new Map<string, number>();
+      for (const it of list.json.list as { value: { id: string; desc?: string } }[])
+        stored.set(it.value.id, seqOf(it.value));
+      for (const [id, seq] of acked) {
+        const have = stored.get(id);
+        assert.ok(have !== undefined, `${when}: acknowledged route ${id} (seq ${seq}) is missing`);
+        assert.ok(have >= seq, `${when}: route ${id} went back from acknowledged seq ${seq} to ${have}`);
+      }
+      for (const [id, have] of stored) {
+        const max = sent.get(id);
+        assert.ok(max !== undefined && have <= max, `${when}: route ${id} holds seq ${have}, never sent`);
+      }
+      for (const [id, have] of stored) acked.set(id, Math.max(acked.get(id) ?? 0, have)); // the store's word now
+    };
+
+    for (let round = 0; round < ROUNDS; round++) {
+      const gw = await startGateway({ dataDir, key });
+      await check(gw, `round ${round}`);
+      const someId = [...acked.keys()][0];
+      if (someId) assert.equal((await gw.fetch(`/big/${someId}`)).status, 200, `round ${round}: GET /big/${someId}`);
+
+      let stop = false;
+      let errors = 0;
+      const ackedBefore = totalAcked;
+      const writer = async (w: number) => {
+        for (let n = 0; !stop; n++) {
+          const id = idOf(w, (n * 7 + round) % ROUTES_PER_WRITER);
+          const seq = (sent.get(id) ?? 0) + 1;
+          sent.set(id, seq);
+          let status = 0;
+          try {
+            const res = await fetch(`${gw.adminUrl}/apisix/admin/routes/${id}`, {
+              method: 'PUT',
+              headers: { 'x-api-key': key, 'content-type': 'application/json' },
+              body: JSON.stringify(routeBody(id, seq)),
+            });
+            await res.text();
+            status = res.status;
+          } catch {
+            return; // the gateway is gone
+          }
+          if (status >= 200 && status < 300) {
+            acked.set(id, seq);
+            totalAcked++;
+          } else if (!stop) {
+            errors++;
+          }
+        }
+      };
+      const running = Array.from({ length: WRITERS }, (_, w) => writer(w));
+      await sleep(300 + Math.floor(Math.random() * 700));
+      const exit = await gw.proc.kill('SIGKILL');
+      stop = true;
+      assert.equal(exit.signal, 'SIGKILL');
+      await Promise.all(running);
+      assert.equal(errors, 0, `round ${round}: some PUTs were refused`);
+      t.diagnostic(`round ${round}: killed after ${totalAcked - ackedBefore} acknowledged PUTs`);
+    }
+    assert.ok(totalAcked >= ROUNDS, `only ${totalAcked} PUTs were acknowledged: the test proved little`);
+    const gw = await startGateway({ dataDir, key });
+    try {
+      await check(gw, 'last start');
+    } finally {
+      await gw.proc.kill('SIGTERM');
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+describe('the files in DATA_DIR', () => {
+  test('a DATA_DIR the gateway creates is 0700; the store files (Deno: fngate.kv and its -wal, -shm) are 0600', {
+    skip: RUNTIME === 'workerd' && NO_WORKER_FILES,
+  }, async () => {
+    // Owner-only by the gateway's doing, not by a strict umask of whoever runs the tests.
+    const umask = process.umask(0o022);
+    const dataDir = join(await freshDir('fngate-conf-modes-'), 'data', 'nested'); // does not exist yet
+    let gw: GatewayUnderTest | undefined;
+    try {
+      gw = await startGateway({ dataDir });
+      await gw.putRoute('secret', {
+        uri: '/secret',
+        plugins: { openfunction: { function_uri: `${fns.urls.echo}/`, authorization: { service_token: 'u:p' } } },
+      });
+      const mode = async (p: string) => (await stat(p)).mode & 0o777;
+      assert.equal((await mode(dataDir)).toString(8), '700', 'DATA_DIR');
+      const files = (await readdir(dataDir)).sort();
+      // While the gateway runs (SQLite removes -wal and -shm at a clean close; a crash leaves them).
+      const expected = RUNTIME === 'deno' ? ['fngate.kv', 'fngate.kv-shm', 'fngate.kv-wal'] : ['config.json'];
+      assert.deepEqual(files, expected);
+      for (const f of files) assert.equal((await mode(join(dataDir, f))).toString(8), '600', f);
+    } finally {
+      process.umask(umask);
+      await gw?.proc.kill('SIGTERM');
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+describe('generated admin key', () => {
+  test('no ADMIN_KEY → DATA_DIR/admin_key (0600) is created, is the only key accepted, is reused, is never printed', {
+    skip:
+      RUNTIME === 'workerd' &&
+      'Workers: a Worker has no private place to write a key, so none is generated; without the ADMIN_KEY secret ' +
+        'there is no Admin API (next test)',
+  }, async () => {
+    const dataDir = join(await freshDir('fngate-conf-key-'), 'data'); // does not exist yet
+    const keyFile = join(dataDir, 'admin_key');
+    // LOG_LEVEL warn: the path of the key file is printed whatever the level.
+    const env = { ADMIN_KEY: undefined, LOG_LEVEL: 'warn' };
+    let gw = await startGateway({ dataDir, env });
+    let key = '';
+    try {
+      const st = await stat(keyFile);
+      assert.equal(st.mode & 0o777, 0o600, `admin_key mode ${(st.mode & 0o777).toString(8)}`);
+      assert.equal((await stat(dataDir)).mode & 0o077, 0, 'DATA_DIR is readable by others');
+      key = (await readFile(keyFile, 'utf8')).trim();
+      assert.match(key, /^[0-9a-f]{64}$/);
+
+      assert.equal((await adminCall(gw, 'GET', '/routes', key)).status, 200);
+      assert.equal((await adminCall(gw, 'PUT', '/routes/k', key, { uri: '/k', upstream: echoUpstream() })).status, 201);
+      assert.equal((await adminCall(gw, 'GET', '/routes', undefined)).status, 401);
+      assert.equal(
+        (await adminCall(gw, 'GET', '/routes', gw.key)).status,
+        401,
+        "the harness's random key is not a key",
+      );
+      assert.equal((await adminCall(gw, 'GET', '/routes', key.slice(0, 32))).status, 401);
+
+      const out = gw.proc.stdout() + gw.proc.stderr();
+      assert.ok(out.includes(keyFile), `start-up output does not name ${keyFile}:\n${out}`);
+      assert.ok(!out.includes(key), 'start-up output contains the admin key');
+    } finally {
+      const exit = await gw.proc.kill('SIGTERM');
+      assert.equal(exit.code, 0);
+    }
+
+    gw = await startGateway({ dataDir, env });
+    try {
+      assert.equal((await readFile(keyFile, 'utf8')).trim(), key, 'the key file was rewritten');
+      const got = await adminCall(gw, 'GET', '/routes/k', key);
+      assert.equal(got.status, 200, got.text);
+      const out = gw.proc.stdout() + gw.proc.stderr();
+      assert.ok(out.includes(keyFile), `second start-up output does not name ${keyFile}:\n${out}`);
+      assert.ok(!out.includes(key), 'second start-up output contains the admin key');
+    } finally {
+      await gw.proc.kill('SIGTERM');
+    }
+  });
+
+  test('ADMIN_KEY set → no admin_key file, only that key works', {
+    skip: RUNTIME === 'workerd' && NO_WORKER_FILES,
+  }, async () => {
+    const dataDir = await freshDir('fngate-conf-setkey-');
+    const gw = await startGateway({ dataDir });
+    try {
+      assert.equal(existsSync(join(dataDir, 'admin_key')), false);
+      assert.equal((await adminCall(gw, 'GET', '/routes', gw.key)).status, 200);
+      assert.equal((await adminCall(gw, 'GET', '/routes', 'x'.repeat(32))).status, 401);
+      assert.ok(!(gw.proc.stdout() + gw.proc.stderr()).includes(gw.key), 'output contains ADMIN_KEY');
+    } finally {
+      await gw.proc.kill('SIGTERM');
+    }
+  });
+
+  test('Workers without ADMIN_KEY: no Admin API; /apisix/admin/* is proxied like any other path', {
+    skip:
+      RUNTIME !== 'workerd' &&
+      `${RUNTIME}: the Admin API has its own port and a generated key when ADMIN_KEY is unset (test above)`,
+  }, async () => {
+    // No route: APISIX's 404, not the Admin API's 401.
+    let gw = await startGateway({ env: { ADMIN_KEY: undefined } });
+    try {
+      const res = await adminCall(gw, 'GET', '/routes', undefined);
+      assert.equal(res.status, 404, res.text);
+      assert.deepEqual(JSON.parse(res.text), { error_msg: '404 Route Not Found' });
+      assert.equal((await adminCall(gw, 'PUT', '/routes/x', 'k'.repeat(32), { uri: '/x' })).status, 404);
+    } finally {
+      await gw.stop();
+    }
+    // A route for that path (from the standalone config) is served like any other.
+    const dir = await freshDir('fngate-conf-nokey-');
+    const file = join(dir, 'apisix.yaml');
+    await writeFile(
+      file,
+      `routes:\n  - id: adm\n    uri: /apisix/admin/*\n    plugins:\n      openfunction:\n        function_uri: "${fns.urls.echo}/fn"\n#END\n`,
+    );
+    gw = await startGateway({ env: { ADMIN_KEY: undefined, CONFIG_FILE: file } });
+    try {
+      const res = await fetch(`${gw.proxyUrl}/apisix/admin/routes`, { headers: { 'x-api-key': 'k'.repeat(32) } });
+      assert.equal(res.status, 200);
+      assert.equal(((await res.json()) as { url: string }).url, '/fn/routes');
+    } finally {
+      await gw.stop();
+    }
+  });
+});
