@@ -8,10 +8,12 @@
  * in `DATA_DIR/fngate.kv` (src/store/deno-kv.ts). The generated admin key lives in `DATA_DIR/admin_key` (0600),
  * as on Node. A DATA_DIR used by Node/Bun (`config.json`) and by Deno (`fngate.kv`) holds two separate configs.
  *
- * Permissions: `deno task start` runs this file twice. First with `--permission-flags` (and read access), which
- * prints the narrowest flags for the current settings (see {@link permissionFlags}); then the gateway with those
- * flags: `--allow-net` (any host: the functions), `--allow-env=<the settings and the ${{VAR}}s of CONFIG_FILE>`,
- * `--allow-read`/`--allow-write` limited to DATA_DIR (plus read of CONFIG_FILE), `--no-prompt`.
+ * Permissions: `deno task start` runs this file twice. First with `--permission-flags` (read access, and the
+ * variables DATA_DIR, CONFIG_FILE, ETCD_HOST, ADMIN_KEY), which prints the narrowest flags for the current settings
+ * (src/runtime/deno-permissions.ts); then the gateway with those flags: `--allow-net` (any host: the functions),
+ * `--allow-env=<the settings and the ${{VAR}}s of CONFIG_FILE>`, `--allow-read` limited to DATA_DIR and CONFIG_FILE,
+ * `--allow-write` limited to DATA_DIR and only when something is written there (the Deno KV store, or a generated
+ * admin key: none with CONFIG_FILE or etcd and ADMIN_KEY set), `--no-prompt`.
  * `--unstable-no-legacy-abort`: without it Deno 2.9 also fires `request.signal` when a response completed normally
  * (and warns about it); with it the signal means "the client went away", as on Node and Bun.
  *
@@ -38,6 +40,7 @@ import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
+import { permissionFlags } from './deno-permissions.ts';
 import {
   finishShutdown,
   helpText,
@@ -86,48 +89,37 @@ function configFileEnv(): Record<string, string | undefined> {
   });
 }
 
-/** `${{NAME}}` / `${{NAME:=default}}` references in a standalone config (the rule of src/store/standalone.ts). */
-function envRefs(text: string): string[] {
-  const names = new Set<string>();
-  for (const m of text.matchAll(/\$\{\{(.*?)\}\}/g)) {
-    const body = (m[1] ?? '').trim();
-    const sep = body.indexOf(':=');
-    const name = (sep === -1 ? body : body.slice(0, sep)).trim();
-    if (/^\w+$/.test(name)) names.add(name);
-  }
-  return [...names];
-}
-
 /**
- * The `deno run` flags for the current settings, printed for `deno task start`: DATA_DIR read/write (store, admin
- * key), CONFIG_FILE read, the settings' variables plus those CONFIG_FILE names. The task's shell splits the output
- * on whitespace, and Deno splits each list on commas: a path holding either falls back to whole-file-system
- * access, with a warning on stderr (run `deno run` with explicit flags to avoid that).
+ * The `deno run` flags for the current settings, printed for `deno task start` (the rule: src/runtime/deno-permissions.ts).
+ * This first run has `--allow-read` and `--allow-env` for the settings that decide the flags only.
  */
-async function permissionFlags(): Promise<string> {
+async function printPermissionFlags(): Promise<void> {
   const dataDir = resolve(Deno.env.get('DATA_DIR') || './data');
   const configFile = Deno.env.get('CONFIG_FILE') ? resolve(Deno.env.get('CONFIG_FILE') as string) : undefined;
-  const envNames = new Set(ENV_NAMES);
+  let configText: string | undefined;
   if (configFile) {
     try {
-      for (const n of envRefs(await Deno.readTextFile(configFile))) envNames.add(n);
+      configText = await Deno.readTextFile(configFile);
     } catch {
       // Unreadable now: the gateway itself reports it clearly at start.
     }
   }
-  const awkward = (p: string) => /[\s,]/.test(p);
-  const paths = [dataDir, ...(configFile ? [configFile] : [])];
-  const flags = ['--no-prompt', '--allow-net', `--allow-env=${[...envNames].join(',')}`];
-  if (paths.some(awkward)) {
-    console.error(
-      `fngate: ${paths.filter(awkward).join(', ')} holds a space or a comma, which deno task cannot pass as a ` +
-        'permission; granting read/write to the whole file system. Run `deno run` with explicit flags instead.',
-    );
-    flags.push('--allow-read', '--allow-write');
-  } else {
-    flags.push(`--allow-read=${paths.join(',')}`, `--allow-write=${dataDir}`);
-  }
-  return flags.join(' ');
+  const adminKeyFile = await Deno.stat(join(dataDir, 'admin_key')).then(
+    () => true,
+    () => false,
+  );
+  const { flags, warning } = permissionFlags({
+    dataDir,
+    configFile,
+    configText,
+    etcd: Boolean(Deno.env.get('ETCD_HOST')?.trim()),
+    // As readSettings: ADMIN_KEY holding only commas and blanks is unset (a key is generated).
+    adminKey: (Deno.env.get('ADMIN_KEY') ?? '').split(',').some((k) => k.trim() !== ''),
+    adminKeyFile,
+    envNames: ENV_NAMES,
+  });
+  if (warning) console.error(warning);
+  console.log(flags.join(' '));
 }
 
 const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
@@ -269,7 +261,7 @@ async function main(): Promise<void> {
     return;
   }
   if (Deno.args.includes('--permission-flags')) {
-    console.log(await permissionFlags());
+    await printPermissionFlags();
     return;
   }
   const settings = readSettings(readEnv(ENV_NAMES));
