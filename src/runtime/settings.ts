@@ -63,7 +63,8 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
   {
     name: 'DATA_DIR',
     default: './data',
-    meaning: 'directory of the embedded file store (`config.json`) and the generated admin key',
+    meaning:
+      "directory of the embedded store (the file store's `config.json` on Node and Bun, Deno KV's `fngate.kv` on Deno) and the generated admin key; created with mode 0700",
   },
   {
     name: 'CONFIG_FILE',
@@ -164,7 +165,8 @@ Usage: ${command}
 Configuration comes from environment variables:
 ${rows}
 
-Store: CONFIG_FILE (read-only standalone file), else ETCD_HOST (etcd), else the file store in DATA_DIR.
+Store: CONFIG_FILE (read-only standalone file), else ETCD_HOST (etcd), else the embedded store in DATA_DIR
+(the file store config.json on Node and Bun, Deno KV fngate.kv on Deno).
 Docs: README.md
 `;
 }

@@ -17,7 +17,7 @@
  *   private place to write one.
  * - `LOG_LEVEL`: as on Node. `ADMIN_ALLOW` / `DATA_ENCRYPTION_KEY` (secret) are validated as on Node.
  *
- * Runtime differences (handled here; to be listed in the README):
+ * Runtime differences (handled here; listed in the README's runtime table, each backed by test/conformance/):
  * - `ssl_verify: false` cannot be honoured (Workers' fetch always verifies TLS): the Admin API refuses it and a
  *   stored route with it is skipped with a logged reason (capabilities.tlsVerifyOff = false).
  * - `pass_host` pass/rewrite (a Host other than the URL's) cannot be sent: Workers derive Host from the URL, so

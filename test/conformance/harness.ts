@@ -1,7 +1,9 @@
 /**
  * The conformance harness: starts fngate on the runtime named by FNGATE_RUNTIME (node by default) as a
  * real process on loopback, and gives the suite small HTTP helpers. Every file of test/conformance runs
- * unchanged against every runtime; a case that cannot apply to a runtime says so with `skipOn`.
+ * unchanged against every runtime. Where the runtime table of the README says a runtime behaves differently, the
+ * case branches on {@link RUNTIME}; a case that cannot apply to a runtime is skipped with the reason, in the suite:
+ * `test(name, { skip: RUNTIME === 'workerd' && 'why it cannot apply there' }, fn)`.
  */
 import { randomBytes } from 'node:crypto';
 import { freePort, type Proc, rmDir, tmpDir } from '../helpers/process.ts';
