@@ -3,7 +3,7 @@ import { INTEGER } from './schema/format.ts';
 import type { StoreState, StoredItem } from '../store/types.ts';
 import type { Handler, Logger, Middleware } from './context.ts';
 import { errorResponse } from './errors.ts';
-import { type PluginRegistry, SECURITY_PLUGIN_NAMES } from './plugins/index.ts';
+import { isSkippablePlugin, type PluginRegistry } from './plugins/index.ts';
 import { compileRouter } from './router/index.ts';
 import { compileIpMatcher } from './router/ip.ts';
 import type { RouteSpec, Router } from './router/types.ts';
@@ -182,8 +182,55 @@ export function createSnapshotCompiler(env: CompileEnv): (state: StoreState) => 
       for (const p of entry.problems) problems.push(p);
     }
     routeCache = nextRoutes;
+    const blocked = globalRulesBlock(state, env, problems);
+    if (blocked) {
+      // Every request, matched or not (APISIX runs global rules before routing decides anything).
+      const data: CompiledRoute = { id: GLOBAL_RULES_ID, handler: blocked };
+      const router = compileRouter([{ id: GLOBAL_RULES_ID, paths: ['/*'], priority: 0, data }]);
+      return { revision: state.revision, router, problems };
+    }
     return { revision: state.revision, router: compileRouter(specs), problems };
   };
+}
+
+const GLOBAL_RULES_ID = '(global_rules)';
+
+/**
+ * APISIX's global rules (`<prefix>/global_rules/<id>`, written by a control plane or APISIX's Admin API) run their
+ * plugins on every request. fngate does not run global rules, so a global rule with a plugin that does more than
+ * observe traffic (a global `key-auth`, `ip-restriction`, `limit-count`, ...) cannot be honoured: rather than serve
+ * every route without it, every request is answered 503 with the reason, until the rule is removed. Plugins that
+ * only observe traffic (plugins/index.ts) and plugins disabled with `_meta.disable` are skipped with a log line.
+ * Returns the 503 handler, or undefined when nothing blocks; the reasons go to `problems` (logged once each).
+ */
+function globalRulesBlock(state: StoreState, env: CompileEnv, problems: string[]): Handler | undefined {
+  const blocking: string[] = [];
+  for (const [id, item] of itemsOf(state, env.prefix, 'global_rules')) {
+    const plugins = item.value.plugins;
+    if (plugins === undefined) continue;
+    if (!isPlainObject(plugins)) {
+      problems.push(`global rule ${id}: "plugins" is not an object; every request answers 503 rather than run without the rule`);
+      blocking.push(`global rule ${id}`);
+      continue;
+    }
+    for (const [name, conf] of Object.entries(plugins)) {
+      const meta = isPlainObject(conf) ? conf._meta : undefined;
+      if (isPlainObject(meta) && meta.disable === true) continue;
+      if (isSkippablePlugin(name)) {
+        problems.push(`global rule ${id}: plugin ${name} is not run by fngate (no global rules); it is skipped (it only observes traffic)`);
+        continue;
+      }
+      problems.push(
+        `global rule ${id}: plugin ${name} cannot be run by fngate (global rules are not implemented); every request answers 503 rather than run without it`,
+      );
+      blocking.push(`plugin ${name} of global rule ${id}`);
+    }
+  }
+  if (blocking.length === 0) return undefined;
+  return fixed(
+    503,
+    `this gateway cannot apply the configured global rules (${blocking.join(', ')}): fngate does not implement global rules, so it serves nothing rather than serve routes without them`,
+  );
 }
 
 function sameUpstream(entry: RouteEntry, upstreams: Map<string, UpstreamConf>): boolean {
@@ -198,8 +245,14 @@ function compileRouteEntry(
   env: CompileEnv,
 ): RouteEntry {
   const problems: string[] = [];
-  const res = checkRoute({ ...value, id });
-  if (!res.ok) return { text, spec: null, problems: [`route ${id}: ${res.message}`] };
+  let res = checkRoute({ ...value, id });
+  let refused: Handler | undefined;
+  if (!res.ok) {
+    const ref = unsupportedReference(id, value, res.message);
+    if (!ref) return { text, spec: null, problems: [`route ${id}: ${res.message}`] };
+    ({ res, handler: refused } = ref);
+    problems.push(ref.problem);
+  }
   const route = res.value;
   const base: RouteEntry = { text, spec: null, problems };
   if (route.upstream_id !== undefined) {
@@ -211,7 +264,7 @@ function compileRouteEntry(
     const remoteAddrs = route.remote_addrs ?? (route.remote_addr ? [route.remote_addr] : undefined);
     // Checked here so that one bad address rejects its route, not the whole table.
     if (remoteAddrs) compileIpMatcher(remoteAddrs);
-    const handler = compileRoute(id, route, upstreams, env, problems);
+    const handler = refused ?? compileRoute(id, route, upstreams, env, problems);
     const spec: RouteSpec<CompiledRoute> = {
       id,
       paths: route.uris ?? [route.uri!],
@@ -228,6 +281,33 @@ function compileRouteEntry(
   }
 }
 
+/**
+ * A route in the store that names a service or a plugin config (`service_id`, `plugin_config_id`: written by
+ * APISIX's control plane; fngate's Admin API refuses them) would need what they hold, which may be its auth
+ * plugins. When that is the only thing wrong with it, it is matched as usual and answers 503 saying why, rather
+ * than being served without them (or vanishing into a 404).
+ */
+function unsupportedReference(
+  id: string,
+  value: Record<string, unknown>,
+  message: string,
+): { res: { ok: true; value: RouteConf }; handler: Handler; problem: string } | undefined {
+  const { service_id, plugin_config_id, ...rest } = value;
+  const refs = [
+    service_id === undefined ? '' : `service_id ${JSON.stringify(service_id)}`,
+    plugin_config_id === undefined ? '' : `plugin_config_id ${JSON.stringify(plugin_config_id)}`,
+  ].filter(Boolean);
+  if (refs.length === 0) return undefined;
+  // `plugins: {}` stands in for what the service or plugin config would have provided.
+  const res = checkRoute({ plugins: {}, ...rest, id });
+  if (!res.ok) return undefined;
+  return {
+    res,
+    handler: fixed(503, `route ${id} uses ${refs.join(' and ')}, which this gateway does not implement`),
+    problem: `route ${id}: ${message}; the route answers 503 rather than run without what it references`,
+  };
+}
+
 function compileRoute(
   id: string,
   route: RouteConf,
@@ -239,11 +319,12 @@ function compileRoute(
   for (const [name, rawConf] of Object.entries(route.plugins ?? {})) {
     const plugin = env.plugins.get(name);
     if (!plugin) {
-      if (SECURITY_PLUGIN_NAMES.has(name)) {
-        problems.push(`route ${id}: plugin ${name} is not available in fngate; the route answers 503 rather than run unprotected`);
+      // Fail closed: only plugins known to merely observe traffic are skipped (plugins/index.ts).
+      if (!isSkippablePlugin(name)) {
+        problems.push(`route ${id}: plugin ${name} is not available in fngate; the route answers 503 rather than run without it`);
         return fixed(503, `route ${id} needs plugin ${name}, which this gateway does not have`);
       }
-      problems.push(`route ${id}: plugin ${name} is not available in fngate; it is skipped`);
+      problems.push(`route ${id}: plugin ${name} is not available in fngate; it is skipped (it only observes traffic)`);
       continue;
     }
     const checked = checkPluginConf(env.plugins, name, rawConf, env.capabilities);

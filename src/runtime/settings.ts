@@ -78,7 +78,11 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     meaning: 'etcd endpoints, comma-separated (e.g. `http://127.0.0.1:2379`): use etcd as the store',
   },
   { name: 'ETCD_PREFIX', default: '/apisix', meaning: 'key prefix in etcd' },
-  { name: 'ETCD_USER / ETCD_PASSWORD', default: '(unset)', meaning: 'etcd credentials' },
+  {
+    name: 'ETCD_USER / ETCD_PASSWORD',
+    default: '(unset)',
+    meaning: 'etcd credentials (set both or neither); the store authenticates and renews its token',
+  },
   { name: 'LOG_LEVEL', default: 'info', meaning: '`debug`, `info`, `warn`, `error` or `silent`' },
   {
     name: 'SHUTDOWN_TIMEOUT',
@@ -131,6 +135,15 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
       throw err;
     }
   }
+  const etcdUser = env.ETCD_USER || undefined;
+  const etcdPassword = env.ETCD_PASSWORD || undefined;
+  // One without the other is a mistake, never "no auth": a password alone would be silently dropped.
+  if (etcdUser === undefined && etcdPassword !== undefined) {
+    throw new SettingsError('ETCD_PASSWORD is set but ETCD_USER is not: set both for etcd authentication, or neither');
+  }
+  if (etcdUser !== undefined && etcdPassword === undefined) {
+    throw new SettingsError('ETCD_USER is set but ETCD_PASSWORD is not: set both for etcd authentication, or neither');
+  }
   const shutdownRaw = env.SHUTDOWN_TIMEOUT;
   const shutdown = shutdownRaw === undefined || shutdownRaw === '' ? 10 : Number(shutdownRaw);
   if (!Number.isFinite(shutdown) || shutdown < 0 || shutdown > 3600) {
@@ -149,8 +162,8 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
     configFile: env.CONFIG_FILE || undefined,
     etcdHosts: list(env.ETCD_HOST)?.length ? list(env.ETCD_HOST) : undefined,
     etcdPrefix: env.ETCD_PREFIX || '/apisix',
-    etcdUser: env.ETCD_USER || undefined,
-    etcdPassword: env.ETCD_PASSWORD || undefined,
+    etcdUser,
+    etcdPassword,
     logLevel,
   };
 }

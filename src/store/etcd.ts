@@ -17,14 +17,27 @@
  * Recovery: the watch is re-created from the SAME revision when nothing arrived for `watchIdleMs` (60 s; it asks
  * for etcd's progress notifications, which count as traffic). When the stream ends, fails, or etcd cancels it
  * (compaction: `compact_revision`), the store re-reads the whole prefix and watches again from the new revision,
- * retrying with exponential backoff (100 ms doubling to 5 s, with jitter); meanwhile `load()` keeps serving the
- * last good mirror. A revision going backwards (etcd restarted with empty data) also leads to a full re-read.
- * Progress notifications never advance the watch revision (etcd < 3.4.24 may send them early).
+ * retrying with exponential backoff (100 ms doubling to 5 s, with jitter; each log line says `retry_in_ms`);
+ * meanwhile `load()` keeps serving the last good mirror. A revision going backwards (etcd restarted with empty
+ * data) also leads to a full re-read. Progress notifications never advance the watch revision (etcd < 3.4.24 may
+ * send them early).
+ *
+ * The watch is created with the gRPC metadata `hasleader=true` (header `Grpc-Metadata-hasleader: true`, which
+ * etcd's grpc-gateway passes on as metadata; what `clientv3.WithRequireLeader` and `etcdctl watch` send): a member
+ * that loses its leader (partitioned from the quorum) ends the watch with `etcdserver: no leader` instead of
+ * keeping a stream open that will never deliver another event.
  *
  * Endpoints: requests and the watch go to the current endpoint; a connection failure moves to the next one and
- * reads retry there. A write is retried on the next endpoint only when the connection was refused (it cannot have
- * been applied); after a timeout or a dropped connection it fails with a {@link StoreError}, since it may or may
- * not have been applied.
+ * reads retry there. A watch that went idle, was canceled by etcd (other than for a compaction or an expired
+ * token) or ended also moves to the next endpoint before it is re-created, so one member that stopped following
+ * the cluster does not keep the store behind. A write is retried on the next endpoint only when the connection was
+ * refused (it cannot have been applied); after a timeout or a dropped connection it fails with a
+ * {@link StoreError}, since it may or may not have been applied.
+ *
+ * Compare-and-set writes (`expect`) are etcd transactions whose failure branch reads the key: a failed compare
+ * throws a {@link StoreConflictError} carrying the key's current state in etcd (`latest`), and that state is put
+ * into the mirror at once, so a retry does not depend on the watch having caught up. {@link EtcdStore.getLatest}
+ * reads one key from etcd (linearizable) the same way.
  *
  * Auth: with `user`/`password` the store authenticates (`/v3/auth/authenticate`), sends the token as the
  * `Authorization` header and authenticates again when etcd reports the token invalid (simple tokens expire).
@@ -223,6 +236,9 @@ function toJsonText(key: string, value: Record<string, unknown>): string {
   return text;
 }
 
+/** grpc-gateway turns `Grpc-Metadata-<name>` request headers into gRPC metadata `<name>`. */
+export const REQUIRE_LEADER_HEADER = 'Grpc-Metadata-hasleader';
+
 const defaultLogger: EtcdLogger = {
   info() {},
   warn(msg, fields) {
@@ -329,6 +345,15 @@ export class EtcdStore implements ConfigStore {
     this.assertOpen();
     const it = this.items.get(key);
     return it && copyItem(it);
+  }
+
+  /** Read `key` from etcd (a linearizable range) and bring the mirror up to date with it. */
+  async getLatest(key: string): Promise<StoredItem | undefined> {
+    this.assertOpen();
+    checkKey(this.prefix, key);
+    const res = await this.request<RangeResponse>('/v3/kv/range', { key: b64(key) }, false);
+    const item = this.noteLatest(key, res.kvs?.[0], num(res.header?.revision));
+    return item && copyItem(item);
   }
 
   async put(
@@ -611,11 +636,13 @@ export class EtcdStore implements ConfigStore {
         } catch (err) {
           if (this.closed) break;
           failures++;
+          const delay = this.backoffDelay(failures);
           this.log.warn('etcd: re-reading the config failed; serving the last good config', {
             error: describeError(err),
             attempt: failures,
+            retry_in_ms: delay,
           });
-          await this.backoff(failures);
+          await this.backoff(delay);
           continue;
         }
       }
@@ -633,18 +660,25 @@ export class EtcdStore implements ConfigStore {
       needResync = true;
       if (outcome.established) failures = 0;
       failures++;
+      const delay = this.backoffDelay(failures);
       this.log[outcome.level]('etcd: watch interrupted; re-reading the config', {
         reason: outcome.reason,
         attempt: failures,
+        retry_in_ms: delay,
       });
-      await this.backoff(failures);
+      await this.backoff(delay);
     }
   }
 
-  private backoff(failures: number): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  /** The wait before retry number `failures` (1, 2, ...): `backoffMinMs` doubling up to `backoffMaxMs`, times 0.5-1. */
+  private backoffDelay(failures: number): number {
     const base = Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** Math.min(failures - 1, 30));
-    const ms = Math.round(base * (0.5 + Math.random() * 0.5));
+    return Math.round(base * (0.5 + Math.random() * 0.5));
+  }
+
+  /** Wait `ms`, or until the store is closed. */
+  private backoff(ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -674,7 +708,9 @@ export class EtcdStore implements ConfigStore {
       }, ms);
     };
     arm(this.requestTimeoutMs);
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    // Require a leader (gRPC metadata `hasleader: true`): a member cut off from the quorum ends the watch with
+    // "etcdserver: no leader" rather than leaving it open and silent.
+    const headers: Record<string, string> = { 'content-type': 'application/json', [REQUIRE_LEADER_HEADER]: 'true' };
     if (this.token) headers.authorization = this.token;
     const body = JSON.stringify({
       create_request: {
@@ -695,6 +731,7 @@ export class EtcdStore implements ConfigStore {
         const text = await res.text().catch(() => '');
         const msg = errorMessage(text) ?? `HTTP ${res.status}`;
         if (isAuthProblem(res.status, msg)) this.token = undefined;
+        else this.rotate(idx, `${endpoint}/v3/watch answered ${res.status}: ${msg}`);
         return {
           kind: 'resync',
           reason: `${endpoint}/v3/watch answered ${res.status}: ${msg}`,
@@ -708,9 +745,17 @@ export class EtcdStore implements ConfigStore {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) {
-          return { kind: 'resync', reason: `${endpoint}: the watch stream ended`, established, level: 'warn' };
+          // The last message may have no newline: grpc-gateway ends the stream right after an error message
+          // (e.g. "etcdserver: no leader"), so what is left is read as one more line.
+          buf += decoder.decode();
+          if (buf.trim() === '') {
+            this.rotate(idx, 'the watch stream ended');
+            return { kind: 'resync', reason: `${endpoint}: the watch stream ended`, established, level: 'warn' };
+          }
+          buf += '\n';
+        } else {
+          buf += decoder.decode(value, { stream: true });
         }
-        buf += decoder.decode(value, { stream: true });
         let changed = false;
         let nl = buf.indexOf('\n');
         while (nl >= 0) {
@@ -727,6 +772,7 @@ export class EtcdStore implements ConfigStore {
           if (msg.error) {
             const text = msg.error.message ?? JSON.stringify(msg.error);
             if (isAuthProblem(0, text)) this.token = undefined;
+            else this.rotate(idx, `watch error: ${text}`); // e.g. "etcdserver: no leader"
             if (changed) this.hub.emit();
             return { kind: 'resync', reason: `${endpoint}: watch error: ${text}`, established, level: 'warn' };
           }
@@ -745,6 +791,7 @@ export class EtcdStore implements ConfigStore {
             const reason = r.cancel_reason ?? 'no reason given';
             const auth = isAuthProblem(0, reason);
             if (auth) this.token = undefined; // expired simple token: routine, renewed by the re-read
+            else this.rotate(idx, `watch canceled: ${reason}`);
             return {
               kind: 'resync',
               reason: `${endpoint}: watch canceled: ${reason}`,
@@ -772,7 +819,12 @@ export class EtcdStore implements ConfigStore {
       }
     } catch (err) {
       if (this.closed) return { kind: 'closed' };
-      if (timedOut && established) return { kind: 'idle' };
+      if (timedOut && established) {
+        // Nothing, not even a progress notification, for watchIdleMs: this member may have stopped following
+        // the cluster; the watch is re-created (from the same revision) on the next endpoint.
+        this.rotate(idx, `no watch message for ${this.watchIdleMs} ms`, 'info');
+        return { kind: 'idle' };
+      }
       this.rotate(idx, err);
       const reason = timedOut
         ? `${endpoint}/v3/watch: no answer within ${this.requestTimeoutMs} ms`
@@ -796,20 +848,41 @@ export class EtcdStore implements ConfigStore {
     return { compare: [compare], success: [op], failure: [{ request_range: { key: b64(key) } }] };
   }
 
-  /** Throw the conflict of a failed compare (the failure branch read the key's current state). */
+  /**
+   * Throw the conflict of a failed compare. The failure branch read the key's current state: it goes into the
+   * mirror (which may trail etcd) and into the error, for the caller to retry from.
+   */
   private conflict(key: string, expect: number, res: TxnResponse): never {
     const kv = res.responses?.[0]?.response_range?.kvs?.[0];
-    const current: StoredItem | undefined = kv
+    const item = this.noteLatest(key, kv, num(res.responses?.[0]?.response_range?.header?.revision ?? res.header?.revision));
+    const index: StoredItem | undefined = kv
       ? { key, value: {}, createdIndex: num(kv.create_revision), modifiedIndex: num(kv.mod_revision) }
       : undefined;
-    checkExpect(key, current, expect);
-    throw new StoreConflictError(`${key} was changed by someone else (expected modifiedIndex ${expect})`);
+    let message = `${key} was changed by someone else (expected modifiedIndex ${expect})`;
+    try {
+      checkExpect(key, index, expect);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    throw new StoreConflictError(message, { item: item && copyItem(item), modifiedIndex: index?.modifiedIndex ?? 0 });
   }
 
-  private rotate(failed: number, err: unknown): void {
+  /**
+   * Put a key's state read from etcd at `rev` (`kv` undefined: the key does not exist) into the mirror, unless the
+   * mirror already holds something as new; returns the config item (undefined: absent or not a JSON object).
+   */
+  private noteLatest(key: string, kv: EtcdKv | undefined, rev: number): StoredItem | undefined {
+    const item = kv ? this.toItem(kv) : undefined;
+    const at = kv ? num(kv.mod_revision) : rev;
+    // Kept as an own write until the watch catches up: older watch events for the key are then ignored.
+    this.applyLocal(key, at, item);
+    return item;
+  }
+
+  private rotate(failed: number, err: unknown, level: 'info' | 'warn' = 'warn'): void {
     if (this.endpoints.length < 2 || this.current !== failed) return;
     this.current = (failed + 1) % this.endpoints.length;
-    this.log.warn('etcd: endpoint failed; switching to the next one', {
+    this.log[level](level === 'warn' ? 'etcd: endpoint failed; switching to the next one' : 'etcd: switching to the next endpoint', {
       failed: this.endpoints[failed],
       next: this.endpoints[this.current],
       error: describeError(err),

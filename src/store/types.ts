@@ -50,6 +50,12 @@ export interface ConfigStore {
   put(key: string, value: Record<string, unknown>, opts?: PutOptions): Promise<{ item: StoredItem; created: boolean }>;
   /** Delete one item; returns the item that was deleted, or undefined when there was none. */
   delete(key: string, opts?: PutOptions): Promise<StoredItem | undefined>;
+  /**
+   * Read one item from the back end itself rather than from a local copy (etcd: a linearizable range, which also
+   * refreshes the mirror). Only stores whose `get()` may trail the back end (etcd) have it; for the others
+   * `get()` is already current.
+   */
+  getLatest?(key: string): Promise<StoredItem | undefined>;
   /** Mint a new, unique, ever-growing numeric id (APISIX: etcd revision, zero-padded to 20 digits by the caller). */
   nextId(): Promise<number>;
   /**
@@ -65,9 +71,26 @@ export class StoreError extends Error {
   override name = 'StoreError';
 }
 
-/** A compare-and-set failed because someone else changed the key first. */
+/** The state of one key in the back end, read when a compare-and-set failed. */
+export interface LatestState {
+  /** The config item; undefined when the key does not exist or holds something that is not a JSON object. */
+  item: StoredItem | undefined;
+  /** The key's modifiedIndex in the back end (0: the key does not exist): what to `expect` when retrying. */
+  modifiedIndex: number;
+}
+
+/**
+ * A compare-and-set failed because someone else changed the key first. `latest`, when set, is the key's state
+ * in the back end at the time of the failed compare, so that a caller can retry from it without reading a local
+ * copy that may trail the back end (etcd's mirror follows a watch).
+ */
 export class StoreConflictError extends StoreError {
   override name = 'StoreConflictError';
+  readonly latest: LatestState | undefined;
+  constructor(message: string, latest?: LatestState) {
+    super(message);
+    this.latest = latest;
+  }
 }
 
 /** Resource directories APISIX keeps under the prefix. */

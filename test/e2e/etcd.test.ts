@@ -1,7 +1,10 @@
 // Two (and more) Node gateway processes on one real etcd, as an APISIX fleet runs: propagation of Admin API writes
-// between instances, config written straight into etcd in APISIX's shape, unknown plugins, POST ids, concurrent
-// PATCHes from two instances, an etcd restart, a watch that fell behind a compaction, a cut connection, endpoint
+// between instances, config written straight into etcd in APISIX's shape, unknown plugins, global rules and
+// plugin configs a control plane wrote, POST ids, concurrent PATCHes from two instances, writes through a gateway
+// whose watch trails etcd, an etcd restart, a watch that fell behind a compaction, a cut connection, endpoint
 // failover and ETCD_PREFIX. The tests run in order and build on each other's routes; the last one wipes etcd.
+// Then, on an etcd of their own: ETCD_USER / ETCD_PASSWORD against etcd with authentication enabled.
+// Needs etcd and etcdctl (Debian: etcd-server, etcd-client; .ci/run installs them).
 // Run: npm run build && node --import tsx --test test/e2e/etcd.test.ts
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -13,7 +16,16 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { type GatewayUnderTest, startGateway } from '../conformance/harness.ts';
 import { type FunctionServers, startFunctions } from '../functions/functions.ts';
-import { type EtcdServer, etcdCompact, etcdGet, etcdPut, etcdRevision, startEtcd } from '../helpers/etcd.ts';
+import {
+  ETCD_INSTALL_HINT,
+  type EtcdServer,
+  etcdCompact,
+  etcdGet,
+  etcdPut,
+  etcdRevision,
+  etcdToken,
+  startEtcd,
+} from '../helpers/etcd.ts';
 import { freePort } from '../helpers/process.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -114,17 +126,24 @@ const round = (ms: number) => Math.round(ms);
 function onPath(bin: string): boolean {
   return (process.env.PATH ?? '').split(delimiter).some((d) => d !== '' && existsSync(join(d, bin)));
 }
-const HAVE_ETCDCTL = onPath('etcdctl');
 
-/** Write a key straight into etcd as an operator would: `etcdctl put` when installed, else the v3 HTTP API. */
+/** Run `etcdctl` (v3 API) against `endpoint`. Fails when it is not installed: CI installs it, the tests never skip. */
+async function etcdctl(endpoint: string, ...args: string[]): Promise<string> {
+  if (!onPath('etcdctl')) throw new Error(`etcdctl is not installed (no etcdctl on the PATH); install it with: ${ETCD_INSTALL_HINT}`);
+  const { stdout } = await execFileP('etcdctl', ['--endpoints', endpoint, ...args], {
+    env: { ...process.env, ETCDCTL_API: '3' },
+  });
+  return stdout;
+}
+
+/** Write a key straight into etcd as an operator would: `etcdctl put`. */
 async function etcdctlPut(key: string, value: string): Promise<void> {
-  if (HAVE_ETCDCTL) {
-    await execFileP('etcdctl', ['--endpoints', etcd.endpoint, 'put', key, value], {
-      env: { ...process.env, ETCDCTL_API: '3' },
-    });
-  } else {
-    await etcdPut(etcd.endpoint, key, value);
-  }
+  await etcdctl(etcd.endpoint, 'put', key, value);
+}
+
+/** Delete a key straight in etcd: `etcdctl del`. */
+async function etcdctlDel(key: string): Promise<void> {
+  await etcdctl(etcd.endpoint, 'del', key);
 }
 
 /**
@@ -135,6 +154,8 @@ interface EtcdProxy {
   url: string;
   /** Watch requests held so far. */
   held(): number;
+  /** The request headers of every watch request seen so far. */
+  watchHeaders(): Array<Record<string, string | string[] | undefined>>;
   hold(): void;
   release(): void;
   down(): void;
@@ -148,7 +169,9 @@ async function startEtcdProxy(target: string): Promise<EtcdProxy> {
   let isDown = false;
   let gate: { promise: Promise<void>; open: () => void } | undefined;
   let heldCount = 0;
+  const watchHeaders: Array<Record<string, string | string[] | undefined>> = [];
   const server = createServer((req, res) => {
+    if (req.url === '/v3/watch') watchHeaders.push({ ...req.headers });
     const forward = () => {
       if (isDown) {
         res.destroy();
@@ -185,6 +208,7 @@ async function startEtcdProxy(target: string): Promise<EtcdProxy> {
   const proxy: EtcdProxy = {
     url: `http://127.0.0.1:${port}`,
     held: () => heldCount,
+    watchHeaders: () => watchHeaders,
     hold() {
       if (gate) return;
       let open = () => {};
@@ -321,7 +345,7 @@ describe('two gateways on one etcd', () => {
     assert.match(del.json.error_msg, /route \[up1\] is still using it/);
   });
 
-  test('unknown plugins in etcd: a non-security one is skipped (logged once), a security one answers 503', async (t) => {
+  test('unknown plugins in etcd: an observability one is skipped (logged once), any other one answers 503', async (t) => {
     await etcdctlPut(
       '/apisix/routes/prom',
       JSON.stringify({
@@ -338,13 +362,23 @@ describe('two gateways on one etcd', () => {
         id: 'ka',
       }),
     );
+    // Not auth plugins, and still not safe to drop: they decide or rewrite what is served (fail closed).
+    const others = ['workflow', 'serverless-pre-function', 'ext-plugin-pre-req', 'proxy-rewrite', 'ai-rate-limiting'];
+    for (const name of others) {
+      await etcdctlPut(
+        `/apisix/routes/other-${name}`,
+        JSON.stringify({ uri: `/other-${name}`, plugins: { [name]: {}, openfunction: { function_uri: fnUri(name) } } }),
+      );
+    }
     for (const gw of [A, B]) {
       await until(gw, '/prom', hello('prom'), { timeoutMs: 1000 });
-      await until(gw, '/ka', (h) => h.status === 503, { timeoutMs: 1000 });
-      const res = await gw.fetch('/ka');
-      assert.equal(res.status, 503);
-      const body = (await res.json()) as { error_msg?: string };
-      assert.match(body.error_msg ?? '', /key-auth/, JSON.stringify(body));
+      for (const [path, name] of [['/ka', 'key-auth'], ...others.map((n) => [`/other-${n}`, n])] as const) {
+        await until(gw, path, (h) => h.status === 503, { timeoutMs: 1000 });
+        const res = await gw.fetch(path);
+        assert.equal(res.status, 503);
+        const body = (await res.json()) as { error_msg?: string };
+        assert.ok(body.error_msg?.includes(`plugin ${name}`), `${path}: ${JSON.stringify(body)}`);
+      }
     }
 
     // Several later config changes, each rebuilding both snapshots.
@@ -366,6 +400,69 @@ describe('two gateways on one etcd', () => {
       assert.equal(prom, 1, `${name} logs the skipped prometheus plugin once, not on every rebuild:\n${out}`);
       assert.equal(ka, 1, `${name} logs the missing key-auth plugin once:\n${out}`);
     }
+  });
+
+  test('global rules in etcd: a global key-auth makes every request answer 503 until it is removed; a global prometheus is skipped', async (t) => {
+    // fngate does not run global rules. One that only observes traffic can be skipped; one that guards access
+    // cannot, and serving every route without it would be worse than serving nothing.
+    await etcdctlPut('/apisix/global_rules/', 'init_dir');
+    await etcdctlPut('/apisix/global_rules/obs', JSON.stringify({ id: 'obs', plugins: { prometheus: {} } }));
+    await etcdctlPut('/apisix/routes/gr-1', JSON.stringify(fnRoute('/gr-1', 'gr-1')));
+    for (const gw of [A, B]) await until(gw, '/gr-1', hello('gr-1'), { timeoutMs: 1000 });
+
+    await etcdctlPut('/apisix/global_rules/guard', JSON.stringify({ id: 'guard', plugins: { 'key-auth': {} } }));
+    const blocked = (h: Hit) => h.status === 503 && /global rules/.test(h.text) && /key-auth/.test(h.text);
+    for (const gw of [A, B]) {
+      await until(gw, '/gr-1', blocked, { timeoutMs: 1000 });
+      for (const path of ['/direct', '/prom', '/no-such-route']) {
+        const h = await hit(gw, path);
+        assert.ok(blocked(h), `${path}: ${h.status} ${h.text}`);
+      }
+      // The Admin API still answers: it is how the rule gets looked at and the routes fixed.
+      assert.equal((await gw.admin('GET', '/routes/gr-1')).status, 200);
+    }
+    // Rebuilds while blocked (an Admin API write, a direct write): still blocked, and logged once.
+    await A.putRoute('gr-2', fnRoute('/gr-2', 'gr-2'));
+    await etcdctlPut('/apisix/routes/gr-3', JSON.stringify(fnRoute('/gr-3', 'gr-3')));
+    for (const gw of [A, B]) await until(gw, '/gr-3', blocked, { timeoutMs: 1000 });
+    assert.ok(blocked(await hit(A, '/gr-2')));
+
+    await etcdctlDel('/apisix/global_rules/guard');
+    for (const gw of [A, B]) {
+      await until(gw, '/gr-3', hello('gr-3'), { timeoutMs: 1000 });
+      assert.ok(hello('gr-2')(await hit(gw, '/gr-2')));
+      assert.ok(is404(await hit(gw, '/no-such-route')));
+    }
+    await etcdctlDel('/apisix/global_rules/obs');
+    for (const [name, gw] of [
+      ['A', A],
+      ['B', B],
+    ] as const) {
+      const out = logs(gw);
+      assert.equal(count(out, 'global rule guard: plugin key-auth cannot be run'), 1, `${name}:\n${out}`);
+      assert.equal(count(out, 'global rule obs: plugin prometheus is not run by fngate'), 1, `${name}:\n${out}`);
+      t.diagnostic(`${name} logged: ${out.split('\n').find((l) => l.includes('global rule guard')) ?? ''}`);
+    }
+  });
+
+  test('a route naming a plugin config or a service (written by a control plane) answers 503, never runs without it', async () => {
+    await etcdctlPut('/apisix/plugin_configs/pc1', JSON.stringify({ id: 'pc1', plugins: { 'key-auth': {} } }));
+    await etcdctlPut('/apisix/services/s1', JSON.stringify({ id: 's1', plugins: { 'ip-restriction': { whitelist: ['10.0.0.0/8'] } } }));
+    await etcdctlPut(
+      '/apisix/routes/pc',
+      JSON.stringify({ id: 'pc', uri: '/pc', plugin_config_id: 'pc1', plugins: { openfunction: { function_uri: fnUri('pc') } } }),
+    );
+    await etcdctlPut('/apisix/routes/svc', JSON.stringify({ id: 'svc', uri: '/svc', service_id: 's1' }));
+    const refused = (what: string) => (h: Hit) =>
+      h.status === 503 && (JSON.parse(h.text) as { error_msg: string }).error_msg.includes(what);
+    for (const gw of [A, B]) {
+      await until(gw, '/pc', refused('uses plugin_config_id "pc1"'), { timeoutMs: 1000 });
+      await until(gw, '/svc', refused('uses service_id "s1"'), { timeoutMs: 1000 });
+    }
+    for (const key of ['/apisix/routes/pc', '/apisix/routes/svc', '/apisix/plugin_configs/pc1', '/apisix/services/s1']) {
+      await etcdctlDel(key);
+    }
+    for (const gw of [A, B]) await until(gw, '/pc', is404, { timeoutMs: 1000 });
   });
 
   test("APISIX's init_dir placeholders and /apisix/plugins are ignored quietly; a broken value is skipped", async () => {
@@ -478,6 +575,76 @@ describe('two gateways on one etcd', () => {
     t.diagnostic(
       `503 "value changed before overwritten" answers: A ${conflicts.A}, B ${conflicts.B} (for ${ROUNDS} PATCHes each); statuses ${JSON.stringify(Object.fromEntries(statuses))}`,
     );
+  });
+
+  test('A and B PUT one new id 15 times each at once: every PUT succeeds (a plain set, as in APISIX), one 201', async () => {
+    const n = 30;
+    const results = await Promise.all(
+      Array.from({ length: n }, (_, i) => (i % 2 ? A : B).admin('PUT', '/routes/pp', fnRoute('/pp', `pp-${i}`))),
+    );
+    assert.deepEqual(
+      results.map((r) => r.status).sort(),
+      [...Array<number>(n - 1).fill(200), 201],
+      results.find((r) => r.status >= 300)?.text,
+    );
+    const stored = JSON.parse((await etcdGet(etcd.endpoint, '/apisix/routes/pp')).kv!.value);
+    for (const r of results) assert.equal(r.json.value.create_time, stored.create_time, 'one create_time for all');
+    const name = stored.plugins.openfunction.function_uri.split('/').pop();
+    assert.ok(results.some((r) => r.json.value.plugins.openfunction.function_uri === stored.plugins.openfunction.function_uri));
+    for (const gw of [A, B]) await until(gw, '/pp', hello(name), { timeoutMs: 1000 });
+  });
+
+  test('writes through a gateway whose watch trails etcd: PUT keeps create_time, PATCH finds the route, no update is lost', async () => {
+    // C's watch is held back from the start: its mirror knows nothing written after it started, as a gateway whose
+    // watch is slow or in backoff. Every write through it must still be checked against etcd itself.
+    const proxy = await startEtcdProxy(etcd.endpoint);
+    proxy.hold();
+    const C = await gateway({ ETCD_HOST: proxy.url });
+    const t0 = performance.now();
+    while (proxy.held() === 0) {
+      assert.ok(performance.now() - t0 < 3000, 'C opened no watch');
+      await sleep(5);
+    }
+    const apisixRoute = (uri: string, id: string) =>
+      JSON.stringify({ ...fnRoute(uri, id), id, create_time: 1700000000, update_time: 1700000000 });
+    await etcdctlPut('/apisix/routes/trail-1', apisixRoute('/trail-1', 'trail-1'));
+    await etcdctlPut('/apisix/routes/trail-2', apisixRoute('/trail-2', 'trail-2'));
+    assert.equal((await C.admin('GET', '/routes/trail-1')).status, 404, "C's mirror has not seen the routes");
+
+    const put = await C.putRoute('trail-1', fnRoute('/trail-1', 'trail-1b'));
+    assert.equal(put.status, 200, `an update of an existing route, not a creation: ${put.text}`);
+    assert.equal(put.json.value.create_time, 1700000000, 'create_time of the stored route');
+    assert.equal(JSON.parse((await etcdGet(etcd.endpoint, '/apisix/routes/trail-1')).kv!.value).create_time, 1700000000);
+
+    const patch = await C.admin('PATCH', '/routes/trail-2', { desc: 'patched through C' });
+    assert.equal(patch.status, 200, `PATCH of a route C has not seen yet: ${patch.text}`);
+    assert.equal(patch.json.value.uri, '/trail-2');
+    assert.equal(patch.json.value.create_time, 1700000000);
+    const stored = JSON.parse((await etcdGet(etcd.endpoint, '/apisix/routes/trail-2')).kv!.value);
+    assert.equal(stored.desc, 'patched through C');
+    assert.equal(stored.create_time, 1700000000);
+
+    // A changes a route C already knows (C wrote it): C's copy is now stale, and C's PATCH must not undo A's.
+    const byA = await A.admin('PATCH', '/routes/trail-1', { name: 'renamed by A' });
+    assert.equal(byA.status, 200, byA.text);
+    const byC = await C.admin('PATCH', '/routes/trail-1', { desc: 'described by C' });
+    assert.equal(byC.status, 200, byC.text);
+    assert.equal(byC.json.value.name, 'renamed by A', "A's change survives C's PATCH");
+    assert.equal(byC.json.value.desc, 'described by C');
+    assert.equal(byC.json.value.create_time, 1700000000);
+
+    // What C learnt on the way is served at once, before its watch catches up.
+    assert.ok(hello('trail-2')(await hit(C, '/trail-2')));
+    assert.ok(hello('trail-1b')(await hit(C, '/trail-1')));
+
+    proxy.release();
+    const t1 = performance.now();
+    await A.putRoute('trail-3', fnRoute('/trail-3', 'trail-3'));
+    await until(C, '/trail-3', hello('trail-3'), { since: t1, timeoutMs: 6000 });
+    // Every watch C opened asked etcd to require a leader.
+    const headers = proxy.watchHeaders();
+    assert.ok(headers.length >= 1);
+    for (const h of headers) assert.equal(h['grpc-metadata-hasleader'], 'true', JSON.stringify(h));
   });
 
   test('etcd restarts: both keep serving during the outage, writes answer 503, and then follow again', async (t) => {
@@ -691,5 +858,78 @@ describe('two gateways on one etcd', () => {
     // ... and the proxy must follow it.
     await until(C, '/after-wipe', hello('after-wipe'), { timeoutMs: 2000 });
     await until(C, '/after-junk', is404, { timeoutMs: 1000 });
+  });
+});
+
+describe('etcd with authentication: ETCD_USER / ETCD_PASSWORD', () => {
+  let secured: EtcdServer;
+  const password = 'e2e-root-pa55';
+  before(async () => {
+    secured = await startEtcd();
+    // As an operator enables it (etcdctl creates the root role on `auth enable`).
+    await etcdctl(secured.endpoint, 'user', 'add', `root:${password}`);
+    await etcdctl(secured.endpoint, 'auth', 'enable');
+  });
+  after(async () => {
+    await secured?.stop();
+  });
+
+  test('a gateway with ETCD_USER and ETCD_PASSWORD reads, writes and follows an etcd with authentication enabled', async () => {
+    await etcdctl(
+      secured.endpoint,
+      '--user',
+      `root:${password}`,
+      'put',
+      '/apisix/routes/before',
+      JSON.stringify(fnRoute('/auth-before', 'auth-before')),
+    );
+    const G = await gateway({ ETCD_HOST: secured.endpoint, ETCD_USER: 'root', ETCD_PASSWORD: password });
+    assert.ok(hello('auth-before')(await hit(G, '/auth-before')), 'the start-up read was authenticated');
+
+    const put = await G.putRoute('auth-1', fnRoute('/auth-1', 'auth-1'));
+    assert.equal(put.status, 201, put.text);
+    assert.ok(hello('auth-1')(await hit(G, '/auth-1')));
+    const token = await etcdToken(secured.endpoint, 'root', password);
+    assert.equal(JSON.parse((await etcdGet(secured.endpoint, '/apisix/routes/auth-1', { token })).kv!.value).uri, '/auth-1');
+
+    // The watch is authenticated too: a direct write arrives.
+    const t0 = performance.now();
+    await etcdctl(
+      secured.endpoint,
+      '--user',
+      `root:${password}`,
+      'put',
+      '/apisix/routes/auth-2',
+      JSON.stringify(fnRoute('/auth-2', 'auth-2')),
+    );
+    await until(G, '/auth-2', hello('auth-2'), { since: t0, timeoutMs: 1000 });
+  });
+
+  test('no credentials, or a wrong password: the gateway refuses to start and says why', async () => {
+    await assert.rejects(startGateway({ env: { ETCD_HOST: secured.endpoint } }), (err: Error) => {
+      assert.match(err.message, /requires authentication/);
+      return true;
+    });
+    await assert.rejects(
+      startGateway({ env: { ETCD_HOST: secured.endpoint, ETCD_USER: 'root', ETCD_PASSWORD: 'wrong' } }),
+      (err: Error) => {
+        assert.match(err.message, /authentication failed for user "root"/);
+        assert.ok(!err.message.includes(password));
+        return true;
+      },
+    );
+  });
+
+  test('ETCD_PASSWORD without ETCD_USER, or ETCD_USER without ETCD_PASSWORD, is a start-up error', async () => {
+    for (const [env, message] of [
+      [{ ETCD_PASSWORD: password }, /ETCD_PASSWORD is set but ETCD_USER is not/],
+      [{ ETCD_USER: 'root' }, /ETCD_USER is set but ETCD_PASSWORD is not/],
+    ] as const) {
+      await assert.rejects(startGateway({ env: { ETCD_HOST: secured.endpoint, ...env } }), (err: Error) => {
+        assert.match(err.message, /process exited before it was ready/);
+        assert.match(err.message, message);
+        return true;
+      });
+    }
   });
 });

@@ -47,56 +47,89 @@ export function etcdBinary(): string {
 
 /** Start a single-member etcd on free loopback ports with a fresh data directory. */
 export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer> {
+  const [member] = await startEtcdCluster(1, opts);
+  return member!;
+}
+
+/**
+ * Start an etcd cluster of `size` members on free loopback ports, each with a fresh data directory; resolves once
+ * every member says it is healthy (which needs a leader, so all members are started before any is waited for).
+ * Each member can be killed and restarted on its own (with its data: it rejoins the cluster).
+ */
+export async function startEtcdCluster(size: number, opts: StartEtcdOptions = {}): Promise<EtcdServer[]> {
   const bin = etcdBinary();
-  const dataDir = await tmpDir('fngate-etcd-');
-  const clientPort = await freePort();
-  let peerPort = await freePort();
-  while (peerPort === clientPort) peerPort = await freePort();
-  const endpoint = `http://127.0.0.1:${clientPort}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
-  const name = `fngate-test-${clientPort}`;
-  const args = [
-    '--name',
-    name,
-    '--data-dir',
-    dataDir,
-    '--listen-client-urls',
-    endpoint,
-    '--advertise-client-urls',
-    endpoint,
-    '--listen-peer-urls',
-    peer,
-    '--initial-advertise-peer-urls',
-    peer,
-    '--initial-cluster',
-    `${name}=${peer}`,
-    '--initial-cluster-state',
-    'new',
-    '--heartbeat-interval',
-    '20',
-    '--election-timeout',
-    '200',
-    '--logger',
-    'zap',
-    '--log-level',
-    'warn',
-    ...(opts.args ?? []),
-  ];
+  const used = new Set<number>();
+  const port = async () => {
+    let p = await freePort();
+    while (used.has(p)) p = await freePort();
+    used.add(p);
+    return p;
+  };
+  const specs: Array<{ name: string; dataDir: string; endpoint: string; peer: string }> = [];
+  for (let i = 0; i < size; i++) {
+    const clientPort = await port();
+    const peerPort = await port();
+    specs.push({
+      name: `fngate-test-${clientPort}`,
+      dataDir: await tmpDir('fngate-etcd-'),
+      endpoint: `http://127.0.0.1:${clientPort}`,
+      peer: `http://127.0.0.1:${peerPort}`,
+    });
+  }
+  const initialCluster = specs.map((m) => `${m.name}=${m.peer}`).join(',');
+  const members = specs.map((m) =>
+    member(bin, m.dataDir, m.endpoint, [
+      '--name',
+      m.name,
+      '--data-dir',
+      m.dataDir,
+      '--listen-client-urls',
+      m.endpoint,
+      '--advertise-client-urls',
+      m.endpoint,
+      '--listen-peer-urls',
+      m.peer,
+      '--initial-advertise-peer-urls',
+      m.peer,
+      '--initial-cluster',
+      initialCluster,
+      '--initial-cluster-state',
+      'new',
+      '--heartbeat-interval',
+      '20',
+      '--election-timeout',
+      '200',
+      '--logger',
+      'zap',
+      '--log-level',
+      'warn',
+      ...(opts.args ?? []),
+    ]),
+  );
+  try {
+    await Promise.all(members.map((m) => m.start()));
+    await Promise.all(members.map((m) => m.healthy()));
+  } catch (err) {
+    await Promise.all(members.map((m) => m.server.stop()));
+    throw err;
+  }
+  return members.map((m) => m.server);
+}
+
+/** One etcd process: started without waiting (`start`), then waited for (`healthy`). */
+function member(bin: string, dataDir: string, endpoint: string, args: string[]) {
   let proc: Proc | undefined;
   let stopped = false;
   let logs = '';
 
-  const launch = async () => {
-    proc = await startProcess({
-      cmd: bin,
-      args,
-      readyUrl: `${endpoint}/health`,
-      timeoutMs: 20_000,
-    });
+  const start = async () => {
+    proc = await startProcess({ cmd: bin, args, timeoutMs: 20_000 });
+  };
+  const healthy = async () => {
     const p = proc;
     await waitFor(
       async () => {
-        if (p.exited) throw new Error(`etcd exited\n${p.stderr()}`);
+        if (!p || p.exited) throw new Error(`etcd exited\n${p?.stderr() ?? ''}`);
         const res = await fetch(`${endpoint}/health`);
         const body = (await res.json()) as { health?: string };
         return body.health === 'true';
@@ -111,9 +144,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
     await p.kill(signal, 5000);
     logs += p.stderr();
   };
-
-  await launch();
-  return {
+  const server: EtcdServer = {
     endpoint,
     dataDir,
     async stop() {
@@ -125,13 +156,15 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
     async restart(o = {}) {
       await halt('SIGTERM');
       if (o.wipe) await rmDir(dataDir);
-      await launch();
+      await start();
+      await healthy();
     },
     async kill() {
       await halt('SIGKILL');
     },
     log: () => logs + (proc?.stderr() ?? ''),
   };
+  return { start, healthy, server };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import {
   etcdRevision,
   etcdToken,
   startEtcd,
+  startEtcdCluster,
 } from '../helpers/etcd.ts';
 import type { EtcdServer } from '../helpers/etcd.ts';
 import { freePort, waitFor } from '../helpers/process.ts';
@@ -44,15 +45,27 @@ function memLogger(): { logger: EtcdLogger; records: LogRecord[] } {
  * to the real etcd; this only delays or drops its connection).
  */
 function gate() {
-  const calls: Array<{ path: string; body: Record<string, unknown> | undefined }> = [];
+  const calls: Array<{
+    path: string;
+    /** `http://host:port` the request went to. */
+    origin: string;
+    body: Record<string, unknown> | undefined;
+    headers: Record<string, string>;
+  }> = [];
   let held: { promise: Promise<void>; release: () => void } | undefined;
   const live = new Set<AbortController>();
+  /** Canned watch answers by origin: the watch gets this stream instead of reaching etcd. */
+  const fakeWatch = new Map<string, () => Response>();
   const fetchFn: typeof fetch = async (input, init) => {
     const href = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-    const path = new URL(href).pathname;
+    const url = new URL(href);
+    const path = url.pathname;
     const body = typeof init?.body === 'string' ? (JSON.parse(init.body) as Record<string, unknown>) : undefined;
-    calls.push({ path, body });
+    const headers = Object.fromEntries(new Headers(init?.headers).entries());
+    calls.push({ path, origin: url.origin, body, headers });
     if (path !== '/v3/watch') return fetch(input, init);
+    const fake = fakeWatch.get(url.origin);
+    if (fake) return fake();
     const signal = init?.signal ?? undefined;
     if (held) {
       await Promise.race([
@@ -71,6 +84,7 @@ function gate() {
   return {
     fetch: fetchFn,
     calls,
+    fakeWatch,
     count: (path: string) => calls.filter((c) => c.path === path).length,
     /** start_revision of every watch created so far. */
     watchStarts: () =>
@@ -490,6 +504,160 @@ describe('EtcdStore on one etcd', () => {
     await waitFor(() => g.watchStarts().at(-1) === rev + 1, { timeoutMs: 2000 });
   });
 
+  test('a failed compare hands back the key as etcd holds it and updates the mirror at once; getLatest reads etcd', async () => {
+    const prefix = freshPrefix('cas-latest');
+    const g = gate();
+    g.hold(); // the watch never connects during this test: the mirror only learns through the store's own requests
+    const s = await open({ endpoints: [etcd.endpoint], prefix, fetch: g.fetch, requestTimeoutMs: 10_000 });
+    const key = `${prefix}/routes/1`;
+    const conflictOf = async (p: Promise<unknown>) => {
+      const err = await p.then(
+        () => assert.fail('the write went through'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof StoreConflictError, String(err));
+      return err;
+    };
+
+    // Written behind the store's back, as another gateway would.
+    const rev1 = await etcdPut(etcd.endpoint, key, APISIX_ROUTE);
+    assert.equal(await s.get(key), undefined, 'the mirror has not seen it');
+    const e1 = await conflictOf(s.put(key, { uri: '/mine' }, { expect: 0 }));
+    const inEtcd = { key, value: JSON.parse(APISIX_ROUTE), createdIndex: rev1, modifiedIndex: rev1 };
+    assert.deepEqual(e1.latest, { item: inEtcd, modifiedIndex: rev1 });
+    assert.deepEqual(await s.get(key), inEtcd, 'the mirror holds what etcd answered');
+    const { item } = await s.put(key, { uri: '/mine' }, { expect: e1.latest!.modifiedIndex });
+    assert.equal(item.createdIndex, rev1);
+
+    // Deleted behind its back: the conflict says the key is gone, and so does the mirror.
+    await etcdDelete(etcd.endpoint, key);
+    const e2 = await conflictOf(s.put(key, { uri: '/again' }, { expect: item.modifiedIndex }));
+    assert.deepEqual(e2.latest, { item: undefined, modifiedIndex: 0 });
+    assert.equal(await s.get(key), undefined);
+
+    // A value that is not a config object: no item, but the revision to overwrite it with.
+    const junk = `${prefix}/routes/junk`;
+    const revJ = await etcdPut(etcd.endpoint, junk, 'init_dir');
+    const e3 = await conflictOf(s.put(junk, { uri: '/j' }, { expect: 0 }));
+    assert.deepEqual(e3.latest, { item: undefined, modifiedIndex: revJ });
+    await s.put(junk, { uri: '/j' }, { expect: revJ });
+
+    // getLatest: one linearizable read, into the mirror.
+    const two = `${prefix}/routes/2`;
+    const rev2 = await etcdPut(etcd.endpoint, two, '{"uri":"/2"}');
+    assert.equal(await s.get(two), undefined);
+    assert.deepEqual(await s.getLatest(two), { key: two, value: { uri: '/2' }, createdIndex: rev2, modifiedIndex: rev2 });
+    assert.equal((await s.get(two))?.modifiedIndex, rev2);
+    assert.equal(await s.getLatest(`${prefix}/routes/none`), undefined);
+    await assert.rejects(s.getLatest('/elsewhere/routes/1'), StoreError);
+
+    // The held watch now replays everything above: nothing older than what the mirror learnt comes back.
+    g.release();
+    const marker = await etcdPut(etcd.endpoint, `${prefix}/routes/9`, '{"uri":"/9"}');
+    await waitFor(async () => (await s.get(`${prefix}/routes/9`)) !== undefined, { timeoutMs: 3000 });
+    assert.deepEqual(
+      (await s.load()).items.map((i) => [i.key, i.value.uri]),
+      [
+        [two, '/2'],
+        [`${prefix}/routes/9`, '/9'],
+        [junk, '/j'],
+      ],
+    );
+    assert.equal((await s.load()).revision, marker);
+  });
+
+  test('every watch request requires a leader (Grpc-Metadata-hasleader: true); an idle watch moves to the next endpoint', async () => {
+    const prefix = freshPrefix('hasleader');
+    const second = await tcpProxy(etcd.endpoint);
+    try {
+      const g = gate();
+      const { logger, records } = memLogger();
+      const s = await open({ endpoints: [etcd.endpoint, second.endpoint], prefix, fetch: g.fetch, logger, watchIdleMs: 150 });
+      await waitFor(() => g.count('/v3/watch') >= 4, { timeoutMs: 3000 });
+      const watches = g.calls.filter((c) => c.path === '/v3/watch');
+      for (const w of watches) assert.equal(w.headers['grpc-metadata-hasleader'], 'true', JSON.stringify(w.headers));
+      for (const c of g.calls.filter((c) => c.path !== '/v3/watch')) {
+        assert.equal(c.headers['grpc-metadata-hasleader'], undefined, `only the watch: ${c.path}`);
+      }
+      const a = new URL(etcd.endpoint).origin;
+      const b = new URL(second.endpoint).origin;
+      assert.deepEqual(
+        watches.slice(0, 4).map((w) => w.origin),
+        [a, b, a, b],
+        'each re-created idle watch goes to the next endpoint',
+      );
+      assert.equal(g.count('/v3/kv/range'), 1, 'an idle watch needs no re-read');
+      assert.ok(!records.some((r) => r.level === 'warn'), 'an idle watch is routine, not a warning');
+      // And the rotating watch still follows etcd.
+      const rev = await etcdPut(etcd.endpoint, `${prefix}/routes/1`, '{"uri":"/1"}');
+      await waitFor(async () => (await s.get(`${prefix}/routes/1`))?.modifiedIndex === rev, { timeoutMs: 2000 });
+    } finally {
+      await second.kill();
+    }
+  });
+
+  for (const [what, line] of [
+    ['ends it with an error ("etcdserver: no leader")', { error: { grpc_code: 14, http_code: 503, message: 'etcdserver: no leader' } }],
+    ['cancels it', { result: { canceled: true, cancel_reason: 'rpc error: code = Unavailable desc = member stopping' } }],
+  ] as const) {
+    test(`a member that ${what} is left: the watch is re-created on the next endpoint`, async () => {
+      const prefix = freshPrefix('cancel');
+      const second = await tcpProxy(etcd.endpoint);
+      try {
+        const g = gate();
+        const { logger, records } = memLogger();
+        const a = new URL(etcd.endpoint).origin;
+        const b = new URL(second.endpoint).origin;
+        const revision = String(await etcdRevision(etcd.endpoint));
+        // The first endpoint's watch is created, then ended by "etcd".
+        g.fakeWatch.set(a, () => {
+          const text = `${JSON.stringify({ result: { header: { revision }, created: true } })}\n${JSON.stringify(line)}\n`;
+          return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
+        });
+        const s = await open({ endpoints: [etcd.endpoint, second.endpoint], prefix, fetch: g.fetch, logger });
+        const rev = await etcdPut(etcd.endpoint, `${prefix}/routes/1`, '{"uri":"/1"}');
+        await waitFor(async () => (await s.get(`${prefix}/routes/1`))?.modifiedIndex === rev, { timeoutMs: 3000 });
+        const watches = g.calls.filter((c) => c.path === '/v3/watch').map((w) => w.origin);
+        assert.deepEqual(watches.slice(0, 2), [a, b]);
+        assert.ok(records.some((r) => /switching/.test(r.msg) && r.fields?.failed === etcd.endpoint));
+      } finally {
+        await second.kill();
+      }
+    });
+  }
+
+  test('re-watch attempts against a dead endpoint back off: doubling from backoffMinMs, capped at backoffMaxMs', async () => {
+    const prefix = freshPrefix('backoff');
+    const proxy = await tcpProxy(etcd.endpoint);
+    const g = gate();
+    const { logger, records } = memLogger();
+    const MIN = 10;
+    const MAX = 100;
+    await open({ endpoints: [proxy.endpoint], prefix, fetch: g.fetch, logger, backoffMinMs: MIN, backoffMaxMs: MAX });
+    await waitFor(() => g.count('/v3/watch') === 1, { timeoutMs: 1000 });
+    await proxy.kill(); // the watch breaks, and every re-read is refused from now on
+    const retries = () => records.filter((r) => r.fields?.retry_in_ms !== undefined);
+    await waitFor(() => retries().length >= 10, { timeoutMs: 10_000, message: 'the store stopped retrying' });
+
+    // The delays the store chose (it logs each one): MIN, 2 MIN, 4 MIN ... up to MAX, each with jitter x0.5-1.
+    retries()
+      .slice(0, 10)
+      .forEach((r, i) => {
+        const base = Math.min(MAX, MIN * 2 ** i);
+        const ms = r.fields!.retry_in_ms as number;
+        assert.equal(r.fields!.attempt, i + 1, JSON.stringify(r));
+        assert.ok(ms >= base / 2 && ms <= base, `attempt ${i + 1}: ${ms} ms, expected ${base / 2}-${base}`);
+      });
+
+    // And it waits them: re-reads counted over 2 s once the delay is capped (50-100 ms each, so about 20-40).
+    // Bounds far apart on purpose: no backoff would make thousands, an uncapped one (delays of 5 s and more
+    // by now) one at most.
+    const before = g.count('/v3/kv/range');
+    await new Promise((r) => setTimeout(r, 2000));
+    const reads = g.count('/v3/kv/range') - before;
+    assert.ok(reads >= 5 && reads <= 80, `${reads} re-reads in 2 s`);
+  });
+
   test('close() stops the watch and later calls fail', async () => {
     const s = await EtcdStore.open({ endpoints: [etcd.endpoint], prefix: freshPrefix('close') });
     await s.close();
@@ -565,6 +733,44 @@ describe('EtcdStore across etcd restarts', () => {
     await waitFor(async () => (await s.get(`${prefix}/routes/9`))?.modifiedIndex === rev, { timeoutMs: 2000 });
     const { item } = await s.put(`${prefix}/routes/10`, { uri: '/10' });
     assert.equal(item.createdIndex, rev + 1);
+  });
+});
+
+describe('EtcdStore on a two-member etcd cluster that loses its quorum', () => {
+  let members: EtcdServer[];
+  before(async () => {
+    members = await startEtcdCluster(2);
+  });
+  after(async () => {
+    await Promise.all(stores.splice(0).map((s) => s.close()));
+    await Promise.all((members ?? []).map((m) => m.stop()));
+  });
+
+  test('the member left without a leader ends the watch ("etcdserver: no leader") instead of going silent', async () => {
+    // Without the require-leader metadata etcd keeps such a watch open and silent until watchIdleMs (60 s here):
+    // the store would not notice that its member stopped following the cluster.
+    const [a, b] = members as [EtcdServer, EtcdServer];
+    const prefix = freshPrefix('leader');
+    const { logger, records } = memLogger();
+    const s = await open({ endpoints: [a.endpoint], prefix, logger, requestTimeoutMs: 1000, backoffMaxMs: 500 });
+    const rev = await etcdPut(a.endpoint, `${prefix}/routes/1`, '{"uri":"/1"}');
+    await waitFor(async () => (await s.get(`${prefix}/routes/1`))?.modifiedIndex === rev, { timeoutMs: 2000 });
+
+    await b.kill(); // a alone is no quorum: it loses its leader after a few election timeouts (200 ms each)
+    await waitFor(() => records.some((r) => /no leader/.test(String(r.fields?.reason))), {
+      timeoutMs: 10_000,
+      message: 'the watch did not end when its member lost the leader',
+    }).catch((err) => {
+      throw new Error(`${err.message}; log: ${JSON.stringify(records)}`);
+    });
+    assert.ok(await s.get(`${prefix}/routes/1`), 'the last good config is still served');
+
+    await b.restart();
+    const rev2 = await etcdPut(a.endpoint, `${prefix}/routes/2`, '{"uri":"/2"}');
+    await waitFor(async () => (await s.get(`${prefix}/routes/2`))?.modifiedIndex === rev2, {
+      timeoutMs: 10_000,
+      message: 'the store did not follow etcd once the quorum was back',
+    });
   });
 });
 

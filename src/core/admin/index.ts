@@ -348,28 +348,56 @@ export function createAdmin(opts: AdminOptions): Hono {
     return undefined;
   }
 
-  /** Write with compare-and-set, re-reading on conflict; `build` computes the new value from the current item. */
+  /**
+   * Write with compare-and-set; `build` computes the new value from the current item.
+   *
+   * The first attempt starts from `store.get()`, which for etcd is a mirror that may trail etcd (propagation
+   * delay, a watch in backoff). A failed compare hands back the key's state in the back end
+   * (`StoreConflictError.latest`; else `getLatest()`, else `get()`) and the next attempt starts from that, so a
+   * trailing mirror costs one extra round trip, not a lost create_time. An answer `build` gave from a copy that
+   * may trail (404 for a route created through another gateway a moment ago, a 400 computed from an old value) is
+   * checked once against the back end before it is returned.
+   *
+   * Every write is conditional, even APISIX's PUT, which is a plain set there (last write wins): an unconditional
+   * write would store the create_time of whatever copy it last read. `mode.plainSetLast` marks such a write: it
+   * keeps retrying, up to PLAIN_SET_ATTEMPTS times, since every lost race means another write went through (with
+   * N writers at once, each one's write lands within N attempts); anything else gives up after CAS_ATTEMPTS. Then
+   * the answer is 503 `value changed before overwritten` (APISIX's message) and nothing was written.
+   */
   async function casWrite(
     key: string,
     build: (current: StoredItem | undefined) => Promise<Record<string, unknown> | Response>,
     mode: { plainSetLast?: boolean } = {},
   ): Promise<{ item: StoredItem; created: boolean } | Response> {
-    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-      const current = await store.get(key);
+    const PLAIN_SET_ATTEMPTS = 100;
+    const attempts = mode.plainSetLast ? PLAIN_SET_ATTEMPTS : CAS_ATTEMPTS;
+    const latest = async () => {
+      const item = await (store.getLatest ? store.getLatest(key) : store.get(key));
+      return { item, modifiedIndex: item?.modifiedIndex ?? 0 };
+    };
+    let current = await store.get(key);
+    let expect = current?.modifiedIndex ?? 0;
+    /** `current` is the back end's own state (not a copy that may trail it). */
+    let fresh = store.getLatest === undefined;
+    for (let attempt = 0; attempt < attempts; attempt++) {
       const next = await build(current);
-      if (next instanceof Response) return next;
-      // APISIX's PUT is a plain set: after the compare-and-set lost a few races (it only protects
-      // create_time), the last attempt writes unconditionally, with the create_time it last read.
-      const last = mode.plainSetLast && attempt === CAS_ATTEMPTS - 1;
+      if (next instanceof Response) {
+        if (fresh) return next;
+        ({ item: current, modifiedIndex: expect } = await latest());
+        fresh = true;
+        continue;
+      }
       try {
-        const res = await store.put(key, next, last ? {} : { expect: current?.modifiedIndex ?? 0 });
+        const res = await store.put(key, next, { expect });
         await opts.afterWrite();
         return res;
       } catch (err) {
-        if (err instanceof StoreConflictError) continue;
-        throw err;
+        if (!(err instanceof StoreConflictError)) throw err;
+        ({ item: current, modifiedIndex: expect } = err.latest ?? (await latest()));
+        fresh = true;
       }
     }
+    logger.warn('admin: a write lost the compare-and-set race every time; nothing was written', { key, attempts });
     return adminError(503, 'value changed before overwritten');
   }
 

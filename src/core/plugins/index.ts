@@ -5,15 +5,28 @@ import type { AnyPlugin } from './types.ts';
 export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [openfunction];
 
 /**
- * Plugin names that guard access in APISIX. A stored route that names one of these while fngate does not
- * implement it is answered with 503 instead of being served unprotected.
+ * APISIX plugins that only observe traffic (metrics, tracing, logging, a request id header, node status): a
+ * route written straight into the store (etcd, a standalone file) that names one of them while fngate does not
+ * implement it is served without it, with one log line. Any other plugin fngate does not have (an auth plugin,
+ * a rate limit, an IP rule, but also `workflow`, `saml-auth`, `ai-rate-limiting`, `ext-plugin-*`,
+ * `serverless-*-function`, `proxy-rewrite`, `cors`, ... and every plugin this list does not know) makes the route
+ * answer 503: fngate cannot tell whether a plugin it does not know guards access or changes what is served, so it
+ * fails closed. Listed by exact name (every `*-logger` plugin APISIX ships is here); not a suffix rule, so a custom
+ * plugin called `something-logger` still fails closed.
  */
-export const SECURITY_PLUGIN_NAMES = new Set([
-  'basic-auth', 'key-auth', 'jwt-auth', 'hmac-auth', 'ldap-auth', 'openid-connect', 'authz-keycloak', 'authz-casbin',
-  'authz-casdoor', 'wolf-rbac', 'forward-auth', 'opa', 'multi-auth', 'cas-auth', 'ip-restriction', 'ua-restriction',
-  'referer-restriction', 'uri-blocker', 'consumer-restriction', 'csrf', 'limit-req', 'limit-conn', 'limit-count',
-  'api-breaker', 'request-validation', 'chaitin-waf', 'jwe-decrypt',
+export const HARMLESS_PLUGIN_NAMES: ReadonlySet<string> = new Set([
+  // metrics and tracing
+  'prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info', 'request-id',
+  // logging
+  'http-logger', 'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'file-logger', 'syslog',
+  'sls-logger', 'google-cloud-logging', 'splunk-hec-logging', 'clickhouse-logger', 'loggly',
+  'elasticsearch-logger', 'tencent-cloud-cls', 'loki-logger', 'skywalking-logger', 'error-log-logger', 'log-rotate',
 ]);
+
+/** May a plugin fngate does not implement be skipped (true), or must the route answer 503 (false)? */
+export function isSkippablePlugin(name: string): boolean {
+  return HARMLESS_PLUGIN_NAMES.has(name);
+}
 
 export type PluginRegistry = ReadonlyMap<string, AnyPlugin>;
 
