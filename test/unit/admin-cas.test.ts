@@ -156,6 +156,23 @@ describe('Admin API compare-and-set over a copy that trails the back end', () =>
     });
   }
 
+  test('DELETE of a key the copy lacks deletes it; an invalid PATCH of such a key is a 400, not a 404', async () => {
+    const store = new LaggingStore({ latestInError: true, withGetLatest: true });
+    await store.freeze(); // the copy is empty
+    await store.backend.put('/apisix/routes/r1', stored('/one'));
+    await store.backend.put('/apisix/routes/r2', { ...stored('/two'), id: 'r2' });
+    const call = admin(store);
+
+    const bad = await call('PATCH', '/routes/r2', { uri: 42 });
+    assert.equal(bad.status, 400, `the route exists in the back end; the merge is what is wrong: ${bad.text}`);
+    assert.equal((await store.backend.get('/apisix/routes/r2'))?.value.uri, '/two', 'nothing written');
+
+    const del = await call('DELETE', '/routes/r1');
+    assert.equal(del.status, 200, del.text);
+    assert.equal(await store.backend.get('/apisix/routes/r1'), undefined);
+    assert.equal((await call('DELETE', '/routes/none')).status, 404);
+  });
+
   test('a store whose get() is current needs no second read for a 404', async () => {
     const store = new LaggingStore({ withGetLatest: false });
     const call = admin(store);

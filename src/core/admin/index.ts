@@ -458,10 +458,9 @@ export function createAdmin(opts: AdminOptions): Hono {
     const key = keyOf(resource, id);
     let missing = false;
     const res = await casWrite(key, async (current) => {
-      if (!current) {
-        missing = true;
-        return notFound();
-      }
+      // Set on every attempt: a 404 from a copy that trailed the back end is followed by an attempt on its state.
+      missing = !current;
+      if (!current) return notFound();
       // Merged and validated in plaintext (a patch may leave a stored secret untouched), sealed again after.
       const currentValue = await secrets.open(current.value);
       let next: Record<string, unknown> | string;
@@ -487,7 +486,8 @@ export function createAdmin(opts: AdminOptions): Hono {
     if (ro) return ro;
     if (id === undefined) return adminError(400, `missing ${def.kind} id`);
     const key = keyOf(resource, id);
-    const current = await store.get(key);
+    // The gateway's copy may trail the back end (etcd: a key another gateway wrote a moment ago): ask it before a 404.
+    const current = (await store.get(key)) ?? (await store.getLatest?.(key));
     if (!current) return notFound();
     if (def.inUse && ctx.query.get('force') !== 'true') {
       const why = await def.inUse(id);
