@@ -129,6 +129,13 @@ async function openStore(
 
 async function boot(env: Env): Promise<Booted> {
   const vars = stringVars(env);
+  if (vars.ETCD_HOST) {
+    // Never fall back to another store without saying so: the user meant this fleet to follow etcd.
+    throw new Error(
+      'ETCD_HOST is set, but the etcd store cannot run on Cloudflare Workers (no watch can stay open between ' +
+        'requests); bind a KV namespace as GATEWAY_KV or set STANDALONE_CONFIG instead (README, "Runtimes")',
+    );
+  }
   // Only the settings that mean something on Workers (no ports, files or etcd). ADMIN_ALLOW and DATA_ENCRYPTION_KEY
   // are checked here too, so a bad value fails the boot rather than being ignored.
   const settings = readSettings({

@@ -233,6 +233,21 @@ describe('STANDALONE_CONFIG', () => {
   });
 });
 
+describe('ETCD_HOST on Workers', () => {
+  test('refuses to start (503, reason in the log) rather than silently using another store', async () => {
+    const mf = await startWorker({ bindings: { ADMIN_KEY: KEY, ETCD_HOST: 'http://127.0.0.1:2379' } });
+    try {
+      const res = await get(mf, '/apisix/admin/routes', { headers: { 'x-api-key': KEY } });
+      assert.equal(res.status, 503, res.text);
+      assert.match(JSON.parse(res.text).error_msg, /cannot start/);
+      const kv = await kvOf(mf);
+      assert.equal((await kv.list()).keys.length, 0);
+    } finally {
+      await mf.dispose();
+    }
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // The store class alone, over an in-memory stand-in for a KV binding that can serve stale reads.
 
