@@ -295,13 +295,12 @@ describe('generated admin key', () => {
     }
   });
 
-  test('ADMIN_KEY set → no admin_key file, only that key works', {
-    skip: RUNTIME === 'workerd' && NO_WORKER_FILES,
-  }, async () => {
+  test('ADMIN_KEY set → only that key works, it is never printed, and no admin_key file is made', async () => {
     const dataDir = await freshDir('fngate-conf-setkey-');
     const gw = await startGateway({ dataDir });
     try {
-      assert.equal(existsSync(join(dataDir, 'admin_key')), false);
+      // Workers: DATA_DIR holds Miniflare's local state; a Worker writes no file anyway.
+      if (RUNTIME !== 'workerd') assert.equal(existsSync(join(dataDir, 'admin_key')), false);
       assert.equal((await adminCall(gw, 'GET', '/routes', gw.key)).status, 200);
       assert.equal((await adminCall(gw, 'GET', '/routes', 'x'.repeat(32))).status, 401);
       assert.ok(!(gw.proc.stdout() + gw.proc.stderr()).includes(gw.key), 'output contains ADMIN_KEY');
