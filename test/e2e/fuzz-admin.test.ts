@@ -1,8 +1,9 @@
 // Property-based fuzzing of the Admin API (fast-check, fixed seeds, bounded runs: well under 60 s) against a
 // real gateway process: every resource and verb, random and near-valid JSON, wrong types, huge strings, deep
-// nesting, unicode, ids with `/`, `..`, `%2F`, NUL. Properties: never a 5xx, the process stays up, a refused
-// write leaves the stored config (DATA_DIR/config.json) byte for byte as it was, and the gateway's memory
-// stays flat after a warm-up. Plus the explicit limits: body 1.5 MiB → 413, JSON depth 64 → 400.
+// nesting, unicode, ids with `/`, `..`, `%2F`, NUL (in the URL and in the body). Properties: never a 5xx,
+// the process stays up, a refused write leaves the stored config (DATA_DIR/config.json) byte for byte as it
+// was, everything listed can be fetched by its id, and the gateway's memory stays flat after a warm-up.
+// Plus the explicit limits: body 1.5 MiB → 413, JSON depth 64 → 400.
 // Run: npm run build && node --import tsx --test test/e2e/fuzz-admin.test.ts
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -163,6 +164,13 @@ const validFnRoute = fc.record({
     ),
   }),
 });
+/**
+ * Ids a client may put in a body. `.` and `..` match APISIX's id pattern but no URL can address them (dot
+ * segments): they must be refused, or the resource could never be read, changed or deleted again. `...` is
+ * an ordinary id.
+ */
+const bodyId = fc.constantFrom('.', '..', '...', '.a', 'a..', 'fz-body', '%2e%2e', 'a/b', 7);
+
 const validUpstream = fc.record({
   type: fc.constantFrom('roundrobin', 'chash', 'unknown'),
   nodes: fc.oneof(
@@ -210,7 +218,7 @@ const nearValid = fc
     fc.array(
       fc.tuple(
         fc.constantFrom(...FIELDS),
-        fc.oneof(anyJson, hugeString, unicodeString, fc.constant(null), fc.constant(undefined)),
+        fc.oneof(anyJson, hugeString, unicodeString, bodyId, fc.constant(null), fc.constant(undefined)),
       ),
       { maxLength: 3 },
     ),
@@ -281,6 +289,20 @@ const wellFormedOp: fc.Arbitrary<Op> = fc
     chunked: false,
   }));
 
+/** `PUT /routes` or `/upstreams` with the id in the body only (APISIX's other way to name what is written). */
+const bodyIdOp: fc.Arbitrary<Op> = fc
+  .record({
+    resource: fc.constantFrom('routes', 'upstreams'),
+    id: bodyId,
+    body: fc.oneof(validRoute, validUpstream),
+  })
+  .map((r) => ({
+    method: 'PUT',
+    path: `/apisix/admin/${r.resource}`,
+    body: JSON.stringify({ ...r.body, id: r.id }),
+    chunked: false,
+  }));
+
 const anyOp: fc.Arbitrary<Op> = fc
   .record({
     method: fc.oneof({ weight: 10, arbitrary: fc.constantFrom(...METHODS) }, { weight: 1, arbitrary: fc.constantFrom(...ODD_METHODS) }),
@@ -319,7 +341,7 @@ const anyOp: fc.Arbitrary<Op> = fc
     return { method: r.method, path, body: r.body, chunked: r.chunked };
   });
 
-const op = fc.oneof({ weight: 1, arbitrary: wellFormedOp }, { weight: 3, arbitrary: anyOp });
+const op = fc.oneof({ weight: 2, arbitrary: wellFormedOp }, { weight: 1, arbitrary: bodyIdOp }, { weight: 6, arbitrary: anyOp });
 
 const WRITES = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
 /** Status counts of the run, e.g. `PUT 400` → n (reported as a test diagnostic). */
@@ -357,12 +379,52 @@ describe('Admin API fuzzing (fast-check)', () => {
   test('every resource × verb × id shape: never a 5xx, refused writes change nothing', async () => {
     for (const resource of RESOURCES) {
       for (const method of [...METHODS, 'OPTIONS', 'HEAD']) {
-        for (const id of [undefined, '1', 'seed', '..', '%2F', 'a%00b']) {
+        for (const id of [undefined, '1', 'seed', '..', '.', '%2e%2e', '%2F', 'a%00b']) {
           const path = `/apisix/admin/${resource}${id === undefined ? '' : `/${id}`}`;
           const body = method === 'GET' || method === 'HEAD' || method === 'DELETE' ? undefined : '{"uri":1}';
           await check({ method, path, body, chunked: false });
         }
       }
+    }
+  });
+
+  test('"." and ".." are refused as ids in a body (400 naming the id), the URL forms never name a resource', async () => {
+    let before = stored();
+    const route = { uri: '/dots', upstream: { type: 'roundrobin', nodes: { '127.0.0.1:1980': 1 } } };
+    const upstream = { type: 'roundrobin', nodes: { '127.0.0.1:1980': 1 } };
+    for (const [resource, value] of [
+      ['routes', route],
+      ['upstreams', upstream],
+    ] as const) {
+      for (const id of ['.', '..']) {
+        const put = await adminRaw('PUT', `/apisix/admin/${resource}`, JSON.stringify({ ...value, id }));
+        assert.equal(put.status, 400, put.body);
+        assert.equal(
+          JSON.parse(put.body).error_msg,
+          'invalid configuration: property "id" validation failed: the ids "." and ".." are not allowed: no URL can address them',
+        );
+        // A reference to such an id is refused the same way (it could never exist).
+        if (resource === 'routes') {
+          const ref = await adminRaw('PUT', '/apisix/admin/routes/dots', JSON.stringify({ uri: '/dots', upstream_id: id }));
+          assert.equal(ref.status, 400, ref.body);
+          assert.match(JSON.parse(ref.body).error_msg, /^invalid configuration: property "upstream_id" validation failed: the ids "\." and "\.\." are not allowed/);
+        }
+        // In the URL the dot segments are resolved before the Admin API sees them: `/routes/..` is
+        // `/apisix/admin/` (404), `/routes/.` is `/routes/` (PUT without an id → 400). Nothing is written.
+        for (const seg of id === '.' ? ['.', '%2e'] : ['..', '%2e%2e', '.%2E']) {
+          for (const method of ['PUT', 'PATCH']) {
+            const res = await adminRaw(method, `/apisix/admin/${resource}/${seg}`, JSON.stringify(value));
+            assert.ok(res.status === 400 || res.status === 404, `${method} /${resource}/${seg} → ${res.status} ${res.body}`);
+          }
+        }
+      }
+      assert.equal(stored(), before, `a refused ${resource} write changed the stored config`);
+      // `...` is not a dot segment: an ordinary id, stored, read and deleted by its URL.
+      const put = await adminRaw('PUT', `/apisix/admin/${resource}`, JSON.stringify({ ...value, id: '...' }));
+      assert.equal(put.status, 201, put.body);
+      assert.equal((await adminRaw('GET', `/apisix/admin/${resource}/...`)).status, 200);
+      assert.equal((await adminRaw('DELETE', `/apisix/admin/${resource}/...`)).status, 200);
+      before = stored();
     }
   });
 
@@ -396,6 +458,24 @@ describe('Admin API fuzzing (fast-check)', () => {
     const listed = await gw.admin('GET', '/routes');
     assert.equal(listed.status, 200);
     assert.equal(listed.json.total, routes.length);
+    // Whatever the fuzzing stored can be reached again by its id: no resource is stranded under a key that
+    // no URL can name (as `.` and `..` once were).
+    let fetched = 0;
+    for (const resource of ['routes', 'upstreams']) {
+      const list = await adminRaw('GET', `/apisix/admin/${resource}`);
+      assert.equal(list.status, 200, list.body);
+      for (const item of JSON.parse(list.body).list as { key: string; value: { id: unknown } }[]) {
+        const id = item.key.slice(`/apisix/${resource}/`.length);
+        assert.equal(String(item.value.id), id, `${item.key} holds id ${JSON.stringify(item.value.id)}`);
+        const one = await adminRaw('GET', `/apisix/admin/${resource}/${id}`);
+        assert.equal(one.status, 200, `${item.key} is listed, but GET /${resource}/${id} → ${one.status} ${one.body}`);
+        const got = JSON.parse(one.body);
+        assert.equal(got.key, item.key, `${item.key} is listed, but GET /${resource}/${id} answers ${one.body.slice(0, 200)}`);
+        assert.deepEqual(got.value, item.value);
+        fetched++;
+      }
+    }
+    assert.ok(fetched > 3, `only ${fetched} items were left to fetch`);
     const res = await gw.fetch('/seed');
     assert.ok(res.status < 500 || res.status === 502 || res.status === 503, `proxy answered ${res.status}`);
     await res.text();
@@ -459,6 +539,44 @@ describe('admin request limits', () => {
       assert.equal(huge.status, 400, huge.body);
     }
     assert.equal(stored(), before);
+  });
+
+  test('?name= and ?uri= are regular expressions (as in APISIX) matched in linear time: no ReDoS with a valid key', async () => {
+    const evilName = `${'a'.repeat(48)}!`;
+    const put = await adminRaw('PUT', '/apisix/admin/routes/redos', JSON.stringify({ name: evilName, uri: `/${'a'.repeat(48)}!`, upstream: { nodes: { '127.0.0.1:1980': 1 } } }));
+    assert.equal(put.status, 201, put.body);
+    const q = (s: string) => encodeURIComponent(s);
+    // With a backtracking engine each of these runs for longer than anyone waits (2^48 paths).
+    for (const [param, pattern] of [
+      ['name', '(a+)+$'],
+      ['name', '^(a|a)*$'],
+      ['uri', '(a|aa)+b'],
+      ['uri', '^/(\\w+\\w?)*$'],
+    ] as const) {
+      const started = Date.now();
+      const res = await adminRaw('GET', `/apisix/admin/routes?${param}=${q(pattern)}`);
+      const ms = Date.now() - started;
+      assert.equal(res.status, 200, res.body);
+      const keys = JSON.parse(res.body).list.map((i: { key: string }) => i.key);
+      assert.ok(!keys.includes('/apisix/routes/redos'), `${param}=${pattern}: ${keys}`);
+      assert.ok(ms < 1000, `${param}=${pattern}: ${ms} ms`);
+    }
+    // The same engine finds what is there.
+    const hit = await adminRaw('GET', `/apisix/admin/routes?name=${q('^a+!$')}&uri=${q('^/a{48}!$')}`);
+    assert.deepEqual(JSON.parse(hit.body).list.map((i: { key: string }) => i.key), ['/apisix/routes/redos']);
+    // Constructs a linear-time matcher cannot keep: 400, saying which.
+    for (const [pattern, why] of [
+      ['(a)\\1', 'backreferences'],
+      ['a(?=b)', 'lookaround assertions'],
+      ['a++', 'possessive quantifiers'],
+    ] as const) {
+      const res = await adminRaw('GET', `/apisix/admin/routes?name=${q(pattern)}`);
+      assert.equal(res.status, 400, res.body);
+      assert.equal(JSON.parse(res.body).error_msg, `invalid argument name: ${why} are not supported in list filters`);
+    }
+    // Not a regular expression at all: plain text, as before.
+    assert.equal((await adminRaw('GET', `/apisix/admin/routes?name=${q('(')}`)).status, 200);
+    assert.equal((await adminRaw('DELETE', '/apisix/admin/routes/redos')).status, 200);
   });
 
   test('a body that is not UTF-8 → 400 invalid request body', async () => {

@@ -10,6 +10,7 @@ import { checkRoute, routeSchema } from '../schema/route.ts';
 import { checkUpstream, upstreamSchema } from '../schema/upstream.ts';
 import { createSecrets, type Keyring } from '../secrets.ts';
 import { keyChecker, presentedKey } from './auth.ts';
+import { listSearch } from './filter-pattern.ts';
 import { type AuthLimitOptions, AuthLimiter, clientBucket, compileAllowList, displayIp } from './guard.ts';
 import { ADMIN_HEADERS, adminError, BadBody, BodyTooLarge, json, jsonDepth, mergePatch, patchAt, readBody, text } from './json.ts';
 
@@ -283,17 +284,21 @@ export function createAdmin(opts: AdminOptions): Hono {
   async function list(resource: string, ctx: Ctx): Promise<Response> {
     const state = await store.load();
     let items = [...itemsOf(state, prefix, resource).values()];
-    const name = ctx.query.get('name');
-    if (name !== null) items = items.filter((i) => safeSearch(name, String(i.value.name ?? 'nil')));
+    const search = listSearch(ctx.query);
+    if (search instanceof Response) return search;
+    const byName = search.name;
+    if (byName) items = items.filter((i) => byName(String(i.value.name ?? 'nil')));
     const label = ctx.query.get('label');
     if (label !== null) items = items.filter((i) => isPlainObject(i.value.labels) && Object.hasOwn(i.value.labels, label));
-    const uri = ctx.query.get('uri');
-    if (uri !== null) {
+    const byUri = search.uri;
+    if (byUri) {
       items = items.filter((i) => {
         const uris = Array.isArray(i.value.uris) ? i.value.uris : [i.value.uri];
-        return uris.some((u) => typeof u === 'string' && safeSearch(uri, u));
+        return uris.some((u) => typeof u === 'string' && byUri(u));
       });
     }
+    const refused = search.refusal();
+    if (refused) return refused;
     const filter = ctx.query.get('filter');
     if (filter !== null) {
       const f = new URLSearchParams(filter);
@@ -510,13 +515,4 @@ function jsonType(x: unknown): string {
   if (x === null) return 'null';
   if (Array.isArray(x)) return 'array';
   return typeof x;
-}
-
-/** APISIX matches `name`/`uri` filters as unanchored regular expressions; a bad pattern matches as plain text. */
-function safeSearch(pattern: string, subject: string): boolean {
-  try {
-    return new RegExp(pattern).test(subject);
-  } catch {
-    return subject.includes(pattern);
-  }
 }

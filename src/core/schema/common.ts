@@ -2,13 +2,21 @@ import * as v from 'valibot';
 import { INTEGER } from './format.ts';
 import { formatIssue } from './format.ts';
 
-/** APISIX `id_schema`: a string of 1–64 of `[a-zA-Z0-9-_.]`, or an integer >= 1. */
-export const idSchema = v.union([
-  v.pipe(v.string(), v.minLength(1), v.maxLength(64), v.regex(/^[a-zA-Z0-9\-_.]+$/)),
-  v.pipe(v.number(INTEGER), v.integer(), v.minValue(1)),
-]);
+/**
+ * APISIX `id_schema`: a string of 1–64 of `[a-zA-Z0-9-_.]`, or an integer >= 1. Except `.` and `..`, which
+ * APISIX's pattern allows but no URL can name (clients and servers resolve `/routes/..` and `/routes/%2e%2e`
+ * as dot segments): a resource stored under one could never be fetched, changed or deleted again.
+ */
+export const idSchema = v.pipe(
+  v.union([
+    v.pipe(v.string(), v.minLength(1), v.maxLength(64), v.regex(/^[a-zA-Z0-9\-_.]+$/)),
+    v.pipe(v.number(INTEGER), v.integer(), v.minValue(1)),
+  ]),
+  v.check((id) => id !== '.' && id !== '..', 'the ids "." and ".." are not allowed: no URL can address them'),
+);
 
-export const ID_PATTERN = /^[a-zA-Z0-9\-_.]{1,64}$/;
+/** An id in a URL path or a store key: {@link idSchema}'s string form. */
+export const ID_PATTERN = /^(?!\.\.?$)[a-zA-Z0-9\-_.]{1,64}$/;
 
 export const nameSchema = v.pipe(v.string(), v.minLength(1), v.maxLength(256));
 export const descSchema = v.pipe(v.string(), v.maxLength(256));
