@@ -4,8 +4,8 @@
 // Every case checks what reached the function/upstream (recording servers), not only the status.
 // Run: npm run build && node --import tsx --test test/e2e/hostile.test.ts
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { connect } from 'node:net';
+import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import { connect, createServer as createNetServer, type Server as NetServer } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { type GatewayUnderTest, startGateway } from '../conformance/harness.ts';
@@ -168,11 +168,14 @@ async function recorder(name: string): Promise<Recorder> {
   return { server, port: (server.address() as { port: number }).port, seen };
 }
 
-/** What an origin server does with a path: decode once, resolve dot segments. */
+/**
+ * What an origin server may do with a path: decode once, resolve dot segments, with `\` as a separator too
+ * (as Windows servers and some frameworks and URL parsers read it).
+ */
 function resolvedByServer(url: string): string {
   const p = decodeURIComponent(url.split('?')[0]!);
   const out: string[] = [];
-  for (const seg of p.split('/').slice(1)) {
+  for (const seg of p.split(/[/\\]/).slice(1)) {
     if (seg === '..') out.pop();
     else if (seg !== '.' && seg !== '') out.push(seg);
   }
@@ -181,10 +184,50 @@ function resolvedByServer(url: string): string {
 
 // ------------------------------------------------------------------------------------------------
 
+/**
+ * A function that answers every request with the same raw bytes: every hop-by-hop header there is (those a
+ * Node `http` server refuses to send, `Trailer` and `TE`, included), framed by Content-Length, or chunked
+ * with a real trailer field `X-T` (`?chunked`).
+ */
+async function hopByHopFunction(): Promise<{ server: NetServer; port: number }> {
+  const head = [
+    'HTTP/1.1 200 OK',
+    'Connection: X-Resp-Listed',
+    'X-Resp-Listed: must-not-pass',
+    'Keep-Alive: timeout=77',
+    'Proxy-Connection: keep-alive',
+    'Proxy-Authenticate: Basic realm=upstream',
+    'Upgrade: websocket',
+    'Trailer: X-T',
+    'TE: trailers',
+    'X-End-To-End: passes',
+    'Content-Type: text/plain',
+  ].join('\r\n');
+  const server = createNetServer((sock) => {
+    sock.on('error', () => {});
+    let buf = '';
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const chunked = /^\S+ \S*[?&]chunked/.test(buf);
+      buf = buf.slice(end + 4); // no request bodies here
+      sock.write(
+        chunked
+          ? `${head}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhop-b\r\n2\r\ny!\r\n0\r\nX-T: trailer-value\r\n\r\n`
+          : `${head}\r\nContent-Length: 7\r\n\r\nhop-by!`,
+      );
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
 let gw: GatewayUnderTest;
 let fns: FunctionServers;
 let base: Recorder; // behind /hello/* (openfunction → /base/) and /up/* (upstream, path as sent)
 let secret: Recorder; // behind /secret only
+let hop: { server: NetServer; port: number }; // behind /hop-fn (openfunction) and /hop-up (upstream)
 let port: number;
 
 const upstreamTo = (p: number) => ({ type: 'roundrobin', nodes: { [`127.0.0.1:${p}`]: 1 } });
@@ -200,6 +243,9 @@ before(async () => {
   await gw.putRoute('secret', { uri: '/secret', upstream: upstreamTo(secret.port) });
   await gw.putRoute('echo-fn', { uri: '/echo-fn', plugins: { openfunction: { function_uri: fns.urls.echo } } });
   await gw.putRoute('echo-up', { uri: '/echo-up', upstream: upstreamTo(fns.ports.echo) });
+  hop = await hopByHopFunction();
+  await gw.putRoute('hop-fn', { uri: '/hop-fn', plugins: { openfunction: { function_uri: `http://127.0.0.1:${hop.port}/` } } });
+  await gw.putRoute('hop-up', { uri: '/hop-up', upstream: upstreamTo(hop.port) });
 });
 
 after(async () => {
@@ -207,6 +253,7 @@ after(async () => {
   await fns?.close();
   base?.server.close();
   secret?.server.close();
+  hop?.server.close();
 });
 
 beforeEach(() => {
@@ -403,7 +450,15 @@ describe('path traversal: a request never leaves the route or the function base 
     ['/hello//x', { to: 'base', url: '/base/x' }],
     ['/hello/a/../x', { to: 'base', url: '/base/x' }],
     ['/hello/%252e%252e/secret', { to: 'base', url: '/base/%252e%252e/secret' }],
-    ['/hello/..%5csecret', { to: 'base', url: '/base/..%5Csecret' }],
+    // An encoded backslash that would make a `..` segment if `\` were a separator: refused (see normalizePath).
+    ['/hello/..%5csecret', 400],
+    ['/hello/..%5Csecret', 400],
+    ['/hello/%5c..%5csecret', 400],
+    ['/hello/a/..%5c..%5csecret', 400],
+    ['/hello/%2e%2e%5csecret', 400],
+    ['/up/..%5csecret', 400],
+    ['/hello/a%5cb', { to: 'base', url: '/base/a%5Cb' }],
+    ['/hello/...%5cx', { to: 'base', url: '/base/...%5Cx' }],
     ['/hello/..;/secret', { to: 'base', url: '/base/..;/secret' }],
     ['/hello/%2fsecret', { to: 'base', url: '/base/secret' }],
     ['/hello/a%2f%2e%2e%2fb', { to: 'base', url: '/base/b' }],
@@ -448,7 +503,10 @@ describe('path traversal: a request never leaves the route or the function base 
       '%252e%252e',
       '%252f',
       '%5c',
+      '%5C',
       '..%5c',
+      '%5c..',
+      '%2e%2e%5c',
       '..%2f',
       '%2f..',
       ';',
@@ -474,8 +532,9 @@ describe('path traversal: a request never leaves the route or the function base 
           // Through /hello/* (openfunction) the function must resolve the path inside /base/;
           // through /up/* the path is passed as sent (nginx proxy_pass without a URI), so it starts with /up/.
           const resolved = resolvedByServer(s.url);
-          if (s.url.startsWith('/base/')) assert.ok(resolved.startsWith('/base'), `${path} → function resolves ${s.url} as ${resolved}`);
-          else assert.fail(`${path} reached the base server as ${s.url}`);
+          if (s.url.startsWith('/base/')) {
+            assert.ok(resolved === '/base' || resolved.startsWith('/base/'), `${path} → function resolves ${s.url} as ${resolved}`);
+          } else assert.fail(`${path} reached the base server as ${s.url}`);
         }
         for (const s of secret.seen) {
           assert.equal(resolvedByServer(s.url), '/secret', `${path} reached /secret as ${s.url}`);
@@ -571,7 +630,7 @@ describe('hop-by-hop headers never cross the gateway', () => {
       assert.equal(seen['x-end-to-end'], 'passes');
     });
 
-    test(`response side, through ${route === '/echo-fn' ? 'openfunction' : 'an upstream'}`, async () => {
+    test(`response side (a Node http function), through ${route === '/echo-fn' ? 'openfunction' : 'an upstream'}`, async () => {
       const set = [
         'Connection:X-Resp-Listed',
         'X-Resp-Listed:must-not-pass',
@@ -592,6 +651,27 @@ describe('hop-by-hop headers never cross the gateway', () => {
       assert.ok(!header(res, 'connection').some((v) => /x-resp-listed/i.test(v)));
       assert.deepEqual(header(res, 'x-end-to-end'), ['passes']);
     });
+  }
+
+  // A Node http server cannot be made to send `Trailer` on a Content-Length answer, nor `TE` at all
+  // without looking odd; this function writes its answer byte for byte, with every hop-by-hop header.
+  for (const [route, via] of [
+    ['/hop-fn', 'openfunction'],
+    ['/hop-up', 'an upstream'],
+  ]) {
+    for (const chunked of [false, true]) {
+      test(`response side (every hop-by-hop header, Trailer and TE too; ${chunked ? 'chunked, with a trailer field' : 'Content-Length'}), through ${via}`, async () => {
+        const res = await rawOne(port, `GET ${route}${chunked ? '?chunked' : ''} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n`);
+        assert.equal(res.status, 200);
+        assert.equal(res.body.toString(), 'hop-by!');
+        for (const h of ['x-resp-listed', 'proxy-connection', 'proxy-authenticate', 'upgrade', 'trailer', 'te']) {
+          assert.deepEqual(header(res, h), [], `${h} reached the client`);
+        }
+        assert.ok(!header(res, 'keep-alive').includes('timeout=77'), "the function's Keep-Alive reached the client");
+        assert.ok(!header(res, 'connection').some((v) => /x-resp-listed/i.test(v)));
+        assert.deepEqual(header(res, 'x-end-to-end'), ['passes']);
+      });
+    }
   }
 });
 
@@ -633,5 +713,72 @@ describe('X-Forwarded-* are set by the gateway and cannot be spoofed through it'
     const h = (await res.json()).headers;
     assert.equal(h['x-forwarded-for'], '127.0.0.1');
     assert.equal(h.forwarded, undefined);
+  });
+});
+
+describe('ADMIN_ALLOW on a running gateway: the address list is checked on the TCP peer, before the key', () => {
+  /** An admin request from `localAddress` (any 127/8 address reaches the loopback listener on Linux). */
+  function adminFrom(
+    target: GatewayUnderTest,
+    localAddress: string,
+    method: string,
+    path: string,
+    opts: { key?: string | null; headers?: Record<string, string> } = {},
+  ): Promise<{ status: number; body: string }> {
+    const url = new URL(target.adminUrl);
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.key !== null) headers['x-api-key'] = opts.key ?? target.key;
+    return new Promise((resolve, reject) => {
+      const req = request({ host: url.hostname, port: Number(url.port), localAddress, method, path, headers, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks).toString() }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  test('default list (127.0.0.0/24, ::1): 127.0.1.1 → 403 whatever the key and verb; 127.0.0.1 and 127.0.0.9 → 200', async () => {
+    for (const [method, path, key] of [
+      ['GET', '/apisix/admin/routes', undefined],
+      ['GET', '/apisix/admin/routes', null], // no key: still 403, not 401
+      ['GET', '/apisix/admin/routes?api_key=wrong', null],
+      ['PUT', '/apisix/admin/routes/allow', undefined],
+      ['DELETE', '/apisix/admin/routes/fn', undefined],
+      ['OPTIONS', '/apisix/admin/routes', undefined],
+      ['HEAD', '/apisix/admin', undefined],
+    ] as const) {
+      const res = await adminFrom(gw, '127.0.1.1', method, path, { key });
+      assert.equal(res.status, 403, `${method} ${path}: ${res.body}`);
+      if (method !== 'HEAD') assert.deepEqual(JSON.parse(res.body), { error_msg: 'access from 127.0.1.1 is not allowed' });
+    }
+    for (const local of ['127.0.0.1', '127.0.0.9']) {
+      const res = await adminFrom(gw, local, 'GET', '/apisix/admin/routes/fn');
+      assert.equal(res.status, 200, `${local}: ${res.body}`);
+      assert.equal(JSON.parse(res.body).value.uri, '/hello/*');
+    }
+    // X-Forwarded-For is never consulted: a refused peer cannot claim an allowed address.
+    const spoofed = await adminFrom(gw, '127.0.1.1', 'GET', '/apisix/admin/routes', {
+      headers: { 'x-forwarded-for': '127.0.0.1', 'x-real-ip': '127.0.0.1', forwarded: 'for=127.0.0.1' },
+    });
+    assert.equal(spoofed.status, 403);
+    // Nothing was written by the refused PUT/DELETE.
+    assert.equal((await gw.admin('GET', '/routes/allow')).status, 404);
+    assert.equal((await gw.admin('GET', '/routes/fn')).status, 200);
+  });
+
+  test('ADMIN_ALLOW=127.0.1.0/24: now 127.0.1.1 → 200 and 127.0.0.1 → 403', async () => {
+    const other = await startGateway({ env: { ADMIN_ALLOW: '127.0.1.0/24' } });
+    try {
+      const allowed = await adminFrom(other, '127.0.1.1', 'GET', '/apisix/admin/routes');
+      assert.equal(allowed.status, 200, allowed.body);
+      assert.deepEqual(JSON.parse(allowed.body), { list: [], total: 0 });
+      const refused = await adminFrom(other, '127.0.0.1', 'GET', '/apisix/admin/routes');
+      assert.equal(refused.status, 403, refused.body);
+      assert.deepEqual(JSON.parse(refused.body), { error_msg: 'access from 127.0.0.1 is not allowed' });
+    } finally {
+      await other.stop();
+    }
   });
 });

@@ -480,6 +480,25 @@ describe('normalizePath', () => {
     ['/a\0b', null],
     ['/%ff', null],
     ['a/b', null],
+    // A backslash that makes a `..` segment when read as a separator (as Windows servers do): refused.
+    ['/hello/..%5csecret', null],
+    ['/hello/..%5Csecret', null],
+    ['/hello/%2e%2e%5csecret', null],
+    ['/a%5c..%5cb', null],
+    ['/a/..%5c', null],
+    ['/a%5c..', null],
+    ['/a/b%5c../c', null],
+    ['/a/..\\b', null],
+    ['/%5C..', null],
+    // Elsewhere a backslash is text: no `..` segment, whichever the separator.
+    ['/a%5cb', '/a\\b'],
+    ['/a\\b', '/a\\b'],
+    ['/.%5cx', '/.\\x'],
+    ['/...%5cx', '/...\\x'],
+    ['/a..%5cb', '/a..\\b'],
+    ['/a%5c..b', '/a\\..b'],
+    ['/a/../b%5cc', '/b\\c'],
+    ['/a%255c..%255cb', '/a%5c..%5cb'], // decoded once: the function gets the text `%5c`
   ];
   for (const [input, expected] of cases) {
     it(`${JSON.stringify(input)} → ${JSON.stringify(expected)}`, () => {

@@ -6,13 +6,18 @@
  * Deliberate differences from nginx:
  * - A `..` that would climb above `/` is clamped at `/` (`/a/../../b` → `/b`); nginx answers 400 there.
  * - Decoded bytes must form valid UTF-8 (the result is a JS string); otherwise the input is rejected.
+ * - A backslash (`%5C`) that makes a `..` segment if `\` is read as a separator, as Windows servers, some
+ *   frameworks and URL parsers do (`/hello/..%5Csecret`, `/a%5C..%5Cb`, `/x/..%5C`), is rejected: forwarded,
+ *   such a server would resolve it outside the route's path (nginx on Linux passes it on). A backslash
+ *   elsewhere (`/a%5Cb`, `/.%5Cx`, `/...%5Cx`) is ordinary text.
  */
 
 const SLASH = 47;
 
 /**
  * Returns the normalised path, or `null` when the input cannot be decoded (bad percent-encoding such as
- * `%zz` or a lone `%`, invalid UTF-8, a NUL byte, or a path not starting with `/`): answer 400 then.
+ * `%zz` or a lone `%`, invalid UTF-8, a NUL byte, a path not starting with `/`) or holds a backslash that
+ * makes a `..` segment (see above): answer 400 then.
  * An empty input is `/`. When nothing needs changing the input string itself is returned (no allocation).
  */
 export function normalizePath(rawPathname: string): string | null {
@@ -22,10 +27,12 @@ export function normalizePath(rawPathname: string): string | null {
   return NEEDS_WORK.test(rawPathname) ? slowPath(rawPathname) : rawPathname;
 }
 
-/** `%`, `?`, `#`, NUL, `//`, or a `.` / `..` segment. */
-const NEEDS_WORK = /[%?#\0]|\/(?:\/|\.\.?(?:\/|$))/;
+/** `%`, `?`, `#`, NUL, `\`, `//`, or a `.` / `..` segment. */
+const NEEDS_WORK = /[%?#\0\\]|\/(?:\/|\.\.?(?:\/|$))/;
 /** `//`, or a `.` / `..` segment. */
 const SLASH_OR_DOT_SEGMENT = /\/(?:\/|\.\.?(?:\/|$))/;
+/** A `..` segment when `\` separates segments too (tested after `/`-segments are resolved). */
+const BACKSLASH_DOT_DOT = /[\\/]\.\.(?:[\\/]|$)/;
 
 function slowPath(raw: string): string | null {
   let path = raw;
@@ -42,7 +49,10 @@ function slowPath(raw: string): string | null {
     }
   }
   if (path.indexOf('\0') >= 0) return null;
-  return SLASH_OR_DOT_SEGMENT.test(path) ? resolveSegments(path) : path;
+  if (SLASH_OR_DOT_SEGMENT.test(path)) path = resolveSegments(path);
+  // Resolved, the path has no `..` between slashes left: a match here has a backslash on one side.
+  if (path.indexOf('\\') >= 0 && BACKSLASH_DOT_DOT.test(path)) return null;
+  return path;
 }
 
 /** Merges `//` and resolves dot segments of a decoded path starting with `/`. */
