@@ -1,13 +1,17 @@
 /**
  * Idle keep-alive connections: how many the Node gateway holds, and whether it still serves meanwhile.
  *
- *   npx tsx bench/idle-connections.ts [--connections 10000] [--hold 10]
+ *   npx tsx bench/idle-connections.ts [--connections 10000] [--hold 10] [--settle 10]
  *
  * Loopback only, bounded in time. Starts function-sample and the gateway (see bench/soak.ts), opens up to
  * `connections` TCP connections to the proxy in batches, sends one request on each (so each is a kept-alive
  * HTTP connection, idle after its response), holds them all for `hold` seconds while checking that a fresh
  * client still gets answered, then sends a second request on a sample of the idle connections. Prints the
- * figure reached, errors, and the gateway's RSS and open file descriptors.
+ * figure reached, errors, and the gateway's RSS and open file descriptors. Then the clients close, and it
+ * waits (up to `--settle` seconds, default 10) for the gateway's file descriptors to return to their
+ * baseline; connections the gateway keeps open to the function (its idle keep-alive pool, opened by this
+ * run) are counted apart, since they are meant to stay. Exit code 1 when anything failed, including
+ * descriptors that did not return.
  *
  * File descriptors: both this process and the gateway need one per connection (+ a few hundred). Node raises
  * its soft RLIMIT_NOFILE to the hard limit at start-up, so only the hard limit matters: when it is too low
@@ -17,6 +21,7 @@
  * `--hold` is capped at 50 s.
  */
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import { buildIfNeeded, fdCount, rssMiB, startSetup } from './soak.ts';
@@ -29,6 +34,38 @@ function fdLimits(): { soft: number; hard: number } {
     return out === 'unlimited' ? Number.POSITIVE_INFINITY : Number(out);
   };
   return { soft: read('-Sn'), hard: read('-Hn') };
+}
+
+/**
+ * Open TCP connections of process `pid` whose remote port is `port` (the gateway's connections to the
+ * function): its socket inodes matched against /proc/<pid>/net/tcp{,6}.
+ */
+function connectionsTo(pid: number, port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  let n = 0;
+  for (const table of ['tcp', 'tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10) continue;
+      const remotePort = Number.parseInt(cols[2]!.split(':')[1]!, 16);
+      if (remotePort === port && cols[3] === '01' && inodes.has(cols[9]!)) n++; // 01: ESTABLISHED
+    }
+  }
+  return n;
 }
 
 /** One kept-alive connection: connect, one request, wait for the whole response; resolves with the socket. */
@@ -87,8 +124,10 @@ async function main(): Promise<void> {
       connections: { type: 'string', default: '10000' },
       hold: { type: 'string', default: '10' },
       batch: { type: 'string', default: '250' },
+      settle: { type: 'string', default: '10' },
     },
   });
+  const settle = Number(values.settle);
   const wanted = Number(values.connections);
   const hold = Math.min(50, Number(values.hold));
   const batch = Number(values.batch);
@@ -152,9 +191,19 @@ async function main(): Promise<void> {
   const reused = await Promise.all(sample.map((s, i) => reuse(s, i)));
   const reusedOk = reused.filter((r) => r.startsWith('HTTP/1.1 200')).length;
 
+  // The clients close; the gateway's descriptors must come back to the baseline (the pool of idle
+  // connections to the function aside: it is meant to stay, up to keepalive_timeout).
   for (const s of open) s.destroy();
-  await sleep(500);
-  const fd2 = fdCount(pid);
+  const closedAt = performance.now();
+  let fd2 = fdCount(pid);
+  let pooled = connectionsTo(pid, setup.fnPort);
+  while (fd2 - pooled > fd0 && performance.now() - closedAt < settle * 1000) {
+    await sleep(100);
+    fd2 = fdCount(pid);
+    pooled = connectionsTo(pid, setup.fnPort);
+  }
+  const settledMs = performance.now() - closedAt;
+  const fdsBack = fd2 - pooled <= fd0;
   await setup.stop();
 
   const lines = [
@@ -163,10 +212,15 @@ async function main(): Promise<void> {
     `fresh client        ${probes - probeFailures}/${probes} probes answered during the hold, worst ${worstProbe.toFixed(1)} ms`,
     `reused after hold   ${reusedOk}/${sample.length} sampled idle connections answered a second request`,
     `gateway RSS         ${rss0} MiB idle → ${rss1} MiB holding ${stillOpen} connections (${(((rss1 - rss0) * 1024) / Math.max(1, stillOpen)).toFixed(1)} KiB each)`,
-    `gateway fds         ${fd0} → ${fd1} while holding → ${fd2} after the clients closed`,
+    `gateway fds         ${fd0} → ${fd1} while holding → ${fd2} after the clients closed, of which ${pooled} idle ` +
+      `connections to the function (its keep-alive pool)`,
+    fdsBack
+      ? `fds back to baseline yes, ${(settledMs / 1000).toFixed(1)} s after the clients closed (${fd2 - pooled} ≤ ${fd0} without the pool)`
+      : `fds back to baseline NO: ${fd2 - pooled - fd0} above the baseline of ${fd0} (pool aside) ${settle} s after the clients closed`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  process.exitCode = errors.size === 0 && probeFailures === 0 && stillOpen === open.length && reusedOk === sample.length ? 0 : 1;
+  const ok = errors.size === 0 && probeFailures === 0 && stillOpen === open.length && reusedOk === sample.length && fdsBack;
+  process.exitCode = ok ? 0 : 1;
 }
 
 main().catch((err) => {

@@ -1,7 +1,7 @@
 /**
  * Soak test: sustained load through a route to a function while the config changes every second.
  *
- *   npx tsx bench/soak.ts [--seconds 60] [--concurrency 200] [--pool <n>]
+ *   npx tsx bench/soak.ts [--seconds 60] [--concurrency 200] [--pool <n>] [--warmup 10] [--rss-bound 32]
  *
  * Loopback only and bounded in time. Builds dist/ if it is missing or older than src/, starts a test function
  * (function-sample, its own process) and the Node gateway (its own process), then drives `concurrency`
@@ -14,8 +14,10 @@
  *
  * Prints: requests served, errors split into the gateway's fault (any non-200 or wrong body from the proxy,
  * a reset connection, a failed admin write) and other (requests this script cut at the end), p50/p90/p99/max
- * latency, throughput, and the gateway's RSS at start (after a warm-up) and at the end. Exit code 1 when any
- * error was the gateway's fault.
+ * latency, throughput, and the gateway's RSS at start (after `--warmup` seconds of the same load, default
+ * 10) and at the end (still under load, just before it stops), with samples every second in between.
+ * Exit code 1, with the reason printed last, when any error was the gateway's fault or when the end RSS
+ * exceeds the start RSS by more than `--rss-bound` MiB (default 32).
  */
 import { execFileSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
@@ -168,13 +170,20 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '60' },
       concurrency: { type: 'string', default: '200' },
       pool: { type: 'string' },
+      warmup: { type: 'string', default: '10' },
+      'rss-bound': { type: 'string', default: '32' },
     },
   });
   const seconds = Number(values.seconds);
   const concurrency = Number(values.concurrency);
   const poolSize = values.pool === undefined ? concurrency : Number(values.pool);
+  const warmupSeconds = Number(values.warmup);
+  const rssBound = Number(values['rss-bound']);
   if (!(seconds > 0 && seconds <= 3600) || !(concurrency >= 1 && concurrency <= 20_000)) {
     throw new Error('--seconds must be in (0, 3600] and --concurrency in [1, 20000]');
+  }
+  if (!(warmupSeconds >= 0 && warmupSeconds <= 600) || !(rssBound > 0)) {
+    throw new Error('--warmup must be in [0, 600] seconds and --rss-bound a positive number of MiB');
   }
   buildIfNeeded();
   const setup = await startSetup({}, poolSize);
@@ -214,12 +223,14 @@ async function main(): Promise<void> {
     }
   }
 
-  // Warm-up: 2 s of the same load, then the start RSS.
+  // Warm-up: the same load, then the start RSS. V8 grows its heap lazily and buffers and pools reach their
+  // working size under load, so RSS climbs for a while before it levels off; the bound is on what follows.
   process.stdout.write(
-    `soak: ${seconds} s, ${concurrency} connections, keepalive_pool ${poolSize}, gateway pid ${setup.gateway.pid}\n`,
+    `soak: ${seconds} s after a ${warmupSeconds} s warm-up, ${concurrency} connections, keepalive_pool ${poolSize}, ` +
+      `RSS bound +${rssBound} MiB, gateway pid ${setup.gateway.pid}\n`,
   );
   const workers = Array.from({ length: concurrency }, (_, w) => worker(w));
-  await new Promise((r) => setTimeout(r, 2000));
+  await new Promise((r) => setTimeout(r, warmupSeconds * 1000));
   const warmOk = ok;
   const warmFaults = [...faults.values()].reduce((a, b) => a + b, 0);
   hist.reset();
@@ -252,14 +263,20 @@ async function main(): Promise<void> {
     }
   })();
 
+  // RSS once a second (the curve shows whether it levels off or keeps climbing).
+  const rssSamples: number[] = [];
+  const sampler = setInterval(() => rssSamples.push(rssMiB(setup.gateway.pid)), 1000);
   await new Promise((r) => setTimeout(r, seconds * 1000));
+  clearInterval(sampler);
+  // Still under load, as at the start: the two figures are comparable.
+  const rssEnd = rssMiB(setup.gateway.pid);
   const elapsed = (performance.now() - started) / 1000;
   const served = ok - warmOk;
   stopping = true;
   stopController.abort();
   await Promise.all(workers);
   await churn;
-  const rssEnd = rssMiB(setup.gateway.pid);
+  const rssIdle = rssMiB(setup.gateway.pid);
   const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${setup.gateway.pid}/status`, 'utf8'))?.[1]) / 1024;
   await pool.close();
   const stderr = setup.gateway.stderr();
@@ -267,19 +284,30 @@ async function main(): Promise<void> {
 
   const totalFaults = [...faults.values()].reduce((a, b) => a + b, 0) - warmFaults;
   const q = (x: number) => hist.quantile(x).toFixed(1);
+  const step = rssSamples.length > 12 ? 10 : 1;
   const lines = [
-    `duration            ${elapsed.toFixed(1)} s (after a 2 s warm-up), ${concurrency} keep-alive connections`,
+    `duration            ${elapsed.toFixed(1)} s (after a ${warmupSeconds} s warm-up), ${concurrency} keep-alive connections`,
     `requests served     ${served} (200, body checked)  = ${Math.round(served / elapsed)} req/s`,
     `errors, gateway     ${totalFaults}`,
     `errors, other       ${cut} (requests cut by this script when it stopped)`,
     `latency ms          p50 ${q(0.5)}  p90 ${q(0.9)}  p99 ${q(0.99)}  max ${hist.max.toFixed(1)}`,
     `config changes      ${adminOk} of ${version} (route re-PUT + churn route add/delete, once a second; slowest pair ${adminWorst.toFixed(0)} ms)`,
-    `gateway RSS         ${rssStart} MiB at start → ${rssEnd} MiB at end (peak ${hwm.toFixed(1)} MiB)`,
+    `gateway RSS         ${rssStart} MiB at start (after the warm-up) → ${rssEnd} MiB at end, both under load; ` +
+      `${rssIdle} MiB once idle; peak ${hwm.toFixed(1)} MiB`,
+    `RSS every ${step} s      ${rssSamples.filter((_, i) => i % step === step - 1).join(' ')} MiB`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
   for (const [why, n] of faults) process.stdout.write(`  fault ×${n}: ${why}\n`);
   if (/unexpected error/.test(stderr)) process.stdout.write(`gateway stderr:\n${stderr.slice(-2000)}\n`);
-  process.exitCode = totalFaults > 0 ? 1 : 0;
+  const failures: string[] = [];
+  if (totalFaults > 0) failures.push(`${totalFaults} errors were the gateway's fault`);
+  const growth = rssEnd - rssStart;
+  if (!(growth <= rssBound)) {
+    failures.push(`gateway RSS grew by ${growth.toFixed(1)} MiB (${rssStart} → ${rssEnd}), more than the bound of ${rssBound} MiB`);
+  }
+  if (failures.length) process.stdout.write(`FAIL: ${failures.join('; ')}\n`);
+  else process.stdout.write(`ok: no gateway errors; RSS grew by ${growth.toFixed(1)} MiB (bound ${rssBound} MiB)\n`);
+  process.exitCode = failures.length ? 1 : 0;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
