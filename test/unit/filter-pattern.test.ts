@@ -4,15 +4,16 @@ import fc from 'fast-check';
 import {
   type Budget,
   compileFilterPattern,
-  FILTER_STEP_BUDGET,
+  FILTER_WORK_BUDGET,
   FilterPatternError,
+  listSearch,
   MAX_PATTERN_LENGTH,
 } from '../../src/core/admin/filter-pattern.ts';
 
-const budget = (): Budget => ({ steps: FILTER_STEP_BUDGET });
+const budget = (): Budget => ({ work: FILTER_WORK_BUDGET });
 const matches = (pattern: string, subject: string) => compileFilterPattern(pattern).test(subject, budget());
 
-describe('admin list filter patterns (?name=, ?uri=): PCRE searches in linear time', () => {
+describe('admin list filter patterns (?name=, ?uri=): RE2 searches in linear time (re2js)', () => {
   it('APISIX examples: unanchored search, ^ and $', () => {
     assert.equal(matches('flt-alpha', 'flt-alphabet'), true);
     assert.equal(matches('^flt-b', 'flt-beta'), true);
@@ -21,9 +22,12 @@ describe('admin list filter patterns (?name=, ?uri=): PCRE searches in linear ti
     assert.equal(matches('flt-alpha$', 'flt-alphabet'), false);
     assert.equal(matches('/flt-uri/', '/not-it/flt-uri/two'), true);
     assert.equal(matches('', 'anything'), true);
+    assert.equal(matches('^$', ''), true);
+    assert.equal(matches('^flt-alpha$', 'flt-alpha'), true);
+    assert.equal(matches('^flt-alpha$', 'flt-alpha\n'), false); // RE2: $ is the end of the subject
   });
 
-  it('the syntax people write: classes, escapes, groups, alternation, counted repetition, (?i)', () => {
+  it('the syntax people write: classes, escapes, groups, alternation, counted repetition, inline options', () => {
     const cases: [string, string, boolean][] = [
       ['^/api/v[0-9]+/', '/api/v12/users', true],
       ['^/api/v[0-9]+/', '/api/vx/users', false],
@@ -35,6 +39,7 @@ describe('admin list filter patterns (?name=, ?uri=): PCRE searches in linear ti
       ['^(?P<kind>svc|fn)\\.', 'svcx', false],
       ['a.c', 'abc', true],
       ['a.c', 'a\nc', false],
+      ['(?s)a.c', 'a\nc', true],
       ['[^/]+$', '/a/b', true],
       ['^[^/]+$', '/a/b', false],
       ['[\\]\\-]', 'a-b', true],
@@ -46,23 +51,30 @@ describe('admin list filter patterns (?name=, ?uri=): PCRE searches in linear ti
       ['x{2,3}$', 'axxx', true],
       ['^x{2,3}$', 'xxxx', false],
       ['^x{2,}$', 'xxxxxx', true],
-      ['a{,2}', 'a{,2}', true], // not a quantifier: literal text (PCRE)
+      ['a{,2}', 'a{,2}', true], // not a quantifier: literal text (RE2, and PCRE before 10.43)
       ['\\Q.*+\\E$', 'a.*+', true],
       ['\\Q.*+\\E$', 'aaaa', false],
       ['\\x41\\x{42}', 'xABy', true],
       ['(?i)^HeLLo', 'hello world', true],
       ['(?i)[a-c]x', 'BX', true],
       ['^hello', 'Hello', false],
-      ['a$', 'a\n', true], // PCRE: $ also matches before a final newline
+      ['a(?i)b', 'aB', true],
+      ['a(?i:b)c', 'aBC', false],
+      ['(?m)^b$', 'a\nb\nc', true],
+      ['\\pL+\\d', 'caf\u00e9 9', false],
+      ['^\\pL+$', 'caf\u00e9', true],
+      ['^[[:alpha:]]+$', 'abc', true],
+      ['^[[:alpha:]]+$', 'ab1', false],
+      ['a$', 'a\n', false], // RE2: $ is the end of the subject only (PCRE: also before a final newline)
+      ['a\\n?$', 'a\n', true], // what PCRE's \Z meant
       ['a\\z', 'a\n', false],
-      ['a\\Z', 'a\n', true],
       ['\\Aa', 'ba', false],
-      ['(?#a comment)b', 'b', true],
       ['(a*)*b', 'aaab', true],
       ['(|a)+b', 'b', true],
       ['a*?b', 'aab', true],
       ['^\\.well-known/', '.well-known/x', true],
       ['caf\u00e9', 'un caf\u00e9', true],
+      ['^.$', '\u{1F600}', true], // characters are code points (APISIX: bytes)
     ];
     for (const [pattern, subject, want] of cases)
       assert.equal(matches(pattern, subject), want, `${pattern} on ${JSON.stringify(subject)}`);
@@ -119,6 +131,7 @@ describe('admin list filter patterns (?name=, ?uri=): PCRE searches in linear ti
   });
 
   it('the work of one request is bounded: a budget shared by every item, refused with a message past it', () => {
+    // Charged (length + 1) × program size per item, before matching: an upper bound on RE2's work.
     const p = compileFilterPattern('(a|b|c|d|e|f|g|h)*z');
     const b = budget();
     const name = 'abcdefgh'.repeat(32); // 256 characters, the longest name
@@ -130,24 +143,40 @@ describe('admin list filter patterns (?name=, ?uri=): PCRE searches in linear ti
       (err: unknown) => err instanceof FilterPatternError && /too costly/.test(err.message),
     );
     assert.ok(performance.now() - started < 3000, 'the budget did not stop the work');
+    // Literal text (with ^ or $) is a string search, charged a fraction of a unit per character.
+    const literal = compileFilterPattern('^/api/');
+    const lb = budget();
+    for (let i = 0; i < 100_000; i++) literal.test(`/api/${'x'.repeat(250)}`, lb);
+    assert.ok(lb.work > FILTER_WORK_BUDGET / 2);
   });
 
-  it('refuses what a linear-time matcher cannot do, and oversized patterns, with FilterPatternError', () => {
+  it('refuses what RE2 cannot run, and oversized patterns, with FilterPatternError', () => {
     for (const [pattern, why] of [
       ['(a)\\1', /backreferences/],
       ['(?<n>a)\\k<n>', /backreferences/],
+      ['(?P<n>a)(?P=n)', /backreferences/],
       ['a(?=b)', /lookaround/],
       ['a(?!b)', /lookaround/],
       ['(?<=a)b', /lookaround/],
       ['(?<!a)b', /lookaround/],
       ['(?>a+)b', /atomic/],
       ['a++b', /possessive/],
-      ['\\p{L}', /Unicode escapes/],
-      ['[[:alpha:]]', /POSIX/],
-      ['a(?i)b', /group/],
-      ['(?s).', /group/],
+      ['a{2}+b', /possessive/],
+      ['(?R)', /recursion/],
+      ['(a)(?1)', /recursion/],
+      ['(a)?(?(1)b|c)', /conditional/],
+      ['(?|(a)|(b))', /branch-reset/],
+      ['(?#a comment)b', /comments/],
+      ["(?'n'a)", /\(\?'name'…\) groups/],
+      ['(?x)a b', /inline options .*x/],
+      ['(*UTF)a', /verbs/],
+      ['a\\Z', /\\Z is not supported .*\\n\?\$/],
+      ['\\e', /escapes such as \\e/],
+      ['\\G', /escapes such as \\G/],
+      ['\\Ka', /escapes such as \\K/],
       ['a{1001}', /counts above 1000/],
-      ['(?:(?:a{1000}){1000})', /too large/],
+      ['(?:(?:a{1000}){1000})', /counts above 1000/],
+      ['.{1000}.{1000}.{1000}.{1000}.{1000}', /too large/],
       ['x'.repeat(MAX_PATTERN_LENGTH + 1), /longer than/],
     ] as const) {
       assert.throws(
@@ -159,8 +188,32 @@ describe('admin list filter patterns (?name=, ?uri=): PCRE searches in linear ti
   });
 
   it('a pattern that is not a regular expression at all is a SyntaxError (the Admin API then matches it as text)', () => {
-    for (const pattern of ['(', ')', 'a)', '[a', '*a', 'a{2,1}', '\\', '\\i', '[z-a]']) {
+    for (const pattern of ['(', ')', 'a)', '[a', '*a', 'a{2,1}', 'a{70000}', '\\', '\\i', '[z-a]', 'a**', '(?z)']) {
       assert.throws(() => compileFilterPattern(pattern), SyntaxError, pattern);
     }
+  });
+
+  it('listSearch: a 400 naming the construct, plain text for a non-pattern, a 400 when the budget runs out', async () => {
+    const refused = listSearch(new URLSearchParams('uri=(a)\\1'));
+    assert.ok(refused instanceof Response);
+    assert.equal(refused.status, 400);
+    assert.deepEqual(await refused.json(), {
+      error_msg: 'invalid argument uri: backreferences are not supported in list filters',
+    });
+
+    const text = listSearch(new URLSearchParams({ name: 'a(b' }));
+    assert.ok(!(text instanceof Response));
+    assert.equal(text.name?.('xa(by'), true);
+    assert.equal(text.name?.('ab'), false);
+    assert.equal(text.uri, undefined);
+
+    const costly = listSearch(new URLSearchParams({ name: '(a|b|c|d|e|f|g|h)*z' }));
+    assert.ok(!(costly instanceof Response));
+    for (let i = 0; i < 100_000; i++) costly.name?.('abcdefgh'.repeat(32));
+    const answer = costly.refusal();
+    assert.ok(answer);
+    assert.equal(answer.status, 400);
+    const body = (await answer.json()) as { error_msg: string };
+    assert.match(body.error_msg, /^invalid argument name: .*too costly/);
   });
 });
