@@ -564,7 +564,7 @@ describe('admin request limits', () => {
     // The same engine finds what is there.
     const hit = await adminRaw('GET', `/apisix/admin/routes?name=${q('^a+!$')}&uri=${q('^/a{48}!$')}`);
     assert.deepEqual(JSON.parse(hit.body).list.map((i: { key: string }) => i.key), ['/apisix/routes/redos']);
-    // Constructs a linear-time matcher cannot keep: 400, saying which.
+    // Constructs RE2 (linear time) cannot run: 400, saying which.
     for (const [pattern, why] of [
       ['(a)\\1', 'backreferences'],
       ['a(?=b)', 'lookaround assertions'],
