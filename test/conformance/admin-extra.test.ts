@@ -5,33 +5,29 @@
  * `https` upstream whose certificate does not verify). Differences from APISIX: docs/apisix-compatibility.md.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { brotliCompressSync, brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { toJsonSchema } from '@valibot/to-json-schema';
 import { metaSchema } from '../../src/core/config.ts';
-import { type FunctionServers, startFunctions } from '../functions/functions.ts';
-import { type AdminResult, type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
+import type { FunctionServers } from '../functions/functions.ts';
+import { NO_OPENSSL, selfSignedCert } from '../helpers/tls.ts';
+import {
+  type AdminResult,
+  type GatewayUnderTest,
+  gatewayPerFile,
+  openfunctionPlugins as of,
+  RUNTIME,
+} from './harness.ts';
 
 let gw: GatewayUnderTest;
 let fn: FunctionServers;
-
-before(async () => {
-  fn = await startFunctions();
-  gw = await startGateway();
+gatewayPerFile((g, f) => {
+  gw = g;
+  fn = f;
 });
-after(async () => {
-  await gw?.stop();
-  await fn?.close();
-});
-
-const of = (function_uri: string, extra: Record<string, unknown> = {}) => ({ openfunction: { function_uri, ...extra } });
 const echoRoute = (uri: string) => ({ uri, plugins: of(`${fn.urls.echo}/`) });
 
 function assertError(res: AdminResult, status: number, msg: string | RegExp): void {
@@ -269,42 +265,22 @@ describe('a br-encoded answer reaches the client decodable', () => {
 
 // ---------------------------------------------------------------------------------------------------------
 describe('an https upstream whose certificate does not verify', () => {
-  let openssl = true;
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-  } catch {
-    openssl = false;
-  }
   // The self-signed certificate is made with the openssl CLI; without it there is no https server to test against.
-  const skip = openssl ? false : 'openssl is not installed: cannot make a self-signed certificate';
+  const skip = NO_OPENSSL;
   let tls: { port: number; close(): Promise<void> } | undefined;
-  let dir = '';
   let reached = 0;
 
   before(async () => {
-    if (!openssl) return;
-    dir = mkdtempSync(join(tmpdir(), 'fngate-conf-tls-'));
-    execFileSync(
-      'openssl',
-      [
-        ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
-        ...['-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1'],
-        ...['-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
-      ],
-      { stdio: 'ignore' },
-    );
+    if (NO_OPENSSL) return;
     tls = await listen(
-      createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (req, res) => {
+      createHttpsServer(selfSignedCert(), (req, res) => {
         reached++;
         req.resume();
         res.end('served over tls');
       }),
     );
   });
-  after(async () => {
-    await tls?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => tls?.close());
 
   const TLS_ERROR = /certificate|tls|ssl|self.signed|handshake|UnknownIssuer/i;
 

@@ -6,6 +6,8 @@
  * `test(name, { skip: RUNTIME === 'workerd' && 'why it cannot apply there' }, fn)`.
  */
 import { randomBytes } from 'node:crypto';
+import { after, before } from 'node:test';
+import { type FunctionServers, startFunctions } from '../functions/functions.ts';
 import { freePort, type Proc, rmDir, tmpDir } from '../helpers/process.ts';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
@@ -120,4 +122,88 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnde
     },
   };
   return gw;
+}
+
+/**
+ * The set-up most files of the suite share: the test functions and one gateway, started before the file's first
+ * test and stopped after its last. `started` hands them over once both run (assign them to the file's own `gw`/`fn`).
+ */
+export function gatewayPerFile(
+  started: (gw: GatewayUnderTest, fn: FunctionServers) => void,
+  opts: StartOptions = {},
+): void {
+  let gw: GatewayUnderTest | undefined;
+  let fn: FunctionServers | undefined;
+  before(async () => {
+    fn = await startFunctions();
+    gw = await startGateway(opts);
+    started(gw, fn);
+  });
+  after(async () => {
+    await gw?.stop();
+    await fn?.close();
+  });
+}
+
+/** The test functions for a whole file (started before its first test, closed after its last), handed to `started`. */
+export function functionsPerFile(started: (fn: FunctionServers) => void): void {
+  let fn: FunctionServers | undefined;
+  before(async () => {
+    fn = await startFunctions();
+    started(fn);
+  });
+  after(() => fn?.close());
+}
+
+/** A `tmpDir` for a file: each directory it makes is removed after the file's last test. */
+export function tmpDirsPerFile(): (prefix: string) => Promise<string> {
+  const dirs: string[] = [];
+  after(async () => {
+    for (const d of dirs) await rmDir(d);
+  });
+  return async (prefix) => {
+    const d = await tmpDir(prefix);
+    dirs.push(d);
+    return d;
+  };
+}
+
+/** `plugins` holding only an openfunction plugin for `function_uri` (with `extra` plugin settings). */
+export const openfunctionPlugins = (function_uri: string, extra: Record<string, unknown> = {}) => ({
+  openfunction: { function_uri, ...extra },
+});
+
+/**
+ * Send GETs without pause from `clients` concurrent loops until `stop()`; every answer must be a 200 whose body
+ * `ok` accepts. `stop()` resolves with how many were sent and the failures.
+ */
+export function hammer(
+  gw: GatewayUnderTest,
+  paths: string[],
+  ok: (path: string, text: string) => boolean,
+  clients = 4,
+): { stop(): Promise<{ sent: number; failures: string[] }> } {
+  let stopped = false;
+  let sent = 0;
+  const failures: string[] = [];
+  const loops = Array.from({ length: clients }, async (_, c) => {
+    for (let n = c; !stopped; n++) {
+      const path = paths[n % paths.length]!;
+      sent++;
+      try {
+        const res = await gw.fetch(path);
+        const text = await res.text();
+        if (res.status !== 200 || !ok(path, text)) failures.push(`${path} → ${res.status} ${text.slice(0, 200)}`);
+      } catch (err) {
+        failures.push(`${path} → ${(err as Error).message} ${String((err as Error).cause ?? '')}`);
+      }
+    }
+  });
+  return {
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+      return { sent, failures };
+    },
+  };
 }

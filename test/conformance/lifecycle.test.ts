@@ -2,33 +2,24 @@
  * The gateway process and its DATA_DIR, on every runtime: a restart keeps the config, `kill -9` in the middle of
  * Admin API writes loses no acknowledged one, the store's files are owner-only, the generated admin key, and (on
  * Workers) no Admin API without ADMIN_KEY. Cases that cannot apply to a runtime are skipped with the reason here.
- * Node-only depth (10 kill rounds, corrupt files, SIGTERM draining): test/e2e/persistence.test.ts.
+ * Node-only depth (10 kill rounds with the store file checked after each, an unusable admin_key file, corrupt
+ * files, SIGTERM draining): test/e2e/persistence.test.ts.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { type FunctionServers, startFunctions } from '../functions/functions.ts';
-import { rmDir, tmpDir } from '../helpers/process.ts';
-import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
+import { describe, test } from 'node:test';
+import type { FunctionServers } from '../functions/functions.ts';
+import { WriteLedger } from '../helpers/write-ledger.ts';
+import { functionsPerFile, type GatewayUnderTest, RUNTIME, startGateway, tmpDirsPerFile } from './harness.ts';
 
 let fns: FunctionServers;
-const dirs: string[] = [];
-async function freshDir(prefix: string): Promise<string> {
-  const d = await tmpDir(prefix);
-  dirs.push(d);
-  return d;
-}
-
-before(async () => {
-  fns = await startFunctions();
+functionsPerFile((f) => {
+  fns = f;
 });
-after(async () => {
-  await fns?.close();
-  for (const d of dirs) await rmDir(d);
-});
+const freshDir = tmpDirsPerFile();
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const echoUpstream = () => ({ type: 'roundrobin', nodes: { [`127.0.0.1:${fns.ports.echo}`]: 1 } });
@@ -139,72 +130,29 @@ describe('kill -9 in the middle of writes', () => {
   }, async (t) => {
     const dataDir = await freshDir('fngate-conf-kill9-');
     const key = randomBytes(16).toString('hex');
-    /** Highest sequence number acknowledged (2xx) / sent per route. */
-    const acked = new Map<string, number>();
-    const sent = new Map<string, number>();
-    let totalAcked = 0;
+    const ledger = new WriteLedger(key, routeBody, seqOf);
     const check = async (gw: GatewayUnderTest, when: string) => {
       const list = await gw.admin('GET', '/routes?page=1&page_size=500');
       assert.equal(list.status, 200, list.text);
-      const stored = new Map<string, number>();
-      for (const it of list.json.list as { value: { id: string; desc?: string } }[])
-        stored.set(it.value.id, seqOf(it.value));
-      for (const [id, seq] of acked) {
-        const have = stored.get(id);
-        assert.ok(have !== undefined, `${when}: acknowledged route ${id} (seq ${seq}) is missing`);
-        assert.ok(have >= seq, `${when}: route ${id} went back from acknowledged seq ${seq} to ${have}`);
-      }
-      for (const [id, have] of stored) {
-        const max = sent.get(id);
-        assert.ok(max !== undefined && have <= max, `${when}: route ${id} holds seq ${have}, never sent`);
-      }
-      for (const [id, have] of stored) acked.set(id, Math.max(acked.get(id) ?? 0, have)); // the store's word now
+      ledger.adopt(ledger.check(list.json.list, when));
     };
 
     for (let round = 0; round < ROUNDS; round++) {
       const gw = await startGateway({ dataDir, key });
       await check(gw, `round ${round}`);
-      const someId = [...acked.keys()][0];
+      const someId = [...ledger.acked.keys()][0];
       if (someId) assert.equal((await gw.fetch(`/big/${someId}`)).status, 200, `round ${round}: GET /big/${someId}`);
 
-      let stop = false;
-      let errors = 0;
-      const ackedBefore = totalAcked;
-      const writer = async (w: number) => {
-        for (let n = 0; !stop; n++) {
-          const id = idOf(w, (n * 7 + round) % ROUTES_PER_WRITER);
-          const seq = (sent.get(id) ?? 0) + 1;
-          sent.set(id, seq);
-          let status = 0;
-          try {
-            const res = await fetch(`${gw.adminUrl}/apisix/admin/routes/${id}`, {
-              method: 'PUT',
-              headers: { 'x-api-key': key, 'content-type': 'application/json' },
-              body: JSON.stringify(routeBody(id, seq)),
-            });
-            await res.text();
-            status = res.status;
-          } catch {
-            return; // the gateway is gone
-          }
-          if (status >= 200 && status < 300) {
-            acked.set(id, seq);
-            totalAcked++;
-          } else if (!stop) {
-            errors++;
-          }
-        }
-      };
-      const running = Array.from({ length: WRITERS }, (_, w) => writer(w));
+      const ackedBefore = ledger.total;
+      const writers = ledger.startWriters(gw.adminUrl, WRITERS, (w, n) => idOf(w, (n * 7 + round) % ROUTES_PER_WRITER));
       await sleep(300 + Math.floor(Math.random() * 700));
       const exit = await gw.proc.kill('SIGKILL');
-      stop = true;
+      const errors = writers.stop();
       assert.equal(exit.signal, 'SIGKILL');
-      await Promise.all(running);
-      assert.equal(errors, 0, `round ${round}: some PUTs were refused`);
-      t.diagnostic(`round ${round}: killed after ${totalAcked - ackedBefore} acknowledged PUTs`);
+      assert.equal(await errors, 0, `round ${round}: some PUTs were refused`);
+      t.diagnostic(`round ${round}: killed after ${ledger.total - ackedBefore} acknowledged PUTs`);
     }
-    assert.ok(totalAcked >= ROUNDS, `only ${totalAcked} PUTs were acknowledged: the test proved little`);
+    assert.ok(ledger.total >= ROUNDS, `only ${ledger.total} PUTs were acknowledged: the test proved little`);
     const gw = await startGateway({ dataDir, key });
     try {
       await check(gw, 'last start');
@@ -245,55 +193,65 @@ describe('the files in DATA_DIR', () => {
 
 // ---------------------------------------------------------------------------------------------------------
 describe('generated admin key', () => {
-  test('no ADMIN_KEY → DATA_DIR/admin_key (0600) is created, is the only key accepted, is reused, is never printed', {
-    skip:
-      RUNTIME === 'workerd' &&
-      'Workers: a Worker has no private place to write a key, so none is generated; without the ADMIN_KEY secret ' +
-        'there is no Admin API (next test)',
-  }, async () => {
-    const dataDir = join(await freshDir('fngate-conf-key-'), 'data'); // does not exist yet
-    const keyFile = join(dataDir, 'admin_key');
-    // LOG_LEVEL warn: the path of the key file is printed whatever the level.
-    const env = { ADMIN_KEY: undefined, LOG_LEVEL: 'warn' };
-    let gw = await startGateway({ dataDir, env });
-    let key = '';
-    try {
-      const st = await stat(keyFile);
-      assert.equal(st.mode & 0o777, 0o600, `admin_key mode ${(st.mode & 0o777).toString(8)}`);
-      assert.equal((await stat(dataDir)).mode & 0o077, 0, 'DATA_DIR is readable by others');
-      key = (await readFile(keyFile, 'utf8')).trim();
-      assert.match(key, /^[0-9a-f]{64}$/);
+  // warn: the path of the key file must be printed whatever the level; info (the default level, the most the
+  // gateway says short of debug): the key must still never be printed.
+  for (const level of ['warn', 'info']) {
+    test(`no ADMIN_KEY (LOG_LEVEL=${level}) → DATA_DIR/admin_key (0600) is created, is the only key accepted, is reused, is never printed`, {
+      skip:
+        RUNTIME === 'workerd' &&
+        'Workers: a Worker has no private place to write a key, so none is generated; without the ADMIN_KEY secret ' +
+          'there is no Admin API (see below)',
+    }, async () => {
+      const dataDir = join(await freshDir('fngate-conf-key-'), 'data'); // does not exist yet
+      const keyFile = join(dataDir, 'admin_key');
+      const env = { ADMIN_KEY: undefined, LOG_LEVEL: level };
+      let gw = await startGateway({ dataDir, env });
+      let key = '';
+      try {
+        const st = await stat(keyFile);
+        assert.equal(st.mode & 0o777, 0o600, `admin_key mode ${(st.mode & 0o777).toString(8)}`);
+        assert.equal((await stat(dataDir)).mode & 0o077, 0, 'DATA_DIR is readable by others');
+        key = (await readFile(keyFile, 'utf8')).trim();
+        assert.match(key, /^[0-9a-f]{64}$/);
 
-      assert.equal((await adminCall(gw, 'GET', '/routes', key)).status, 200);
-      assert.equal((await adminCall(gw, 'PUT', '/routes/k', key, { uri: '/k', upstream: echoUpstream() })).status, 201);
-      assert.equal((await adminCall(gw, 'GET', '/routes', undefined)).status, 401);
-      assert.equal(
-        (await adminCall(gw, 'GET', '/routes', gw.key)).status,
-        401,
-        "the harness's random key is not a key",
-      );
-      assert.equal((await adminCall(gw, 'GET', '/routes', key.slice(0, 32))).status, 401);
+        assert.equal((await adminCall(gw, 'GET', '/routes', key)).status, 200);
+        const put = await adminCall(gw, 'PUT', '/routes/k', key, { uri: '/k', upstream: echoUpstream() });
+        assert.equal(put.status, 201, put.text);
+        assert.equal((await adminCall(gw, 'GET', '/routes', undefined)).status, 401);
+        assert.equal((await adminCall(gw, 'GET', '/routes', '')).status, 401);
+        assert.equal(
+          (await adminCall(gw, 'GET', '/routes', gw.key)).status,
+          401,
+          "the harness's random key is not a key",
+        );
+        assert.equal((await adminCall(gw, 'GET', '/routes', key.slice(0, 32))).status, 401);
+        assert.equal((await adminCall(gw, 'GET', '/routes', key.toUpperCase())).status, 401);
 
-      const out = gw.proc.stdout() + gw.proc.stderr();
-      assert.ok(out.includes(keyFile), `start-up output does not name ${keyFile}:\n${out}`);
-      assert.ok(!out.includes(key), 'start-up output contains the admin key');
-    } finally {
-      const exit = await gw.proc.kill('SIGTERM');
-      assert.equal(exit.code, 0);
-    }
+        const out = gw.proc.stdout() + gw.proc.stderr();
+        assert.ok(out.includes(keyFile), `start-up output does not name ${keyFile}:\n${out}`);
+        assert.ok(!out.includes(key), 'start-up output contains the admin key');
+      } finally {
+        const exit = await gw.proc.kill('SIGTERM');
+        assert.equal(exit.code, 0);
+      }
+      const untilExit = gw.proc.stdout() + gw.proc.stderr();
+      assert.ok(!untilExit.includes(key), 'the output up to the exit contains the admin key');
 
-    gw = await startGateway({ dataDir, env });
-    try {
-      assert.equal((await readFile(keyFile, 'utf8')).trim(), key, 'the key file was rewritten');
-      const got = await adminCall(gw, 'GET', '/routes/k', key);
-      assert.equal(got.status, 200, got.text);
-      const out = gw.proc.stdout() + gw.proc.stderr();
-      assert.ok(out.includes(keyFile), `second start-up output does not name ${keyFile}:\n${out}`);
-      assert.ok(!out.includes(key), 'second start-up output contains the admin key');
-    } finally {
-      await gw.proc.kill('SIGTERM');
-    }
-  });
+      gw = await startGateway({ dataDir, env });
+      try {
+        assert.equal((await readFile(keyFile, 'utf8')).trim(), key, 'the key file was rewritten');
+        assert.equal((await stat(keyFile)).mode & 0o777, 0o600);
+        const got = await adminCall(gw, 'GET', '/routes/k', key);
+        assert.equal(got.status, 200, got.text);
+        assert.equal((await adminCall(gw, 'GET', '/routes', gw.key)).status, 401);
+        const out = gw.proc.stdout() + gw.proc.stderr();
+        assert.ok(out.includes(keyFile), `second start-up output does not name ${keyFile}:\n${out}`);
+        assert.ok(!out.includes(key), 'second start-up output contains the admin key');
+      } finally {
+        await gw.proc.kill('SIGTERM');
+      }
+    });
+  }
 
   test('ADMIN_KEY set → only that key works, it is never printed, and no admin_key file is made', async () => {
     const dataDir = await freshDir('fngate-conf-setkey-');

@@ -4,24 +4,17 @@
  */
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import { type FunctionServers, GZIP_BODY, GZIP_TEXT, startFunction, startFunctions } from '../functions/functions.ts';
-import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
+import { type FunctionServers, GZIP_BODY, GZIP_TEXT, startFunction } from '../functions/functions.ts';
+import { type GatewayUnderTest, gatewayPerFile, openfunctionPlugins as of, RUNTIME } from './harness.ts';
 
 let gw: GatewayUnderTest;
 let fn: FunctionServers;
-
-before(async () => {
-  fn = await startFunctions();
-  gw = await startGateway();
+gatewayPerFile((g, f) => {
+  gw = g;
+  fn = f;
 });
-after(async () => {
-  await gw?.stop();
-  await fn?.close();
-});
-
-const of = (function_uri: string, extra: Record<string, unknown> = {}) => ({ openfunction: { function_uri, ...extra } });
 
 describe('t/plugin/openfunction.t', () => {
   test('TEST 1-3: schema checks', async () => {

@@ -2,18 +2,19 @@
 /**
  * Standalone mode on every runtime: CONFIG_FILE (an APISIX `apisix.yaml`) is served, with `${{VAR}}` substitution,
  * the Admin API reads it and refuses writes, and (where there is a file to watch) an edit is served without a
- * restart while a broken edit keeps the last good config. On Workers the launcher hands the file to the Worker as
- * the STANDALONE_CONFIG var, as a deploy would. Node-only depth (ConfigMap symlinks, JSON, refusing to start,
- * no failed request during reloads): test/e2e/standalone.test.ts.
+ * restart while a broken edit keeps the last good config, with no request failing meanwhile. On Workers the
+ * launcher hands the file to the Worker as the STANDALONE_CONFIG var, as a deploy would. Node-only depth (ConfigMap
+ * symlinks, JSON, `${{VAR:=default}}`, refusing to start, many edits under load, a request in flight across a
+ * reload, a deleted file, an invalid route): test/e2e/standalone.test.ts.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { readdir, rename, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type FunctionServers, startFunctions } from '../functions/functions.ts';
 import { rmDir, tmpDir, waitFor } from '../helpers/process.ts';
-import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
+import { replaceFile as replace, type StandaloneYamlOptions, standaloneYaml } from '../helpers/standalone.ts';
+import { type GatewayUnderTest, hammer, RUNTIME, startGateway } from './harness.ts';
 
 /** The longest a change of the file may take to be served (the file is polled every second). */
 const RELOAD_MS = 3000;
@@ -26,35 +27,10 @@ let dir: string;
 let file: string;
 let gw: GatewayUnderTest;
 
-/** A function route whose greeting comes from `${{FNGATE_GREETING}}`, and a route on a named upstream. */
-function yamlConfig(opts: { greeting?: string; extraRoute?: string } = {}): string {
-  return `# APISIX conf/apisix.yaml format
-upstreams:
-  - id: up-echo
-    type: roundrobin
-    nodes:
-      "127.0.0.1:${fns.ports.echo}": 1
-routes:
-  - id: fn
-    uri: /hello
-    plugins:
-      openfunction:
-        function_uri: "${fns.urls['function-sample']}/default/function-sample/${opts.greeting ?? '${{FNGATE_GREETING}}'}"
-        authorization:
-          service_token: "test:test"
-  - id: up
-    uri: /echo/*
-    upstream_id: up-echo
-${opts.extraRoute ?? ''}#END
-`;
-}
-
-/** Replace the file atomically (write a temp file, rename it over), as editors and config tools do. */
-async function replaceFile(text: string): Promise<void> {
-  const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
-  await writeFile(tmp, text);
-  await rename(tmp, file);
-}
+/** The `/hello` function's greeting comes from `${{FNGATE_GREETING}}` unless `greeting` says otherwise. */
+const yamlConfig = (opts: StandaloneYamlOptions = {}) => standaloneYaml(fns, opts);
+const replaceFile = (text: string) => replace(file, text);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const hello = async () => (await gw.fetch('/hello')).text();
 
@@ -73,50 +49,66 @@ after(async () => {
 
 describe('CONFIG_FILE (Workers: STANDALONE_CONFIG)', () => {
   test('the routes of the file are served, ${{VAR}} substituted from the environment', async () => {
-    assert.equal(await hello(), 'Hello, conformance!');
+    const res = await gw.fetch('/hello');
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), 'Hello, conformance!');
     const viaId = await gw.fetch('/echo/a/b?q=1');
     assert.equal(viaId.status, 200);
-    const echo = (await viaId.json()) as { url: string };
-    assert.equal(echo.url, '/echo/a/b?q=1', 'upstream_id route');
+    assert.equal(((await viaId.json()) as { url: string }).url, '/echo/a/b?q=1', 'upstream_id route');
+    const inline = await gw.fetch('/inline');
+    assert.equal(inline.status, 200);
+    assert.equal(((await inline.json()) as { url: string }).url, '/inline', 'inline upstream');
     assert.equal((await gw.fetch('/nope')).status, 404);
   });
 
   test('the Admin API reads the config: GET lists and fetches routes and upstreams; the key is still needed', async () => {
     const list = await gw.admin('GET', '/routes');
     assert.equal(list.status, 200, list.text);
-    assert.deepEqual(list.json.list.map((i: { value: { id: string } }) => i.value.id).sort(), ['fn', 'up']);
+    assert.equal(list.json.total, 3);
+    assert.deepEqual(list.json.list.map((i: { value: { id: string } }) => i.value.id).sort(), ['fn', 'inline', 'up']);
     const fn = await gw.admin('GET', '/routes/fn');
     assert.equal(fn.status, 200, fn.text);
     assert.equal(fn.json.key, '/apisix/routes/fn');
+    assert.equal(fn.json.value.uri, '/hello');
     assert.ok(fn.json.value.plugins.openfunction.function_uri.endsWith('/default/function-sample/conformance'));
     const up = await gw.admin('GET', '/upstreams/up-echo');
+    assert.equal(up.status, 200, up.text);
     assert.deepEqual(up.json.value.nodes, { [`127.0.0.1:${fns.ports.echo}`]: 1 });
     assert.equal((await gw.admin('GET', '/routes/none')).status, 404);
     const anon = await fetch(`${gw.adminUrl}/apisix/admin/routes`);
-    assert.equal(anon.status, 401);
+    assert.equal(anon.status, 401, 'standalone mode still needs the admin key');
     await anon.arrayBuffer();
   });
 
   test('writes are refused with 405 and an error_msg naming where the config comes from; nothing changes', async () => {
-    const where = RUNTIME === 'workerd' ? 'STANDALONE_CONFIG' : file;
+    const upstream = { type: 'roundrobin', nodes: { '127.0.0.1:1': 1 } };
     const writes: [string, string, unknown][] = [
-      ['PUT', '/routes/fn', { uri: '/hijack', upstream: { nodes: { '127.0.0.1:1': 1 } } }],
-      ['POST', '/routes', { uri: '/posted', upstream: { nodes: { '127.0.0.1:1': 1 } } }],
+      ['PUT', '/routes/fn', { uri: '/hijack', upstream }],
+      ['PUT', '/routes/new', { uri: '/new', upstream }],
+      ['POST', '/routes', { uri: '/posted', upstream }],
       ['PATCH', '/routes/fn', { uri: '/patched' }],
+      ['PATCH', '/routes/fn/uri', '"/patched"'],
       ['DELETE', '/routes/fn', undefined],
-      ['PUT', '/upstreams/up-echo', { nodes: { '127.0.0.1:1': 1 } }],
+      ['PUT', '/upstreams/up-echo', upstream],
+      ['DELETE', '/upstreams/up-echo', undefined],
     ];
     for (const [method, path, payload] of writes) {
       const res = await gw.admin(method, path, payload);
       assert.equal(res.status, 405, `${method} ${path}: ${res.text}`);
-      assert.ok(
-        res.json?.error_msg?.includes(where),
-        `${method} ${path}: error_msg does not name ${where}: ${res.text}`,
-      );
+      assert.equal(typeof res.json?.error_msg, 'string', `${method} ${path}: ${res.text}`);
+      const msg: string = res.json.error_msg;
+      if (RUNTIME === 'workerd') {
+        assert.ok(msg.includes('STANDALONE_CONFIG'), `${method} ${path}: error_msg does not name the var: ${msg}`);
+      } else {
+        assert.match(msg, /CONFIG_FILE/, `${method} ${path}`);
+        assert.ok(msg.includes(file), `${method} ${path}: error_msg does not name ${file}: ${msg}`);
+      }
     }
     assert.equal(await hello(), 'Hello, conformance!');
-    for (const p of ['/hijack', '/posted', '/patched']) assert.equal((await gw.fetch(p)).status, 404, p);
-    assert.equal((await gw.admin('GET', '/routes')).json.total, 2);
+    assert.equal((await gw.fetch('/echo/x')).status, 200);
+    for (const p of ['/hijack', '/new', '/posted', '/patched']) assert.equal((await gw.fetch(p)).status, 404, p);
+    assert.equal((await gw.admin('GET', '/routes')).json.total, 3);
+    assert.equal(await readFile(file, 'utf8'), yamlConfig(), 'the gateway wrote to CONFIG_FILE');
   });
 
   test('nothing is written to DATA_DIR (Deno: the gateway runs without --allow-write)', {
@@ -143,17 +135,27 @@ describe('CONFIG_FILE (Workers: STANDALONE_CONFIG)', () => {
       timeoutMs: RELOAD_MS,
       message: 'removed route',
     });
+    assert.equal((await gw.admin('GET', '/routes/added')).status, 404);
     assert.equal(await hello(), 'Hello, conformance!');
   });
 
-  test('a broken edit keeps the last good config serving and is reported; the fixed file is applied', {
+  test('a broken edit keeps the last good config serving, no request failing, and is reported; the fixed file is applied', {
     skip: RUNTIME === 'workerd' && WORKERS_NO_FILE,
   }, async () => {
     const before = gw.proc.stderr().length;
+    const load = hammer(gw, ['/hello', '/echo/x'], (path, text) =>
+      path === '/hello' ? text === 'Hello, conformance!' : JSON.parse(text).url === path,
+    );
+    // A real syntax error (with the end flag, so that only the YAML parser can refuse it).
     await replaceFile('routes:\n  - id: fn\n    uri: [/hello\n    upstream_id: : :\n#END\n');
-    await new Promise((r) => setTimeout(r, 2000)); // two poll periods
+    await sleep(2000); // two poll periods
+    // A half-written file: no end flag.
+    await writeFile(file, yamlConfig({ greeting: 'half' }).slice(0, 200));
+    await sleep(1500);
+    const { sent, failures } = await load.stop();
+    assert.deepEqual(failures.slice(0, 10), [], `${failures.length} of ${sent} requests failed with a broken file`);
     assert.equal(await hello(), 'Hello, conformance!');
-    assert.equal((await gw.admin('GET', '/routes')).json.total, 2);
+    assert.equal((await gw.admin('GET', '/routes')).json.total, 3);
     // LOG_LEVEL is warn in the harness: errors are still logged.
     const log = gw.proc.stderr().slice(before);
     assert.match(log, /keeping the previous config/, `no error reported:\n${log}`);

@@ -1,49 +1,31 @@
-// The Node gateway process and its file store in DATA_DIR: restarts, the generated admin key, kill -9 in the
-// middle of writes, a corrupt store file, and a graceful SIGTERM.
+// The Node gateway process and its file store in DATA_DIR, Node-only depth: an unusable admin_key file, 10 rounds
+// of kill -9 in the middle of writes (with the store file checked after each), a corrupt store file, and a graceful
+// SIGTERM. What holds on every runtime (restarts, the generated admin key, ADMIN_KEY, fewer kill -9 rounds):
+// test/conformance/lifecycle.test.ts, which runs on Node too.
 // Run: npm run build && node --import tsx --test --test-concurrency=1 test/e2e/persistence.test.ts
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
-import { type FunctionServers, startFunctions } from '../functions/functions.ts';
-import { freePort, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
+import { describe, test } from 'node:test';
+import { functionsPerFile, ROOT, startGateway, tmpDirsPerFile } from '../conformance/harness.ts';
+import type { FunctionServers } from '../functions/functions.ts';
+import { freePort, startProcess } from '../helpers/process.ts';
+import { WriteLedger } from '../helpers/write-ledger.ts';
 
 const GATEWAY = join(ROOT, 'dist/runtime/node.js');
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 let fns: FunctionServers;
-const dirs: string[] = [];
-async function freshDir(prefix: string): Promise<string> {
-  const d = await tmpDir(prefix);
-  dirs.push(d);
-  return d;
-}
-
-before(async () => {
-  fns = await startFunctions();
+functionsPerFile((f) => {
+  fns = f;
 });
-after(async () => {
-  await fns?.close();
-  for (const d of dirs) await rmDir(d);
-});
+const freshDir = tmpDirsPerFile();
 
 const echoUpstream = () => ({ type: 'roundrobin', nodes: { [`127.0.0.1:${fns.ports.echo}`]: 1 } });
-
-/** Admin API call with an explicit key (or none). */
-async function adminCall(gw: GatewayUnderTest, method: string, path: string, key: string | undefined, body?: unknown) {
-  const res = await fetch(`${gw.adminUrl}/apisix/admin${path}`, {
-    method,
-    headers: key === undefined ? {} : { 'x-api-key': key },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, text: await res.text() };
-}
 
 /** Run the gateway until it exits by itself (a start-up failure); fails if it is still running after `timeoutMs`. */
 async function runToExit(env: Record<string, string | undefined>, timeoutMs = 8000) {
@@ -106,142 +88,7 @@ function getOnce(url: string): Promise<{ status: number; body: string }> {
   });
 }
 
-describe('restart on the same DATA_DIR', () => {
-  test('routes survive SIGTERM + start; create_time and ids are unchanged; new POST ids keep growing', async () => {
-    const dataDir = await freshDir('fngate-e2e-restart-');
-    const key = randomBytes(16).toString('hex');
-    let gw = await startGateway({ dataDir, key });
-    let created: { value: Record<string, unknown> };
-    let postedId: string;
-    try {
-      created = (await gw.putRoute('keep', { uri: '/keep', upstream: echoUpstream(), desc: 'kept' })).json;
-      const posted = await gw.admin('POST', '/routes', { uri: '/posted', upstream: echoUpstream() });
-      assert.equal(posted.status, 201, posted.text);
-      postedId = posted.json.value.id;
-      assert.equal((await gw.fetch('/keep')).status, 200);
-      await sleep(1100); // so that a create_time rewritten at start-up would differ
-    } finally {
-      const exit = await gw.proc.kill('SIGTERM');
-      assert.deepEqual(exit, { code: 0, signal: null }, `SIGTERM exit:\n${gw.proc.stderr()}`);
-    }
-
-    gw = await startGateway({ dataDir, key });
-    try {
-      const res = await gw.fetch('/keep?x=1');
-      assert.equal(res.status, 200);
-      assert.equal(JSON.parse(await res.text()).url, '/keep?x=1');
-      assert.equal((await gw.fetch('/posted')).status, 200);
-
-      const got = await gw.admin('GET', '/routes/keep');
-      assert.equal(got.status, 200, got.text);
-      assert.equal(got.json.value.create_time, created.value.create_time);
-      assert.equal(got.json.value.update_time, created.value.update_time);
-      assert.equal(got.json.value.desc, 'kept');
-
-      const list = await gw.admin('GET', '/routes');
-      assert.equal(list.json.total, 2);
-
-      const again = await gw.admin('POST', '/routes', { uri: '/posted2', upstream: echoUpstream() });
-      assert.equal(again.status, 201, again.text);
-      assert.ok(again.json.value.id > postedId, `POST id after restart ${again.json.value.id} <= ${postedId}`);
-
-      // A PUT after the restart keeps the original create_time.
-      const upd = await gw.putRoute('keep', { uri: '/keep', upstream: echoUpstream(), desc: 'changed' });
-      assert.equal(upd.status, 200);
-      assert.equal(upd.json.value.create_time, created.value.create_time);
-    } finally {
-      await gw.proc.kill('SIGTERM');
-    }
-  });
-
-  test('a DELETE survives a restart', async () => {
-    const dataDir = await freshDir('fngate-e2e-delete-');
-    const key = randomBytes(16).toString('hex');
-    let gw = await startGateway({ dataDir, key });
-    try {
-      await gw.putRoute('a', { uri: '/a', upstream: echoUpstream() });
-      await gw.putRoute('b', { uri: '/b', upstream: echoUpstream() });
-      assert.equal((await gw.admin('DELETE', '/routes/a')).status, 200);
-    } finally {
-      await gw.proc.kill('SIGTERM');
-    }
-    gw = await startGateway({ dataDir, key });
-    try {
-      assert.equal((await gw.fetch('/a')).status, 404);
-      assert.equal((await gw.fetch('/b')).status, 200);
-      assert.equal((await gw.admin('GET', '/routes/a')).status, 404);
-    } finally {
-      await gw.proc.kill('SIGTERM');
-    }
-  });
-});
-
 describe('generated admin key', () => {
-  test('no ADMIN_KEY → DATA_DIR/admin_key (0600) is created, is the only key accepted, is reused, is never printed', async () => {
-    const base = await freshDir('fngate-e2e-key-');
-    const dataDir = join(base, 'data'); // does not exist yet
-    const keyFile = join(dataDir, 'admin_key');
-    const env = { ADMIN_KEY: undefined, LOG_LEVEL: 'info' };
-
-    let gw = await startGateway({ dataDir, env });
-    let key: string;
-    try {
-      const st = await stat(keyFile);
-      assert.equal(st.mode & 0o777, 0o600, `admin_key mode ${(st.mode & 0o777).toString(8)}`);
-      assert.equal((await stat(dataDir)).mode & 0o077, 0, 'DATA_DIR is not readable by others');
-      key = (await readFile(keyFile, 'utf8')).trim();
-      assert.match(key, /^[0-9a-f]{64}$/);
-
-      assert.equal((await adminCall(gw, 'GET', '/routes', key)).status, 200);
-      assert.equal((await adminCall(gw, 'PUT', '/routes/k', key, { uri: '/k', upstream: echoUpstream() })).status, 201);
-      assert.equal((await adminCall(gw, 'GET', '/routes', undefined)).status, 401);
-      assert.equal((await adminCall(gw, 'GET', '/routes', '')).status, 401);
-      assert.equal(
-        (await adminCall(gw, 'GET', '/routes', gw.key)).status,
-        401,
-        "the harness's random key is not a key",
-      );
-      assert.equal((await adminCall(gw, 'GET', '/routes', key.slice(0, 32))).status, 401);
-      assert.equal((await adminCall(gw, 'GET', '/routes', key.toUpperCase())).status, 401);
-
-      const out = gw.proc.stdout() + gw.proc.stderr();
-      assert.ok(out.includes(keyFile), `start-up output does not name ${keyFile}:\n${out}`);
-      assert.ok(!out.includes(key), 'start-up output contains the admin key');
-    } finally {
-      const exit = await gw.proc.kill('SIGTERM');
-      assert.equal(exit.code, 0);
-    }
-    const out1 = gw.proc.stdout() + gw.proc.stderr();
-    assert.ok(!out1.includes(key), 'output contains the admin key');
-
-    gw = await startGateway({ dataDir, env });
-    try {
-      assert.equal((await readFile(keyFile, 'utf8')).trim(), key, 'the key file was rewritten');
-      assert.equal((await stat(keyFile)).mode & 0o777, 0o600);
-      const got = await adminCall(gw, 'GET', '/routes/k', key);
-      assert.equal(got.status, 200, got.text);
-      assert.equal((await adminCall(gw, 'GET', '/routes', gw.key)).status, 401);
-      const out = gw.proc.stdout() + gw.proc.stderr();
-      assert.ok(out.includes(keyFile), `second start-up output does not name ${keyFile}:\n${out}`);
-      assert.ok(!out.includes(key), 'second start-up output contains the admin key');
-    } finally {
-      await gw.proc.kill('SIGTERM');
-    }
-  });
-
-  test('ADMIN_KEY set → no admin_key file, only that key works', async () => {
-    const dataDir = await freshDir('fngate-e2e-setkey-');
-    const gw = await startGateway({ dataDir });
-    try {
-      assert.equal(existsSync(join(dataDir, 'admin_key')), false);
-      assert.equal((await adminCall(gw, 'GET', '/routes', gw.key)).status, 200);
-      assert.equal((await adminCall(gw, 'GET', '/routes', 'x'.repeat(32))).status, 401);
-      assert.ok(!(gw.proc.stdout() + gw.proc.stderr()).includes(gw.key), 'output contains ADMIN_KEY');
-    } finally {
-      await gw.proc.kill('SIGTERM');
-    }
-  });
-
   test('an unusable admin_key file → refuses to start, naming the file, and leaves it alone', async () => {
     const dataDir = await freshDir('fngate-e2e-badkey-');
     const keyFile = join(dataDir, 'admin_key');
@@ -272,11 +119,7 @@ describe('kill -9 in the middle of writes', () => {
   test(`${ROUNDS} rounds of SIGKILL during admin PUTs lose no acknowledged write`, async (t) => {
     const dataDir = await freshDir('fngate-e2e-kill9-');
     const key = randomBytes(16).toString('hex');
-    /** Highest sequence number acknowledged (2xx) per route. */
-    const acked = new Map<string, number>();
-    /** Highest sequence number sent per route (acknowledged or not). */
-    const sent = new Map<string, number>();
-    let totalAcked = 0;
+    const ledger = new WriteLedger(key, routeBody, seqOf);
     /** Rounds where the kill left a temp file behind, i.e. hit a write between open and rename. */
     let midWrite = 0;
 
@@ -287,62 +130,25 @@ describe('kill -9 in the middle of writes', () => {
       // Every acknowledged write of the earlier rounds is there, with its value or a later one that was sent.
       const list = await gw.admin('GET', '/routes');
       assert.equal(list.status, 200, list.text);
-      const stored = new Map<string, number>();
-      for (const it of list.json.list as { value: { id: string; desc?: string } }[]) {
-        stored.set(it.value.id, seqOf(it.value));
-      }
-      for (const [id, seq] of acked) {
-        const have = stored.get(id);
-        assert.ok(have !== undefined, `round ${round}: acknowledged route ${id} (seq ${seq}) is missing\n${startOut}`);
-        assert.ok(have >= seq, `round ${round}: route ${id} went back from acknowledged seq ${seq} to ${have}`);
-      }
-      for (const [id, have] of stored) {
-        const max = sent.get(id);
-        assert.ok(max !== undefined && have <= max, `round ${round}: route ${id} holds seq ${have}, never sent`);
-      }
+      const stored = ledger.check(list.json.list, `round ${round}`, `\n${startOut}`);
       assert.equal(stored.size, list.json.total);
       // Temp files of the killed writer were cleaned up.
       const leftovers = (await readdir(dataDir)).filter((n) => n.startsWith('config.json.tmp'));
       assert.deepEqual(leftovers, [], `round ${round}: temp files left behind`);
       // And an acknowledged route is served.
-      const someId = [...acked.keys()][round % Math.max(1, acked.size)];
+      const someId = [...ledger.acked.keys()][round % Math.max(1, ledger.acked.size)];
       if (someId) {
         const res = await gw.fetch(`/big/${someId}`);
         assert.equal(res.status, 200, `round ${round}: GET /big/${someId}`);
         await res.arrayBuffer();
       }
-      for (const [id, have] of stored) acked.set(id, Math.max(acked.get(id) ?? 0, have)); // the store's word now
+      ledger.adopt(stored);
 
       // Writers: each owns its routes and keeps one PUT in flight; acknowledged = a 2xx response was received.
-      let stop = false;
-      let errors = 0;
-      const ackedBefore = totalAcked;
-      const writer = async (w: number) => {
-        for (let n = 0; !stop; n++) {
-          const id = idOf(w, (n * 7 + round) % ROUTES_PER_WRITER);
-          const seq = (sent.get(id) ?? 0) + 1;
-          sent.set(id, seq);
-          let status = 0;
-          try {
-            const res = await fetch(`${gw.adminUrl}/apisix/admin/routes/${id}`, {
-              method: 'PUT',
-              headers: { 'x-api-key': key, 'content-type': 'application/json' },
-              body: JSON.stringify(routeBody(id, seq)),
-            });
-            await res.text();
-            status = res.status;
-          } catch {
-            return; // the gateway is gone
-          }
-          if (status >= 200 && status < 300) {
-            acked.set(id, seq);
-            totalAcked++;
-          } else if (!stop) {
-            errors++;
-          }
-        }
-      };
+      const ackedBefore = ledger.total;
+      const writers = ledger.startWriters(gw.adminUrl, WRITERS, (w, n) => idOf(w, (n * 7 + round) % ROUTES_PER_WRITER));
       // A reader hammering the proxy and the Admin API at the same time.
+      let stop = false;
       const reader = async () => {
         while (!stop) {
           try {
@@ -353,17 +159,18 @@ describe('kill -9 in the middle of writes', () => {
           }
         }
       };
-      const running = [...Array.from({ length: WRITERS }, (_, w) => writer(w)), reader()];
+      const reading = reader();
       await sleep(150 + Math.floor(Math.random() * 900));
       const exit = await gw.proc.kill('SIGKILL');
       stop = true;
+      const errors = writers.stop();
       assert.equal(exit.signal, 'SIGKILL');
-      await Promise.all(running);
-      assert.equal(errors, 0, `round ${round}: some PUTs were refused`);
+      await reading;
+      assert.equal(await errors, 0, `round ${round}: some PUTs were refused`);
       const tmpFiles = (await readdir(dataDir)).filter((n) => n.startsWith('config.json.tmp')).length;
       if (tmpFiles > 0) midWrite++;
       t.diagnostic(
-        `round ${round}: killed after ${totalAcked - ackedBefore} acknowledged PUTs; temp files: ${tmpFiles}`,
+        `round ${round}: killed after ${ledger.total - ackedBefore} acknowledged PUTs; temp files: ${tmpFiles}`,
       );
 
       // Whatever the moment of the kill, config.json is complete and parses.
@@ -372,13 +179,13 @@ describe('kill -9 in the middle of writes', () => {
       assert.equal(doc.fngate_store, 1);
       assert.ok(Array.isArray(doc.items));
     }
-    assert.ok(totalAcked >= ROUNDS, `only ${totalAcked} PUTs were acknowledged: the test proved little`);
+    assert.ok(ledger.total >= ROUNDS, `only ${ledger.total} PUTs were acknowledged: the test proved little`);
     t.diagnostic(`${midWrite} of ${ROUNDS} kills landed between a temp file's creation and its rename`);
 
     // A last start: the final state holds every acknowledged write.
     const gw = await startGateway({ dataDir, key });
     try {
-      for (const [id, seq] of acked) {
+      for (const [id, seq] of ledger.acked) {
         const got = await gw.admin('GET', `/routes/${id}`);
         assert.equal(got.status, 200, `${id}: ${got.text}`);
         assert.ok(seqOf(got.json.value) >= seq, `${id}: seq ${seqOf(got.json.value)} < acknowledged ${seq}`);

@@ -1,14 +1,17 @@
-// Standalone mode: CONFIG_FILE (APISIX `conf/apisix.yaml` / `apisix.json`) served by the Node gateway process,
-// read-only Admin API, hot reload on file change without dropping requests, and refusal to start on a bad file.
+// Standalone mode, Node-only depth: CONFIG_FILE (APISIX `conf/apisix.yaml` / `apisix.json`) served by the Node
+// gateway process, hot reload on file change without dropping requests, and refusal to start on a bad file. What
+// holds on every runtime (the file served, the read-only Admin API, an edit applied, a broken edit kept out under
+// load): test/conformance/standalone.test.ts, which runs on Node too.
 // Run: npm run build && node --import tsx --test --test-concurrency=1 test/e2e/standalone.test.ts
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
+import { type GatewayUnderTest, hammer, ROOT, startGateway } from '../conformance/harness.ts';
 import { type FunctionServers, startFunctions } from '../functions/functions.ts';
 import { freePort, rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
+import { replaceFile, type StandaloneYamlOptions, standaloneYaml } from '../helpers/standalone.ts';
 
 const GATEWAY = join(ROOT, 'dist/runtime/node.js');
 /** The longest a change of the file may take to be served (APISIX polls every second). */
@@ -34,42 +37,8 @@ let fileCounter = 0;
 /** A fresh file name in the test directory. */
 const newPath = (ext: string) => join(dir, `apisix-${++fileCounter}.${ext}`);
 
-/** Replace `path` atomically (write a temp file, rename it over), as most editors and config tools do. */
-async function replaceFile(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
-}
-
-/** The walk-through's config: an openfunction route, a route on a named upstream, a route with an inline upstream. */
-function yamlConfig(opts: { greeting?: string; fnUri?: string; extraRoute?: string } = {}): string {
-  const fnUri = opts.fnUri ?? `${fns.urls['function-sample']}/default/function-sample/${opts.greeting ?? 'test'}`;
-  return `# fngate standalone config (APISIX conf/apisix.yaml format)
-upstreams:
-  - id: up-echo
-    type: roundrobin
-    nodes:
-      "127.0.0.1:${fns.ports.echo}": 1
-routes:
-  - id: fn
-    uri: /hello
-    plugins:
-      openfunction:
-        function_uri: "${fnUri}"
-        authorization:
-          service_token: "test:test"
-  - id: up
-    uri: /echo/*
-    upstream_id: up-echo
-  - id: inline
-    uri: /inline
-    upstream:
-      type: roundrobin
-      nodes:
-        "127.0.0.1:${fns.ports.echo}": 1
-${opts.extraRoute ?? ''}#END
-`;
-}
+/** The shared config (test/helpers/standalone.ts), greeting `test` unless told otherwise. */
+const yamlConfig = (opts: StandaloneYamlOptions = {}) => standaloneYaml(fns, { greeting: 'test', ...opts });
 
 async function body(res: Response): Promise<string> {
   return res.text();
@@ -108,36 +77,6 @@ async function runToExit(env: Record<string, string | undefined>, timeoutMs = 80
   return { ...res, stdout: proc.stdout(), stderr: proc.stderr() };
 }
 
-/**
- * Send requests without pause from `clients` concurrent loops until `stop()`; every answer must be a 200 whose
- * body `ok` accepts. Returns the counts and the failures.
- */
-function hammer(gw: GatewayUnderTest, paths: string[], ok: (path: string, text: string) => boolean, clients = 4) {
-  let stopped = false;
-  let sent = 0;
-  const failures: string[] = [];
-  const loops = Array.from({ length: clients }, async (_, c) => {
-    for (let n = c; !stopped; n++) {
-      const path = paths[n % paths.length]!;
-      sent++;
-      try {
-        const res = await gw.fetch(path);
-        const text = await res.text();
-        if (res.status !== 200 || !ok(path, text)) failures.push(`${path} → ${res.status} ${text.slice(0, 200)}`);
-      } catch (err) {
-        failures.push(`${path} → ${(err as Error).message} ${String((err as Error).cause ?? '')}`);
-      }
-    }
-  });
-  return {
-    async stop() {
-      stopped = true;
-      await Promise.all(loops);
-      return { sent, failures };
-    },
-  };
-}
-
 describe('YAML CONFIG_FILE', () => {
   let gw: GatewayUnderTest;
   let file: string;
@@ -152,72 +91,6 @@ describe('YAML CONFIG_FILE', () => {
     const exit = await gw.proc.kill('SIGTERM');
     assert.deepEqual(exit, { code: 0, signal: null }, `SIGTERM in standalone mode:\n${gw.proc.stderr()}`);
     await rmDir(gw.dataDir);
-  });
-
-  test('the routes of the file are served', async () => {
-    const hello = await gw.fetch('/hello');
-    assert.equal(hello.status, 200);
-    assert.equal(await body(hello), 'Hello, test!');
-
-    const viaId = await gw.fetch('/echo/a/b?q=1');
-    assert.equal(viaId.status, 200);
-    assert.equal(JSON.parse(await body(viaId)).url, '/echo/a/b?q=1', 'upstream_id route');
-
-    const inline = await gw.fetch('/inline');
-    assert.equal(inline.status, 200);
-    assert.equal(JSON.parse(await body(inline)).url, '/inline');
-
-    assert.equal((await gw.fetch('/nope')).status, 404);
-  });
-
-  test('the Admin API reads the file: GET lists and fetches routes and upstreams', async () => {
-    const list = await gw.admin('GET', '/routes');
-    assert.equal(list.status, 200, list.text);
-    assert.equal(list.json.total, 3);
-    assert.deepEqual(list.json.list.map((i: { value: { id: string } }) => i.value.id).sort(), ['fn', 'inline', 'up']);
-
-    const fn = await gw.admin('GET', '/routes/fn');
-    assert.equal(fn.status, 200, fn.text);
-    assert.equal(fn.json.key, '/apisix/routes/fn');
-    assert.equal(fn.json.value.uri, '/hello');
-    assert.equal(fn.json.value.plugins.openfunction.function_uri.endsWith('/default/function-sample/test'), true);
-
-    const up = await gw.admin('GET', '/upstreams/up-echo');
-    assert.equal(up.status, 200, up.text);
-    assert.deepEqual(up.json.value.nodes, { [`127.0.0.1:${fns.ports.echo}`]: 1 });
-
-    assert.equal((await gw.admin('GET', '/routes/none')).status, 404);
-    const anon = await fetch(`${gw.adminUrl}/apisix/admin/routes`);
-    assert.equal(anon.status, 401, 'standalone mode still needs the admin key');
-    await anon.arrayBuffer();
-  });
-
-  const writes: [string, string, unknown][] = [
-    ['PUT', '/routes/fn', { uri: '/hijack', upstream: { type: 'roundrobin', nodes: { '127.0.0.1:1': 1 } } }],
-    ['PUT', '/routes/new', { uri: '/new', upstream: { type: 'roundrobin', nodes: { '127.0.0.1:1': 1 } } }],
-    ['POST', '/routes', { uri: '/posted', upstream: { type: 'roundrobin', nodes: { '127.0.0.1:1': 1 } } }],
-    ['PATCH', '/routes/fn', { uri: '/patched' }],
-    ['PATCH', '/routes/fn/uri', '"/patched"'],
-    ['DELETE', '/routes/fn', undefined],
-    ['PUT', '/upstreams/up-echo', { type: 'roundrobin', nodes: { '127.0.0.1:1': 1 } }],
-    ['DELETE', '/upstreams/up-echo', undefined],
-  ];
-  for (const [method, path, payload] of writes) {
-    test(`${method} ${path} → 405 with an error_msg naming CONFIG_FILE`, async () => {
-      const res = await gw.admin(method, path, payload);
-      assert.equal(res.status, 405, res.text);
-      assert.equal(typeof res.json?.error_msg, 'string', res.text);
-      assert.match(res.json.error_msg, /CONFIG_FILE/);
-      assert.ok(res.json.error_msg.includes(file), `error_msg does not name ${file}: ${res.json.error_msg}`);
-    });
-  }
-
-  test('after the refused writes nothing changed', async () => {
-    assert.equal(await body(await gw.fetch('/hello')), 'Hello, test!');
-    assert.equal((await gw.fetch('/echo/x')).status, 200);
-    for (const p of ['/hijack', '/new', '/posted', '/patched']) assert.equal((await gw.fetch(p)).status, 404, p);
-    assert.equal((await gw.admin('GET', '/routes')).json.total, 3);
-    assert.equal(await readFile(file, 'utf8'), yamlConfig(), 'the gateway wrote to CONFIG_FILE');
   });
 
   test('edits of the file are served within 3 s without a restart, and no request fails during the reloads', async (t) => {
@@ -251,23 +124,6 @@ describe('YAML CONFIG_FILE', () => {
     assert.ok(fn.json.value.plugins.openfunction.function_uri.endsWith('/last'), 'the Admin API shows the new config');
   });
 
-  test('a route added to and removed from the file appears and disappears', async () => {
-    const extra = '  - id: added\n    uri: /added\n    upstream_id: up-echo\n';
-    await replaceFile(file, yamlConfig({ extraRoute: extra }));
-    await waitFor(async () => (await gw.fetch('/added')).status === 200, {
-      timeoutMs: RELOAD_MS,
-      message: 'added route',
-    });
-    assert.equal((await gw.admin('GET', '/routes/added')).status, 200);
-    await replaceFile(file, yamlConfig());
-    await waitFor(async () => (await gw.fetch('/added')).status === 404, {
-      timeoutMs: RELOAD_MS,
-      message: 'removed route',
-    });
-    assert.equal((await gw.admin('GET', '/routes/added')).status, 404);
-    assert.equal(await body(await gw.fetch('/hello')), 'Hello, test!');
-  });
-
   test('a request in flight when its route is removed from the file still completes', async () => {
     const slowRoute = `  - id: slow\n    uri: /slow\n    plugins:\n      openfunction:\n        function_uri: "${fns.urls.slow}/?delay=1200"\n`;
     await replaceFile(file, yamlConfig({ extraRoute: slowRoute }));
@@ -292,31 +148,6 @@ describe('YAML CONFIG_FILE', () => {
     });
     await replaceFile(file, yamlConfig());
     await waitFor(async () => (await body(await gw.fetch('/hello'))) === 'Hello, test!', { timeoutMs: RELOAD_MS });
-  });
-
-  test('a YAML syntax error keeps the old config serving (and is reported); fixing the file applies it', async () => {
-    const before = gw.proc.stderr().length;
-    const load = hammer(gw, ['/hello', '/echo/x'], (path, text) =>
-      path === '/hello' ? text === 'Hello, test!' : JSON.parse(text).url === path,
-    );
-    // A real syntax error (with the end flag, so that only the YAML parser can refuse it).
-    await replaceFile(file, 'routes:\n  - id: fn\n    uri: [/hello\n    upstream_id: : :\n#END\n');
-    await sleep(2000); // two poll periods
-    // A half-written file: no end flag.
-    await writeFile(file, yamlConfig({ greeting: 'half' }).slice(0, 200));
-    await sleep(1500);
-    const { sent, failures } = await load.stop();
-    assert.deepEqual(failures.slice(0, 10), [], `${failures.length} of ${sent} requests failed with a broken file`);
-    assert.equal((await gw.admin('GET', '/routes')).json.total, 3);
-    const log = gw.proc.stderr().slice(before);
-    assert.match(log, /keeping the previous config/, `no error reported:\n${log}`);
-    assert.ok(log.includes(file), `the report does not name the file:\n${log}`);
-
-    await replaceFile(file, yamlConfig({ greeting: 'fixed' }));
-    await waitFor(async () => (await body(await gw.fetch('/hello'))) === 'Hello, fixed!', {
-      timeoutMs: RELOAD_MS,
-      message: 'the fixed file was not applied',
-    });
   });
 
   test('an invalid route in the file is skipped; the others are served', async () => {

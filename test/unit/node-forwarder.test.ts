@@ -3,21 +3,18 @@
  * Run: node --import tsx --test test/unit/node-forwarder.test.ts
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { UpstreamError } from '../../src/core/upstream/types.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
 import { clientSignal, createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import type { NodeForwarder } from '../../src/runtime/node-forwarder.ts';
+import { NO_OPENSSL, selfSignedCert } from '../helpers/tls.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
@@ -611,39 +608,15 @@ describe('connection reuse', () => {
 });
 
 describe('TLS', () => {
-  let openssl = true;
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-  } catch {
-    openssl = false;
-  }
   // The self-signed certificate is generated with the openssl CLI; without it there is nothing to test against.
-  const skip = openssl ? false : 'openssl is not installed: cannot generate a self-signed certificate';
+  const skip = NO_OPENSSL;
   let s: TestServer | undefined;
-  let dir = '';
 
   before(async () => {
-    if (!openssl) return;
-    dir = mkdtempSync(join(tmpdir(), 'fngate-tls-'));
-    execFileSync(
-      'openssl',
-      [
-        ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
-        ...['-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1'],
-        ...['-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
-      ],
-      { stdio: 'ignore' },
-    );
-    const server = https.createServer(
-      { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
-      (req, res) => res.end(`tls ${req.headers.host}`),
-    );
-    s = await listen(server);
+    if (NO_OPENSSL) return;
+    s = await listen(https.createServer(selfSignedCert(), (req, res) => res.end(`tls ${req.headers.host}`)));
   });
-  after(async () => {
-    await s?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => s?.close());
 
   it('tlsVerify: false accepts a self-signed certificate', { skip }, async () => {
     const res = await fwd(request(`${s!.url}/`, { tlsVerify: false }));
