@@ -5,15 +5,13 @@
 // Run: node --import tsx --test test/unit/admin-cas.test.ts
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { createAdmin } from '../../src/core/admin/index.ts';
-import { silentLogger } from '../../src/core/context.ts';
-import { pluginRegistry } from '../../src/core/plugins/index.ts';
 import { copyItem } from '../../src/store/memory.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { ConfigStore, PutOptions, StoredItem, StoreState } from '../../src/store/types.ts';
 import { StoreConflictError } from '../../src/store/types.ts';
+import { TEST_ADMIN_KEY, testAdmin } from '../helpers/admin.ts';
 
-const KEY = 'admin-key-0123456789abcdef';
+const KEY = TEST_ADMIN_KEY;
 
 interface Options {
   /** Conflicts carry the back end's state, as the etcd store's do. */
@@ -92,14 +90,7 @@ class LaggingStore implements ConfigStore {
 
 function admin(store: ConfigStore) {
   let now = 1_800_000_000;
-  const app = createAdmin({
-    store,
-    plugins: pluginRegistry(),
-    keys: [KEY],
-    afterWrite: async () => {},
-    logger: silentLogger,
-    now: () => now++,
-  });
+  const app = testAdmin({ store, now: () => now++ });
   return async (method: string, path: string, body?: unknown) => {
     const res = await app.request(`http://admin.test/apisix/admin${path}`, {
       method,

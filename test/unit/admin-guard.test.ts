@@ -6,23 +6,18 @@ import { describe, test } from 'node:test';
 import { Hono } from 'hono';
 import { keyChecker } from '../../src/core/admin/auth.ts';
 import { AuthLimiter, clientBucket, compileAllowList, DEFAULT_ADMIN_ALLOW, displayIp } from '../../src/core/admin/guard.ts';
-import { type AdminOptions, createAdmin } from '../../src/core/admin/index.ts';
-import { silentLogger } from '../../src/core/context.ts';
-import { pluginRegistry } from '../../src/core/plugins/index.ts';
+import type { AdminOptions } from '../../src/core/admin/index.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
+import { TEST_ADMIN_KEY, testAdmin } from '../helpers/admin.ts';
 
-const KEY = 'admin-key-0123456789abcdef';
+const KEY = TEST_ADMIN_KEY;
 
 /** An Admin API whose client address is taken from the `x-test-ip` header, with a hand-driven clock. */
 function adminApp(opts: Partial<AdminOptions> = {}) {
   const clock = { ms: 1_000_000 };
   const store = new MemoryStore();
-  const app = createAdmin({
+  const app = testAdmin({
     store,
-    plugins: pluginRegistry(),
-    keys: [KEY],
-    afterWrite: async () => {},
-    logger: silentLogger,
     clientIp: (c) => c.req.header('x-test-ip') ?? '',
     allow: [...DEFAULT_ADMIN_ALLOW],
     ...opts,
@@ -108,12 +103,7 @@ describe('ADMIN_ALLOW', () => {
   });
 
   test('in a combined app (Workers) the guard only runs on /apisix/admin paths', async () => {
-    const admin = createAdmin({
-      store: new MemoryStore(),
-      plugins: pluginRegistry(),
-      keys: [KEY],
-      afterWrite: async () => {},
-      logger: silentLogger,
+    const admin = testAdmin({
       clientIp: () => '203.0.113.1',
       allow: ['127.0.0.1'],
     });

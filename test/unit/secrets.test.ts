@@ -4,8 +4,6 @@ import assert from 'node:assert/strict';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { createAdmin } from '../../src/core/admin/index.ts';
-import { silentLogger } from '../../src/core/context.ts';
 import { pluginRegistry } from '../../src/core/plugins/index.ts';
 import {
   createKeyring,
@@ -17,6 +15,7 @@ import {
   transformSecrets,
 } from '../../src/core/secrets.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
+import { TEST_ADMIN_KEY, testAdmin } from '../helpers/admin.ts';
 
 // APISIX t/plugin/openwhisk.t: TEST 4 stores this service_token with the default keyring, TEST 5 reads the
 // ciphertext straight from etcd.
@@ -225,15 +224,11 @@ describe('secret fields of plugins', () => {
 });
 
 describe('Admin API with DATA_ENCRYPTION_KEY', () => {
-  const KEY = 'admin-key-0123456789abcdef';
+  const KEY = TEST_ADMIN_KEY;
   async function admin(keyring?: string[]) {
     const store = new MemoryStore();
-    const app = createAdmin({
+    const app = testAdmin({
       store,
-      plugins: pluginRegistry(),
-      keys: [KEY],
-      afterWrite: async () => {},
-      logger: silentLogger,
       keyring: keyring && (await createKeyring(keyring)),
     });
     const call = async (method: string, path: string, body?: unknown) => {
