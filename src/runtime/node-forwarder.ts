@@ -33,7 +33,7 @@
  * - an `UpstreamError` thrown by the request body stream (the core's size-limit counter) is passed on as is.
  * After the headers, failures error the response body stream (never a silently truncated body).
  */
-import { Agent } from 'undici';
+import { Agent, util as undiciUtil } from 'undici';
 import type { Dispatcher } from 'undici';
 import { isHopByHop, markCleaned } from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
@@ -158,8 +158,9 @@ function responseHeaders(raw: Buffer[]): ResponseHeaders {
   const out: Record<string, string> = {};
   let connection: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
+    // undici's own lookup: the interned lower-case string of a well-known name, without decoding it again.
+    const name = undiciUtil.headerNameToString(raw[i]!);
     // latin1: one char per byte, so values round-trip byte for byte when written out again.
-    const name = raw[i]!.toString('latin1').toLowerCase();
     const value = raw[i + 1]!.toString('latin1');
     if (name === 'connection') {
       connection = connection === undefined ? value : `${connection}, ${value}`;
