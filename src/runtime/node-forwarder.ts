@@ -35,7 +35,7 @@
  */
 import { Agent, util as undiciUtil } from 'undici';
 import type { Dispatcher } from 'undici';
-import { isHopByHop, markCleaned } from '../core/upstream/headers.ts';
+import { connectionTokens, isHopByHop, markCleaned } from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
 import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
@@ -171,10 +171,7 @@ function responseHeaders(raw: Buffer[]): ResponseHeaders {
     out[name] = value;
   }
   if (connection !== undefined) {
-    for (const token of connection.split(',')) {
-      const t = token.trim().toLowerCase();
-      if (t !== '' && Object.hasOwn(out, t)) delete out[t];
-    }
+    for (const t of connectionTokens(connection)) if (Object.hasOwn(out, t)) delete out[t];
   }
   return out;
 }

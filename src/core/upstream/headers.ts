@@ -17,15 +17,19 @@ const HOP_BY_HOP = new Set([
 /** Request headers the gateway sets itself; the client's values are dropped so they cannot be spoofed. */
 const GATEWAY_SET = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip']);
 
-function connectionListed(headers: Headers): Set<string> | undefined {
-  const conn = headers.get('connection');
-  if (!conn) return undefined;
-  const out = new Set<string>();
-  for (const token of conn.split(',')) {
+/** The header names a `Connection` header value lists (lower case, blanks dropped). */
+export function connectionTokens(value: string): string[] {
+  const out: string[] = [];
+  for (const token of value.split(',')) {
     const t = token.trim().toLowerCase();
-    if (t) out.add(t);
+    if (t) out.push(t);
   }
   return out;
+}
+
+function connectionListed(headers: Headers): Set<string> | undefined {
+  const conn = headers.get('connection');
+  return conn ? new Set(connectionTokens(conn)) : undefined;
 }
 
 export interface ForwardedInfo {
@@ -82,10 +86,7 @@ export function cleanedResponsePairs(upstream: Headers, drop?: ReadonlySet<strin
   });
   if (connection === undefined) return out;
   // Usually `keep-alive` or `close`: names that were dropped anyway.
-  const listed = connection
-    .split(',')
-    .map((t) => t.trim().toLowerCase())
-    .filter((t) => t !== '' && !HOP_BY_HOP.has(t));
+  const listed = connectionTokens(connection).filter((t) => !HOP_BY_HOP.has(t));
   return listed.length === 0 ? out : out.filter(([name]) => !listed.includes(name));
 }
 
