@@ -19,6 +19,8 @@ export const ADMIN_BODY_LIMIT = 1572864;
 /** Nesting deeper than this is refused before any schema work. */
 export const ADMIN_JSON_DEPTH = 64;
 const CAS_ATTEMPTS = 5;
+/** A PUT, a plain set in APISIX, retries its compare-and-set longer (see casWrite). */
+const PUT_ATTEMPTS = 100;
 
 /**
  * JSON schema of the `_meta` a plugin conf may carry in fngate, generated from the valibot `metaSchema` that
@@ -364,18 +366,16 @@ export function createAdmin(opts: AdminOptions): Hono {
    * checked once against the back end before it is returned.
    *
    * Every write is conditional, even APISIX's PUT, which is a plain set there (last write wins): an unconditional
-   * write would store the create_time of whatever copy it last read. `mode.plainSetLast` marks such a write: it
-   * keeps retrying, up to PLAIN_SET_ATTEMPTS times, since every lost race means another write went through (with
-   * N writers at once, each one's write lands within N attempts); anything else gives up after CAS_ATTEMPTS. Then
+   * write would store the create_time of whatever copy it last read. Such a write passes PUT_ATTEMPTS: it keeps
+   * retrying, since every lost race means another write went through (with N writers at once, each one's write
+   * lands within N attempts); anything else gives up after CAS_ATTEMPTS. Then
    * the answer is 503 `value changed before overwritten` (APISIX's message) and nothing was written.
    */
   async function casWrite(
     key: string,
     build: (current: StoredItem | undefined) => Promise<Record<string, unknown> | Response>,
-    mode: { plainSetLast?: boolean } = {},
+    attempts = CAS_ATTEMPTS,
   ): Promise<{ item: StoredItem; created: boolean } | Response> {
-    const PLAIN_SET_ATTEMPTS = 100;
-    const attempts = mode.plainSetLast ? PLAIN_SET_ATTEMPTS : CAS_ATTEMPTS;
     const latest = async () => {
       const item = await (store.getLatest ? store.getLatest(key) : store.get(key));
       return { item, modifiedIndex: item?.modifiedIndex ?? 0 };
@@ -427,7 +427,7 @@ export function createAdmin(opts: AdminOptions): Hono {
       const t = now();
       const createTime = current?.value.create_time;
       return secrets.seal({ ...value, create_time: typeof createTime === 'number' ? createTime : t, update_time: t });
-    }, { plainSetLast: true });
+    }, PUT_ATTEMPTS);
     if (res instanceof Response) return res;
     return json(res.created ? 201 : 200, { key: res.item.key, value: res.item.value });
   }
