@@ -15,6 +15,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import type { ForwardRequest } from '../src/core/upstream/types.ts';
+import type { HeaderList } from '../src/core/upstream/headers.ts';
 import { createNodeForwarder } from '../src/runtime/node-forwarder.ts';
 import type { NodeForwarder } from '../src/runtime/node-forwarder.ts';
 
@@ -37,9 +38,10 @@ async function runGateway(upstreamPort: number, bufferLimit: number): Promise<vo
   });
   app.all('*', async (c) => {
     const raw = c.req.raw;
-    const headers = raw.headers;
-    headers.delete('host');
-    headers.delete('connection');
+    const headers: HeaderList = [];
+    raw.headers.forEach((value, name) => {
+      if (name !== 'host' && name !== 'connection') headers.push([name, value]);
+    });
     const res = await forward({
       url: `http://127.0.0.1:${upstreamPort}${c.req.path}`,
       method: raw.method,
@@ -175,7 +177,10 @@ async function main(n: number, c: number, roundCount: number): Promise<void> {
       const req: ForwardRequest = {
         url,
         method: 'GET',
-        headers: new Headers({ 'user-agent': 'bench', accept: '*/*' }),
+        headers: [
+          ['user-agent', 'bench'],
+          ['accept', '*/*'],
+        ],
         body: null,
         timeout: 60_000,
         tlsVerify: true,

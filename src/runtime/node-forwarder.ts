@@ -622,10 +622,10 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
 
     const headers: string[] = [];
     const hasBody = req.body !== null;
-    req.headers.forEach((value, name) => {
+    for (const [name, value] of req.headers) {
       // Without a body a stray content-length would make the upstream wait for bytes that never come.
       if (!DROP_REQUEST_HEADERS.has(name) && (hasBody || name !== 'content-length')) headers.push(name, value);
-    });
+    }
     // undici sends a given `host` header verbatim (and derives the TLS SNI from it, as APISIX's
     // proxy_ssl_name $upstream_host does); without one it derives Host from the origin.
     if (req.hostHeader) headers.push('host', req.hostHeader);

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { cleanedResponsePairs, cleanResponseHeaders } from '../../src/core/upstream/headers.ts';
+import {
+  cleanedResponsePairs,
+  cleanResponseHeaders,
+  type HeaderList,
+  removeHeaders,
+  requestHeadersForUpstream,
+} from '../../src/core/upstream/headers.ts';
 
 /** An upstream answer's headers with every kind of header that must not reach the client. */
 function upstreamHeaders(): Headers {
@@ -41,5 +47,57 @@ describe('response header cleaning', () => {
     const inPlace = upstreamHeaders();
     cleanResponseHeaders(inPlace);
     assert.deepEqual([...new Headers(cleanedResponsePairs(upstreamHeaders()))], [...inPlace]);
+  });
+});
+
+describe('request headers for the upstream', () => {
+  const fwd = { clientIp: '192.0.2.7', scheme: 'https', host: 'gw.example:9080' };
+
+  it('drops hop-by-hop, gateway-set and Connection-named headers, then adds X-Forwarded-*', () => {
+    const incoming = new Headers([
+      ['Host', 'gw.example:9080'],
+      ['Connection', 'keep-alive, X-Hop'],
+      ['X-Hop', 'private'],
+      ['Keep-Alive', 'timeout=5'],
+      ['X-Forwarded-For', '203.0.113.1'],
+      ['X-Real-IP', '203.0.113.1'],
+      ['Accept', 'text/plain'],
+      ['X-Multi', 'a'],
+      ['X-Multi', 'b'],
+    ]);
+    assert.deepEqual(requestHeadersForUpstream(incoming, fwd), [
+      ['accept', 'text/plain'],
+      ['x-multi', 'a, b'],
+      ['x-forwarded-for', '192.0.2.7'],
+      ['x-forwarded-proto', 'https'],
+      ['x-forwarded-host', 'gw.example:9080'],
+    ]);
+  });
+
+  it("the route's own headers replace the client's of the same name, X-Forwarded-* included", () => {
+    const incoming = new Headers({ authorization: 'Bearer client', accept: '*/*' });
+    const set: HeaderList = [
+      ['authorization', 'Basic dGVzdDp0ZXN0'],
+      ['x-forwarded-proto', 'http'],
+    ];
+    const out = requestHeadersForUpstream(incoming, { clientIp: '', scheme: 'https', host: null }, set);
+    assert.deepEqual(out, [['accept', '*/*'], ...set]);
+    out.push(['x-extra', '1']);
+    assert.equal(set.length, 2, 'the route’s list is not the one returned');
+  });
+
+  it('removeHeaders drops every entry of the given names, in place, keeping the order of the rest', () => {
+    const list: HeaderList = [
+      ['a', '1'],
+      ['host', 'x'],
+      ['b', '2'],
+      ['host', 'y'],
+      ['content-length', '3'],
+    ];
+    removeHeaders(list, new Set(['host', 'content-length']));
+    assert.deepEqual(list, [
+      ['a', '1'],
+      ['b', '2'],
+    ]);
   });
 });

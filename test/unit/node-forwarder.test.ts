@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { UpstreamError } from '../../src/core/upstream/types.ts';
+import type { HeaderList } from '../../src/core/upstream/headers.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
 import { clientSignal, createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import type { NodeForwarder } from '../../src/runtime/node-forwarder.ts';
@@ -54,7 +55,7 @@ function request(url: string, init: Partial<ForwardRequest> = {}): ForwardReques
   return {
     url,
     method: 'GET',
-    headers: new Headers(),
+    headers: [],
     body: null,
     timeout: 5_000,
     tlsVerify: true,
@@ -136,9 +137,13 @@ describe('request and response round trip', () => {
         );
       });
     });
-    const headers = new Headers({ 'x-custom': 'one', 'content-type': 'text/plain', accept: 'application/json' });
-    headers.append('x-multi', 'a');
-    headers.append('x-multi', 'b');
+    const headers: HeaderList = [
+      ['x-custom', 'one'],
+      ['content-type', 'text/plain'],
+      ['accept', 'application/json'],
+      ['x-multi', 'a'],
+      ['x-multi', 'b'],
+    ];
     const res = await fwd(
       request(`${s.url}/echo/path?q=1&r=%20x`, { method: 'PUT', headers, body: streamOf('hello ', 'world') }),
     );
@@ -156,7 +161,12 @@ describe('request and response round trip', () => {
 
   it('sends hostHeader as Host and never forwards hop-by-hop headers undici would reject', async () => {
     const s = await serve((req, res) => res.end(JSON.stringify(req.headers)));
-    const headers = new Headers({ 'x-a': '1', expect: '100-continue', 'keep-alive': 'timeout=5', upgrade: 'h2c' });
+    const headers: HeaderList = [
+      ['x-a', '1'],
+      ['expect', '100-continue'],
+      ['keep-alive', 'timeout=5'],
+      ['upgrade', 'h2c'],
+    ];
     const res = await fwd(request(`${s.url}/`, { headers, hostHeader: 'fn.example.com:8080' }));
     const got = JSON.parse((await readAll(res.body)).toString());
     assert.equal(got.host, 'fn.example.com:8080');
@@ -170,7 +180,7 @@ describe('request and response round trip', () => {
       req.resume();
       req.on('end', () => res.end(`cl=${req.headers['content-length']}`));
     });
-    const headers = new Headers({ 'content-length': '10' });
+    const headers: HeaderList = [['content-length', '10']];
     const res = await fwd(request(`${s.url}/`, { method: 'POST', headers, timeout: 2_000 }));
     assert.equal((await readAll(res.body)).toString(), 'cl=0');
   });
@@ -230,7 +240,7 @@ describe('request and response round trip', () => {
       ['/small', small],
       ['/large', large],
     ] as const) {
-      const res = await fwd(request(`${s.url}${path}`, { headers: new Headers({ 'accept-encoding': 'gzip' }) }));
+      const res = await fwd(request(`${s.url}${path}`, { headers: [['accept-encoding', 'gzip']] }));
       assert.equal(res.headers.get('content-encoding'), 'gzip');
       assert.equal(res.headers.get('content-length'), String(expected.length));
       assert.deepEqual(await readAll(res.body), expected, `${path}: compressed bytes unchanged`);

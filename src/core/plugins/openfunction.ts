@@ -40,7 +40,7 @@ export const openfunction: PluginDefinition<Conf> = {
     return serverlessForwarder(
       conf,
       'function',
-      authorization === undefined ? undefined : (h) => h.set('authorization', authorization),
+      authorization === undefined ? undefined : [['authorization', authorization]],
     );
   },
 };

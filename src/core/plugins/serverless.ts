@@ -2,6 +2,7 @@ import * as v from 'valibot';
 import { INTEGER } from '../schema/format.ts';
 import type { Middleware, RequestContext } from '../context.ts';
 import { forward } from '../upstream/forward.ts';
+import type { HeaderList } from '../upstream/headers.ts';
 import { encodePath } from '../upstream/path.ts';
 
 /**
@@ -55,11 +56,11 @@ export function joinPath(base: string, tail: string): string {
 }
 
 /**
- * Build the middleware that forwards to the function. `editHeaders` adds the plugin's credentials.
+ * Build the middleware that forwards to the function. `setHeaders` are the plugin's credentials (lower-case names).
  * The URL is computed from pieces split at config time: origin and path of `function_uri`, the
  * route's captured `*` tail, and the function_uri's own query followed by the client's, byte for byte.
  */
-export function serverlessForwarder(conf: ServerlessConf, label: string, editHeaders?: (h: Headers) => void): Middleware {
+export function serverlessForwarder(conf: ServerlessConf, label: string, setHeaders?: HeaderList): Middleware {
   const fn = parseFunctionUri(conf.function_uri);
   const keepalive = { enabled: conf.keepalive, idleTimeoutMs: conf.keepalive_timeout, poolSize: conf.keepalive_pool };
   const basePath = fn.path;
@@ -75,7 +76,7 @@ export function serverlessForwarder(conf: ServerlessConf, label: string, editHea
       tlsVerify: conf.ssl_verify,
       keepalive,
       maxBodySize: conf.max_req_body_size,
-      editHeaders,
+      setHeaders,
       label,
     });
   };

@@ -1,4 +1,4 @@
-import { cleanedResponsePairs, markCleaned } from './headers.ts';
+import { cleanedResponsePairs, markCleaned, removeHeaders } from './headers.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError } from './types.ts';
 
 export interface FetchForwarderOptions {
@@ -26,6 +26,17 @@ export interface FetchForwarderOptions {
 }
 
 const DROP_LENGTH: ReadonlySet<string> = new Set(['content-length']);
+/**
+ * Request headers the forwarder drops, by (has a body, strips codings): `content-length` with a streamed body (the
+ * runtime frames it), `accept-encoding` when the runtime's fetch decodes answers (it asks for its own codings), and
+ * `host` always (a `Host` goes only where `hostHeader` says and the fetch honours it).
+ */
+const REQUEST_DROP: readonly ReadonlySet<string>[] = [
+  new Set(['host']),
+  new Set(['host', 'accept-encoding']),
+  new Set(['host', 'content-length']),
+  new Set(['host', 'content-length', 'accept-encoding']),
+];
 const DROP_CODING: ReadonlySet<string> = new Set(['content-encoding', 'content-length']);
 
 /** Answers whose `content-length` is at most this many bytes are read whole before they are returned. */
@@ -39,6 +50,7 @@ const SMALL_BODY = 16 * 1024;
 export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
   const doFetch = opts.fetch ?? fetch;
   const decodes = new Set(opts.decodes ?? ['gzip', 'deflate', 'br']);
+  const strip = opts.compressed === 'strip';
   return async (req) => {
     const ac = new AbortController();
     let timedOut = false;
@@ -65,10 +77,8 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     };
 
     const headers = req.headers; // the forwarder's own (ForwardRequest contract): edited, not copied
-    if (req.body) headers.delete('content-length');
-    if (req.hostHeader !== undefined && opts.honoursHost) headers.set('host', req.hostHeader);
-    else headers.delete('host');
-    if (opts.compressed === 'strip') headers.delete('accept-encoding');
+    removeHeaders(headers, REQUEST_DROP[(req.body ? 2 : 0) + (strip ? 1 : 0)]!);
+    if (req.hostHeader !== undefined && opts.honoursHost) headers.push(['host', req.hostHeader]);
 
     let bodyError: unknown;
     let body: ReadableStream<Uint8Array> | Uint8Array | null = req.body ? watchBody(req.body, (e) => (bodyError = e)) : null;

@@ -1,7 +1,7 @@
 import type { RequestContext } from '../context.ts';
 import { drain } from '../drain.ts';
 import { errorResponse } from '../errors.ts';
-import { cleanResponseHeaders, HEADERS_CLEANED, requestHeadersForUpstream } from './headers.ts';
+import { cleanResponseHeaders, HEADERS_CLEANED, type HeaderList, requestHeadersForUpstream } from './headers.ts';
 import { type ForwardRequest, UpstreamError } from './types.ts';
 
 export interface ForwardTarget {
@@ -14,8 +14,8 @@ export interface ForwardTarget {
   keepalive: ForwardRequest['keepalive'];
   /** Request bodies larger than this many bytes are refused with 413 (checked while streaming). */
   maxBodySize?: number;
-  /** Last changes to the outgoing headers (e.g. the plugin's Authorization). */
-  editHeaders?: (headers: Headers) => void;
+  /** Headers the gateway sets, replacing any the client sent under the same (lower-case) names: e.g. the plugin's Authorization. */
+  setHeaders?: HeaderList;
   /** What the upstream is called in error messages, e.g. `function` or `upstream`. */
   label: string;
   /** Status when no connection could be made (503 for functions as APISIX; 502 for upstream nodes as nginx). */
@@ -68,12 +68,11 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
  */
 export async function forward(ctx: RequestContext, target: ForwardTarget, opts?: { throwOnConnect?: boolean }): Promise<Response> {
   const req = ctx.request;
-  const headers = requestHeadersForUpstream(req.headers, {
-    clientIp: ctx.clientIp,
-    scheme: ctx.scheme,
-    host: req.headers.get('host'),
-  });
-  target.editHeaders?.(headers);
+  const headers = requestHeadersForUpstream(
+    req.headers,
+    { clientIp: ctx.clientIp, scheme: ctx.scheme, host: req.headers.get('host') },
+    target.setHeaders,
+  );
 
   let body: ReadableStream<Uint8Array> | null = null;
   if (!NO_BODY_METHODS.has(ctx.method) && req.body) {

@@ -32,6 +32,18 @@ function connectionListed(headers: Headers): Set<string> | undefined {
   return conn ? new Set(connectionTokens(conn)) : undefined;
 }
 
+/**
+ * Request headers on their way upstream: `[name, value]` pairs, names in lower case, in the order they are sent. A
+ * WHATWG `HeadersInit` as it stands (the fetch forwarders hand it to `fetch`), flattened for undici in one pass on
+ * Node. A forwarder owns the list it is given and may add or remove entries; the pairs themselves may be shared
+ * (a route's own headers) and are never changed in place.
+ *
+ * Why not a `Headers`: building one, then iterating it to send (every pass sorts it) costs ~0.9 µs per proxied
+ * request with one client header and ~2.1 µs with five on Node 20, against 0.2 / 0.9 µs for this list; about
+ * 2 µs of a 34 µs proxied request under load (bench/README.md, "Node hot path").
+ */
+export type HeaderList = [string, string][];
+
 export interface ForwardedInfo {
   clientIp: string;
   scheme: string;
@@ -39,18 +51,38 @@ export interface ForwardedInfo {
   host: string | null;
 }
 
-/** Headers to send upstream: the client's, less hop-by-hop and gateway-set ones, plus `X-Forwarded-*`. */
-export function requestHeadersForUpstream(incoming: Headers, fwd: ForwardedInfo): Headers {
-  const listed = connectionListed(incoming);
-  const out = new Headers();
+/**
+ * Headers to send upstream: the client's, less hop-by-hop and gateway-set ones, plus `X-Forwarded-*`, plus `set`
+ * (the route's own, e.g. the plugin's Authorization), which replace any header of the same name.
+ */
+export function requestHeadersForUpstream(incoming: Headers, fwd: ForwardedInfo, set?: HeaderList): HeaderList {
+  const conn = incoming.get('connection');
+  const listed = conn ? connectionTokens(conn) : undefined;
+  const out: HeaderList = [];
   incoming.forEach((value, name) => {
-    if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || listed?.has(name)) return;
-    out.append(name, value);
+    if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || listed?.includes(name) || (set && named(set, name))) return;
+    out.push([name, value]);
   });
-  if (fwd.clientIp) out.set('x-forwarded-for', fwd.clientIp);
-  out.set('x-forwarded-proto', fwd.scheme);
-  if (fwd.host) out.set('x-forwarded-host', fwd.host);
+  if (fwd.clientIp && !(set && named(set, 'x-forwarded-for'))) out.push(['x-forwarded-for', fwd.clientIp]);
+  if (!(set && named(set, 'x-forwarded-proto'))) out.push(['x-forwarded-proto', fwd.scheme]);
+  if (fwd.host && !(set && named(set, 'x-forwarded-host'))) out.push(['x-forwarded-host', fwd.host]);
+  if (set) for (const pair of set) out.push(pair);
   return out;
+}
+
+function named(list: HeaderList, name: string): boolean {
+  for (const pair of list) if (pair[0] === name) return true;
+  return false;
+}
+
+/** Removes, in place, every entry of `list` whose name is in `names`. */
+export function removeHeaders(list: HeaderList, names: ReadonlySet<string>): void {
+  let kept = 0;
+  for (let i = 0; i < list.length; i++) {
+    const pair = list[i]!;
+    if (!names.has(pair[0])) list[kept++] = pair;
+  }
+  list.length = kept;
 }
 
 /** Is `name` (lower case) a hop-by-hop header, one that never crosses the gateway? */

@@ -1,3 +1,5 @@
+import type { HeaderList } from './headers.ts';
+
 /**
  * The forwarding client contract. The core never calls `fetch` directly: each runtime's entry hands it
  * the best client it has (an undici Agent on Node, the native fetch elsewhere) behind this one signature.
@@ -8,10 +10,11 @@ export interface ForwardRequest {
   method: string;
   /**
    * Headers to send, already cleaned by the core (no hop-by-hop headers, no `host`: the client derives
-   * `Host` from `url`, or from `hostHeader` when given). A new object for every call, owned by the forwarder,
-   * which may change it rather than copy it.
+   * `Host` from `url`, or from `hostHeader` when given): lower-case name/value pairs, a `HeadersInit` for `fetch`.
+   * A new list for every call, owned by the forwarder, which may add or remove entries rather than copy it (the
+   * pairs themselves may be shared: never change one in place).
    */
-  headers: Headers;
+  headers: HeaderList;
   /** Set a `Host` header other than the URL's authority (upstream `pass_host: pass|rewrite`). Clients that cannot honour it ignore it; see docs. */
   hostHeader?: string;
   /** Request body, streamed; null when the request has none. */
