@@ -11,7 +11,11 @@
  * Layout (2 cores): the gateway under test is pinned to core 1 (`taskset -c 1`, all its processes and threads),
  * the upstream (nginx answering 1 KiB) and wrk share core 0. Sections:
  * - main:      direct / nginx reverse proxy / each runtime / fastify + reply-from, through a real `openfunction`
- *              route with a `service_token`, wrk -t1 -c50, interleaved rounds (bench/lib/main-matrix.ts);
+ *              route with a `service_token`, wrk -t1 -c50, interleaved rounds (bench/lib/main-matrix.ts).
+ *              `--floor` adds each runtime's floor, the least a proxy does there, not a gateway: `floor` (node:http
+ *              + undici Pool.stream) for node, `bun-floor` / `deno-floor` / `workerd-floor` (the runtime's serve +
+ *              fetch, the upstream's Response returned as it is) for the others in --runtimes; the goals table
+ *              then shows each goal's figure for the runtime's own floor too (bench/lib/gateways.ts);
  * - routes:    1 route vs 10,000 routes (the last one requested); matcher and snapshot rebuild times; how soon an
  *              Admin API change is served; requests' latency while the table is rebuilt (bench/lib/routes.ts);
  * - streaming: a 100 MiB response and a 100 MiB upload through a function route, the gateway's RSS growth
@@ -25,7 +29,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, tmpDir } from '../test/helpers/process.ts';
 import { type LaunchContext, launchNode } from './lib/gateways.ts';
-import { checkGoals, goalsTable, matrixTable, runMatrix } from './lib/main-matrix.ts';
+import { checkGoals, FLOOR_OF, floorLines, goalsTable, matrixTable, runMatrix } from './lib/main-matrix.ts';
 import { helloBody, startNginxProxy, startUpstream } from './lib/nginx.ts';
 import { routesSection } from './lib/routes.ts';
 import { streamingSection } from './lib/streaming.ts';
@@ -203,7 +207,10 @@ try {
   if (opts.sections.includes('main')) {
     const variants = ['direct', 'nginx', ...opts.runtimes];
     if (opts.nodeEntryB) variants.push('node-b');
-    if (opts.floor) variants.push('floor');
+    if (opts.floor) {
+      // Each runtime's own floor: the least a proxy does there, next to fngate on it (bench/lib/gateways.ts).
+      for (const rt of opts.runtimes) if (FLOOR_OF[rt]) variants.push(FLOOR_OF[rt]);
+    }
     if (opts.fastify) variants.push('fastify');
     else notes.push('fastify row skipped (--no-fastify)');
     for (const n of notes) log(n);
@@ -227,6 +234,11 @@ try {
     log(matrixTable(m.summary));
     log(`\n### Goals (issue)\n`);
     log(goalsTable(goals));
+    const floors = floorLines(m.summary);
+    if (floors.length) {
+      log(`\nEach runtime's floor (same run; a goal its floor misses cannot be met by a gateway on that runtime):\n`);
+      for (const l of floors) log(l);
+    }
     if (m.failures.length) log(`\nfailures:\n${m.failures.join('\n')}`);
   }
 

@@ -8,7 +8,16 @@
  * - workerd: the Worker bundle `wrangler deploy --dry-run` builds, run by bare `workerd serve` with a generated
  *            capnp config (the routes come from the STANDALONE_CONFIG var; ADMIN_KEY unset, so no Admin API)
  * - fastify: fastify + @fastify/reply-from with their defaults (devDependencies; bench/lib/fastify-proxy.mjs)
- * - floor:   node:http + undici Pool.stream: the least a Node proxy can do (bench/lib/floor.mjs)
+ *
+ * The floors (`--floor`), the least a proxy can do on each runtime, not gateways (no routing, no header hygiene
+ * beyond dropping Host and hop-by-hop headers, no timeouts, no framework): each adds `Authorization` and
+ * `X-Forwarded-For` and hands the upstream's answer back as it comes. Env: PORT, UPSTREAM, AUTHORIZATION.
+ * - floor:         node:http + undici Pool.stream (bench/lib/floor.mjs)
+ * - bun-floor:     `bun run bench/lib/floor-bun.ts`: Bun.serve + Bun's fetch, its Response returned as it is
+ * - deno-floor:    `deno run --no-config --allow-net=127.0.0.1 --allow-env=<the three> bench/lib/floor-deno.ts`:
+ *                  Deno.serve + Deno's fetch, its Response returned as it is
+ * - workerd-floor: bench/lib/floor-worker.js (an ES-module Worker, no imports) under bare `workerd serve`, with
+ *                  the same compatibility date/flags as fngate's Worker; UPSTREAM and AUTHORIZATION as text bindings
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -207,17 +216,24 @@ const gateway :Workerd.Worker = (
   return target('workerd', proc, url);
 }
 
-/** A plain Node proxy script from bench/lib (the peers), with the upstream and the Authorization to add in env. */
-async function launchNodeScript(ctx: LaunchContext, name: string, script: string): Promise<Target> {
+/** A proxy script from bench/lib (the peers and floors), with the upstream and the Authorization to add in env. */
+async function launchScript(
+  ctx: LaunchContext,
+  name: string,
+  argv: (script: string) => string[],
+  script: string,
+  env: Record<string, string> = {},
+): Promise<Target> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const proc = await startProcess({
     cmd: ctx.taskset,
-    args: ['-c', String(ctx.core), process.execPath, ...(ctx.nodeArgs ?? []), join(ROOT, 'bench/lib', script)],
+    args: ['-c', String(ctx.core), ...argv(join(ROOT, 'bench/lib', script))],
     env: {
       PORT: String(port),
       UPSTREAM: `http://127.0.0.1:${ctx.upstreamPort}`,
       AUTHORIZATION: ctx.authorization,
+      ...env,
     },
     cwd: ROOT,
     readyUrl: `${url}/__bench_ready`,
@@ -226,8 +242,71 @@ async function launchNodeScript(ctx: LaunchContext, name: string, script: string
   return target(name, proc, url);
 }
 
-export const launchFastify = (ctx: LaunchContext): Promise<Target> => launchNodeScript(ctx, 'fastify', 'fastify-proxy.mjs');
-export const launchFloor = (ctx: LaunchContext): Promise<Target> => launchNodeScript(ctx, 'floor', 'floor.mjs');
+const nodeArgv = (ctx: LaunchContext) => (file: string) => [process.execPath, ...(ctx.nodeArgs ?? []), file];
+
+export const launchFastify = (ctx: LaunchContext): Promise<Target> =>
+  launchScript(ctx, 'fastify', nodeArgv(ctx), 'fastify-proxy.mjs');
+export const launchFloor = (ctx: LaunchContext): Promise<Target> =>
+  launchScript(ctx, 'floor', nodeArgv(ctx), 'floor.mjs');
+export const launchBunFloor = (ctx: LaunchContext): Promise<Target> =>
+  launchScript(ctx, 'bun-floor', (file) => [BIN.bun, 'run', file], 'floor-bun.ts');
+export const launchDenoFloor = (ctx: LaunchContext): Promise<Target> =>
+  launchScript(
+    ctx,
+    'deno-floor',
+    (file) => [
+      BIN.deno,
+      'run',
+      '--no-config',
+      '--allow-net=127.0.0.1',
+      '--allow-env=PORT,UPSTREAM,AUTHORIZATION',
+      file,
+    ],
+    'floor-deno.ts',
+    { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
+  );
+
+/** bench/lib/floor-worker.js under bare `workerd serve`, configured as launchWorkerd configures fngate's Worker. */
+export async function launchWorkerdFloor(ctx: LaunchContext): Promise<Target> {
+  const port = await freePort();
+  const cfgDir = join(ctx.dir, `workerd-floor-${++seq}`);
+  mkdirSync(cfgDir, { recursive: true });
+  copyFileSync(join(ROOT, 'bench/lib/floor-worker.js'), join(cfgDir, 'worker.js'));
+  const { date, flags } = wranglerCompat();
+  const capnp = `using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [
+    (name = "main", worker = .floor),
+    # Outbound fetches may reach loopback ("local"): the upstream is on 127.0.0.1.
+    (name = "internet", network = (allow = ["public", "private", "local"])),
+  ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
+);
+
+const floor :Workerd.Worker = (
+  modules = [ (name = "worker.js", esModule = embed "worker.js") ],
+  compatibilityDate = "${date}",
+  compatibilityFlags = [${flags.map((f) => JSON.stringify(f)).join(', ')}],
+  bindings = [
+    (name = "UPSTREAM", text = ${JSON.stringify(`http://127.0.0.1:${ctx.upstreamPort}`)}),
+    (name = "AUTHORIZATION", text = ${JSON.stringify(ctx.authorization)}),
+  ],
+  globalOutbound = "internet",
+);
+`;
+  const file = join(cfgDir, 'config.capnp');
+  writeFileSync(file, capnp);
+  const url = `http://127.0.0.1:${port}`;
+  const proc = await startProcess({
+    cmd: ctx.taskset,
+    args: ['-c', String(ctx.core), BIN.workerd, 'serve', file],
+    cwd: cfgDir,
+    readyUrl: `${url}/__bench_ready`,
+    timeoutMs: 30_000,
+  });
+  return target('workerd-floor', proc, url);
+}
 
 export type Launcher = (ctx: LaunchContext) => Promise<Target>;
 
@@ -238,4 +317,7 @@ export const LAUNCHERS: Record<string, Launcher> = {
   workerd: launchWorkerd,
   fastify: launchFastify,
   floor: launchFloor,
+  'bun-floor': launchBunFloor,
+  'deno-floor': launchDenoFloor,
+  'workerd-floor': launchWorkerdFloor,
 };

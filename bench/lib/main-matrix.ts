@@ -131,6 +131,9 @@ const LABELS: Record<string, string> = {
   workerd: 'fngate on workerd (bare `workerd serve`)',
   fastify: 'fastify + @fastify/reply-from (Node)',
   floor: 'node:http + undici Pool.stream (Node floor, not a gateway)',
+  'bun-floor': 'Bun.serve + fetch, Response as it is (Bun floor, not a gateway)',
+  'deno-floor': 'Deno.serve + fetch, Response as it is (Deno floor, not a gateway)',
+  'workerd-floor': 'Worker fetch, Response as it is, bare `workerd serve` (workerd floor, not a gateway)',
 };
 
 export function matrixTable(summary: VariantSummary[]): string {
@@ -173,11 +176,24 @@ export const GOALS: Record<string, { vsNginx: number; cpuVsNginx: number; rssMiB
   workerd: { vsNginx: 0.25, cpuVsNginx: 5 },
 };
 
+/** Each runtime's floor variant (`--floor`): the least a proxy does on that runtime (bench/lib/gateways.ts). */
+export const FLOOR_OF: Record<string, string> = {
+  node: 'floor',
+  bun: 'bun-floor',
+  deno: 'deno-floor',
+  workerd: 'workerd-floor',
+};
+
 export interface GoalCheck {
   variant: string;
   goal: string;
   measured: string;
   met: boolean;
+  /**
+   * The same figure for the runtime's own floor when it ran (`--floor`), and whether the floor meets the goal:
+   * a goal the floor misses cannot be met by a gateway on that runtime.
+   */
+  floor?: { measured: string; met: boolean };
 }
 
 export function checkGoals(summary: VariantSummary[]): GoalCheck[] {
@@ -186,11 +202,21 @@ export function checkGoals(summary: VariantSummary[]): GoalCheck[] {
   for (const [variant, g] of Object.entries(GOALS)) {
     const s = by.get(variant);
     if (!s) continue;
-    out.push({ variant, goal: `req/s ≥ ${g.vsNginx}× nginx`, measured: ratio(s.vsNginx), met: s.vsNginx.median >= g.vsNginx });
-    out.push({ variant, goal: `CPU/req ≤ ${g.cpuVsNginx}× nginx`, measured: ratio(s.cpuVsNginx, 2), met: s.cpuVsNginx.median <= g.cpuVsNginx });
-    out.push({ variant, goal: 'p99 ≤ 3× nginx p99', measured: ratio(s.p99VsNginx, 2), met: s.p99VsNginx.median <= 3 });
-    if (g.rssMiB !== undefined) {
-      out.push({ variant, goal: `peak RSS ≤ ${g.rssMiB} MB`, measured: `${fixed(s.peakRssMiB, 0)} MiB`, met: s.peakRssMiB * 1.048576 <= g.rssMiB });
+    const f = by.get(FLOOR_OF[variant] ?? '');
+    const check = (goal: string, measure: (x: VariantSummary) => string, meets: (x: VariantSummary) => boolean) =>
+      out.push({
+        variant,
+        goal,
+        measured: measure(s),
+        met: meets(s),
+        floor: f ? { measured: measure(f), met: meets(f) } : undefined,
+      });
+    check(`req/s ≥ ${g.vsNginx}× nginx`, (x) => ratio(x.vsNginx), (x) => x.vsNginx.median >= g.vsNginx);
+    check(`CPU/req ≤ ${g.cpuVsNginx}× nginx`, (x) => ratio(x.cpuVsNginx, 2), (x) => x.cpuVsNginx.median <= g.cpuVsNginx);
+    check('p99 ≤ 3× nginx p99', (x) => ratio(x.p99VsNginx, 2), (x) => x.p99VsNginx.median <= 3);
+    const rss = g.rssMiB;
+    if (rss !== undefined) {
+      check(`peak RSS ≤ ${rss} MB`, (x) => `${fixed(x.peakRssMiB, 0)} MiB`, (x) => x.peakRssMiB * 1.048576 <= rss);
     }
   }
   const node = by.get('node');
@@ -207,8 +233,30 @@ export function checkGoals(summary: VariantSummary[]): GoalCheck[] {
 }
 
 export function goalsTable(goals: GoalCheck[]): string {
+  const withFloor = goals.some((g) => g.floor);
+  const head = ['runtime', 'goal', 'measured (median [min–max] over rounds)', 'met'];
+  if (withFloor) head.push("the runtime's floor, same run (`--floor`)");
   return markdownTable(
-    ['runtime', 'goal', 'measured (median [min–max] over rounds)', 'met'],
-    goals.map((g) => [g.variant, g.goal, g.measured, g.met ? 'yes' : '**no**']),
+    head,
+    goals.map((g) => {
+      const row = [g.variant, g.goal, g.measured, g.met ? 'yes' : '**no**'];
+      if (withFloor) row.push(g.floor ? `${g.floor.measured}${g.floor.met ? '' : ' (**the floor misses it too**)'}` : '');
+      return row;
+    }),
   );
+}
+
+/** One line per runtime whose floor ran: fngate's CPU/req and req/s next to the floor's, both also ÷ nginx (medians). */
+export function floorLines(summary: VariantSummary[]): string[] {
+  const by = new Map(summary.map((s) => [s.variant, s]));
+  const fig = (x: VariantSummary) =>
+    `${fixed(x.cpuUsPerReq.median, 1)} µs CPU/req (${fixed(x.cpuVsNginx.median)}× nginx), ${int(x.rps.median)} req/s (${fixed(x.vsNginx.median)}× nginx)`;
+  const out: string[] = [];
+  for (const [runtime, floor] of Object.entries(FLOOR_OF)) {
+    const f = by.get(floor);
+    if (!f) continue;
+    const s = by.get(runtime);
+    out.push(`- floor on ${runtime} (${floor}): ${fig(f)}${s ? `; fngate on ${runtime}: ${fig(s)}` : ''}`);
+  }
+  return out;
 }
