@@ -47,7 +47,7 @@ async function runGateway(upstreamPort: number, bufferLimit: number): Promise<vo
       method: raw.method,
       headers,
       body: raw.method === 'GET' || raw.method === 'HEAD' ? null : raw.body,
-      signal: raw.signal,
+      clientSignal: () => raw.signal,
       timeout: 60_000,
       tlsVerify: true,
       keepalive: KEEPALIVE,

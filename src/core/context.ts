@@ -19,8 +19,8 @@ export interface RequestContext {
   /** `http` or `https`, as the client reached the gateway. */
   scheme: string;
   routeId: string;
-  /** Fires when the client went away. */
-  signal?: AbortSignal;
+  /** The signal that fires when the client went away, made when asked for (see ForwardRequest.clientSignal). */
+  clientSignal: () => AbortSignal | undefined;
   forward: Forwarder;
 }
 

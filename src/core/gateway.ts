@@ -147,7 +147,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       clientIp: ip,
       scheme: scheme(c),
       routeId: m.data.id,
-      signal: clientSignal(c),
+      clientSignal: () => clientSignal(c),
       forward: forwarder,
     };
     return m.data.handler(ctx);

@@ -81,6 +81,7 @@ async function main(): Promise<void> {
   const store = await openStore(settings, logger);
   const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
   const forwarder = createFetchForwarder({
+    sharedClock: true,
     compressed: 'keep',
     honoursHost: true,
     extraInit: (r) => bunFetchExtras[(r.tlsVerify ? 2 : 0) + (r.keepalive.enabled ? 1 : 0)]!,

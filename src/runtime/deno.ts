@@ -209,6 +209,7 @@ export function createDenoForwarder(): DenoForwarder {
     return client;
   };
   const inner = createFetchForwarder({
+    sharedClock: true,
     compressed: 'strip',
     // Deno decodes gzip and br even when Accept-Encoding is passed on; other codings arrive as sent.
     decodes: ['gzip', 'br'],

@@ -609,7 +609,7 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
 
   const forward = (req: ForwardRequest): Promise<Response> => {
     if (closed) return Promise.reject(new UpstreamError('connect', 'the forwarder is closed'));
-    const signal = req.signal;
+    const signal = req.clientSignal?.(); // cheap on Node (clientSignal below): asked for at once
     if (signal?.aborted) {
       return Promise.reject(new UpstreamError('aborted', 'downstream client went away', { cause: signal.reason }));
     }

@@ -509,7 +509,7 @@ describe('errors', () => {
       hits++;
       res.end();
     });
-    await rejectsWith(fwd(request(`${s.url}/`, { signal: AbortSignal.abort() })), 'aborted');
+    await rejectsWith(fwd(request(`${s.url}/`, { clientSignal: () => AbortSignal.abort() })), 'aborted');
     assert.equal(hits, 0);
   });
 
@@ -521,7 +521,7 @@ describe('errors', () => {
       arrived.resolve();
     });
     const ac = new AbortController();
-    const p = fwd(request(`${s.url}/`, { signal: ac.signal }));
+    const p = fwd(request(`${s.url}/`, { clientSignal: () => ac.signal }));
     await within(arrived.promise, 2_000, 'the request to arrive');
     ac.abort();
     await rejectsWith(p, 'aborted');
@@ -536,7 +536,7 @@ describe('errors', () => {
       res.write('some'); // and more later, never
     });
     const ac = new AbortController();
-    const res = await fwd(request(`${s.url}/`, { signal: ac.signal }));
+    const res = await fwd(request(`${s.url}/`, { clientSignal: () => ac.signal }));
     const reader = res.body!.getReader();
     await reader.read();
     ac.abort();

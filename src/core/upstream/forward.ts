@@ -99,7 +99,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
       hostHeader: target.hostHeader,
       body,
       maxBodySize: body ? target.maxBodySize : undefined,
-      signal: ctx.signal,
+      clientSignal: ctx.clientSignal,
       timeout: target.timeout,
       tlsVerify: target.tlsVerify,
       keepalive: target.keepalive,

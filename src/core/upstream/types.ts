@@ -24,8 +24,12 @@ export interface ForwardRequest {
    * {@link UpstreamError} past the limit; a client that cannot abort an upload in flight may read it whole first.
    */
   maxBodySize?: number;
-  /** Fires when the downstream client went away; the forwarder must abort the upstream call. */
-  signal?: AbortSignal;
+  /**
+   * The signal that fires when the downstream client went away; the forwarder must abort the upstream call then.
+   * A function, called at most once per call, when the forwarder wants it: some runtimes make a request's signal
+   * (and its cancel hook) only when it is read, so a forwarder may ask only for calls that did not finish quickly.
+   */
+  clientSignal?: () => AbortSignal | undefined;
   /**
    * Milliseconds allowed for the response headers to arrive (connect + send + first byte), and for each
    * gap between body chunks afterwards (nginx's proxy_read_timeout model).

@@ -1,0 +1,157 @@
+/**
+ * The fetch forwarder's timeouts and client signal, with both clocks (a timer per call, as on Workers; one shared
+ * interval, as on Deno and Bun), run here with Node's global fetch against real loopback servers. The conformance
+ * suite covers the same forwarder end to end on Bun, Deno and workerd.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { createFetchForwarder, TICK_MS } from '../../src/core/upstream/fetch-forwarder.ts';
+import { type ForwardRequest, UpstreamError } from '../../src/core/upstream/types.ts';
+
+const servers: http.Server[] = [];
+after(() => {
+  for (const s of servers) s.closeAllConnections();
+  return Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+});
+
+async function serve(handler: http.RequestListener): Promise<string> {
+  const s = http.createServer(handler);
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+
+function request(url: string, init: Partial<ForwardRequest> = {}): ForwardRequest {
+  return {
+    url,
+    method: 'GET',
+    headers: [],
+    body: null,
+    timeout: 5_000,
+    tlsVerify: true,
+    keepalive: { enabled: true, idleTimeoutMs: 10_000, poolSize: 8 },
+    ...init,
+  };
+}
+
+async function rejectsWith(p: Promise<unknown>, kind: string, message?: RegExp): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof UpstreamError, `not an UpstreamError: ${String(err)}`);
+    assert.equal(err.kind, kind);
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+for (const sharedClock of [false, true]) {
+  describe(`fetch forwarder, ${sharedClock ? 'shared clock' : 'timer per call'}`, () => {
+    const fwd = createFetchForwarder({ compressed: 'strip', sharedClock });
+    // The shared clock fires up to one tick late; the per-call timer on time. Both well inside the slack.
+    const late = sharedClock ? TICK_MS : 0;
+
+    it('no answer within the timeout → timeout, on time', async () => {
+      const url = await serve(() => {}); // never answers
+      const t0 = Date.now();
+      await rejectsWith(fwd(request(url, { timeout: 200 })), 'timeout', /no answer within 200 ms/);
+      const took = Date.now() - t0;
+      assert.ok(took >= 190, `fired early, after ${took} ms`);
+      assert.ok(took < 200 + late + 300, `fired late, after ${took} ms`);
+    });
+
+    it('a small body that stalls after the headers → timeout naming the body', async () => {
+      const url = await serve((_req, res) => {
+        res.writeHead(200, { 'content-length': '100' });
+        res.write('x'.repeat(10)); // and never the rest
+      });
+      await rejectsWith(fwd(request(url, { timeout: 200 })), 'timeout', /body stalled for more than 200 ms/);
+    });
+
+    it('a streamed body: the timeout is the gap between chunks, not the whole transfer', async () => {
+      // 6 chunks 100 ms apart (600 ms in all) under a 300 ms timeout: never a gap of 300 ms, so it completes.
+      const url = await serve((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' }); // no length: streamed
+        let n = 0;
+        const t = setInterval(() => {
+          res.write(`${n}`);
+          if (++n === 6) {
+            clearInterval(t);
+            res.end();
+          }
+        }, 100);
+      });
+      const res = await fwd(request(url, { timeout: 300 }));
+      assert.equal(await res.text(), '012345');
+    });
+
+    it('a streamed body that stalls → the body errors with a timeout', async () => {
+      const url = await serve((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('some'); // and never more
+      });
+      const res = await fwd(request(url, { timeout: 200 }));
+      const reader = res.body!.getReader();
+      assert.equal(new TextDecoder().decode((await reader.read()).value), 'some');
+      await assert.rejects(reader.read());
+    });
+
+    it('a consumer that does not read is not an upstream stall', async () => {
+      const url = await serve((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('a');
+        setTimeout(() => res.end('b'), 50);
+      });
+      const res = await fwd(request(url, { timeout: 150 }));
+      await new Promise((r) => setTimeout(r, 400)); // the consumer waits longer than the timeout before reading
+      assert.equal(await res.text(), 'ab');
+    });
+
+    it('a client gone before the answer aborts the call, and the upstream sees its connection close', async () => {
+      let closed!: () => void;
+      const upstreamClosed = new Promise<void>((r) => (closed = r));
+      let arrived!: () => void;
+      const reached = new Promise<void>((r) => (arrived = r));
+      const url = await serve((req) => {
+        req.socket.on('close', closed);
+        arrived();
+      });
+      const ac = new AbortController();
+      const p = fwd(request(url, { clientSignal: () => ac.signal }));
+      await reached;
+      ac.abort();
+      await rejectsWith(p, 'aborted');
+      await upstreamClosed;
+    });
+
+    it('a client already gone when its signal is first asked for aborts the call at once', async () => {
+      const url = await serve(() => {}); // never answers
+      const t0 = Date.now();
+      await rejectsWith(fwd(request(url, { clientSignal: () => AbortSignal.abort(), timeout: 5_000 })), 'aborted');
+      assert.ok(Date.now() - t0 < 1_000, 'it waited for the timeout');
+    });
+
+    it(
+      sharedClock
+        ? 'a quick call never asks for the client signal; one in flight for two ticks does'
+        : 'every call asks for the client signal at once',
+      async () => {
+        const url = await serve((req, res) => {
+          const delay = Number(new URL(req.url!, 'http://x').searchParams.get('delay') ?? 0);
+          setTimeout(() => res.end('ok'), delay);
+        });
+        let asked = 0;
+        const clientSignal = () => {
+          asked++;
+          return new AbortController().signal;
+        };
+        const quick = await fwd(request(`${url}/?delay=0`, { clientSignal }));
+        assert.equal(await quick.text(), 'ok');
+        assert.equal(asked, sharedClock ? 0 : 1);
+        const slow = await fwd(request(`${url}/?delay=${3 * TICK_MS}`, { clientSignal }));
+        assert.equal(await slow.text(), 'ok');
+        assert.equal(asked, sharedClock ? 1 : 2);
+      },
+    );
+  });
+}
