@@ -82,6 +82,7 @@ async function main(): Promise<void> {
   const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
   const forwarder = createFetchForwarder({
     sharedClock: true,
+    editHeadersInPlace: true,
     compressed: 'keep',
     honoursHost: true,
     extraInit: (r) => bunFetchExtras[(r.tlsVerify ? 2 : 0) + (r.keepalive.enabled ? 1 : 0)]!,

@@ -1,4 +1,4 @@
-import { cleanedResponsePairs, markCleaned, removeHeaders } from './headers.ts';
+import { cleanedResponsePairs, cleanResponseHeaders, markCleaned, removeHeaders } from './headers.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError } from './types.ts';
 
 export interface FetchForwarderOptions {
@@ -31,6 +31,14 @@ export interface FetchForwarderOptions {
    * Not for Workers, where a timer set while serving one request must not act on another request's I/O.
    */
   sharedClock?: boolean;
+  /**
+   * Clean the upstream answer's own `Headers` in place and hand that object to the new Response, instead of
+   * building the Response from cleaned name/value pairs. For runtimes whose fetch answers have mutable, native
+   * headers (Bun: the runtime copies them natively, where pairs cross into JS and back one string at a time;
+   * paired A/B runs: 0.94× and 0.98× CPU per request). Not for Workers (a fetch answer's headers are immutable there) nor Deno
+   * (its Headers are JS; pairs measured cheaper, ~1.4 vs ~6 µs).
+   */
+  editHeadersInPlace?: boolean;
 }
 
 const DROP_LENGTH: ReadonlySet<string> = new Set(['content-length']);
@@ -222,7 +230,12 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     const coding = res.headers.get('content-encoding')?.trim().toLowerCase();
     // A compressed answer loses its length when the runtime re-encodes it (`keep`) or decoded it (`strip`).
     const drop = !coding ? undefined : opts.compressed === 'keep' ? DROP_LENGTH : decodes.has(coding) ? DROP_CODING : undefined;
-    const outHeaders = cleanedResponsePairs(res.headers, drop);
+    let outHeaders: HeadersInit;
+    if (opts.editHeadersInPlace) {
+      cleanResponseHeaders(res.headers);
+      if (drop) for (const name of drop) res.headers.delete(name);
+      outHeaders = res.headers;
+    } else outHeaders = cleanedResponsePairs(res.headers, drop);
     if (!res.body) {
       call.end();
       return markCleaned(new Response(null, { status: res.status, statusText: res.statusText, headers: outHeaders }));
