@@ -170,35 +170,47 @@ function wranglerCompat(): { date: string; flags: string[] } {
   return { date, flags };
 }
 
-export async function launchWorkerd(ctx: LaunchContext): Promise<Target> {
-  const bundle = bundleWorker(ctx.dir);
+/**
+ * Runs `worker` (an ES module file) under bare `workerd serve` on the gateway's core, with wrangler.toml's
+ * compatibility date and flags, outbound fetches allowed to loopback, and the given text bindings (a value
+ * `{ embed: file }` embeds a file of the config directory).
+ */
+async function serveWorker(
+  ctx: LaunchContext,
+  name: string,
+  worker: string,
+  bindings: Record<string, string | { embed: string }>,
+  files: Record<string, string> = {},
+): Promise<Target> {
   const port = await freePort();
-  const n = ++seq;
-  const cfgDir = join(ctx.dir, `workerd-${n}`);
+  const cfgDir = join(ctx.dir, `${name}-${++seq}`);
   mkdirSync(cfgDir, { recursive: true });
-  writeFileSync(join(cfgDir, 'standalone.json'), ctx.config);
   // capnp `embed` paths are relative to the config file.
-  copyFileSync(join(bundle, 'worker.js'), join(cfgDir, 'worker.js'));
+  copyFileSync(worker, join(cfgDir, 'worker.js'));
+  for (const [file, text] of Object.entries(files)) writeFileSync(join(cfgDir, file), text);
   const { date, flags } = wranglerCompat();
+  const bindingLines = Object.entries(bindings).map(([key, value]) =>
+    typeof value === 'string'
+      ? `    (name = ${JSON.stringify(key)}, text = ${JSON.stringify(value)}),`
+      : `    (name = ${JSON.stringify(key)}, text = embed ${JSON.stringify(value.embed)}),`,
+  );
   const capnp = `using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
   services = [
-    (name = "main", worker = .gateway),
+    (name = "main", worker = .worker),
     # Outbound fetches may reach loopback ("local"): the function is on 127.0.0.1.
     (name = "internet", network = (allow = ["public", "private", "local"])),
   ],
   sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
 );
 
-const gateway :Workerd.Worker = (
+const worker :Workerd.Worker = (
   modules = [ (name = "worker.js", esModule = embed "worker.js") ],
   compatibilityDate = "${date}",
   compatibilityFlags = [${flags.map((f) => JSON.stringify(f)).join(', ')}],
   bindings = [
-    (name = "STANDALONE_CONFIG", text = embed "standalone.json"),
-    (name = "STANDALONE_FORMAT", text = "json"),
-    (name = "LOG_LEVEL", text = "${ctx.logLevel ?? 'warn'}"),
+${bindingLines.join('\n')}
   ],
   globalOutbound = "internet",
 );
@@ -213,7 +225,22 @@ const gateway :Workerd.Worker = (
     readyUrl: `${url}/__bench_ready`,
     timeoutMs: 30_000,
   });
-  return target('workerd', proc, url);
+  return target(name, proc, url);
+}
+
+/** fngate's Worker bundle; the routes come from the STANDALONE_CONFIG var (ADMIN_KEY unset: no Admin API). */
+export function launchWorkerd(ctx: LaunchContext): Promise<Target> {
+  return serveWorker(
+    ctx,
+    'workerd',
+    join(bundleWorker(ctx.dir), 'worker.js'),
+    {
+      STANDALONE_CONFIG: { embed: 'standalone.json' },
+      STANDALONE_FORMAT: 'json',
+      LOG_LEVEL: ctx.logLevel ?? 'warn',
+    },
+    { 'standalone.json': ctx.config },
+  );
 }
 
 /** A proxy script from bench/lib (the peers and floors), with the upstream and the Authorization to add in env. */
@@ -266,46 +293,12 @@ export const launchDenoFloor = (ctx: LaunchContext): Promise<Target> =>
     { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
   );
 
-/** bench/lib/floor-worker.js under bare `workerd serve`, configured as launchWorkerd configures fngate's Worker. */
-export async function launchWorkerdFloor(ctx: LaunchContext): Promise<Target> {
-  const port = await freePort();
-  const cfgDir = join(ctx.dir, `workerd-floor-${++seq}`);
-  mkdirSync(cfgDir, { recursive: true });
-  copyFileSync(join(ROOT, 'bench/lib/floor-worker.js'), join(cfgDir, 'worker.js'));
-  const { date, flags } = wranglerCompat();
-  const capnp = `using Workerd = import "/workerd/workerd.capnp";
-
-const config :Workerd.Config = (
-  services = [
-    (name = "main", worker = .floor),
-    # Outbound fetches may reach loopback ("local"): the upstream is on 127.0.0.1.
-    (name = "internet", network = (allow = ["public", "private", "local"])),
-  ],
-  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
-);
-
-const floor :Workerd.Worker = (
-  modules = [ (name = "worker.js", esModule = embed "worker.js") ],
-  compatibilityDate = "${date}",
-  compatibilityFlags = [${flags.map((f) => JSON.stringify(f)).join(', ')}],
-  bindings = [
-    (name = "UPSTREAM", text = ${JSON.stringify(`http://127.0.0.1:${ctx.upstreamPort}`)}),
-    (name = "AUTHORIZATION", text = ${JSON.stringify(ctx.authorization)}),
-  ],
-  globalOutbound = "internet",
-);
-`;
-  const file = join(cfgDir, 'config.capnp');
-  writeFileSync(file, capnp);
-  const url = `http://127.0.0.1:${port}`;
-  const proc = await startProcess({
-    cmd: ctx.taskset,
-    args: ['-c', String(ctx.core), BIN.workerd, 'serve', file],
-    cwd: cfgDir,
-    readyUrl: `${url}/__bench_ready`,
-    timeoutMs: 30_000,
+/** bench/lib/floor-worker.js under bare `workerd serve`, configured as fngate's Worker is. */
+export function launchWorkerdFloor(ctx: LaunchContext): Promise<Target> {
+  return serveWorker(ctx, 'workerd-floor', join(ROOT, 'bench/lib/floor-worker.js'), {
+    UPSTREAM: `http://127.0.0.1:${ctx.upstreamPort}`,
+    AUTHORIZATION: ctx.authorization,
   });
-  return target('workerd-floor', proc, url);
 }
 
 export type Launcher = (ctx: LaunchContext) => Promise<Target>;

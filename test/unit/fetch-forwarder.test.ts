@@ -8,7 +8,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { createFetchForwarder, TICK_MS } from '../../src/core/upstream/fetch-forwarder.ts';
-import { type ForwardRequest, UpstreamError } from '../../src/core/upstream/types.ts';
+import { UpstreamError } from '../../src/core/upstream/types.ts';
+import { forwardRequest } from '../helpers/forward-request.ts';
 
 const servers: http.Server[] = [];
 after(() => {
@@ -23,18 +24,7 @@ async function serve(handler: http.RequestListener): Promise<string> {
   return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
 }
 
-function request(url: string, init: Partial<ForwardRequest> = {}): ForwardRequest {
-  return {
-    url,
-    method: 'GET',
-    headers: [],
-    body: null,
-    timeout: 5_000,
-    tlsVerify: true,
-    keepalive: { enabled: true, idleTimeoutMs: 10_000, poolSize: 8 },
-    ...init,
-  };
-}
+const request = forwardRequest;
 
 async function rejectsWith(p: Promise<unknown>, kind: string, message?: RegExp): Promise<void> {
   await assert.rejects(p, (err: unknown) => {

@@ -15,6 +15,7 @@ import type { HeaderList } from '../../src/core/upstream/headers.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
 import { clientSignal, createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import type { NodeForwarder } from '../../src/runtime/node-forwarder.ts';
+import { forwardRequest } from '../helpers/forward-request.ts';
 import { NO_OPENSSL, selfSignedCert } from '../helpers/tls.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
@@ -49,20 +50,7 @@ async function serve(handler: Handler): Promise<TestServer> {
   return s;
 }
 
-const KEEPALIVE = { enabled: true, idleTimeoutMs: 10_000, poolSize: 8 };
-
-function request(url: string, init: Partial<ForwardRequest> = {}): ForwardRequest {
-  return {
-    url,
-    method: 'GET',
-    headers: [],
-    body: null,
-    timeout: 5_000,
-    tlsVerify: true,
-    keepalive: KEEPALIVE,
-    ...init,
-  };
-}
+const request = forwardRequest;
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
