@@ -1,0 +1,150 @@
+/**
+ * Paired A/B of two fngate checkouts on one runtime: is a change faster, when the difference is smaller than the
+ * drift of a shared machine between two `npm run bench` runs?
+ *
+ *   npx tsx bench/ab.ts --a <other checkout> [--b <checkout, default this one>] [--runtime node|bun|deno]
+ *                       [--pairs 8] [--seconds 2] [--connections 50]
+ *
+ * Both gateways run at once, pinned to core 1, serving the same `openfunction` route (`/hello/*` with a
+ * `service_token`, as `npm run bench`) from a standalone CONFIG_FILE; the nginx upstream and wrk share core 0.
+ * Short wrk slices alternate A, B, B, A, ... and each pair gives a ratio B ÷ A of CPU µs per request (the gateway's
+ * process tree); the machine's drift is shared by the two halves of a pair and cancels out. Prints every slice,
+ * the median ratio with its range, and how many pairs B won. Each checkout must be built as its runtime needs it
+ * (Node: `npm run build` there, for dist/; Bun and Deno run src/ directly; Deno needs the checkout's node_modules).
+ * Loopback only; no assertions.
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { freePort, type Proc, startProcess, tmpDir } from '../test/helpers/process.ts';
+import { startUpstream } from './lib/nginx.ts';
+import { median } from './lib/stats.ts';
+import { BIN, cpuOf, processTree, requireTools, ROOT } from './lib/sys.ts';
+
+const { values: flags } = parseArgs({
+  options: {
+    a: { type: 'string' },
+    b: { type: 'string' },
+    runtime: { type: 'string' },
+    pairs: { type: 'string' },
+    seconds: { type: 'string' },
+    connections: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (flags.help || !flags.a) {
+  const text = (await import('node:fs')).readFileSync(new URL(import.meta.url), 'utf8');
+  console.log(/\/\*\*([\s\S]*?)\*\//.exec(text)?.[1]?.replace(/^ \* ?/gm, '').trim());
+  process.exit(flags.help ? 0 : 2);
+}
+const runtime = flags.runtime ?? 'node';
+if (!['node', 'bun', 'deno'].includes(runtime)) throw new Error(`--runtime must be node, bun or deno, not ${runtime}`);
+const pairs = Number(flags.pairs ?? 8);
+const seconds = Number(flags.seconds ?? 2);
+const connections = Number(flags.connections ?? 50);
+const trees = { A: resolve(flags.a), B: resolve(flags.b ?? ROOT) };
+
+const tools = requireTools();
+const dir = await tmpDir('fngate-ab-');
+const upstreamPort = await freePort();
+const upstream = await startUpstream(tools.nginx, tools.taskset, 0, dir, upstreamPort);
+const config = join(dir, 'config.json');
+writeFileSync(
+  config,
+  JSON.stringify({
+    routes: [
+      {
+        id: '1',
+        uri: '/hello/*',
+        plugins: {
+          openfunction: {
+            function_uri: `http://127.0.0.1:${upstreamPort}/hello`,
+            authorization: { service_token: 'test:test' },
+            keepalive_pool: 256,
+          },
+        },
+      },
+    ],
+  }),
+);
+
+function command(root: string): string[] {
+  if (runtime === 'node') return [process.execPath, join(root, 'dist/runtime/node.js')];
+  if (runtime === 'bun') return [BIN.bun, 'run', join(root, 'src/runtime/bun.ts')];
+  return [join(root, 'node_modules/deno/deno'), 'task', '--quiet', 'start'];
+}
+
+interface Gateway {
+  name: 'A' | 'B';
+  url: string;
+  proc: Proc;
+}
+
+async function start(name: 'A' | 'B'): Promise<Gateway> {
+  const root = trees[name];
+  const proxyPort = await freePort();
+  const adminPort = await freePort();
+  const [cmd, ...args] = command(root);
+  const proc = await startProcess({
+    cmd: tools.taskset,
+    args: ['-c', '1', cmd!, ...args],
+    cwd: root,
+    env: {
+      HOST: '127.0.0.1',
+      PROXY_PORT: String(proxyPort),
+      ADMIN_HOST: '127.0.0.1',
+      ADMIN_PORT: String(adminPort),
+      ADMIN_KEY: 'bench-admin-key-0123456789abcdef',
+      LOG_LEVEL: 'warn',
+      CONFIG_FILE: config,
+      DATA_DIR: join(dir, `data-${name}`),
+      NO_COLOR: '1',
+    },
+    readyUrl: `http://127.0.0.1:${adminPort}/apisix/admin`,
+    timeoutMs: 60_000,
+  });
+  return { name, url: `http://127.0.0.1:${proxyPort}/hello/world`, proc };
+}
+
+function wrk(url: string, s: number): number {
+  const out = spawnSync(tools.taskset, ['-c', '0', tools.wrk, '-t1', `-c${connections}`, `-d${s}s`, url], { encoding: 'utf8' });
+  const requests = Number(/(\d+) requests in/.exec(out.stdout)?.[1]);
+  if (!(requests > 0) || /Non-2xx|Socket errors/.test(out.stdout)) throw new Error(`wrk against ${url} failed:\n${out.stdout}${out.stderr}`);
+  return requests;
+}
+
+/** CPU µs per request of one slice. */
+function slice(g: Gateway): number {
+  const pids = processTree(g.proc.pid);
+  const before = cpuOf(pids);
+  const requests = wrk(g.url, seconds);
+  return ((cpuOf(processTree(g.proc.pid)) - before) * 1e6) / requests;
+}
+
+const gateways = [await start('A'), await start('B')];
+try {
+  for (const g of gateways) wrk(g.url, 3); // warm-up (JIT, connection pools)
+  const a: number[] = [];
+  const b: number[] = [];
+  const ratios: number[] = [];
+  for (let i = 0; i < pairs; i++) {
+    const order = i % 2 === 0 ? gateways : [...gateways].reverse();
+    const r: Record<string, number> = {};
+    for (const g of order) r[g.name] = slice(g);
+    a.push(r.A!);
+    b.push(r.B!);
+    ratios.push(r.B! / r.A!);
+  }
+  const row = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' ');
+  console.log(`${runtime}, ${pairs} pairs of ${seconds} s slices, wrk -c${connections}; CPU µs per request:`);
+  console.log(`A ${trees.A}: ${row(a)}  (median ${median(a).toFixed(1)})`);
+  console.log(`B ${trees.B}: ${row(b)}  (median ${median(b).toFixed(1)})`);
+  console.log(
+    `B ÷ A: median ${median(ratios).toFixed(3)} [${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}]; ` +
+      `B used less CPU in ${ratios.filter((x) => x < 1).length} of ${pairs} pairs`,
+  );
+} finally {
+  for (const g of gateways) await g.proc.kill('SIGTERM', 3000);
+  await upstream.stop();
+}
