@@ -74,8 +74,9 @@ class Call {
   waiting = true;
   headersIn = false;
   timedOut = false;
-  /** Ticks of the shared clock seen; the timer of a per-call clock. */
+  /** Ticks of the shared clock this call has seen. */
   ticks = 0;
+  /** The timer of the per-call clock. */
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
   private signal: AbortSignal | undefined | null = null; // null: not asked for yet
   ended = false;
@@ -109,9 +110,9 @@ class Call {
     this.ac.abort(new UpstreamError('aborted', 'client went away'));
   }
 
-  /** The clock's check: time out a call that waited past its deadline. True when it did. */
+  /** The clock's check: time out (once) a call that waited past its deadline. True when it did. */
   check(now: number): boolean {
-    if (!this.waiting || now < this.deadline) return false;
+    if (this.timedOut || !this.waiting || now < this.deadline) return false;
     this.timedOut = true;
     this.ac.abort(new UpstreamError('timeout', this.stalled()));
     return true;
