@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { freePort, type Proc, startProcess, tmpDir } from '../test/helpers/process.ts';
 import { startUpstream } from './lib/nginx.ts';
 import { median } from './lib/stats.ts';
-import { BIN, cpuOf, processTree, requireTools, ROOT } from './lib/sys.ts';
+import { BIN, cpuOf, docComment, processTree, requireTools, ROOT } from './lib/sys.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -34,8 +34,7 @@ const { values: flags } = parseArgs({
   },
 });
 if (flags.help || !flags.a) {
-  const text = (await import('node:fs')).readFileSync(new URL(import.meta.url), 'utf8');
-  console.log(/\/\*\*([\s\S]*?)\*\//.exec(text)?.[1]?.replace(/^ \* ?/gm, '').trim());
+  console.log(docComment(import.meta.url));
   process.exit(flags.help ? 0 : 2);
 }
 const runtime = flags.runtime ?? 'node';

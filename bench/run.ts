@@ -33,7 +33,7 @@ import { checkGoals, FLOOR_OF, floorLines, goalsTable, matrixTable, runMatrix } 
 import { helloBody, startNginxProxy, startUpstream } from './lib/nginx.ts';
 import { routesSection } from './lib/routes.ts';
 import { streamingSection } from './lib/streaming.ts';
-import { BIN, loadAverage, requireTools, ROOT, versionOf } from './lib/sys.ts';
+import { BIN, docComment, loadAverage, requireTools, ROOT, versionOf } from './lib/sys.ts';
 import { writeWrkScript } from './lib/wrk.ts';
 
 const { values: flags } = parseArgs({
@@ -62,8 +62,7 @@ const { values: flags } = parseArgs({
 });
 
 if (flags.help) {
-  const text = (await import('node:fs')).readFileSync(new URL(import.meta.url), 'utf8');
-  console.log(/\/\*\*([\s\S]*?)\*\//.exec(text)?.[1]?.replace(/^ \* ?/gm, '').trim());
+  console.log(docComment(import.meta.url));
   process.exit(0);
 }
 

@@ -178,3 +178,9 @@ export function loadAverage(): number[] {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A script's `--help`: the first doc comment of the file at `moduleUrl` (its `import.meta.url`), as plain text. */
+export function docComment(moduleUrl: string): string {
+  const text = readFileSync(new URL(moduleUrl), 'utf8');
+  return /\/\*\*([\s\S]*?)\*\//.exec(text)?.[1]?.replace(/^ \* ?/gm, '').trim() ?? '';
+}
