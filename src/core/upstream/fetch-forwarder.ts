@@ -1,5 +1,5 @@
 import { cleanedResponsePairs, cleanResponseHeaders, markCleaned, removeHeaders } from './headers.ts';
-import { type ForwardRequest, type Forwarder, UpstreamError } from './types.ts';
+import { type ForwardRequest, type Forwarder, UpstreamError, type UpstreamErrorKind } from './types.ts';
 
 export interface FetchForwarderOptions {
   /** The runtime's fetch (default: the global one). */
@@ -118,6 +118,17 @@ class Call {
     return true;
   }
 
+  /**
+   * Ends the call after `err` and says why it failed: its own timeout, the client going away (the call was
+   * aborted), or else `otherwise`.
+   */
+  failure(err: unknown, otherwise: UpstreamErrorKind, message: string): UpstreamError {
+    this.end();
+    if (this.timedOut) return new UpstreamError('timeout', this.stalled(), { cause: err });
+    if (this.ac.signal.aborted) return new UpstreamError('aborted', 'client went away', { cause: err });
+    return new UpstreamError(otherwise, message, { cause: err });
+  }
+
   stalled(): string {
     return this.headersIn ? `body stalled for more than ${this.req.timeout} ms` : `no answer within ${this.req.timeout} ms`;
   }
@@ -214,10 +225,8 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
       try {
         body = await readAll(body);
       } catch (err) {
-        call.end();
-        if (bodyError instanceof UpstreamError) throw bodyError;
-        if (call.timedOut) throw new UpstreamError('timeout', call.stalled(), { cause: err });
-        throw new UpstreamError('aborted', 'client went away', { cause: err });
+        const failure = call.failure(err, 'aborted', 'client went away');
+        throw bodyError instanceof UpstreamError ? bodyError : failure;
       }
     }
 
@@ -228,11 +237,8 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
       if (opts.extraInit) Object.assign(init, opts.extraInit(req));
       res = await doFetch(req.url, init as RequestInit);
     } catch (err) {
-      call.end();
-      if (bodyError instanceof UpstreamError) throw bodyError;
-      if (call.timedOut) throw new UpstreamError('timeout', call.stalled(), { cause: err });
-      if (ac.signal.aborted) throw new UpstreamError('aborted', 'client went away', { cause: err });
-      throw new UpstreamError('connect', describe(err), { cause: err });
+      const failure = call.failure(err, 'connect', describe(err));
+      throw bodyError instanceof UpstreamError ? bodyError : failure;
     }
     const coding = res.headers.get('content-encoding')?.trim().toLowerCase();
     // A compressed answer loses its length when the runtime re-encodes it (`keep`) or decoded it (`strip`).
@@ -259,10 +265,7 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
       try {
         bytes = await res.arrayBuffer();
       } catch (err) {
-        call.end();
-        if (call.timedOut) throw new UpstreamError('timeout', call.stalled(), { cause: err });
-        if (ac.signal.aborted) throw new UpstreamError('aborted', 'client went away', { cause: err });
-        throw new UpstreamError('protocol', `upstream response body failed: ${describe(err)}`, { cause: err });
+        throw call.failure(err, 'protocol', `upstream response body failed: ${describe(err)}`);
       }
       call.end();
       return markCleaned(

@@ -22,7 +22,8 @@ export interface ForwardTarget {
   connectStatus?: number;
 }
 
-const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
+/** Methods whose request body, if any, is never forwarded (so a call with one of them can be retried). */
+export const NO_BODY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
 
 /** After a refused upload, how much more of it is read and thrown away so the client can read the 413. */
 const DRAIN_BYTES = 8 * 1024 * 1024;
