@@ -13,14 +13,15 @@
  * (Node: `npm run build` there, for dist/; Bun and Deno run src/ directly; Deno needs the checkout's node_modules).
  * Loopback only; no assertions.
  */
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, type Proc, startProcess, tmpDir } from '../test/helpers/process.ts';
 import { startUpstream } from './lib/nginx.ts';
+import { functionRoute, GATEWAY_CORE, LOAD_CORE } from './lib/route.ts';
 import { median } from './lib/stats.ts';
 import { BIN, cpuOf, docComment, processTree, requireTools, ROOT } from './lib/sys.ts';
+import { runWrk, writeWrkScript } from './lib/wrk.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -47,26 +48,10 @@ const trees = { A: resolve(flags.a), B: resolve(flags.b ?? ROOT) };
 const tools = requireTools();
 const dir = await tmpDir('fngate-ab-');
 const upstreamPort = await freePort();
-const upstream = await startUpstream(tools.nginx, tools.taskset, 0, dir, upstreamPort);
+const upstream = await startUpstream(tools.nginx, tools.taskset, LOAD_CORE, dir, upstreamPort);
 const config = join(dir, 'config.json');
-writeFileSync(
-  config,
-  JSON.stringify({
-    routes: [
-      {
-        id: '1',
-        uri: '/hello/*',
-        plugins: {
-          openfunction: {
-            function_uri: `http://127.0.0.1:${upstreamPort}/hello`,
-            authorization: { service_token: 'test:test' },
-            keepalive_pool: 256,
-          },
-        },
-      },
-    ],
-  }),
-);
+writeFileSync(config, JSON.stringify({ routes: [functionRoute(upstreamPort, 256)('bench', '/hello/*')] }));
+const script = writeWrkScript(dir);
 
 function command(root: string): string[] {
   if (runtime === 'node') return [process.execPath, join(root, 'dist/runtime/node.js')];
@@ -87,7 +72,7 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
   const [cmd, ...args] = command(root);
   const proc = await startProcess({
     cmd: tools.taskset,
-    args: ['-c', '1', cmd!, ...args],
+    args: ['-c', String(GATEWAY_CORE), cmd!, ...args],
     cwd: root,
     env: {
       HOST: '127.0.0.1',
@@ -106,31 +91,30 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
   return { name, url: `http://127.0.0.1:${proxyPort}/hello/world`, proc };
 }
 
-function wrk(url: string, s: number): number {
-  const out = spawnSync(tools.taskset, ['-c', '0', tools.wrk, '-t1', `-c${connections}`, `-d${s}s`, url], { encoding: 'utf8' });
-  const requests = Number(/(\d+) requests in/.exec(out.stdout)?.[1]);
-  if (!(requests > 0) || /Non-2xx|Socket errors/.test(out.stdout)) throw new Error(`wrk against ${url} failed:\n${out.stdout}${out.stderr}`);
-  return requests;
+/** Requests served in `s` seconds of wrk; any socket error or non-2xx answer fails the run. */
+async function wrk(url: string, s: number): Promise<number> {
+  const r = await runWrk({ wrk: tools.wrk, taskset: tools.taskset, core: LOAD_CORE, script, url, connections, seconds: s });
+  if (r.errors > 0 || r.requests === 0) throw new Error(`wrk against ${url}: ${r.requests} requests, ${r.errors} errors`);
+  return r.requests;
 }
 
 /** CPU µs per request of one slice. */
-function slice(g: Gateway): number {
-  const pids = processTree(g.proc.pid);
-  const before = cpuOf(pids);
-  const requests = wrk(g.url, seconds);
+async function slice(g: Gateway): Promise<number> {
+  const before = cpuOf(processTree(g.proc.pid));
+  const requests = await wrk(g.url, seconds);
   return ((cpuOf(processTree(g.proc.pid)) - before) * 1e6) / requests;
 }
 
 const gateways = [await start('A'), await start('B')];
 try {
-  for (const g of gateways) wrk(g.url, 3); // warm-up (JIT, connection pools)
+  for (const g of gateways) await wrk(g.url, 3); // warm-up (JIT, connection pools)
   const a: number[] = [];
   const b: number[] = [];
   const ratios: number[] = [];
   for (let i = 0; i < pairs; i++) {
     const order = i % 2 === 0 ? gateways : [...gateways].reverse();
     const r: Record<string, number> = {};
-    for (const g of order) r[g.name] = slice(g);
+    for (const g of order) r[g.name] = await slice(g);
     a.push(r.A!);
     b.push(r.B!);
     ratios.push(r.B! / r.A!);

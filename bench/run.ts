@@ -31,6 +31,7 @@ import { freePort, tmpDir } from '../test/helpers/process.ts';
 import { type LaunchContext, launchNode } from './lib/gateways.ts';
 import { checkGoals, FLOOR_OF, floorLines, goalsTable, matrixTable, runMatrix } from './lib/main-matrix.ts';
 import { helloBody, startNginxProxy, startUpstream } from './lib/nginx.ts';
+import { AUTHORIZATION, functionRoute, GATEWAY_CORE, LOAD_CORE } from './lib/route.ts';
 import { routesSection } from './lib/routes.ts';
 import { streamingSection } from './lib/streaming.ts';
 import { BIN, docComment, loadAverage, requireTools, ROOT, versionOf } from './lib/sys.ts';
@@ -91,10 +92,6 @@ const opts = {
    */
   pool: flags.pool === undefined ? 256 : Number(flags.pool),
 };
-const GATEWAY_CORE = 1;
-const LOAD_CORE = 0;
-const SERVICE_TOKEN = 'bench:fngate-bench-token';
-const AUTHORIZATION = `Basic ${Buffer.from(SERVICE_TOKEN).toString('base64')}`;
 
 const tools = requireTools();
 const started = new Date();
@@ -159,17 +156,7 @@ const upstreamPort = await freePort();
 const upstream = await startUpstream(tools.nginx, tools.taskset, LOAD_CORE, dir, upstreamPort);
 const proxy = await startNginxProxy(tools.nginx, tools.taskset, GATEWAY_CORE, dir, await freePort(), upstreamPort, AUTHORIZATION);
 
-const route = (id: string, uri: string) => ({
-  id,
-  uri,
-  plugins: {
-    openfunction: {
-      function_uri: `http://127.0.0.1:${upstreamPort}/hello`,
-      authorization: { service_token: SERVICE_TOKEN },
-      keepalive_pool: opts.pool,
-    },
-  },
-});
+const route = functionRoute(upstreamPort, opts.pool);
 const launch: LaunchContext = {
   taskset: tools.taskset,
   core: GATEWAY_CORE,
