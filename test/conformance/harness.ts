@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { after, before } from 'node:test';
 import { type FunctionServers, startFunctions } from '../functions/functions.ts';
-import { freePort, type Proc, rmDir, tmpDir } from '../helpers/process.ts';
+import { type Proc, rmDir, tmpDir } from '../helpers/process.ts';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 
@@ -40,6 +40,21 @@ export interface GatewayUnderTest {
   stop(): Promise<void>;
 }
 
+/** Ready once a gateway started on ports 0 has printed both its "listening on" lines (in either order). */
+export const LISTENING_LOG =
+  /^(?=[\s\S]*fngate proxy listening on http:\/\/\S+:\d+\n)(?=[\s\S]*fngate admin API listening on http:\/\/\S+:\d+\n)/;
+
+/** The proxy and Admin API URLs a gateway printed when it started listening. */
+export function listeningUrls(proc: Proc): { proxyUrl: string; adminUrl: string } {
+  const out = proc.stdout();
+  const url = (what: string) => {
+    const m = new RegExp(`fngate ${what} listening on (http://\\S+:\\d+)\\n`).exec(out);
+    if (!m) throw new Error(`the gateway did not print "fngate ${what} listening on ...":\n${out}`);
+    return m[1]!;
+  };
+  return { proxyUrl: url('proxy'), adminUrl: url('admin API') };
+}
+
 /** How one runtime starts fngate: `test/conformance/launchers/<runtime>.ts` exports `launch`. */
 export interface Launcher {
   launch(opts: LaunchOptions): Promise<Launched>;
@@ -48,8 +63,6 @@ export interface Launcher {
 export interface LaunchOptions {
   /** The settings (ADMIN_KEY, PROXY_PORT, ADMIN_PORT, DATA_DIR, ...) as environment variables. */
   env: Record<string, string | undefined>;
-  proxyPort: number;
-  adminPort: number;
   dataDir: string;
 }
 
@@ -69,20 +82,20 @@ export interface StartOptions {
 export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnderTest> {
   const dataDir = opts.dataDir ?? (await tmpDir('fngate-conf-'));
   const key = opts.key ?? randomBytes(16).toString('hex');
-  const proxyPort = await freePort();
-  const adminPort = await freePort();
+  // Port 0: the gateway takes a free port itself and says which in its "listening on" lines. A port picked
+  // here and handed over could be taken in between (or picked twice), and the start would fail now and then.
   const env: Record<string, string | undefined> = {
     HOST: '127.0.0.1',
-    PROXY_PORT: String(proxyPort),
+    PROXY_PORT: '0',
     ADMIN_HOST: '127.0.0.1',
-    ADMIN_PORT: String(adminPort),
+    ADMIN_PORT: '0',
     ADMIN_KEY: key,
     DATA_DIR: dataDir,
     LOG_LEVEL: 'warn',
     ...opts.env,
   };
   const launcher = (await import(`./launchers/${RUNTIME}.ts`)) as Launcher;
-  const launched = await launcher.launch({ env, proxyPort, adminPort, dataDir });
+  const launched = await launcher.launch({ env, dataDir });
   const { proc } = launched;
   const proxyUrl = launched.proxyUrl;
   const adminUrl = launched.adminUrl;

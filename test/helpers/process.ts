@@ -59,17 +59,30 @@ export interface Proc {
   waitExit(): Promise<ExitInfo>;
 }
 
-/** Ask the OS for a free TCP port on `host` (listen on port 0, read it, close). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close((err) => (err ? reject(err) : resolve(port)));
+const handedOut = new Set<string>();
+
+/**
+ * Ask the OS for a free TCP port on `host` (listen on port 0, read it, close). Never the same port twice in one
+ * test process: the OS may offer a port again as soon as it is closed, and two servers a test starts side by
+ * side would then be told to use the same one. (A port may still be taken by someone else before it is used;
+ * where the server can take port 0 itself and say which it got, prefer that.)
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.unref();
+      srv.once('error', reject);
+      srv.listen(0, host, () => {
+        const { port } = srv.address() as AddressInfo;
+        srv.close((err) => (err ? reject(err) : resolve(port)));
+      });
     });
-  });
+    const id = `${host} ${port}`;
+    if (handedOut.has(id)) continue;
+    handedOut.add(id);
+    return port;
+  }
 }
 
 export interface WaitForOptions {

@@ -105,25 +105,21 @@ async function readToml(): Promise<TomlOptions> {
   return tomlOptions;
 }
 
+const SERVE_LOG = /fngate \(workerd via Miniflare\) listening on (http:\/\/\S+:\d+)\n/;
+
 interface ServeConfig {
   toml: TomlOptions;
   bundleDir: string;
   vars: Record<string, string>;
-  port: number;
   persistDir: string;
 }
 
 export async function launch(opts: LaunchOptions): Promise<Launched> {
-  const proxyUrl = `http://127.0.0.1:${opts.proxyPort}`;
   const vars = await workerVars(opts.env);
-  const common = {
-    cwd: ROOT,
-    readyUrl: `${proxyUrl}/apisix/admin`,
-    timeoutMs: 60_000,
-  };
   if (process.env.FNGATE_WORKERD_VIA === 'wrangler') {
+    const proxyUrl = `http://127.0.0.1:${await freePort()}`;
     const args = [WRANGLER, 'dev', '--config', scratchConfig().config, '--local', '--ip', '127.0.0.1'];
-    args.push('--port', String(opts.proxyPort), '--inspector-port', String(await freePort()));
+    args.push('--port', new URL(proxyUrl).port, '--inspector-port', String(await freePort()));
     args.push('--persist-to', join(opts.dataDir, 'wrangler-state'), '--log-level', 'warn');
     args.push('--show-interactive-dev-session=false');
     for (const [name, value] of Object.entries(vars)) args.push('--var', `${name}:${value}`);
@@ -131,7 +127,9 @@ export async function launch(opts: LaunchOptions): Promise<Launched> {
       cmd: process.execPath,
       args,
       env: { WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: join(opts.dataDir, 'wrangler-logs') },
-      ...common,
+      cwd: ROOT,
+      readyUrl: `${proxyUrl}/apisix/admin`,
+      timeoutMs: 60_000,
     });
     return { proc, proxyUrl, adminUrl: proxyUrl };
   }
@@ -139,15 +137,19 @@ export async function launch(opts: LaunchOptions): Promise<Launched> {
     toml: await readToml(),
     bundleDir: bundle(),
     vars,
-    port: opts.proxyPort,
     persistDir: join(opts.dataDir, 'workerd-state'),
   };
+  // Port 0: Miniflare takes a free port and the child prints it (see the node/deno/bun launchers for why).
   const proc = await startProcess({
     cmd: process.execPath,
     args: ['--import', 'tsx', new URL(import.meta.url).pathname],
     env: { FNGATE_WORKERD_SERVE: JSON.stringify(serve) },
-    ...common,
+    cwd: ROOT,
+    readyLog: SERVE_LOG,
+    timeoutMs: 60_000,
   });
+  const proxyUrl = SERVE_LOG.exec(proc.stdout())?.[1];
+  if (!proxyUrl) throw new Error(`the workerd launcher did not print its URL:\n${proc.stdout()}`);
   return { proc, proxyUrl, adminUrl: proxyUrl };
 }
 
@@ -165,11 +167,11 @@ async function serveMain(serve: ServeConfig): Promise<void> {
     kvPersist: join(serve.persistDir, 'kv'),
     bindings: { ...toml.vars, ...serve.vars },
     host: '127.0.0.1',
-    port: serve.port,
+    port: 0,
     log: new Log(LogLevel.WARN),
   });
-  await mf.ready;
-  console.log(`fngate (workerd via Miniflare) listening on http://127.0.0.1:${serve.port}`);
+  const url = await mf.ready;
+  console.log(`fngate (workerd via Miniflare) listening on ${url.origin}`);
   const stop = () => {
     mf.dispose().finally(() => process.exit(0));
   };
