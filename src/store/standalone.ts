@@ -15,7 +15,6 @@
  * - the single-key `plugins` list (APISIX's hot plugin list) is kept as `<prefix>/plugins` with value
  *   `{ plugins: [...] }` (store values are objects); `<dir>_conf_version` numbers are ignored.
  */
-import { parse as parseYaml } from 'yaml';
 import { compareKeys, copyItem, isPlainObject, normalizePrefix, StoreTable, WatchHub } from './memory.ts';
 import type { ConfigStore, PutOptions, StoredItem, StoreState } from './types.ts';
 import { StoreError } from './types.ts';
@@ -32,6 +31,18 @@ export interface ParseStandaloneOptions {
   version?: number;
   /** Names the config in error messages, e.g. `CONFIG_FILE /etc/fngate/apisix.yaml`. */
   source?: string;
+}
+
+type YamlParse = (text: string) => unknown;
+let parseYaml: YamlParse | undefined;
+
+/**
+ * Loads the YAML parser, which {@link parseStandalone} needs for `format: 'yaml'` ({@link StandaloneStore.open}
+ * calls it). Loaded on first use, not at start: the `yaml` package alone is ~9 MiB of a Node or Bun process's
+ * memory, spent for nothing by a gateway whose config is JSON, a file store, Deno KV or etcd.
+ */
+export async function loadYamlParser(): Promise<void> {
+  parseYaml ??= (await import('yaml')).parse as YamlParse;
 }
 
 /** A write was refused because the config comes from a file or variable (standalone mode). Admin API: 400. */
@@ -98,7 +109,8 @@ function idOf(dir: string, item: Record<string, unknown>, index: number, where: 
 
 /**
  * Parse an APISIX standalone config into a store state (items in key byte order). Throws an Error with a clear
- * message on a syntax error, a missing `#END` (YAML), an unset environment variable or a malformed item.
+ * message on a syntax error, a missing `#END` (YAML), an unset environment variable or a malformed item. YAML
+ * needs {@link loadYamlParser} to have been awaited once.
  */
 export function parseStandalone(text: string, opts: ParseStandaloneOptions): StoreState {
   const prefix = normalizePrefix(opts.prefix);
@@ -112,6 +124,7 @@ export function parseStandalone(text: string, opts: ParseStandaloneOptions): Sto
           '(it marks the file as completely written); add "#END" as the last line',
       );
     }
+    if (parseYaml === undefined) throw new Error('parseStandalone: call loadYamlParser() before parsing YAML');
     const resolved = substituteEnv(text, opts.env, where);
     try {
       doc = parseYaml(resolved);
@@ -235,6 +248,7 @@ export class StandaloneStore implements ConfigStore {
     }
     let state: StoreState;
     try {
+      if (opts.format === 'yaml') await loadYamlParser();
       state = parseStandalone(text, {
         format: opts.format,
         env: opts.env ?? {},

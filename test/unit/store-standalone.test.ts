@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import type { StandaloneSource } from '../../src/store/standalone.ts';
 import {
   hasEndFlag,
+  loadYamlParser,
   parseStandalone,
   ReadOnlyStoreError,
   StandaloneStore,
@@ -67,6 +68,7 @@ services:
 `;
 
 describe('parseStandalone', () => {
+  before(loadYamlParser);
   test('YAML: ids (item.id, consumers username, arr_<n>), stringified into value.id, key byte order', () => {
     const st = parseStandalone(SAMPLE, yaml());
     assert.deepEqual(keys(st), [
