@@ -4,6 +4,8 @@
 // upstream encoded it and stops Bun adding an Accept-Encoding of its own (as fngate on Bun does).
 // Env: PORT, UPSTREAM (http://127.0.0.1:port), AUTHORIZATION. Loopback only.
 
+import { floorFetch } from './floor-fetch.ts';
+
 /** The part of Bun's API used here (declared locally: no @types/bun in this repo). */
 interface BunServer {
   requestIP(req: Request): { address: string } | null;
@@ -20,28 +22,11 @@ declare const Bun: {
 const upstream = Bun.env.UPSTREAM!;
 const authorization = Bun.env.AUTHORIZATION!;
 
+// `decompress: false`: see above.
+const BUN_FETCH = { decompress: false };
+
 Bun.serve({
   hostname: '127.0.0.1',
   port: Number(Bun.env.PORT),
-  fetch(req, server) {
-    const url = new URL(req.url);
-    if (url.pathname === '/__bench_ready') return new Response('ok');
-    const headers = new Headers(req.headers);
-    headers.delete('host');
-    headers.delete('connection');
-    headers.delete('keep-alive');
-    headers.set('authorization', authorization);
-    const ip = server.requestIP(req)?.address;
-    if (ip) headers.set('x-forwarded-for', ip);
-    const init: RequestInit & { decompress: boolean } = {
-      method: req.method,
-      headers,
-      body: req.body,
-      decompress: false,
-      redirect: 'manual',
-    };
-    return fetch(upstream + url.pathname + url.search, init);
-  },
+  fetch: (req, server) => floorFetch(req, upstream, authorization, server.requestIP(req)?.address, BUN_FETCH),
 });
-
-export {};

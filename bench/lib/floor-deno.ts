@@ -4,6 +4,8 @@
 // Run as `deno run --no-config --allow-net=127.0.0.1 --allow-env=PORT,UPSTREAM,AUTHORIZATION bench/lib/floor-deno.ts`.
 // Env: PORT, UPSTREAM (http://127.0.0.1:port), AUTHORIZATION. Loopback only.
 
+import { floorFetch } from './floor-fetch.ts';
+
 /** The part of Deno's API used here (declared locally: tsc checks bench/ with Node's types). */
 declare const Deno: {
   env: { get(name: string): string | undefined };
@@ -16,21 +18,6 @@ declare const Deno: {
 const upstream = Deno.env.get('UPSTREAM')!;
 const authorization = Deno.env.get('AUTHORIZATION')!;
 
-Deno.serve({ hostname: '127.0.0.1', port: Number(Deno.env.get('PORT')), onListen() {} }, (req, info) => {
-  const url = new URL(req.url);
-  if (url.pathname === '/__bench_ready') return new Response('ok');
-  const headers = new Headers(req.headers);
-  headers.delete('host');
-  headers.delete('connection');
-  headers.delete('keep-alive');
-  headers.set('authorization', authorization);
-  headers.set('x-forwarded-for', info.remoteAddr.hostname);
-  return fetch(upstream + url.pathname + url.search, {
-    method: req.method,
-    headers,
-    body: req.body,
-    redirect: 'manual',
-  });
-});
-
-export {};
+Deno.serve({ hostname: '127.0.0.1', port: Number(Deno.env.get('PORT')), onListen() {} }, (req, info) =>
+  floorFetch(req, upstream, authorization, info.remoteAddr.hostname),
+);

@@ -4,6 +4,8 @@
 // Not a gateway (no routing, no header hygiene beyond dropping Host and Connection/Keep-Alive, no timeouts):
 // the least a Worker does to proxy one request. X-Forwarded-For comes from CF-Connecting-IP when there is one
 // (bare workerd sets none, and fngate's Worker then sends none either).
+// What it does to a request is bench/lib/floor-fetch.ts (the Bun and Deno floors'), written out here: bare workerd
+// serves this one module unbundled.
 // Bindings (text): UPSTREAM (http://127.0.0.1:port), AUTHORIZATION. Loopback only.
 export default {
   async fetch(req, env) {
