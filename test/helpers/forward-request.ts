@@ -1,4 +1,5 @@
-import type { ForwardRequest } from '../../src/core/upstream/types.ts';
+import assert from 'node:assert/strict';
+import { type ForwardRequest, UpstreamError, type UpstreamErrorKind } from '../../src/core/upstream/types.ts';
 
 /** Keep-alive settings of {@link forwardRequest}. */
 export const KEEPALIVE = { enabled: true, idleTimeoutMs: 10_000, poolSize: 8 };
@@ -15,4 +16,17 @@ export function forwardRequest(url: string, init: Partial<ForwardRequest> = {}):
     keepalive: KEEPALIVE,
     ...init,
   };
+}
+
+/** Asserts that `p` rejects with an UpstreamError of `kind` (whose message matches `message`, when given); returns it. */
+export async function rejectsWith(p: Promise<unknown>, kind: UpstreamErrorKind, message?: RegExp): Promise<UpstreamError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof UpstreamError, `expected an UpstreamError, got ${String(err)}`);
+    assert.equal(err.kind, kind, `expected kind ${kind}, got ${err.kind}: ${err.message}`);
+    if (message) assert.match(err.message, message);
+    return err;
+  }
+  assert.fail(`expected a rejection of kind ${kind}`);
 }

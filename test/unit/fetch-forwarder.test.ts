@@ -8,8 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { createFetchForwarder, TICK_MS } from '../../src/core/upstream/fetch-forwarder.ts';
-import { UpstreamError } from '../../src/core/upstream/types.ts';
-import { forwardRequest } from '../helpers/forward-request.ts';
+import { forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
 
 const servers: http.Server[] = [];
 after(() => {
@@ -25,15 +24,6 @@ async function serve(handler: http.RequestListener): Promise<string> {
 }
 
 const request = forwardRequest;
-
-async function rejectsWith(p: Promise<unknown>, kind: string, message?: RegExp): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof UpstreamError, `not an UpstreamError: ${String(err)}`);
-    assert.equal(err.kind, kind);
-    if (message) assert.match(err.message, message);
-    return true;
-  });
-}
 
 for (const sharedClock of [false, true]) {
   describe(`fetch forwarder, ${sharedClock ? 'shared clock' : 'timer per call'}`, () => {

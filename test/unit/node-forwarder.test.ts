@@ -15,7 +15,7 @@ import type { HeaderList } from '../../src/core/upstream/headers.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
 import { clientSignal, createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import type { NodeForwarder } from '../../src/runtime/node-forwarder.ts';
-import { forwardRequest } from '../helpers/forward-request.ts';
+import { forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
 import { NO_OPENSSL, selfSignedCert } from '../helpers/tls.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
@@ -81,18 +81,6 @@ async function readAll(body: ReadableStream<Uint8Array> | null): Promise<Buffer>
   const reader = body.getReader();
   for (let r = await reader.read(); !r.done; r = await reader.read()) chunks.push(r.value);
   return Buffer.concat(chunks);
-}
-
-/** Asserts that `p` rejects with an UpstreamError of `kind` and returns it. */
-async function rejectsWith(p: Promise<unknown>, kind: UpstreamError['kind']): Promise<UpstreamError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof UpstreamError, `expected UpstreamError, got ${String(err)}`);
-    assert.equal(err.kind, kind, `expected kind ${kind}, got ${err.kind}: ${err.message}`);
-    return err;
-  }
-  assert.fail(`expected a rejection of kind ${kind}`);
 }
 
 function streamOf(...parts: string[]): ReadableStream<Uint8Array> {
