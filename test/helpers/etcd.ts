@@ -58,17 +58,10 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
  */
 export async function startEtcdCluster(size: number, opts: StartEtcdOptions = {}): Promise<EtcdServer[]> {
   const bin = etcdBinary();
-  const used = new Set<number>();
-  const port = async () => {
-    let p = await freePort();
-    while (used.has(p)) p = await freePort();
-    used.add(p);
-    return p;
-  };
   const specs: Array<{ name: string; dataDir: string; endpoint: string; peer: string }> = [];
   for (let i = 0; i < size; i++) {
-    const clientPort = await port();
-    const peerPort = await port();
+    const clientPort = await freePort(); // never the same port twice in this process
+    const peerPort = await freePort();
     specs.push({
       name: `fngate-test-${clientPort}`,
       dataDir: await tmpDir('fngate-etcd-'),
