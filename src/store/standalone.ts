@@ -38,8 +38,8 @@ let parseYaml: YamlParse | undefined;
 
 /**
  * Loads the YAML parser, which {@link parseStandalone} needs for `format: 'yaml'` ({@link StandaloneStore.open}
- * calls it). Loaded on first use, not at start: the `yaml` package alone is ~9 MiB of a Node or Bun process's
- * memory, spent for nothing by a gateway whose config is JSON, a file store, Deno KV or etcd.
+ * calls it). Loaded on first use, not at start: a gateway whose config is JSON, a file store, Deno KV or etcd
+ * never pays for it (idle RSS with a JSON CONFIG_FILE: Node 69-70 -> 66 MiB, Bun 47 -> 45-46 MiB).
  */
 export async function loadYamlParser(): Promise<void> {
   parseYaml ??= (await import('yaml')).parse as YamlParse;
