@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { type FunctionServer, type FunctionServers, startFunction, startFunctions } from '../functions/functions.ts';
-import { freePort } from '../helpers/process.ts';
+import { refusedPort } from '../helpers/process.ts';
 import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
 let gw: GatewayUnderTest;
@@ -598,7 +598,7 @@ describe('upstreams', () => {
   });
 
   test('a node that refuses connections: a GET is retried on the live node', async () => {
-    const dead = `127.0.0.1:${await freePort()}`;
+    const dead = `127.0.0.1:${await refusedPort()}`;
     await gw.putRoute('retry', upRoute('/retry', { nodes: { [dead]: 1, [node(echo1())]: 1 } }));
     for (let i = 0; i < 10; i++) {
       const res = await req('/retry');
@@ -608,7 +608,7 @@ describe('upstreams', () => {
   });
 
   test('retries: 0 disables the retry (half the requests fail with 1:1 weights)', async () => {
-    const dead = `127.0.0.1:${await freePort()}`;
+    const dead = `127.0.0.1:${await refusedPort()}`;
     await gw.putRoute('retry0', upRoute('/retry0', { retries: 0, nodes: { [dead]: 1, [node(echo1())]: 1 } }));
     const statuses: number[] = [];
     for (let i = 0; i < 4; i++) statuses.push((await req('/retry0')).status);
@@ -617,7 +617,7 @@ describe('upstreams', () => {
   });
 
   test('every node down → 502, as nginx answers when it cannot connect to the upstream', async () => {
-    const dead = `127.0.0.1:${await freePort()}`;
+    const dead = `127.0.0.1:${await refusedPort()}`;
     await gw.putRoute('down', upRoute('/down', { nodes: { [dead]: 1 } }));
     const res = await req('/down');
     assert.equal(res.status, 502, res.text);
@@ -648,7 +648,7 @@ describe('upstreams', () => {
   });
 
   test('node priority: the highest group takes the traffic; a lower group serves when it cannot connect', async () => {
-    const dead = await freePort();
+    const dead = await refusedPort();
     await gw.putRoute(
       'prio',
       upRoute('/prio', {

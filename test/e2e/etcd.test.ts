@@ -26,7 +26,7 @@ import {
   etcdToken,
   startEtcd,
 } from '../helpers/etcd.ts';
-import { freePort } from '../helpers/process.ts';
+import { refusedPort } from '../helpers/process.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const execFileP = promisify(execFile);
@@ -770,7 +770,7 @@ describe('two gateways on one etcd', () => {
   });
 
   test('endpoint failover: a dead endpoint first in ETCD_HOST; and a live one that dies', async (t) => {
-    const dead = `http://127.0.0.1:${await freePort()}`;
+    const dead = `http://127.0.0.1:${await refusedPort()}`;
     const D = await gateway({ ETCD_HOST: `${dead},${etcd.endpoint}` });
     assert.ok(hello('meanwhile')(await hit(D, '/meanwhile')), 'D started and serves the stored routes');
     const put = await D.admin('PUT', '/routes/via-d', fnRoute('/via-d', 'via-d'));
@@ -795,7 +795,7 @@ describe('two gateways on one etcd', () => {
     t.diagnostic(`F followed a write ${round(ms)} ms after its first endpoint died`);
 
     // No endpoint answers at all: the gateway refuses to start, saying why.
-    const dead2 = `http://127.0.0.1:${await freePort()}`;
+    const dead2 = `http://127.0.0.1:${await refusedPort()}`;
     await assert.rejects(startGateway({ env: { ETCD_HOST: `${dead},${dead2}` } }), (err: Error) => {
       assert.match(err.message, /process exited before it was ready/);
       assert.match(err.message, /etcd is unreachable/);

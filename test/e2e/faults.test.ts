@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'undici';
 import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
 import { type FunctionServers, startFunction, startFunctions } from '../functions/functions.ts';
-import { freePort, rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
+import { freePort, refusedPort, rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -183,7 +183,7 @@ describe('function faults → 502/503/504, promptly; other routes keep working',
     cleanups.push(() => gw.stop());
     await gw.putRoute('echo', { uri: '/echo', plugins: { openfunction: { function_uri: fns.urls.echo } } });
 
-    const refusing = await freePort(); // nothing listens there
+    const refusing = await refusedPort();
     const hangBeforeHeaders = await faultServer(() => {});
     const hangAfterHeadersCl = await faultServer((s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial'));
     const hangAfterHeadersChunked = await faultServer((s) =>
@@ -635,9 +635,9 @@ describe('store faults at start: refuses to start with a clear message', { skip:
       args: [join(ROOT, 'dist/runtime/node.js')],
       env: {
         HOST: '127.0.0.1',
-        PROXY_PORT: String(await freePort()),
+        PROXY_PORT: '0',
         ADMIN_HOST: '127.0.0.1',
-        ADMIN_PORT: String(await freePort()),
+        ADMIN_PORT: '0',
         ADMIN_KEY: randomBytes(16).toString('hex'),
         DATA_DIR: dataDir,
       },
@@ -752,7 +752,7 @@ describe('secrets: never in the logs; encrypted at rest with DATA_ENCRYPTION_KEY
   });
 
   test('errors of every kind are provoked; neither the token, the admin key nor the keyring appear in stdout/stderr', async () => {
-    const down = await freePort();
+    const down = await refusedPort();
     const route = (uri: string, fnUri: string) => ({
       uri,
       plugins: { openfunction: { function_uri: fnUri, timeout: 300, authorization: { service_token: TOKEN } } },

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { functionsPerFile, ROOT, startGateway, tmpDirsPerFile } from '../conformance/harness.ts';
 import type { FunctionServers } from '../functions/functions.ts';
-import { freePort, startProcess } from '../helpers/process.ts';
+import { startProcess } from '../helpers/process.ts';
 import { WriteLedger } from '../helpers/write-ledger.ts';
 
 const GATEWAY = join(ROOT, 'dist/runtime/node.js');
@@ -34,9 +34,9 @@ async function runToExit(env: Record<string, string | undefined>, timeoutMs = 80
     args: [GATEWAY],
     env: {
       HOST: '127.0.0.1',
-      PROXY_PORT: String(await freePort()),
+      PROXY_PORT: '0',
       ADMIN_HOST: '127.0.0.1',
-      ADMIN_PORT: String(await freePort()),
+      ADMIN_PORT: '0',
       ADMIN_KEY: randomBytes(16).toString('hex'),
       ...env,
     },

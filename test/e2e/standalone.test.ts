@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type GatewayUnderTest, hammer, ROOT, startGateway } from '../conformance/harness.ts';
 import { type FunctionServers, startFunctions } from '../functions/functions.ts';
-import { freePort, rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
+import { rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
 import { replaceFile, type StandaloneYamlOptions, standaloneYaml } from '../helpers/standalone.ts';
 
 const GATEWAY = join(ROOT, 'dist/runtime/node.js');
@@ -52,9 +52,9 @@ async function runToExit(env: Record<string, string | undefined>, timeoutMs = 80
     args: [GATEWAY],
     env: {
       HOST: '127.0.0.1',
-      PROXY_PORT: String(await freePort()),
+      PROXY_PORT: '0',
       ADMIN_HOST: '127.0.0.1',
-      ADMIN_PORT: String(await freePort()),
+      ADMIN_PORT: '0',
       ADMIN_KEY: randomBytes(16).toString('hex'),
       DATA_DIR: dataDir,
       ...env,

@@ -10,7 +10,7 @@ import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
-import { freePort, type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
+import { type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
 
 const GATEWAY = join(ROOT, 'dist/runtime/node.js');
 
@@ -49,7 +49,11 @@ function helpSettings(help: string): SettingRow[] {
   return rows;
 }
 
-/** Ask the OS for `n` consecutive free ports on 127.0.0.1 (the function layout of test/functions/serve.ts). */
+/**
+ * `n` consecutive free ports on 127.0.0.1 (the function layout of test/functions/serve.ts), from 20000-29999:
+ * below the range the OS serves port 0 from (32768 and up on Linux), so a server that later listens on port 0
+ * cannot be given one of them before the functions take them; and clear of refusedPort's (just below 32768).
+ */
 async function freePortRange(n: number): Promise<number> {
   const canListen = (port: number) =>
     new Promise<boolean>((resolve) => {
@@ -58,7 +62,7 @@ async function freePortRange(n: number): Promise<number> {
       srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
     });
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const base = 20_000 + Math.floor(Math.random() * (10_000 - n));
     let ok = true;
     for (let p = base; ok && p < base + n; p++) ok = await canListen(p);
     if (ok) return base;
@@ -365,7 +369,7 @@ describe('command line', () => {
     test(`PROXY_PORT=${bad} → exit 1 with a message naming PROXY_PORT`, async () => {
       const dataDir = await tmpDir('fngate-e2e-badport-');
       try {
-        const env = { HOST: '127.0.0.1', PROXY_PORT: bad, ADMIN_PORT: String(await freePort()), DATA_DIR: dataDir };
+        const env = { HOST: '127.0.0.1', PROXY_PORT: bad, ADMIN_PORT: '0', DATA_DIR: dataDir };
         const res = await runToExit(env, [], 4000); // a settings error exits at once
         assert.equal(res.code, 1, `${res.stdout}\n${res.stderr}`);
         assert.ok(res.stderr.includes(`PROXY_PORT=${bad}`), res.stderr);
@@ -388,8 +392,8 @@ describe('command line', () => {
       try {
         const env = {
           HOST: '127.0.0.1',
-          PROXY_PORT: String(await freePort()),
-          ADMIN_PORT: String(await freePort()),
+          PROXY_PORT: '0',
+          ADMIN_PORT: '0',
           DATA_DIR: dataDir,
           [name]: value,
         };
@@ -413,7 +417,7 @@ describe('command line', () => {
         HOST: '127.0.0.1',
         PROXY_PORT: busyPort,
         ADMIN_HOST: '127.0.0.1',
-        ADMIN_PORT: String(await freePort()),
+        ADMIN_PORT: '0',
         ADMIN_KEY: other.key,
         DATA_DIR: dataDir,
       });

@@ -9,10 +9,10 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,7 +65,8 @@ const handedOut = new Set<string>();
  * Ask the OS for a free TCP port on `host` (listen on port 0, read it, close). Never the same port twice in one
  * test process: the OS may offer a port again as soon as it is closed, and two servers a test starts side by
  * side would then be told to use the same one. (A port may still be taken by someone else before it is used;
- * where the server can take port 0 itself and say which it got, prefer that.)
+ * where the server can take port 0 itself and say which it got, prefer that.) For a port that must stay
+ * closed, use `refusedPort()`.
  */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   for (;;) {
@@ -82,6 +83,47 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
     if (handedOut.has(id)) continue;
     handedOut.add(id);
     return port;
+  }
+}
+
+let nextRefusedCandidate: Promise<number> | undefined;
+
+/** Where to start looking for a refusing port: just below the range the OS hands out for port 0. */
+async function belowEphemeralRange(): Promise<number> {
+  try {
+    const low = Number((await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).trim().split(/\s+/)[0]);
+    if (Number.isInteger(low) && low > 0) return low - 1;
+  } catch {}
+  return 32767; // Linux's default lower bound, minus one
+}
+
+function connectionRefused(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host, port });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(false);
+    });
+    sock.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+  });
+}
+
+/**
+ * A TCP port on `host` that refuses connections, for "the function/upstream/etcd is down" tests; a different
+ * one on every call in this process. A port from `freePort()` cannot serve: once it is closed, the OS can hand
+ * it to the next server that listens on port 0 (a fault server of the same test, say), and the "refused"
+ * target then answers. These ports lie below the range port 0 is served from, so no test server can take
+ * them; each is checked to refuse before it is handed out.
+ */
+export async function refusedPort(host = '127.0.0.1'): Promise<number> {
+  for (;;) {
+    // Claimed before the await, so calls side by side never check the same port.
+    const candidate = nextRefusedCandidate ?? belowEphemeralRange();
+    nextRefusedCandidate = candidate.then((p) => p - 1);
+    const port = await candidate;
+    // Above 10080, the last of the Fetch standard's "bad ports", which a fetch refuses without connecting.
+    if (port <= 10080) throw new Error('refusedPort: every candidate port down to 10081 accepts connections');
+    if (await connectionRefused(host, port)) return port;
   }
 }
 

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +15,7 @@ import { gunzipSync } from 'node:zlib';
 import { GZIP_TEXT, startFunction, startFunctions, streamSha256 } from '../functions/functions.ts';
 import type { FunctionServers } from '../functions/functions.ts';
 import { DEFAULT_BASE_PORT, parseServeArgs } from '../functions/serve.ts';
-import { freePort, rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
+import { freePort, refusedPort, rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -522,6 +522,34 @@ describe('process helpers', () => {
     const srv = createServer();
     await new Promise<void>((resolve) => srv.listen(port, '127.0.0.1', resolve));
     await new Promise((resolve) => srv.close(resolve));
+  });
+
+  test('refusedPort: a different port per call, below the range port 0 is served from, that refuses', async () => {
+    // Hold many port-0 servers open meanwhile: none of them can be given a port refusedPort hands out.
+    const held = await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        const srv = createServer();
+        await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+        return srv;
+      }),
+    );
+    try {
+      const ports = await Promise.all([refusedPort(), refusedPort(), refusedPort()]);
+      assert.equal(new Set(ports).size, 3, ports.join(' '));
+      const taken = new Set(held.map((s) => (s.address() as { port: number }).port));
+      for (const port of ports) {
+        assert.ok(port > 10080 && !taken.has(port), String(port));
+        assert.ok(port < Math.min(...taken), `${port} is inside the port-0 range`);
+        const err = await new Promise<NodeJS.ErrnoException>((resolve, reject) => {
+          const sock = connect({ host: '127.0.0.1', port });
+          sock.once('connect', () => reject(new Error(`${port} accepted a connection`)));
+          sock.once('error', resolve);
+        });
+        assert.equal(err.code, 'ECONNREFUSED');
+      }
+    } finally {
+      for (const srv of held) srv.close();
+    }
   });
 
   test('ready by URL', async () => {

@@ -16,6 +16,7 @@ import type { ForwardRequest } from '../../src/core/upstream/types.ts';
 import { clientSignal, createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import type { NodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import { forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
+import { refusedPort } from '../helpers/process.ts';
 import { NO_OPENSSL, selfSignedCert } from '../helpers/tls.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
@@ -367,10 +368,7 @@ describe('streaming', () => {
 
 describe('errors', () => {
   it('connection refused → connect', async () => {
-    const s = await listen(http.createServer());
-    const url = s.url;
-    await s.close();
-    await rejectsWith(fwd(request(`${url}/`)), 'connect');
+    await rejectsWith(fwd(request(`http://127.0.0.1:${await refusedPort()}/`)), 'connect');
   });
 
   it('DNS failure → connect', async () => {

@@ -21,7 +21,7 @@ import {
   startEtcdCluster,
 } from '../helpers/etcd.ts';
 import type { EtcdServer } from '../helpers/etcd.ts';
-import { freePort, waitFor } from '../helpers/process.ts';
+import { refusedPort, waitFor } from '../helpers/process.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Test plumbing
@@ -399,7 +399,7 @@ describe('EtcdStore on one etcd', () => {
   });
 
   test('an unreachable etcd fails open with a StoreError naming the endpoint', async () => {
-    const dead = `http://127.0.0.1:${await freePort()}`;
+    const dead = `http://127.0.0.1:${await refusedPort()}`;
     await assert.rejects(
       EtcdStore.open({ endpoints: [dead], prefix: freshPrefix('dead') }),
       (err: Error) =>
@@ -409,7 +409,7 @@ describe('EtcdStore on one etcd', () => {
 
   test('failover: a dead first endpoint is skipped for requests and the watch', async () => {
     const prefix = freshPrefix('failover');
-    const dead = `http://127.0.0.1:${await freePort()}`;
+    const dead = `http://127.0.0.1:${await refusedPort()}`;
     const { logger, records } = memLogger();
     const s = await open({ endpoints: [dead, etcd.endpoint], prefix, logger });
     await s.put(`${prefix}/routes/1`, { uri: '/1' });
