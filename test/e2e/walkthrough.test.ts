@@ -10,7 +10,7 @@ import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
-import { type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
+import { FREE_PORT_RANGE, type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
 
 const GATEWAY = join(ROOT, 'dist/runtime/node.js');
 
@@ -50,9 +50,9 @@ function helpSettings(help: string): SettingRow[] {
 }
 
 /**
- * `n` consecutive free ports on 127.0.0.1 (the function layout of test/functions/serve.ts), from 20000-29999:
- * below the range the OS serves port 0 from (32768 and up on Linux), so a server that later listens on port 0
- * cannot be given one of them before the functions take them; and clear of refusedPort's (just below 32768).
+ * `n` consecutive free ports on 127.0.0.1 (the function layout of test/functions/serve.ts), from freePort's
+ * FREE_PORT_RANGE: below the range the OS serves port 0 from, so a server that later listens on port 0 cannot
+ * be given one of them before the functions take them.
  */
 async function freePortRange(n: number): Promise<number> {
   const canListen = (port: number) =>
@@ -62,7 +62,7 @@ async function freePortRange(n: number): Promise<number> {
       srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
     });
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * (10_000 - n));
+    const base = FREE_PORT_RANGE.from + Math.floor(Math.random() * (FREE_PORT_RANGE.to - FREE_PORT_RANGE.from - n));
     let ok = true;
     for (let p = base; ok && p < base + n; p++) ok = await canListen(p);
     if (ok) return base;

@@ -59,43 +59,67 @@ export interface Proc {
   waitExit(): Promise<ExitInfo>;
 }
 
+/** The lowest port the OS hands out for port 0 (and for the local end of outgoing connections). */
+let ephemeralLow: Promise<number> | undefined;
+function ephemeralRangeLow(): Promise<number> {
+  ephemeralLow ??= readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').then(
+    (text) => {
+      const low = Number(text.trim().split(/\s+/)[0]);
+      return Number.isInteger(low) && low > 0 ? low : 32768;
+    },
+    () => 32768, // Linux's default
+  );
+  return ephemeralLow;
+}
+
+function canListen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
+
+/** Ports `freePort` picks from: 20000-29999, below the range port 0 is served from. */
+export const FREE_PORT_RANGE = { from: 20_000, to: 30_000 } as const;
 const handedOut = new Set<string>();
 
 /**
- * Ask the OS for a free TCP port on `host` (listen on port 0, read it, close). Never the same port twice in one
- * test process: the OS may offer a port again as soon as it is closed, and two servers a test starts side by
- * side would then be told to use the same one. (A port may still be taken by someone else before it is used;
- * where the server can take port 0 itself and say which it got, prefer that.) For a port that must stay
- * closed, use `refusedPort()`.
+ * A free TCP port on `host`, for a server that must be told its port before it starts (one that cannot take
+ * port 0 and say which it got: prefer that where it can). Never the same port twice in one test process.
+ *
+ * Picked at random from FREE_PORT_RANGE and checked to be bindable. A port from the OS's port-0 range would not
+ * do: once it is closed, the OS may hand it to the next server that listens on port 0, or make it the local end
+ * of an outgoing connection, before the server it was meant for binds it. Where that range starts lower than
+ * usual, falls back to asking the OS (listen on 0, close).
  */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.unref();
-      srv.once('error', reject);
-      srv.listen(0, host, () => {
-        const { port } = srv.address() as AddressInfo;
-        srv.close((err) => (err ? reject(err) : resolve(port)));
+  const below = (await ephemeralRangeLow()) >= FREE_PORT_RANGE.to;
+  for (let attempt = 0; ; attempt++) {
+    if (attempt === 1000) throw new Error(`freePort: no free port found on ${host}`);
+    let port: number;
+    if (below) {
+      port = FREE_PORT_RANGE.from + Math.floor(Math.random() * (FREE_PORT_RANGE.to - FREE_PORT_RANGE.from));
+      if (handedOut.has(`${host} ${port}`) || !(await canListen(host, port))) continue;
+    } else {
+      port = await new Promise<number>((resolve, reject) => {
+        const srv = createServer();
+        srv.unref();
+        srv.once('error', reject);
+        srv.listen(0, host, () => {
+          const { port } = srv.address() as AddressInfo;
+          srv.close((err) => (err ? reject(err) : resolve(port)));
+        });
       });
-    });
-    const id = `${host} ${port}`;
-    if (handedOut.has(id)) continue;
-    handedOut.add(id);
+      if (handedOut.has(`${host} ${port}`)) continue;
+    }
+    handedOut.add(`${host} ${port}`);
     return port;
   }
 }
 
 let nextRefusedCandidate: Promise<number> | undefined;
-
-/** Where to start looking for a refusing port: just below the range the OS hands out for port 0. */
-async function belowEphemeralRange(): Promise<number> {
-  try {
-    const low = Number((await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).trim().split(/\s+/)[0]);
-    if (Number.isInteger(low) && low > 0) return low - 1;
-  } catch {}
-  return 32767; // Linux's default lower bound, minus one
-}
 
 function connectionRefused(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -110,15 +134,15 @@ function connectionRefused(host: string, port: number): Promise<boolean> {
 
 /**
  * A TCP port on `host` that refuses connections, for "the function/upstream/etcd is down" tests; a different
- * one on every call in this process. A port from `freePort()` cannot serve: once it is closed, the OS can hand
- * it to the next server that listens on port 0 (a fault server of the same test, say), and the "refused"
- * target then answers. These ports lie below the range port 0 is served from, so no test server can take
- * them; each is checked to refuse before it is handed out.
+ * one on every call in this process. A port that was merely free a moment ago cannot serve: the OS can hand it
+ * to the next server that listens on port 0 (a fault server of the same test, say), and the "refused" target
+ * then answers. These ports lie just below the range port 0 is served from (and above FREE_PORT_RANGE),
+ * so no test server can take them; each is checked to refuse before it is handed out.
  */
 export async function refusedPort(host = '127.0.0.1'): Promise<number> {
   for (;;) {
     // Claimed before the await, so calls side by side never check the same port.
-    const candidate = nextRefusedCandidate ?? belowEphemeralRange();
+    const candidate = nextRefusedCandidate ?? ephemeralRangeLow().then((low) => low - 1);
     nextRefusedCandidate = candidate.then((p) => p - 1);
     const port = await candidate;
     // Above 10080, the last of the Fetch standard's "bad ports", which a fetch refuses without connecting.

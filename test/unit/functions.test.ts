@@ -15,7 +15,7 @@ import { gunzipSync } from 'node:zlib';
 import { GZIP_TEXT, startFunction, startFunctions, streamSha256 } from '../functions/functions.ts';
 import type { FunctionServers } from '../functions/functions.ts';
 import { DEFAULT_BASE_PORT, parseServeArgs } from '../functions/serve.ts';
-import { freePort, refusedPort, rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
+import { FREE_PORT_RANGE, freePort, refusedPort, rmDir, startProcess, tmpDir, waitFor } from '../helpers/process.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -516,9 +516,11 @@ describe('process helpers', () => {
     assert.equal(existsSync(dir), false);
   });
 
-  test('freePort returns a bindable port', async () => {
-    const port = await freePort();
-    assert.ok(port > 0 && port < 65536);
+  test('freePort returns a bindable port from FREE_PORT_RANGE, never the same one twice', async () => {
+    const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
+    assert.equal(new Set(ports).size, ports.length, ports.join(' '));
+    for (const p of ports) assert.ok(p >= FREE_PORT_RANGE.from && p < FREE_PORT_RANGE.to, String(p));
+    const port = ports[0]!;
     const srv = createServer();
     await new Promise<void>((resolve) => srv.listen(port, '127.0.0.1', resolve));
     await new Promise((resolve) => srv.close(resolve));
