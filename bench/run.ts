@@ -19,7 +19,7 @@
  * - routes:    1 route vs 10,000 routes (the last one requested); matcher and snapshot rebuild times; how soon an
  *              Admin API change is served; requests' latency while the table is rebuilt (bench/lib/routes.ts);
  * - streaming: a 100 MiB response and a 100 MiB upload through a function route, the gateway's RSS growth
- *              (bench/lib/streaming.ts).
+ *              (bench/lib/streaming.ts); with `--floor`, each runtime's floor moves the same bytes after it.
  * Prints Markdown tables and writes everything to bench/results/<timestamp>.json. No assertions: people judge.
  */
 import { spawnSync } from 'node:child_process';
@@ -242,7 +242,12 @@ try {
   }
 
   if (opts.sections.includes('streaming')) {
-    results.streaming = await streamingSection({ launch, runtimes: opts.runtimes, log });
+    results.streaming = await streamingSection({
+      launch,
+      runtimes: opts.runtimes,
+      floors: opts.floor ? FLOOR_OF : undefined,
+      log,
+    });
   }
 } finally {
   await proxy.stop();

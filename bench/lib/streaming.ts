@@ -4,6 +4,8 @@
  * (it streams the download from one reused 64 KiB buffer and counts the upload). The gateway's RSS (sum over its
  * process tree) is sampled every 20 ms; growth = the highest sample during the transfer − the RSS before it
  * (after a 1 MiB warm-up transfer each way). The issue's goal: growth < 32 MB.
+ * With `floors`, each runtime's floor (bench/lib/gateways.ts) moves the same bytes right after it, pointed at the
+ * same function: what the runtime itself grows by when it does no more than pass a body through.
  */
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -132,7 +134,13 @@ export interface StreamingRow {
   error?: string;
 }
 
-export async function streamingSection(o: { launch: LaunchContext; runtimes: string[]; log: (s: string) => void }) {
+export async function streamingSection(o: {
+  launch: LaunchContext;
+  runtimes: string[];
+  /** runtime → its floor's launcher name; a floor runs right after its runtime */
+  floors?: Record<string, string>;
+  log: (s: string) => void;
+}) {
   o.log('\n## streaming: 100 MiB down and 100 MiB up through a function route');
   const fn = await startFunction();
   const fnPort = (fn.address() as AddressInfo).port;
@@ -152,11 +160,13 @@ export async function streamingSection(o: { launch: LaunchContext; runtimes: str
     ],
   });
   const rows: StreamingRow[] = [];
+  const variants = o.runtimes.flatMap((rt) => (o.floors?.[rt] ? [rt, o.floors[rt]] : [rt]));
   try {
-    for (const runtime of o.runtimes) {
+    for (const runtime of variants) {
       const row: StreamingRow = { runtime };
       rows.push(row);
-      const t = await LAUNCHERS[runtime]!({ ...o.launch, config }).catch((err: Error) => {
+      // The floors proxy every path to `upstreamPort`, the function here; fngate reads its route from `config`.
+      const t = await LAUNCHERS[runtime]!({ ...o.launch, config, upstreamPort: fnPort }).catch((err: Error) => {
         row.error = err.message.split('\n')[0];
         return undefined;
       });
@@ -188,7 +198,7 @@ export async function streamingSection(o: { launch: LaunchContext; runtimes: str
   o.log('\n### Streaming memory (gateway RSS growth while 100 MiB pass through; goal < 32 MB)\n');
   o.log(
     markdownTable(
-      ['runtime', 'RSS before MiB', '100 MiB download: RSS growth MiB (MiB/s)', '100 MiB upload: RSS growth MiB (MiB/s)'],
+      ['variant', 'RSS before MiB', '100 MiB download: RSS growth MiB (MiB/s)', '100 MiB upload: RSS growth MiB (MiB/s)'],
       rows.map((r) => [
         r.runtime,
         fixed(r.baseMiB ?? Number.NaN, 0),
