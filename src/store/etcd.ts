@@ -18,7 +18,9 @@
  * for etcd's progress notifications, which count as traffic). When the stream ends, fails, or etcd cancels it
  * (compaction: `compact_revision`), the store re-reads the whole prefix and watches again from the new revision,
  * retrying with exponential backoff (100 ms doubling to 5 s, with jitter; each log line says `retry_in_ms`);
- * meanwhile `load()` keeps serving the last good mirror. A revision going backwards (etcd restarted with empty
+ * meanwhile `load()` keeps serving the last good mirror. A wait that follows etcd being unreachable ends early
+ * when another request of this store (an Admin API write or read) gets an answer from etcd: etcd is back, so the
+ * watch resumes at once instead of sleeping out up to 5 s in which other gateways' writes would not be seen. A revision going backwards (etcd restarted with empty
  * data) also leads to a full re-read. Progress notifications never advance the watch revision (etcd < 3.4.24 may
  * send them early).
  *
@@ -254,10 +256,16 @@ class EtcdAuthError extends StoreError {
   override name = 'StoreError';
 }
 
+/** No endpoint could be connected to (a read tried them all). */
+class EtcdUnreachableError extends StoreError {
+  override name = 'StoreError';
+}
+
 type WatchOutcome =
   | { kind: 'closed' }
   | { kind: 'idle' }
-  | { kind: 'resync'; reason: string; established: boolean; level: 'info' | 'warn' };
+  /** `unreachable`: the watch could not connect to etcd at all */
+  | { kind: 'resync'; reason: string; established: boolean; level: 'info' | 'warn'; unreachable?: boolean };
 
 /** A write of this process, kept until the watch has caught up with it (`item` undefined: a delete). */
 interface LocalWrite {
@@ -298,6 +306,8 @@ export class EtcdStore implements ConfigStore {
   private readonly closing = new AbortController();
   private watchAbort: AbortController | undefined;
   private wake: (() => void) | undefined;
+  /** The watch loop is waiting after etcd was unreachable: an answer from etcd to any request ends the wait. */
+  private wakeWhenReachable = false;
   private loop: Promise<void> | undefined;
 
   private constructor(opts: EtcdStoreOptions) {
@@ -642,7 +652,7 @@ export class EtcdStore implements ConfigStore {
             attempt: failures,
             retry_in_ms: delay,
           });
-          await this.backoff(delay);
+          await this.backoff(delay, err instanceof EtcdUnreachableError);
           continue;
         }
       }
@@ -650,7 +660,13 @@ export class EtcdStore implements ConfigStore {
       try {
         outcome = await this.watchOnce();
       } catch (err) {
-        outcome = { kind: 'resync', reason: describeError(err), established: false, level: 'warn' };
+        outcome = {
+          kind: 'resync',
+          reason: describeError(err),
+          established: false,
+          level: 'warn',
+          unreachable: isConnectError(err),
+        };
       }
       if (this.closed || outcome.kind === 'closed') break;
       if (outcome.kind === 'idle') {
@@ -666,7 +682,7 @@ export class EtcdStore implements ConfigStore {
         attempt: failures,
         retry_in_ms: delay,
       });
-      await this.backoff(delay);
+      await this.backoff(delay, outcome.unreachable === true);
     }
   }
 
@@ -676,18 +692,30 @@ export class EtcdStore implements ConfigStore {
     return Math.round(base * (0.5 + Math.random() * 0.5));
   }
 
-  /** Wait `ms`, or until the store is closed. */
-  private backoff(ms: number): Promise<void> {
+  /**
+   * Wait `ms`, or until the store is closed; with `untilReachable` (etcd could not be reached), also until another
+   * request gets an answer from etcd.
+   */
+  private backoff(ms: number, untilReachable = false): Promise<void> {
     if (this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         this.wake = undefined;
+        this.wakeWhenReachable = false;
         resolve();
       };
       const timer = setTimeout(done, ms);
       this.wake = done;
+      this.wakeWhenReachable = untilReachable;
     });
+  }
+
+  /** etcd answered a request: a watch loop waiting for etcd to be reachable again goes on now. */
+  private reachable(): void {
+    if (!this.wakeWhenReachable) return;
+    this.log.info('etcd: answering again; resuming the watch now');
+    this.wake?.();
   }
 
   /** Follow the prefix from `watchRev + 1` until the stream stops; says what to do next. */
@@ -829,7 +857,7 @@ export class EtcdStore implements ConfigStore {
       const reason = timedOut
         ? `${endpoint}/v3/watch: no answer within ${this.requestTimeoutMs} ms`
         : `${endpoint}/v3/watch: ${describeError(err)}`;
-      return { kind: 'resync', reason, established, level: 'warn' };
+      return { kind: 'resync', reason, established, level: 'warn', unreachable: !timedOut && isConnectError(err) };
     } finally {
       clearTimeout(timer);
       ac.abort(); // etcd keeps a canceled watch's stream open
@@ -941,6 +969,7 @@ export class EtcdStore implements ConfigStore {
         this.closing.signal.removeEventListener('abort', onClose);
       }
       if (status >= 200 && status < 300) {
+        this.reachable();
         try {
           return JSON.parse(text) as T;
         } catch {
@@ -960,7 +989,7 @@ export class EtcdStore implements ConfigStore {
       }
       throw new StoreError(`etcd request ${url} answered ${status}: ${msg}`);
     }
-    throw new StoreError(`etcd is unreachable: ${failures.join('; ')}`);
+    throw new EtcdUnreachableError(`etcd is unreachable: ${failures.join('; ')}`);
   }
 
   private authenticate(): Promise<void> {

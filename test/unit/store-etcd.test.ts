@@ -713,6 +713,33 @@ describe('EtcdStore across etcd restarts', () => {
     );
   });
 
+  test('etcd back while the watch waits out a long backoff: an answer to another request resumes the watch at once', async () => {
+    const prefix = freshPrefix('wake');
+    const { logger, records } = memLogger();
+    const s = await open({ endpoints: [etcd.endpoint], prefix, logger, requestTimeoutMs: 1000, backoffMaxMs: 8000 });
+    await etcd.kill();
+    // Wait until the store, failing to reach etcd, has started a wait of 2.5 s or more.
+    const longWait = () =>
+      records.find((r) => r.msg.startsWith('etcd: re-reading the config failed') && Number(r.fields?.retry_in_ms) >= 2500);
+    await waitFor(() => longWait() !== undefined, {
+      timeoutMs: 15_000,
+      intervalMs: 10,
+      message: 'no long backoff after etcd went away',
+    });
+    const waitEnds = performance.now() + Number(longWait()!.fields!.retry_in_ms);
+    await etcd.restart();
+    await s.put(`${prefix}/routes/own`, { uri: '/own' }); // etcd answers this store's own write
+    const rev = await etcdPut(etcd.endpoint, `${prefix}/routes/other`, '{"uri":"/other"}');
+    await waitFor(async () => (await s.get(`${prefix}/routes/other`))?.modifiedIndex === rev, {
+      timeoutMs: 8000,
+      intervalMs: 10,
+    });
+    const early = waitEnds - performance.now();
+    assert.ok(early > 200, `the watch caught up only ${Math.round(-early)} ms after its backoff would have ended anyway`);
+    assert.ok(records.some((r) => r.msg === 'etcd: answering again; resuming the watch now'));
+    await s.close();
+  });
+
   test('etcd restarted with empty data (revision goes backwards): the store re-reads', async () => {
     const prefix = freshPrefix('wipe');
     const { logger, records } = memLogger();
