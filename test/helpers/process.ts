@@ -137,7 +137,8 @@ function connectionRefused(host: string, port: number): Promise<boolean> {
  * one on every call in this process. A port that was merely free a moment ago cannot serve: the OS can hand it
  * to the next server that listens on port 0 (a fault server of the same test, say), and the "refused" target
  * then answers. These ports lie just below the range port 0 is served from (and above FREE_PORT_RANGE),
- * so no test server can take them; each is checked to refuse before it is handed out.
+ * so no test server can take them; each is checked to refuse before it is handed out. (Where that range starts
+ * at 10080 or lower, falls back to `freePort()`.)
  */
 export async function refusedPort(host = '127.0.0.1'): Promise<number> {
   for (;;) {
@@ -145,8 +146,9 @@ export async function refusedPort(host = '127.0.0.1'): Promise<number> {
     const candidate = nextRefusedCandidate ?? ephemeralRangeLow().then((low) => low - 1);
     nextRefusedCandidate = candidate.then((p) => p - 1);
     const port = await candidate;
-    // Above 10080, the last of the Fetch standard's "bad ports", which a fetch refuses without connecting.
-    if (port <= 10080) throw new Error('refusedPort: every candidate port down to 10081 accepts connections');
+    // Above 10080, the last of the Fetch standard's "bad ports", which a fetch refuses without connecting. Where
+    // the OS's range starts that low, a port that is merely free now is the best there is.
+    if (port <= 10080) return freePort(host);
     if (await connectionRefused(host, port)) return port;
   }
 }
