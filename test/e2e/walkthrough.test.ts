@@ -6,11 +6,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
-import { FREE_PORT_RANGE, type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
+import { canListen, FREE_PORT_RANGE, type Proc, rmDir, startProcess, tmpDir } from '../helpers/process.ts';
 
 const GATEWAY = join(ROOT, 'dist/runtime/node.js');
 
@@ -55,16 +54,10 @@ function helpSettings(help: string): SettingRow[] {
  * be given one of them before the functions take them.
  */
 async function freePortRange(n: number): Promise<number> {
-  const canListen = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const srv = createNetServer();
-      srv.once('error', () => resolve(false));
-      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-    });
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = FREE_PORT_RANGE.from + Math.floor(Math.random() * (FREE_PORT_RANGE.to - FREE_PORT_RANGE.from - n));
     let ok = true;
-    for (let p = base; ok && p < base + n; p++) ok = await canListen(p);
+    for (let p = base; ok && p < base + n; p++) ok = await canListen('127.0.0.1', p);
     if (ok) return base;
   }
   throw new Error(`no ${n} consecutive free ports found`);

@@ -72,7 +72,8 @@ function ephemeralRangeLow(): Promise<number> {
   return ephemeralLow;
 }
 
-function canListen(host: string, port: number): Promise<boolean> {
+/** True when a server can listen on `host`:`port` right now (it is closed again at once). */
+export function canListen(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
@@ -96,27 +97,31 @@ const handedOut = new Set<string>();
  */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const below = (await ephemeralRangeLow()) >= FREE_PORT_RANGE.to;
-  for (let attempt = 0; ; attempt++) {
-    if (attempt === 1000) throw new Error(`freePort: no free port found on ${host}`);
-    let port: number;
-    if (below) {
-      port = FREE_PORT_RANGE.from + Math.floor(Math.random() * (FREE_PORT_RANGE.to - FREE_PORT_RANGE.from));
-      if (handedOut.has(`${host} ${port}`) || !(await canListen(host, port))) continue;
-    } else {
-      port = await new Promise<number>((resolve, reject) => {
-        const srv = createServer();
-        srv.unref();
-        srv.once('error', reject);
-        srv.listen(0, host, () => {
-          const { port } = srv.address() as AddressInfo;
-          srv.close((err) => (err ? reject(err) : resolve(port)));
-        });
-      });
-      if (handedOut.has(`${host} ${port}`)) continue;
-    }
-    handedOut.add(`${host} ${port}`);
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = below ? randomPortInRange() : await osPort(host);
+    const id = `${host} ${port}`;
+    if (handedOut.has(id) || (below && !(await canListen(host, port)))) continue;
+    handedOut.add(id);
     return port;
   }
+  throw new Error(`freePort: no free port found on ${host}`);
+}
+
+function randomPortInRange(): number {
+  return FREE_PORT_RANGE.from + Math.floor(Math.random() * (FREE_PORT_RANGE.to - FREE_PORT_RANGE.from));
+}
+
+/** The port the OS gives a server listening on port 0, closed again. */
+function osPort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close((err) => (err ? reject(err) : resolve(port)));
+    });
+  });
 }
 
 let nextRefusedCandidate: Promise<number> | undefined;
