@@ -3,6 +3,7 @@
  * forwarding rules of fngate (streaming, errors, limits, header hygiene). Runs on every runtime.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
@@ -277,6 +278,33 @@ describe('errors and limits', () => {
     }
     assert.ok(received() <= 100_000, `the function received ${received()} bytes, more than the 100000 allowed`);
   });
+
+  test('an upload with a Content-Length within max_req_body_size streams to the function while the client still sends', async () => {
+    await gw.putRoute('up', { uri: '/up', plugins: of(`${fn.urls.upload}/`, { max_req_body_size: 8 << 20 }) });
+    const size = 4 << 20;
+    const before = fn.stats('upload').bytesReceived ?? 0;
+    const upload = startUpload('/up', size);
+    upload.write(1 << 20);
+    // Every runtime, Workers too: the declared length bounds the body, so nothing needs reading whole first.
+    await waitUntil(() => (fn.stats('upload').bytesReceived ?? 0) > before, 5000);
+    upload.write(size - (1 << 20));
+    const res = await upload.answer;
+    assert.equal(res.status, 200, res.body);
+    const got = JSON.parse(res.body) as { bytes: number; sha256: string };
+    assert.equal(got.bytes, size);
+    assert.equal(got.sha256, createHash('sha256').update(Buffer.alloc(size, 0x61)).digest('hex'));
+  });
+
+  test('a client that declared a Content-Length and goes away mid-upload: the function call is cut, never complete', async () => {
+    await gw.putRoute('up', { uri: '/up', plugins: of(`${fn.urls.upload}/`, { max_req_body_size: 8 << 20 }) });
+    const before = { ...fn.stats('upload') };
+    const upload = startUpload('/up', 4 << 20);
+    upload.write(1 << 20);
+    await waitUntil(() => (fn.stats('upload').bytesReceived ?? 0) > (before.bytesReceived ?? 0), 5000);
+    upload.cut();
+    await waitUntil(() => fn.stats('upload').aborted > before.aborted, 5000);
+    assert.equal(fn.stats('upload').completed, before.completed, 'the function saw a complete upload');
+  });
 });
 
 describe('runtime differences (README, runtime table)', () => {
@@ -441,4 +469,27 @@ function rawGet(url: string, headers: Record<string, string>): Promise<{ headers
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * A POST that declares `size` bytes and sends them as the test says: `write(n)` sends n more bytes of `a`, `cut()`
+ * destroys the connection, `answer` is the status and body once the gateway answered (status 0: no answer, as
+ * after `cut()`).
+ */
+function startUpload(path: string, size: number): { write(n: number): void; cut(): void; answer: Promise<{ status: number; body: string }> } {
+  const req = httpRequest(`${gw.proxyUrl}${path}`, { method: 'POST', agent: false, headers: { 'content-length': String(size) } });
+  const answer = new Promise<{ status: number; body: string }>((resolve) => {
+    req.on('error', () => resolve({ status: 0, body: '' }));
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      res.on('error', () => resolve({ status: 0, body: '' }));
+    });
+  });
+  return {
+    write: (n) => void req.write(Buffer.alloc(n, 0x61)),
+    cut: () => req.destroy(),
+    answer,
+  };
 }

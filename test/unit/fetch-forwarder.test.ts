@@ -8,6 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { createFetchForwarder, TICK_MS } from '../../src/core/upstream/fetch-forwarder.ts';
+import { UpstreamError } from '../../src/core/upstream/types.ts';
 import { forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
 
 const servers: http.Server[] = [];
@@ -133,3 +134,61 @@ for (const sharedClock of [false, true]) {
     );
   });
 }
+
+describe('fetch forwarder, request bodies', () => {
+  /** A server answering with the number of body bytes it read; and a forwarder whose fetch records the body it was given. */
+  async function setup(opts: { bufferLimitedBodies?: boolean } = {}) {
+    const url = await serve(async (req, res) => {
+      let n = 0;
+      for await (const c of req) n += (c as Buffer).length;
+      res.end(String(n));
+    });
+    const given: unknown[] = [];
+    const fwd = createFetchForwarder({
+      compressed: 'strip',
+      ...opts,
+      fetch: ((input: string, init: RequestInit) => {
+        given.push(init.body);
+        return fetch(input, init);
+      }) as typeof fetch,
+    });
+    return { url, given, fwd };
+  }
+  const bytes = (n: number) =>
+    new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new Uint8Array(n));
+        c.close();
+      },
+    });
+
+  it('a body without a limit to count against goes to fetch as it came (the runtime can pipe it natively)', async () => {
+    const { url, given, fwd } = await setup({ bufferLimitedBodies: true });
+    const body = bytes(1000);
+    const res = await fwd(request(url, { method: 'POST', body }));
+    assert.equal(await res.text(), '1000');
+    assert.equal(given[0], body);
+  });
+
+  it('a counted body is read whole first where the runtime asks for it (bufferLimitedBodies), else wrapped', async () => {
+    const buffered = await setup({ bufferLimitedBodies: true });
+    const res = await buffered.fwd(request(buffered.url, { method: 'POST', body: bytes(1000), maxBodySize: 2000 }));
+    assert.equal(await res.text(), '1000');
+    assert.ok(buffered.given[0] instanceof Uint8Array, 'not read whole');
+    const streamed = await setup();
+    const body = bytes(1000);
+    const res2 = await streamed.fwd(request(streamed.url, { method: 'POST', body, maxBodySize: 2000 }));
+    assert.equal(await res2.text(), '1000');
+    assert.ok(streamed.given[0] instanceof ReadableStream && streamed.given[0] !== body, 'not wrapped');
+  });
+
+  it("a counted body's own error (the gateway's limit) is reported as it is, not as a connect failure", async () => {
+    const { url, fwd } = await setup();
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        c.error(new UpstreamError('body-too-large', 'request body is larger than 10 bytes'));
+      },
+    });
+    await rejectsWith(fwd(request(url, { method: 'POST', body, maxBodySize: 10 })), 'body-too-large');
+  });
+});

@@ -220,7 +220,10 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     if (req.hostHeader !== undefined && opts.honoursHost) headers.push(['host', req.hostHeader]);
 
     let bodyError: unknown;
-    let body: ReadableStream<Uint8Array> | Uint8Array | null = req.body ? watchBody(req.body, (e) => (bodyError = e)) : null;
+    // Only a counted body (a limit, no declared length) can fail on its own, with the gateway's 413; any other body
+    // goes to fetch as it came, for the runtime to pipe natively.
+    let body: ReadableStream<Uint8Array> | Uint8Array | null = req.body;
+    if (req.body && req.maxBodySize !== undefined) body = watchBody(req.body, (e) => (bodyError = e));
     if (body instanceof ReadableStream && opts.bufferLimitedBodies && req.maxBodySize !== undefined) {
       try {
         body = await readAll(body);

@@ -61,6 +61,10 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
   });
 }
 
+/** A request whose body is framed by a plain `Content-Length` (no `Transfer-Encoding`, which would override it). */
+function hasBoundedLength(declared: string | null, headers: Headers): boolean {
+  return declared !== null && /^\d{1,15}$/.test(declared) && !headers.has('transfer-encoding');
+}
 
 /**
  * Sends the client's request to `target` and returns the upstream's answer, streamed, minus
@@ -76,8 +80,10 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
   );
 
   let body: ReadableStream<Uint8Array> | null = null;
+  let counted = false;
   if (!NO_BODY_METHODS.has(ctx.method) && req.body) {
     const limit = target.maxBodySize;
+    body = req.body;
     if (limit !== undefined) {
       const declared = req.headers.get('content-length');
       if (declared !== null && Number(declared) > limit) {
@@ -85,9 +91,13 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
         void drain(req.body.getReader(), DRAIN);
         return tooLarge(limit);
       }
-      body = limitBody(req.body, limit);
-    } else {
-      body = req.body;
+      // A declared length within the limit bounds the body already (the runtime's HTTP server reads exactly that
+      // many bytes), so it goes on as it came: the runtime's fetch can pipe it natively. Without one (chunked) the
+      // body is counted on its way through.
+      if (!hasBoundedLength(declared, req.headers)) {
+        body = limitBody(req.body, limit);
+        counted = true;
+      }
     }
   }
 
@@ -99,7 +109,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
       headers,
       hostHeader: target.hostHeader,
       body,
-      maxBodySize: body ? target.maxBodySize : undefined,
+      maxBodySize: counted ? target.maxBodySize : undefined,
       clientSignal: ctx.clientSignal,
       timeout: target.timeout,
       tlsVerify: target.tlsVerify,

@@ -20,8 +20,10 @@ export interface ForwardRequest {
   /** Request body, streamed; null when the request has none. */
   body: ReadableStream<Uint8Array> | null;
   /**
-   * The route's limit on the request body, in bytes, when it has one. `body` then errors with a `body-too-large`
-   * {@link UpstreamError} past the limit; a client that cannot abort an upload in flight may read it whole first.
+   * The route's limit on the request body, in bytes, when the body is counted against it on its way (it came
+   * without a `Content-Length`). `body` then errors with a `body-too-large` {@link UpstreamError} past the limit; a
+   * client that cannot abort an upload in flight may read it whole first. A body with a declared length within
+   * the limit comes without it: its framing bounds it, and it is the runtime's own stream.
    */
   maxBodySize?: number;
   /**
