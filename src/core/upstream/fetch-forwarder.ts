@@ -44,9 +44,12 @@ export interface FetchForwarderOptions {
 
 const DROP_LENGTH: ReadonlySet<string> = new Set(['content-length']);
 /**
- * Request headers the forwarder drops, by (has a body, strips codings): `content-length` with a streamed body (the
- * runtime frames it), `accept-encoding` when the runtime's fetch decodes answers (it asks for its own codings), and
- * `host` always (a `Host` goes only where `hostHeader` says and the fetch honours it).
+ * Request headers the forwarder drops, by (counted body, strips codings): `content-length` with a body counted
+ * against a limit (it came without one; read whole, the runtime frames it), `accept-encoding` when the runtime's
+ * fetch decodes answers (it asks for its own codings), and `host` always (a `Host` goes only where `hostHeader`
+ * says and the fetch honours it). The client's own `content-length` stays with its own body, which the runtime's
+ * server framed by it (every runtime's server refuses a request with two lengths or a length and chunked): the
+ * function gets the length, as from nginx, where Bun's fetch would otherwise send the stream chunked.
  */
 const REQUEST_DROP: readonly ReadonlySet<string>[] = [
   new Set(['host']),
@@ -216,7 +219,7 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     const ac = call.ac;
 
     const headers = req.headers; // the forwarder's own (ForwardRequest contract): edited, not copied
-    removeHeaders(headers, REQUEST_DROP[(req.body ? 2 : 0) + (strip ? 1 : 0)]!);
+    removeHeaders(headers, REQUEST_DROP[(req.body && req.maxBodySize !== undefined ? 2 : 0) + (strip ? 1 : 0)]!);
     if (req.hostHeader !== undefined && opts.honoursHost) headers.push(['host', req.hostHeader]);
 
     let bodyError: unknown;

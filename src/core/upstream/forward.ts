@@ -1,7 +1,7 @@
 import type { RequestContext } from '../context.ts';
 import { drain } from '../drain.ts';
 import { errorResponse } from '../errors.ts';
-import { cleanResponseHeaders, HEADERS_CLEANED, type HeaderList, requestHeadersForUpstream } from './headers.ts';
+import { cleanResponseHeaders, HEADERS_CLEANED, type HeaderList, removeHeaders, requestHeadersForUpstream } from './headers.ts';
 import { type ForwardRequest, UpstreamError } from './types.ts';
 
 export interface ForwardTarget {
@@ -24,6 +24,8 @@ export interface ForwardTarget {
 
 /** Methods whose request body, if any, is never forwarded (so a call with one of them can be retried). */
 export const NO_BODY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
+
+const CONTENT_LENGTH: ReadonlySet<string> = new Set(['content-length']);
 
 /** After a refused upload, how much more of it is read and thrown away so the client can read the 413. */
 const DRAIN_BYTES = 8 * 1024 * 1024;
@@ -79,6 +81,9 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
     target.setHeaders,
   );
 
+  // RFC 9112 §6.3: a Transfer-Encoding overrides a Content-Length, which an intermediary must remove before it
+  // forwards the message. Node, Deno and Bun refuse such a request with 400; workerd hands it to the Worker.
+  if (req.headers.has('transfer-encoding')) removeHeaders(headers, CONTENT_LENGTH);
   let body: ReadableStream<Uint8Array> | null = null;
   let counted = false;
   if (!NO_BODY_METHODS.has(ctx.method) && req.body) {
