@@ -192,3 +192,22 @@ describe('fetch forwarder, request bodies', () => {
     await rejectsWith(fwd(request(url, { method: 'POST', body, maxBodySize: 10 })), 'body-too-large');
   });
 });
+
+describe('fetch forwarder, collectGarbage', () => {
+  it('asks for a collection after every everyBytes of streamed answers, counted across calls', async () => {
+    const MiB = 1024 * 1024;
+    const url = await serve((req, res) => {
+      const size = Number(new URL(req.url!, 'http://x').searchParams.get('size'));
+      res.writeHead(200, { 'content-type': 'application/octet-stream' }); // no length: streamed
+      res.end(Buffer.alloc(size));
+    });
+    let collected = 0;
+    const fwd = createFetchForwarder({ compressed: 'strip', collectGarbage: { everyBytes: 4 * MiB, collect: () => collected++ } });
+    const read = async (size: number) => (await (await fwd(request(`${url}/?size=${size}`))).arrayBuffer()).byteLength;
+    assert.equal(await read(10 * MiB), 10 * MiB);
+    assert.equal(collected, 2);
+    // 2 MiB left over from the first call, 3 more: the third 4 MiB ends inside the second call.
+    assert.equal(await read(3 * MiB), 3 * MiB);
+    assert.equal(collected, 3);
+  });
+});
