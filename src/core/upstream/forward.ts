@@ -63,11 +63,6 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
   });
 }
 
-/** A request whose body is framed by a plain `Content-Length` (no `Transfer-Encoding`, which would override it). */
-function hasBoundedLength(declared: string | null, headers: Headers): boolean {
-  return declared !== null && /^\d{1,15}$/.test(declared) && !headers.has('transfer-encoding');
-}
-
 /**
  * Sends the client's request to `target` and returns the upstream's answer, streamed, minus
  * hop-by-hop headers. Transport failures become gateway errors: 503 cannot connect, 504 timed out,
@@ -81,14 +76,15 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
     target.setHeaders,
   );
 
-  // RFC 9112 §6.3: a Transfer-Encoding overrides a Content-Length, which an intermediary must remove before it
-  // forwards the message. Node, Deno and Bun refuse such a request with 400; workerd hands it to the Worker.
-  if (req.headers.has('transfer-encoding')) removeHeaders(headers, CONTENT_LENGTH);
   let body: ReadableStream<Uint8Array> | null = null;
   let counted = false;
   if (!NO_BODY_METHODS.has(ctx.method) && req.body) {
     const limit = target.maxBodySize;
     body = req.body;
+    // RFC 9112 §6.3: a Transfer-Encoding overrides a Content-Length, which an intermediary must remove before it
+    // forwards the message. Node, Deno and Bun refuse such a request with 400; workerd hands it to the Worker.
+    const chunked = req.headers.has('transfer-encoding');
+    if (chunked) removeHeaders(headers, CONTENT_LENGTH);
     if (limit !== undefined) {
       const declared = req.headers.get('content-length');
       if (declared !== null && Number(declared) > limit) {
@@ -99,7 +95,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
       // A declared length within the limit bounds the body already (the runtime's HTTP server reads exactly that
       // many bytes), so it goes on as it came: the runtime's fetch can pipe it natively. Without one (chunked) the
       // body is counted on its way through.
-      if (!hasBoundedLength(declared, req.headers)) {
+      if (chunked || declared === null || !/^\d{1,15}$/.test(declared)) {
         body = limitBody(req.body, limit);
         counted = true;
       }
