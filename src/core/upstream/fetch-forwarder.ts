@@ -18,9 +18,10 @@ export interface FetchForwarderOptions {
   /** Whether the runtime's fetch honours a `Host` request header (Bun does, Deno with `allowHost`; Workers and undici's fetch do not). */
   honoursHost?: boolean;
   /**
-   * Read a request body that has a size limit (`maxBodySize`) whole, at most that many bytes, before calling
-   * `fetch`. For runtimes whose fetch ends the upload as if complete when the body stream errors (workerd does),
-   * which would hand the function a truncated body instead of the client a 413. Bodies without a limit still stream.
+   * Read a request body that is counted against a size limit (`maxBodySize`: a chunked upload to a route with a
+   * limit) whole, at most that many bytes, before calling `fetch`. For runtimes whose fetch ends the upload as if
+   * complete when the body stream errors (workerd does), which would hand the function a truncated body instead of
+   * the client a 413. Every other body streams: one with a `Content-Length` comes without `maxBodySize`.
    */
   bufferLimitedBodies?: boolean;
   /**
