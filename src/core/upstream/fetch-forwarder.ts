@@ -1,4 +1,4 @@
-import { cleanedResponsePairs, cleanResponseHeaders, markCleaned, removeHeaders } from './headers.ts';
+import { CONTENT_LENGTH, cleanedResponsePairs, cleanResponseHeaders, markCleaned, removeHeaders } from './headers.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError, type UpstreamErrorKind } from './types.ts';
 
 export interface FetchForwarderOptions {
@@ -52,7 +52,6 @@ export interface FetchForwarderOptions {
   collectGarbage?: { everyBytes: number; collect: () => void };
 }
 
-const DROP_LENGTH: ReadonlySet<string> = new Set(['content-length']);
 /**
  * Request headers the forwarder drops, by (counted body, strips codings): `content-length` with a body counted
  * against a limit (it came without one; read whole, the runtime frames it), `accept-encoding` when the runtime's
@@ -230,21 +229,24 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     const call = new Call(req, clock);
     const ac = call.ac;
 
+    // A counted body (a limit, no declared length) is the only one that can fail on its own, with the gateway's 413;
+    // any other body goes to fetch as it came, for the runtime to pipe natively.
+    const counted = req.maxBodySize !== undefined ? req.body : null;
     const headers = req.headers; // the forwarder's own (ForwardRequest contract): edited, not copied
-    removeHeaders(headers, REQUEST_DROP[(req.body && req.maxBodySize !== undefined ? 2 : 0) + (strip ? 1 : 0)]!);
+    removeHeaders(headers, REQUEST_DROP[(counted ? 2 : 0) + (strip ? 1 : 0)]!);
     if (req.hostHeader !== undefined && opts.honoursHost) headers.push(['host', req.hostHeader]);
 
     let bodyError: unknown;
-    // Only a counted body (a limit, no declared length) can fail on its own, with the gateway's 413; any other body
-    // goes to fetch as it came, for the runtime to pipe natively.
     let body: ReadableStream<Uint8Array> | Uint8Array | null = req.body;
-    if (req.body && req.maxBodySize !== undefined) body = watchBody(req.body, (e) => (bodyError = e));
-    if (body instanceof ReadableStream && opts.bufferLimitedBodies && req.maxBodySize !== undefined) {
-      try {
-        body = await readAll(body);
-      } catch (err) {
-        const failure = call.failure(err, 'aborted', 'client went away');
-        throw bodyError instanceof UpstreamError ? bodyError : failure;
+    if (counted) {
+      body = watchBody(counted, (e) => (bodyError = e));
+      if (opts.bufferLimitedBodies) {
+        try {
+          body = await readAll(body);
+        } catch (err) {
+          const failure = call.failure(err, 'aborted', 'client went away');
+          throw bodyError instanceof UpstreamError ? bodyError : failure;
+        }
       }
     }
 
@@ -260,7 +262,7 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     }
     const coding = res.headers.get('content-encoding')?.trim().toLowerCase();
     // A compressed answer loses its length when the runtime re-encodes it (`keep`) or decoded it (`strip`).
-    const drop = !coding ? undefined : opts.compressed === 'keep' ? DROP_LENGTH : decodes.has(coding) ? DROP_CODING : undefined;
+    const drop = !coding ? undefined : opts.compressed === 'keep' ? CONTENT_LENGTH : decodes.has(coding) ? DROP_CODING : undefined;
     let outHeaders: HeadersInit;
     if (opts.editHeadersInPlace) {
       cleanResponseHeaders(res.headers);

@@ -1,7 +1,14 @@
 import type { RequestContext } from '../context.ts';
 import { drain } from '../drain.ts';
 import { errorResponse } from '../errors.ts';
-import { cleanResponseHeaders, HEADERS_CLEANED, type HeaderList, removeHeaders, requestHeadersForUpstream } from './headers.ts';
+import {
+  CONTENT_LENGTH,
+  cleanResponseHeaders,
+  HEADERS_CLEANED,
+  type HeaderList,
+  removeHeaders,
+  requestHeadersForUpstream,
+} from './headers.ts';
 import { type ForwardRequest, UpstreamError } from './types.ts';
 
 export interface ForwardTarget {
@@ -24,8 +31,6 @@ export interface ForwardTarget {
 
 /** Methods whose request body, if any, is never forwarded (so a call with one of them can be retried). */
 export const NO_BODY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
-
-const CONTENT_LENGTH: ReadonlySet<string> = new Set(['content-length']);
 
 /** After a refused upload, how much more of it is read and thrown away so the client can read the 413. */
 const DRAIN_BYTES = 8 * 1024 * 1024;

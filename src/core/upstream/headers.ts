@@ -75,6 +75,9 @@ function named(list: HeaderList, name: string): boolean {
   return false;
 }
 
+/** `content-length` alone, for {@link removeHeaders} and `Headers` clean-ups. */
+export const CONTENT_LENGTH: ReadonlySet<string> = new Set(['content-length']);
+
 /** Removes, in place, every entry of `list` whose name is in `names`. */
 export function removeHeaders(list: HeaderList, names: ReadonlySet<string>): void {
   let kept = 0;
