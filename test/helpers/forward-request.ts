@@ -30,3 +30,13 @@ export async function rejectsWith(p: Promise<unknown>, kind: UpstreamErrorKind, 
   }
   assert.fail(`expected a rejection of kind ${kind}`);
 }
+
+/** A request body of `n` zero bytes in one chunk. */
+export function bodyOf(n: number): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(c) {
+      c.enqueue(new Uint8Array(n));
+      c.close();
+    },
+  });
+}

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { createFetchForwarder, TICK_MS } from '../../src/core/upstream/fetch-forwarder.ts';
 import { UpstreamError } from '../../src/core/upstream/types.ts';
-import { forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
+import { bodyOf, forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
 
 const servers: http.Server[] = [];
 after(() => {
@@ -154,17 +154,10 @@ describe('fetch forwarder, request bodies', () => {
     });
     return { url, given, fwd };
   }
-  const bytes = (n: number) =>
-    new ReadableStream<Uint8Array>({
-      start(c) {
-        c.enqueue(new Uint8Array(n));
-        c.close();
-      },
-    });
 
   it('a body without a limit to count against goes to fetch as it came (the runtime can pipe it natively)', async () => {
     const { url, given, fwd } = await setup({ bufferLimitedBodies: true });
-    const body = bytes(1000);
+    const body = bodyOf(1000);
     const res = await fwd(request(url, { method: 'POST', body }));
     assert.equal(await res.text(), '1000');
     assert.equal(given[0], body);
@@ -172,11 +165,11 @@ describe('fetch forwarder, request bodies', () => {
 
   it('a counted body is read whole first where the runtime asks for it (bufferLimitedBodies), else wrapped', async () => {
     const buffered = await setup({ bufferLimitedBodies: true });
-    const res = await buffered.fwd(request(buffered.url, { method: 'POST', body: bytes(1000), maxBodySize: 2000 }));
+    const res = await buffered.fwd(request(buffered.url, { method: 'POST', body: bodyOf(1000), maxBodySize: 2000 }));
     assert.equal(await res.text(), '1000');
     assert.ok(buffered.given[0] instanceof Uint8Array, 'not read whole');
     const streamed = await setup();
-    const body = bytes(1000);
+    const body = bodyOf(1000);
     const res2 = await streamed.fwd(request(streamed.url, { method: 'POST', body, maxBodySize: 2000 }));
     assert.equal(await res2.text(), '1000');
     assert.ok(streamed.given[0] instanceof ReadableStream && streamed.given[0] !== body, 'not wrapped');

@@ -8,19 +8,11 @@ import { describe, it } from 'node:test';
 import type { RequestContext } from '../../src/core/context.ts';
 import { forward } from '../../src/core/upstream/forward.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
-
-function bytes(n: number): ReadableStream<Uint8Array> {
-  return new ReadableStream({
-    start(c) {
-      c.enqueue(new Uint8Array(n));
-      c.close();
-    },
-  });
-}
+import { bodyOf } from '../helpers/forward-request.ts';
 
 /** Forwards a POST with `headers` and an `n`-byte body under `limit`; returns what the forwarder got and the status. */
 async function send(headers: Record<string, string>, n: number, limit?: number) {
-  const request = new Request('http://gw.test/up', { method: 'POST', headers, body: bytes(n), duplex: 'half' } as RequestInit);
+  const request = new Request('http://gw.test/up', { method: 'POST', headers, body: bodyOf(n), duplex: 'half' } as RequestInit);
   let got: ForwardRequest | undefined;
   let sent = -1;
   const ctx = {
