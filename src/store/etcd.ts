@@ -21,8 +21,8 @@
  * meanwhile `load()` keeps serving the last good mirror. A wait that follows etcd being unreachable ends early
  * when another request of this store (an Admin API write or read) gets an answer from etcd: etcd is back, so the
  * watch resumes at once instead of sleeping out up to 5 s in which other gateways' writes would not be seen. A
- * revision going backwards (etcd restarted with empty data) also leads to a full re-read. Progress notifications never advance the watch revision (etcd < 3.4.24 may
- * send them early).
+ * revision going backwards (etcd restarted with empty data) also leads to a full re-read. Progress notifications
+ * never advance the watch revision (etcd < 3.4.24 may send them early).
  *
  * The watch is created with the gRPC metadata `hasleader=true` (header `Grpc-Metadata-hasleader: true`, which
  * etcd's grpc-gateway passes on as metadata; what `clientv3.WithRequireLeader` and `etcdctl watch` send): a member
