@@ -20,14 +20,14 @@ export interface GatewayOptions {
   logger?: Logger;
   plugins?: readonly AnyPlugin[];
   /** The client's IP address, from the runtime's connection info ('' when unknown). */
-  clientIp?: (c: Context) => string;
+  clientIp?: (req: Request, env: ServerEnv) => string;
   /** `https` when the runtime terminates TLS in front of the gateway. */
-  scheme?: (c: Context) => string;
+  scheme?: (req: Request, env: ServerEnv) => string;
   /**
    * The signal that fires when the client went away (default: the request's own `signal`). A runtime may give a
    * cheaper one its forwarder understands (Node: node-forwarder's `clientSignal`, no AbortController per request).
    */
-  clientSignal?: (c: Context) => AbortSignal | undefined;
+  clientSignal?: (req: Request, env: ServerEnv) => AbortSignal | undefined;
   /** What the forwarder can do (default: everything, as on Node). */
   capabilities?: Capabilities;
   /** Client addresses/CIDRs allowed to reach the Admin API (ADMIN_ALLOW); undefined: no address check. */
@@ -39,8 +39,20 @@ export interface GatewayOptions {
   dataEncryptionKeys?: readonly string[];
 }
 
+/**
+ * What a runtime's server hands a request handler along with the Request: @hono/node-server's
+ * `{ incoming, outgoing }`, Bun's server, Deno's `ServeHandlerInfo`, a Worker's bindings. Hono calls it `c.env`.
+ */
+export type ServerEnv = unknown;
+
 export interface Gateway {
-  /** The proxy app (port 9080). */
+  /**
+   * The proxy (port 9080) as a fetch handler: what the runtime entries serve. Not a Hono app: the proxy has one
+   * catch-all route and its own matcher, so Hono's per-request Context and dispatch would be pure cost (bench/README.md).
+   * An unexpected error becomes a 500 with `error_msg`, as from the Admin API.
+   */
+  serveProxy(req: Request, env?: ServerEnv): Response | Promise<Response>;
+  /** The same proxy as a Hono app (one catch-all route calling {@link Gateway.serveProxy}), for mounting. */
   proxy: Hono;
   /** The Admin API app (port 9180), serving `/apisix/admin/*`. */
   admin: Hono;
@@ -114,11 +126,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const clientIp = opts.clientIp ?? (() => '');
   const scheme = opts.scheme ?? (() => 'http');
-  const clientSignal = opts.clientSignal ?? ((c: Context) => c.req.raw.signal);
+  const clientSignal = opts.clientSignal ?? ((req: Request) => req.signal);
 
-  const proxy = new Hono();
-  proxy.all('*', (c) => {
-    const req = c.req.raw;
+  function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
     const url = req.url;
     const pathStart = url.indexOf('/', url.indexOf('//') + 2);
     const q = url.indexOf('?', pathStart);
@@ -130,7 +140,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     // and routing on one while forwarding the other would be a host confusion.
     if (hostHeader?.includes(',')) return errorResponse(400, 'bad request: more than one Host header');
     const host = hostOf(hostHeader);
-    const ip = clientIp(c);
+    const ip = clientIp(req, env);
     const snap = snapshot;
     const m = snap.router.match({ method: req.method, host, path, remoteAddr: ip });
     if (!m) {
@@ -145,17 +155,29 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       host,
       params: m.params,
       clientIp: ip,
-      scheme: scheme(c),
+      scheme: scheme(req, env),
       routeId: m.data.id,
-      clientSignal: () => clientSignal(c),
+      clientSignal: () => clientSignal(req, env),
       forward: forwarder,
     };
     return m.data.handler(ctx);
-  });
-  proxy.onError((err) => {
-    logger.error('proxy: unexpected error', { error: err.message });
+  }
+
+  const internalError = (err: unknown): Response => {
+    logger.error('proxy: unexpected error', { error: err instanceof Error ? err.message : String(err) });
     return errorResponse(500, 'internal error in the gateway');
-  });
+  };
+  const serveProxy = (req: Request, env?: ServerEnv): Response | Promise<Response> => {
+    try {
+      const res = handle(req, env);
+      return res instanceof Promise ? res.catch(internalError) : res;
+    } catch (err) {
+      return internalError(err);
+    }
+  };
+
+  const proxy = new Hono();
+  proxy.all('*', (c) => serveProxy(c.req.raw, c.env));
 
   const admin = createAdmin({
     store,
@@ -164,7 +186,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     keys: opts.adminKeys ?? [],
     afterWrite: () => refresh(),
     logger,
-    clientIp,
+    clientIp: (c: Context) => clientIp(c.req.raw, c.env),
     allow: opts.adminAllow,
     keyring,
   });
@@ -178,6 +200,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   combined.route('/', proxy);
 
   return {
+    serveProxy,
     proxy,
     admin,
     combined,

@@ -24,7 +24,6 @@
  *   for longer than that is cut on Bun even when the route's `timeout` allows more (Node has no such limit).
  *   Idle keep-alive connections are closed after the same 255 s.
  */
-import type { Context } from 'hono';
 import { createGateway } from '../core/gateway.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
@@ -92,7 +91,7 @@ async function main(): Promise<void> {
     forwarder,
     adminKeys,
     logger,
-    clientIp: (c: Context) => (c.env as BunServer).requestIP(c.req.raw)?.address ?? '',
+    clientIp: (req, env) => (env as BunServer).requestIP(req)?.address ?? '',
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
   });
@@ -123,7 +122,7 @@ async function main(): Promise<void> {
     return server;
   };
 
-  const proxyServer = serve(gateway.proxy, settings.host, settings.proxyPort, 'proxy');
+  const proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
 
   let stopping = false;

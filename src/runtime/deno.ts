@@ -34,7 +34,6 @@
  *   never a silent change of the TLS policy.
  */
 import { join, resolve } from 'node:path';
-import type { Context } from 'hono';
 import type { Logger } from '../core/context.ts';
 import { createGateway } from '../core/gateway.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
@@ -287,13 +286,13 @@ async function main(): Promise<void> {
     forwarder,
     adminKeys,
     logger,
-    clientIp: (c: Context) => (c.env as DenoEnv).remoteAddr.hostname,
+    clientIp: (_req, env) => (env as DenoEnv).remoteAddr.hostname,
     capabilities: { runtime: 'deno', tlsVerifyOff: false },
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
   });
 
-  const proxyServer = serve(gateway.proxy, settings.host, settings.proxyPort, 'proxy');
+  const proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
 
   let stopping = false;

@@ -31,7 +31,7 @@
  *   which holds back the chunks of a streamed answer; `text/event-stream` and binary types stream as sent.
  * - Outgoing requests: 6 connections at a time per request, subrequest limits per plan (not enforced locally).
  */
-import type { ExecutionContext, Hono } from 'hono';
+import type { ExecutionContext } from 'hono';
 import type { Logger } from '../core/context.ts';
 import { errorResponse } from '../core/errors.ts';
 import { createGateway, type Gateway } from '../core/gateway.ts';
@@ -61,7 +61,8 @@ export interface ExecutionContextLike {
 
 interface Booted {
   gateway: Gateway;
-  app: Hono;
+  /** The combined Hono app (Admin API + proxy), or the proxy alone when there is no Admin API. */
+  app: { fetch(req: Request, env: Env, ctx: ExecutionContext): Response | Promise<Response> };
   kv?: CloudflareKVStore;
   logger: Logger;
 }
@@ -151,8 +152,8 @@ async function boot(env: Env): Promise<Booted> {
     forwarder: createFetchForwarder({ compressed: 'keep', honoursHost: false, bufferLimitedBodies: true }),
     adminKeys: settings.adminKeys ?? [],
     logger,
-    clientIp: (c) => c.req.raw.headers.get('cf-connecting-ip') ?? '',
-    scheme: (c) => (c.req.url.startsWith('https:') ? 'https' : 'http'),
+    clientIp: (req) => req.headers.get('cf-connecting-ip') ?? '',
+    scheme: (req) => (req.url.startsWith('https:') ? 'https' : 'http'),
     capabilities: { runtime: 'Cloudflare Workers', tlsVerifyOff: false },
     // The Admin API shares the public origin here: the loopback default would lock out every real client,
     // so an address list applies only when ADMIN_ALLOW is set explicitly (the key is the protection).
@@ -160,7 +161,8 @@ async function boot(env: Env): Promise<Booted> {
     dataEncryptionKeys: settings.dataEncryptionKeys,
   });
   if (!settings.adminKeys) logger.info('ADMIN_KEY is not set: no Admin API (/apisix/admin/* is proxied like any path)');
-  return { gateway, app: settings.adminKeys ? gateway.combined : gateway.proxy, kv, logger };
+  const app = settings.adminKeys ? gateway.combined : { fetch: (req: Request, e: Env) => gateway.serveProxy(req, e) };
+  return { gateway, app, kv, logger };
 }
 
 export default {
