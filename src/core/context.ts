@@ -19,6 +19,11 @@ export interface RequestContext {
   /** `http` or `https`, as the client reached the gateway. */
   scheme: string;
   routeId: string;
+  /**
+   * The client's headers as they came, flat (`[name, value, …]`, names in any case), when the runtime has them so
+   * (GatewayOptions.rawHeaders); forward() then sends these instead of iterating `request.headers`.
+   */
+  rawHeaders?: readonly string[];
   /** The signal that fires when the client went away, made when asked for (see ForwardRequest.clientSignal). */
   clientSignal: () => AbortSignal | undefined;
   forward: Forwarder;

@@ -28,6 +28,12 @@ export interface GatewayOptions {
    * cheaper one its forwarder understands (Node: node-forwarder's `clientSignal`, no AbortController per request).
    */
   clientSignal?: (req: Request, env: ServerEnv) => AbortSignal | undefined;
+  /**
+   * The client's request headers as they came, flat (`[name, value, name, value, …]`, names in any case), for a
+   * runtime that has them so (Node: `incoming.rawHeaders`). Undefined: `req.headers` is iterated. On Node that
+   * iteration makes @hono/node-server build an undici `Headers` from the raw list (validating and sorting it).
+   */
+  rawHeaders?: (req: Request, env: ServerEnv) => readonly string[] | undefined;
   /** What the forwarder can do (default: everything, as on Node). */
   capabilities?: Capabilities;
   /** Client addresses/CIDRs allowed to reach the Admin API (ADMIN_ALLOW); undefined: no address check. */
@@ -127,6 +133,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const clientIp = opts.clientIp ?? (() => '');
   const scheme = opts.scheme ?? (() => 'http');
   const clientSignal = opts.clientSignal ?? ((req: Request) => req.signal);
+  const rawHeaders = opts.rawHeaders;
 
   function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
     const url = req.url;
@@ -157,6 +164,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       clientIp: ip,
       scheme: scheme(req, env),
       routeId: m.data.id,
+      rawHeaders: rawHeaders?.(req, env),
       clientSignal: () => clientSignal(req, env),
       forward: forwarder,
     };

@@ -39,6 +39,8 @@ async function main(): Promise<void> {
       const { incoming, outgoing } = env as HttpBindings;
       return clientSignal(incoming, outgoing);
     },
+    // Not an iteration of `req.headers`, which makes @hono/node-server build (validate, sort) an undici Headers.
+    rawHeaders: (_req, env) => (env as HttpBindings).incoming.rawHeaders,
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
   });

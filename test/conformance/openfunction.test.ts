@@ -114,6 +114,21 @@ describe('forwarding', () => {
     assert.equal(echo.headers.host, new URL(fn.urls.echo).host);
   });
 
+  test('a header the client sent twice reaches the function with both values, in order, names in any case', async () => {
+    await gw.putRoute('fwd', { uri: '/fwd/*', plugins: of(`${fn.urls.echo}/base`) });
+    const { host, port } = new URL(gw.proxyUrl);
+    // Raw HTTP: fetch would join the two lines before sending. A runtime's server may pass them on as two lines
+    // (Node) or joined (the WHATWG Headers of the others): the function reads the same `a, b` either way.
+    const answer = await rawExchange(
+      Number(port),
+      `GET /fwd/x HTTP/1.1\r\nHost: ${host}\r\nX-Multi: a\r\nx-multi: b\r\nX-Custom: Yes\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    const echo = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Echo;
+    assert.equal(echo.headers['x-multi'], 'a, b');
+    assert.equal(echo.headers['x-custom'], 'Yes');
+  });
+
   test('the tail is appended with exactly one slash', async () => {
     await gw.putRoute('fwd', { uri: '/fwd/*', plugins: of(`${fn.urls.echo}/api/`) });
     assert.equal(((await (await gw.fetch('/fwd/x/y')).json()) as Echo).url, '/api/x/y');

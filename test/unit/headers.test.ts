@@ -74,6 +74,33 @@ describe('request headers for the upstream', () => {
     ]);
   });
 
+  it('from a raw list (Node): the same rules, names in lower case, repeated lines kept as they came', () => {
+    // biome-ignore format: one name/value pair per line
+    const raw = [
+      'Host', 'gw.example:9080',
+      'Connection', 'keep-alive, X-Hop',
+      'X-Hop', 'private',
+      'Keep-Alive', 'timeout=5',
+      'X-Forwarded-For', '203.0.113.1',
+      'Authorization', 'Bearer client',
+      'Accept', 'text/plain',
+      'X-Multi', 'a',
+      'x-multi', 'b',
+    ];
+    const incoming = new Headers();
+    for (let i = 0; i < raw.length; i += 2) incoming.append(raw[i]!, raw[i + 1]!);
+    const set: HeaderList = [['authorization', 'Basic dGVzdDp0ZXN0']];
+    assert.deepEqual(requestHeadersForUpstream(incoming, fwd, set, raw), [
+      ['accept', 'text/plain'],
+      ['x-multi', 'a'],
+      ['x-multi', 'b'],
+      ['x-forwarded-for', '192.0.2.7'],
+      ['x-forwarded-proto', 'https'],
+      ['x-forwarded-host', 'gw.example:9080'],
+      ['authorization', 'Basic dGVzdDp0ZXN0'],
+    ]);
+  });
+
   it("the route's own headers replace the client's of the same name, X-Forwarded-* included", () => {
     const incoming = new Headers({ authorization: 'Bearer client', accept: '*/*' });
     const set: HeaderList = [

@@ -79,6 +79,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
     req.headers,
     { clientIp: ctx.clientIp, scheme: ctx.scheme, host: req.headers.get('host') },
     target.setHeaders,
+    ctx.rawHeaders,
   );
 
   let body: ReadableStream<Uint8Array> | null = null;

@@ -54,15 +54,26 @@ export interface ForwardedInfo {
 /**
  * Headers to send upstream: the client's, less hop-by-hop and gateway-set ones, plus `X-Forwarded-*`, plus `set`
  * (the route's own, e.g. the plugin's Authorization), which replace any header of the same name.
+ *
+ * `raw`, when given, is the client's header list as it came (`[name, value, name, value, …]`, Node's
+ * `rawHeaders`): its lines are sent one by one, names in lower case, where iterating `incoming` joins a repeated
+ * name into one `a, b` line. Both mean the same (RFC 9110 §5.3); nginx too passes the lines as they came.
  */
-export function requestHeadersForUpstream(incoming: Headers, fwd: ForwardedInfo, set?: HeaderList): HeaderList {
+export function requestHeadersForUpstream(
+  incoming: Headers,
+  fwd: ForwardedInfo,
+  set?: HeaderList,
+  raw?: readonly string[],
+): HeaderList {
   const conn = incoming.get('connection');
   const listed = conn ? connectionTokens(conn) : undefined;
   const out: HeaderList = [];
-  incoming.forEach((value, name) => {
+  const add = (value: string, name: string) => {
     if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || listed?.includes(name) || (set && named(set, name))) return;
     out.push([name, value]);
-  });
+  };
+  if (raw) for (let i = 0; i + 1 < raw.length; i += 2) add(raw[i + 1]!, raw[i]!.toLowerCase());
+  else incoming.forEach(add);
   if (fwd.clientIp && !(set && named(set, 'x-forwarded-for'))) out.push(['x-forwarded-for', fwd.clientIp]);
   if (!(set && named(set, 'x-forwarded-proto'))) out.push(['x-forwarded-proto', fwd.scheme]);
   if (fwd.host && !(set && named(set, 'x-forwarded-host'))) out.push(['x-forwarded-host', fwd.host]);
