@@ -1,36 +1,295 @@
+import type { CompiledPlugin } from './plugins/pipeline.ts';
 import type { Forwarder } from './upstream/types.ts';
 
-/** Everything a plugin or the upstream forwarder needs to know of one proxied request. Built once per request. */
-export interface RequestContext {
+/**
+ * A consumer an auth plugin found for the request (APISIX `ctx.consumer`): the stored consumer, resolved at config
+ * time, and the credential it authenticated with, if any.
+ */
+export interface ConsumerInfo {
+  username: string;
+  /** `group_id` of the consumer (its consumer group), when it has one. */
+  groupId?: string;
+  /** The consumer's `labels` (`custom_id` is sent upstream as `X-Consumer-Custom-ID`). */
+  labels?: Readonly<Record<string, string>>;
+  /** Id of the credential (`/consumers/<u>/credentials/<id>`) that authenticated the request; undefined for a consumer-level conf. */
+  credentialId?: string;
+  /** The non-auth plugins the consumer brings (its group's, overridden by its own), compiled. */
+  plugins?: readonly CompiledPlugin[];
+}
+
+/** A consumer or credential that carries an auth plugin, with that plugin's consumer-side conf (defaults applied). */
+export interface ConsumerEntry {
+  consumer: ConsumerInfo;
+  conf: Record<string, unknown>;
+}
+
+/** The consumers of a snapshot, for the auth plugins (they index the entries by their key attribute themselves). */
+export interface ConsumerIndex {
+  /** Every consumer and credential that has plugin `name`; the same array while the consumers are unchanged. */
+  forPlugin(name: string): readonly ConsumerEntry[];
+  byName(username: string): ConsumerInfo | undefined;
+}
+
+const NO_CONSUMERS: ConsumerIndex = { forPlugin: () => [], byName: () => undefined };
+const NO_METADATA: ReadonlyMap<string, Record<string, unknown>> = new Map();
+
+/**
+ * The request headers plugins set, add or remove on their way upstream (APISIX `core.request.set_header`). Every
+ * forwarder applies them (forward() merges them into the header list it hands over, also when the runtime gives
+ * the client's raw header list), and {@link RequestContext.header} reads through them, so a later plugin sees what
+ * an earlier one set. A name maps to its new values, or to null when it is removed.
+ */
+export type HeaderOverlay = Map<string, string[] | null>;
+
+/**
+ * What plugins change about the call upstream; every forwarder honours it (`forward()` and the upstream balancer).
+ * Unset fields keep the client's. `path` and `query` are wire forms (percent-encoded, no `?`).
+ */
+export interface UpstreamOverlay {
+  method?: string;
+  path?: string;
+  query?: string;
+  /** The Host header to send (proxy-rewrite `host`); wins over an upstream's `pass_host`. */
+  host?: string;
+}
+
+const NO_PARAMS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+export interface RequestContextInit {
   request: Request;
   method: string;
-  /** Normalised path the route matched on (decoded, `//` merged, dot segments resolved). */
   path: string;
-  /** The path exactly as the client sent it (still percent-encoded). */
   rawPath: string;
-  /** Raw query string without the leading `?`; '' when there is none. */
   query: string;
-  /** Lower-case host without port. */
   host: string;
-  /** Captures of the matched route (`:ext` for a trailing `*`). */
-  params: Record<string, string>;
-  /** The client's address as the runtime saw it; '' when the runtime cannot tell. */
   clientIp: string;
-  /** `http` or `https`, as the client reached the gateway. */
   scheme: string;
-  routeId: string;
-  /**
-   * The client's headers as they came, flat (`[name, value, …]`, names in any case), when the runtime has them so
-   * (GatewayOptions.rawHeaders); forward() then sends these instead of iterating `request.headers`.
-   */
-  rawHeaders?: readonly string[];
-  /** The signal that fires when the client went away, made when asked for (see ForwardRequest.clientSignal). */
+  rawHeaders: readonly string[] | undefined;
   clientSignal: () => AbortSignal | undefined;
   forward: Forwarder;
 }
 
+/**
+ * Everything a plugin or the upstream forwarder knows of one proxied request. Built once per request, before
+ * routing (route `vars` read its variables), and handed through every phase.
+ */
+export class RequestContext {
+  readonly request: Request;
+  /** The client's method. The method sent upstream is `upstream.method ?? method`. */
+  readonly method: string;
+  /** Normalised path the route matched on (decoded, `//` merged, dot segments resolved): nginx `$uri`. */
+  readonly path: string;
+  /** The path exactly as the client sent it (still percent-encoded). */
+  readonly rawPath: string;
+  /** Raw query string without the leading `?`; '' when there is none. */
+  readonly query: string;
+  /** Lower-case host without port. */
+  readonly host: string;
+  /** The client's address: as the runtime saw it, or as `real-ip` set it; '' when unknown. */
+  clientIp: string;
+  /** `http` or `https`, as the client reached the gateway. */
+  readonly scheme: string;
+  /**
+   * The client's headers as they came, flat (`[name, value, …]`, names in any case), when the runtime has them so
+   * (GatewayOptions.rawHeaders); forward() then sends these (with the {@link headerOverlay} applied).
+   */
+  readonly rawHeaders: readonly string[] | undefined;
+  /** The signal that fires when the client went away, made when asked for (see ForwardRequest.clientSignal). */
+  readonly clientSignal: () => AbortSignal | undefined;
+  readonly forward: Forwarder;
+  /** Captures of the matched route (`:ext` for a trailing `*`). */
+  params: Record<string, string> = NO_PARAMS;
+  /** Id of the matched route; '' before routing or when nothing matched. */
+  routeId = '';
+  /** `service_id` of the matched route; '' without one. */
+  serviceId = '';
+  /** The consumer an auth plugin attached (undefined: anonymous). */
+  consumer: ConsumerInfo | undefined = undefined;
+  /** Upstream call edits (method, path, query, host). */
+  readonly upstream: UpstreamOverlay = {};
+  /** Request header edits, applied by every forwarder; undefined until a plugin edits a header. */
+  headerOverlay: HeaderOverlay | undefined = undefined;
+  /** Status of the upstream's or function's answer, once it came (`$upstream_status`). */
+  upstreamStatus: number | undefined = undefined;
+  /** Status of the answer sent to the client, known from the header_filter phase on (`$status`). */
+  status = 0;
+  /** `performance.now()` when the gateway got the request. */
+  readonly startTime: number;
+  /** Extra variables set by plugins (`$request_id`, regex captures, ...), read by {@link getVar}. */
+  vars: Map<string, unknown> | undefined = undefined;
+  /** The consumers of the snapshot the request is served from (auth plugins look clients up here). */
+  consumers: ConsumerIndex = NO_CONSUMERS;
+  /** `plugin_metadata` of that snapshot, by plugin name (defaults applied). */
+  metadata: ReadonlyMap<string, Record<string, unknown>> = NO_METADATA;
+  /** Per-request state of plugin instances, keyed by the instance. */
+  private pluginState: Map<object, unknown> | undefined = undefined;
+  private cookies: Map<string, string> | undefined = undefined;
+  private args: URLSearchParams | undefined = undefined;
+
+  constructor(init: RequestContextInit) {
+    this.request = init.request;
+    this.method = init.method;
+    this.path = init.path;
+    this.rawPath = init.rawPath;
+    this.query = init.query;
+    this.host = init.host;
+    this.clientIp = init.clientIp;
+    this.scheme = init.scheme;
+    this.rawHeaders = init.rawHeaders;
+    this.clientSignal = init.clientSignal;
+    this.forward = init.forward;
+    this.startTime = performance.now();
+  }
+
+  /** The request header as the upstream will get it (after the plugins' edits); undefined when absent. */
+  header(name: string): string | undefined {
+    const lower = name.toLowerCase();
+    const edited = this.headerOverlay?.get(lower);
+    if (edited !== undefined) return edited === null ? undefined : edited.join(', ');
+    return this.request.headers.get(lower) ?? undefined;
+  }
+
+  /** Set (replace) a request header on its way upstream; null removes it (APISIX `core.request.set_header`). */
+  setHeader(name: string, value: string | readonly string[] | null): void {
+    const lower = name.toLowerCase();
+    if (lower === 'host') {
+      // The Host header is the call's (UpstreamOverlay.host), not a header line the forwarders copy.
+      this.upstream.host = value === null ? undefined : typeof value === 'string' ? value : value[0];
+      return;
+    }
+    if (!this.headerOverlay) this.headerOverlay = new Map();
+    this.headerOverlay.set(lower, value === null ? null : typeof value === 'string' ? [value] : [...value]);
+  }
+
+  /** Add a value to a request header on its way upstream, after the values it has (APISIX `core.request.add_header`). */
+  addHeader(name: string, value: string): void {
+    const lower = name.toLowerCase();
+    const edited = this.headerOverlay?.get(lower);
+    let values: string[];
+    if (edited !== undefined) values = edited === null ? [] : edited;
+    else {
+      const current = this.request.headers.get(lower);
+      values = current === null ? [] : [current];
+    }
+    values.push(value);
+    if (!this.headerOverlay) this.headerOverlay = new Map();
+    this.headerOverlay.set(lower, values);
+  }
+
+  /** A plugin instance's state for this request. */
+  stateOf<T>(owner: object): T | undefined {
+    return this.pluginState?.get(owner) as T | undefined;
+  }
+
+  setStateOf(owner: object, value: unknown): void {
+    if (!this.pluginState) this.pluginState = new Map();
+    this.pluginState.set(owner, value);
+  }
+
+  /** Set a variable plugins and expressions can read (`$name`). */
+  setVar(name: string, value: unknown): void {
+    if (!this.vars) this.vars = new Map();
+    this.vars.set(name, value);
+  }
+
+  /**
+   * A request variable, as APISIX's `ctx.var` (nginx variables plus APISIX's own): undefined when it has no value.
+   * `arg_<name>` is the first value of a query argument, `http_<name>` a request header (`-` written `_`),
+   * `cookie_<name>` a cookie (case-sensitive name).
+   */
+  getVar(name: string): unknown {
+    const own = this.vars?.get(name);
+    if (own !== undefined) return own;
+    switch (name) {
+      case 'uri':
+        return this.upstream.path === undefined ? this.path : this.upstream.path;
+      case 'request_uri':
+        return this.query ? `${this.rawPath}?${this.query}` : this.rawPath;
+      case 'real_request_uri':
+        return this.query ? `${this.rawPath}?${this.query}` : this.rawPath;
+      case 'args':
+      case 'query_string':
+        return this.query || undefined;
+      case 'is_args':
+        return this.query ? '?' : '';
+      case 'host':
+        return this.host;
+      case 'server_name':
+        return this.host;
+      case 'http_host':
+        return this.header('host');
+      case 'request_method':
+        return this.method;
+      case 'scheme':
+        return this.scheme;
+      case 'remote_addr':
+        return this.clientIp || undefined;
+      case 'server_protocol':
+        return 'HTTP/1.1';
+      case 'route_id':
+        return this.routeId || undefined;
+      case 'service_id':
+        return this.serviceId || undefined;
+      case 'consumer_name':
+        return this.consumer?.username;
+      case 'consumer_group_id':
+        return this.consumer?.groupId;
+      case 'upstream_status':
+        return this.upstreamStatus;
+      case 'status':
+        return this.status || undefined;
+      case 'content_type':
+        return this.header('content-type');
+      case 'content_length':
+        return this.header('content-length');
+      case 'request_length':
+        return this.header('content-length');
+      case 'upstream_uri': {
+        const path = this.upstream.path ?? this.rawPath;
+        const query = this.upstream.query ?? this.query;
+        return query ? `${path}?${query}` : path;
+      }
+      case 'request_time':
+        return Math.round(performance.now() - this.startTime) / 1000;
+    }
+    if (name.startsWith('arg_')) return this.arg(name.slice(4));
+    if (name.startsWith('http_')) return this.header(name.slice(5).replaceAll('_', '-'));
+    if (name.startsWith('cookie_')) return this.cookie(name.slice(7));
+    if (name.startsWith('uri_param_')) return this.params[name.slice(10)];
+    return undefined;
+  }
+
+  /** The first value of query argument `name` (undefined when absent). */
+  arg(name: string): string | undefined {
+    if (!this.query) return undefined;
+    if (!this.args) this.args = new URLSearchParams(this.query);
+    return this.args.get(name) ?? undefined;
+  }
+
+  /** A cookie of the request (exact name). */
+  cookie(name: string): string | undefined {
+    if (!this.cookies) {
+      this.cookies = new Map();
+      const raw = this.request.headers.get('cookie');
+      if (raw) {
+        for (const part of raw.split(';')) {
+          const eq = part.indexOf('=');
+          if (eq < 0) continue;
+          const k = part.slice(0, eq).trim();
+          if (k && !this.cookies.has(k)) this.cookies.set(k, part.slice(eq + 1).trim());
+        }
+      }
+    }
+    return this.cookies.get(name);
+  }
+
+  /** A reader of this request's variables, for compiled expressions and templates. */
+  get varReader(): (name: string) => unknown {
+    return (name) => this.getVar(name);
+  }
+}
+
 export type Handler = (ctx: RequestContext) => Promise<Response>;
-export type Middleware = (ctx: RequestContext, next: Handler) => Promise<Response>;
 
 export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;

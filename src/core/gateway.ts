@@ -2,11 +2,14 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import type { ConfigStore } from '../store/types.ts';
 import { createAdmin } from './admin/index.ts';
-import { type Capabilities, createSnapshotCompiler, FULL_CAPABILITIES, hostOf, type Snapshot } from './config.ts';
-import { consoleLogger, type Logger, type RequestContext } from './context.ts';
+import { createSnapshotCompiler, type Snapshot } from './config.ts';
+import { consoleLogger, type Logger, RequestContext } from './context.ts';
 import { errorResponse } from './errors.ts';
 import { pluginRegistry } from './plugins/index.ts';
+import { type Capabilities, FULL_CAPABILITIES } from './plugins/check.ts';
+import { runPipeline } from './plugins/pipeline.ts';
 import type { AnyPlugin } from './plugins/types.ts';
+import { hostOf } from './router/host.ts';
 import { normalizePath } from './router/path.ts';
 import { createKeyring, createSecrets } from './secrets.ts';
 import type { Forwarder } from './upstream/types.ts';
@@ -72,6 +75,7 @@ export interface Gateway {
 }
 
 const NOT_FOUND_BODY = `${JSON.stringify({ error_msg: '404 Route Not Found' })}\n`;
+const notFound = () => new Response(NOT_FOUND_BODY, { status: 404, headers: { 'content-type': 'application/json' } });
 
 export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const logger = opts.logger ?? consoleLogger;
@@ -134,6 +138,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const scheme = opts.scheme ?? (() => 'http');
   const clientSignal = opts.clientSignal ?? ((req: Request) => req.signal);
   const rawHeaders = opts.rawHeaders;
+  const runEnv = { logger };
 
   function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
     const url = req.url;
@@ -147,28 +152,29 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     // and routing on one while forwarding the other would be a host confusion.
     if (hostHeader?.includes(',')) return errorResponse(400, 'bad request: more than one Host header');
     const host = hostOf(hostHeader);
-    const ip = clientIp(req, env);
     const snap = snapshot;
-    const m = snap.router.match({ method: req.method, host, path, remoteAddr: ip });
-    if (!m) {
-      return new Response(NOT_FOUND_BODY, { status: 404, headers: { 'content-type': 'application/json' } });
-    }
-    const ctx: RequestContext = {
+    const ctx = new RequestContext({
       request: req,
       method: req.method,
       path,
       rawPath,
       query: q < 0 ? '' : url.slice(q + 1),
       host,
-      params: m.params,
-      clientIp: ip,
+      clientIp: clientIp(req, env),
       scheme: scheme(req, env),
-      routeId: m.data.id,
       rawHeaders: rawHeaders?.(req, env),
       clientSignal: () => clientSignal(req, env),
       forward: forwarder,
-    };
-    return m.data.handler(ctx);
+    });
+    ctx.consumers = snap.consumers;
+    ctx.metadata = snap.metadata;
+    const m = snap.router.match({ method: req.method, host, path, remoteAddr: ctx.clientIp, ctx });
+    if (m) {
+      ctx.params = m.params;
+      ctx.routeId = m.data.id;
+      ctx.serviceId = m.data.serviceId;
+    }
+    return runPipeline(ctx, snap.globals, m?.data.pipeline, notFound, runEnv);
   }
 
   const internalError = (err: unknown): Response => {

@@ -116,17 +116,17 @@ describe('plugin schemas: `_meta` generated from the one valibot schema', () => 
       assert.equal(res.json.$comment, 'this is a mark for our injected plugin schema');
     }
     // The parts fngate honours, nothing else.
-    assert.deepEqual(Object.keys(generated.properties ?? {}).sort(), ['disable', 'priority']);
+    assert.deepEqual(Object.keys(generated.properties ?? {}).sort(), ['disable', 'error_response', 'filter', 'priority']);
     assert.equal(generated.additionalProperties, false);
   });
 
   test('the schema says what the write check does', async () => {
     const ok = await gw.admin('PUT', '/routes/m1', {
       uri: '/m1',
-      plugins: of(`${fn.urls.echo}/`, { _meta: { disable: false, priority: 10 } }),
+      plugins: of(`${fn.urls.echo}/`, { _meta: { disable: false, priority: 10, filter: [['arg_a', '==', '1']], error_response: { m: 1 } } }),
     });
     assert.equal(ok.status, 201, ok.text);
-    for (const bad of [{ filter: [] }, { priority: 1.5 }, { disable: 'no' }]) {
+    for (const bad of [{ filter: 'x' }, { filter: [['arg_a', '=', '1']] }, { priority: 1.5 }, { disable: 'no' }, { error_response: true }, { pre_function: 'x' }]) {
       const res = await gw.admin('PUT', '/routes/m1', { uri: '/m1', plugins: of(`${fn.urls.echo}/`, { _meta: bad }) });
       assert.equal(res.status, 400, `${JSON.stringify(bad)}: ${res.text}`);
       assert.match(res.json.error_msg, /property "_meta" validation failed/);

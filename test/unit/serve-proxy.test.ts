@@ -18,14 +18,16 @@ const boom: PluginDefinition<{ mode: 'sync' | 'async' }> = {
   priority: 99_999,
   version: 0.1,
   schema: v.object({ mode: v.picklist(['sync', 'async']) }),
-  create: (conf) =>
-    conf.mode === 'sync'
-      ? () => {
-          throw new Error('sync boom');
-        }
-      : async () => {
-          throw new Error('async boom');
-        },
+  create: (conf) => ({
+    access:
+      conf.mode === 'sync'
+        ? () => {
+            throw new Error('sync boom');
+          }
+        : async () => {
+            throw new Error('async boom');
+          },
+  }),
 };
 
 /** Answers with what the gateway's hooks saw, without calling any upstream. */
@@ -34,7 +36,7 @@ const look: PluginDefinition<Record<string, never>> = {
   priority: 99_998,
   version: 0.1,
   schema: v.object({}),
-  create: () => async (ctx) => Response.json({ ip: ctx.clientIp, scheme: ctx.scheme, raw: ctx.rawHeaders ?? null }),
+  create: () => ({ access: (ctx) => Response.json({ ip: ctx.clientIp, scheme: ctx.scheme, raw: ctx.rawHeaders ?? null }) }),
 };
 
 const errors: string[] = [];

@@ -109,7 +109,7 @@ describe('createSnapshotCompiler reuse', () => {
     modifiedIndex: rev,
   });
   const handlerOf = (snap: ReturnType<ReturnType<typeof createSnapshotCompiler>>, path: string) =>
-    snap.router.match({ path, method: 'GET', host: '', remoteAddr: '127.0.0.1' })?.data.handler;
+    snap.router.match({ path, method: 'GET', host: '', remoteAddr: '127.0.0.1' })?.data.pipeline;
 
   it('keeps the compiled handler of an unchanged route (equal JSON, even as a new object) and rebuilds a changed one', () => {
     const compile = createSnapshotCompiler(env);

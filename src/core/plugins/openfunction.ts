@@ -37,10 +37,8 @@ export const openfunction: PluginDefinition<Conf> = {
     const token = conf.authorization?.service_token;
     // Computed once per config snapshot, not per request.
     const authorization = token === undefined ? undefined : `Basic ${base64(token)}`;
-    return serverlessForwarder(
-      conf,
-      'function',
-      authorization === undefined ? undefined : [['authorization', authorization]],
-    );
+    return {
+      proxy: serverlessForwarder(conf, 'function', authorization === undefined ? undefined : [['authorization', authorization]]),
+    };
   },
 };

@@ -1,6 +1,6 @@
 import * as v from 'valibot';
 import { INTEGER } from '../schema/format.ts';
-import type { Middleware, RequestContext } from '../context.ts';
+import type { RequestContext } from '../context.ts';
 import { forward } from '../upstream/forward.ts';
 import type { HeaderList } from '../upstream/headers.ts';
 import { encodePath } from '../upstream/path.ts';
@@ -56,11 +56,12 @@ export function joinPath(base: string, tail: string): string {
 }
 
 /**
- * Build the middleware that forwards to the function. `setHeaders` are the plugin's credentials (lower-case names).
- * The URL is computed from pieces split at config time: origin and path of `function_uri`, the
- * route's captured `*` tail, and the function_uri's own query followed by the client's, byte for byte.
+ * Build the call to the function (a plugin's `proxy`). `setHeaders` are the plugin's credentials (lower-case
+ * names). The URL is computed from pieces split at config time: origin and path of `function_uri`, the route's
+ * captured `*` tail, and the function_uri's own query followed by the client's (or the one a plugin rewrote),
+ * byte for byte. As in APISIX, a rewritten path (proxy-rewrite `uri`) does not change the function's URL.
  */
-export function serverlessForwarder(conf: ServerlessConf, label: string, setHeaders?: HeaderList): Middleware {
+export function serverlessForwarder(conf: ServerlessConf, label: string, setHeaders?: HeaderList): (ctx: RequestContext) => Promise<Response> {
   const fn = parseFunctionUri(conf.function_uri);
   const keepalive = { enabled: conf.keepalive, idleTimeoutMs: conf.keepalive_timeout, poolSize: conf.keepalive_pool };
   const basePath = fn.path;
@@ -68,7 +69,8 @@ export function serverlessForwarder(conf: ServerlessConf, label: string, setHead
     const ext = ctx.params[':ext'];
     let path = ext === undefined ? basePath : joinPath(basePath, encodePath(ext));
     if (path === '') path = '/';
-    const query = fn.query && ctx.query ? `${fn.query}&${ctx.query}` : fn.query || ctx.query;
+    const own = ctx.upstream.query ?? ctx.query;
+    const query = fn.query && own ? `${fn.query}&${own}` : fn.query || own;
     const url = query ? `${fn.origin}${path}?${query}` : `${fn.origin}${path}`;
     return forward(ctx, {
       url,

@@ -1,11 +1,15 @@
 import type * as v from 'valibot';
-import type { Logger, Middleware } from '../context.ts';
+import type { Logger, RequestContext } from '../context.ts';
 
 /**
- * A plugin is one file: a name, a priority, a valibot schema checked when the config is written, and a
- * factory that turns one validated configuration into a middleware, once per config snapshot.
- * Middlewares run by priority, highest first; a plugin answers by returning a Response without calling
- * `next` (as `openfunction` does), or wraps `next` to act before and after the rest of the chain.
+ * A plugin is one file: a name, a priority, a valibot schema checked when the config is written, and a factory
+ * that turns one validated configuration into a {@link PluginInstance}: handlers for the phases it acts in.
+ *
+ * The phases and their order are APISIX's (apisix-wave2.md §1.1): for a matched route, global rules' `rewrite`,
+ * then the route's `rewrite` (auth plugins attach a consumer here), consumer merge, global `access`, route
+ * `access`, `beforeProxy`, the call upstream (or to a function: a plugin's `proxy`), then for EVERY answer (also
+ * early exits, 404s and 5xx) `headerFilter`, `bodyFilter` and `log`, global rules first. Within a phase, plugins run
+ * by priority, highest first (`_meta.priority` reorders).
  */
 export interface PluginDefinition<C = unknown> {
   name: string;
@@ -15,17 +19,69 @@ export interface PluginDefinition<C = unknown> {
   schema: v.GenericSchema<unknown, C>;
   /** Dotted paths of secret fields: encrypted at rest when a key is configured, never logged. */
   secretFields?: readonly string[];
+  /** `auth` for plugins that identify a consumer (they act in `rewrite`); credentials may only hold these. */
+  type?: 'auth';
+  /** Schema of the plugin's configuration on a consumer or credential (APISIX `consumer_schema`). */
+  consumerSchema?: v.GenericSchema<unknown, unknown>;
+  /** Schema of `plugin_metadata/<name>` (APISIX `metadata_schema`). */
+  metadataSchema?: v.GenericSchema<unknown, unknown>;
+  /** The consumer conf attribute that identifies a credential (key-auth `key`): unique across consumers. */
+  consumerKey?: string;
   /**
-   * A plugin that guards access (authentication, rate limits, IP rules). A route whose stored config
-   * names an unknown plugin of this kind is not served without it (503), see docs.
+   * `prefer_route` (APISIX `run_policy`): the global rule's instance is skipped for a route that has the plugin
+   * itself (prometheus).
    */
-  security?: boolean;
-  create(conf: C, env: PluginEnv): Middleware;
+  runPolicy?: 'prefer_route';
+  create(conf: C, env: PluginEnv): PluginInstance;
 }
 
 export interface PluginEnv {
   logger: Logger;
-  routeId: string;
+  /**
+   * Key of the object that owns this configuration (`/apisix/routes/1`, `/apisix/services/s`,
+   * `/apisix/consumers/jack`, `/apisix/global_rules/1`, ...: APISIX `_meta.parent.resource_key`). State that must
+   * outlive a snapshot (counters) is keyed by it, so that editing an unrelated route resets nothing.
+   */
+  ownerKey: string;
+}
+
+/**
+ * What a phase handler may return: nothing to go on, or a Response to end the request here (APISIX
+ * `core.response.exit`; build one with `pluginExit`). The response phases still run for it.
+ */
+export type PhaseResult = Response | undefined;
+export type PhaseHandler = (ctx: RequestContext) => PhaseResult | Promise<PhaseResult>;
+
+/**
+ * The answer on its way to the client, as the header_filter phase sees it: status and headers can be changed in
+ * place, the body replaced.
+ */
+export interface ResponseHead {
+  status: number;
+  readonly headers: Headers;
+  /** Replace the body (the headers that described the old one, Content-Length included, are the caller's job). */
+  setBody(body: BodyInit | null): void;
+}
+
+/** One configured plugin, compiled once per configuration (and kept while the configuration is unchanged). */
+export interface PluginInstance {
+  rewrite?: PhaseHandler;
+  access?: PhaseHandler;
+  beforeProxy?: PhaseHandler;
+  /**
+   * Make the call upstream instead of the route's upstream (the serverless plugins: openfunction). The first
+   * plugin by priority that has it makes the call; the answer goes through the response phases like any other.
+   */
+  proxy?: (ctx: RequestContext) => Promise<Response>;
+  /** Change the answer's status and headers, or replace its body. */
+  headerFilter?: (ctx: RequestContext, res: ResponseHead) => void;
+  /**
+   * Transform the body as it streams: called for each chunk, then once with `last` true and an empty chunk.
+   * Returns what to send instead (undefined: the chunk as it is).
+   */
+  bodyFilter?: (ctx: RequestContext, chunk: Uint8Array, last: boolean) => Uint8Array | undefined;
+  /** After the answer was sent (or the client went away). Must not throw; errors are logged. */
+  log?: (ctx: RequestContext) => void;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a registry holds plugins of every configuration type.

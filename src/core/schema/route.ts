@@ -14,6 +14,7 @@ import {
 } from './common.ts';
 import { compileIpMatcher } from '../router/ip.ts';
 import { checkUpstream } from './upstream.ts';
+import { exprSchema } from './expr.ts';
 
 export const HTTP_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS', 'CONNECT', 'TRACE', 'PURGE'] as const;
 
@@ -56,11 +57,11 @@ export const routeSchema = v.strictObject({
   timeout: v.optional(timeoutSchema),
   enable_websocket: v.optional(v.boolean()),
   status: v.optional(v.picklist([0, 1])),
-  vars: v.optional(unsupported('lua-resty-expr route conditions are not implemented yet')),
+  vars: v.optional(exprSchema),
   filter_func: v.optional(unsupported('it is Lua code and fngate runs no Lua')),
   script: v.optional(unsupported('it is Lua code and fngate runs no Lua')),
-  service_id: v.optional(unsupported('services are not implemented yet')),
-  plugin_config_id: v.optional(unsupported('plugin configs are not implemented yet')),
+  service_id: v.optional(idSchema),
+  plugin_config_id: v.optional(idSchema),
 });
 
 export type RouteConf = v.InferOutput<typeof routeSchema>;
@@ -83,10 +84,10 @@ export function checkRoute(input: unknown): { ok: true; value: RouteConf } | { o
   if ((r.uri === undefined) === (r.uris === undefined)) {
     return { ok: false, message: 'invalid configuration: exactly one of "uri" or "uris" is required' };
   }
-  if (r.plugins === undefined && r.upstream === undefined && r.upstream_id === undefined) {
+  if (r.plugins === undefined && r.upstream === undefined && r.upstream_id === undefined && r.service_id === undefined && r.plugin_config_id === undefined) {
     return {
       ok: false,
-      message: 'invalid configuration: a route needs at least one of "plugins", "upstream" or "upstream_id"',
+      message: 'invalid configuration: a route needs at least one of "plugins", "upstream", "upstream_id", "service_id" or "plugin_config_id"',
     };
   }
   if (r.upstream !== undefined) {

@@ -75,16 +75,19 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
  */
 export async function forward(ctx: RequestContext, target: ForwardTarget, opts?: { throwOnConnect?: boolean }): Promise<Response> {
   const req = ctx.request;
+  // The plugins' edits (RequestContext.upstream, .headerOverlay) apply to every call, whatever the runtime.
+  const method = ctx.upstream?.method ?? ctx.method;
   const headers = requestHeadersForUpstream(
     req.headers,
     { clientIp: ctx.clientIp, scheme: ctx.scheme, host: req.headers.get('host') },
     target.setHeaders,
     ctx.rawHeaders,
+    ctx.headerOverlay,
   );
 
   let body: ReadableStream<Uint8Array> | null = null;
   let counted = false;
-  if (!NO_BODY_METHODS.has(ctx.method) && req.body) {
+  if (!NO_BODY_METHODS.has(method) && req.body) {
     const limit = target.maxBodySize;
     body = req.body;
     // RFC 9112 §6.3: a Transfer-Encoding overrides a Content-Length, which an intermediary must remove before it
@@ -112,9 +115,9 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
   try {
     res = await ctx.forward({
       url: target.url,
-      method: ctx.method,
+      method,
       headers,
-      hostHeader: target.hostHeader,
+      hostHeader: ctx.upstream?.host ?? target.hostHeader,
       body,
       maxBodySize: counted ? target.maxBodySize : undefined,
       clientSignal: ctx.clientSignal,

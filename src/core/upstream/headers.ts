@@ -52,8 +52,9 @@ export interface ForwardedInfo {
 }
 
 /**
- * Headers to send upstream: the client's, less hop-by-hop and gateway-set ones, plus `X-Forwarded-*`, plus `set`
- * (the route's own, e.g. the plugin's Authorization), which replace any header of the same name.
+ * Headers to send upstream: the client's, less hop-by-hop and gateway-set ones, with the plugins' `overlay` applied
+ * (a name it holds replaces the client's header, or removes it when null), plus `X-Forwarded-*`, plus `set`
+ * (the target's own, e.g. the plugin's Authorization), which replace any header of the same name.
  *
  * `raw`, when given, is the client's header list as it came (`[name, value, name, value, …]`, Node's
  * `rawHeaders`): its lines are sent one by one, names in lower case, where iterating `incoming` joins a repeated
@@ -64,19 +65,28 @@ export function requestHeadersForUpstream(
   fwd: ForwardedInfo,
   set?: HeaderList,
   raw?: readonly string[],
+  overlay?: ReadonlyMap<string, readonly string[] | null>,
 ): HeaderList {
   const conn = incoming.get('connection');
   const listed = conn ? connectionTokens(conn) : undefined;
   const out: HeaderList = [];
   const add = (value: string, name: string) => {
-    if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || listed?.includes(name) || (set && named(set, name))) return;
+    if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || listed?.includes(name) || overlay?.has(name) || (set && named(set, name))) return;
     out.push([name, value]);
   };
   if (raw) for (let i = 0; i + 1 < raw.length; i += 2) add(raw[i + 1]!, raw[i]!.toLowerCase());
   else incoming.forEach(add);
-  if (fwd.clientIp && !(set && named(set, 'x-forwarded-for'))) out.push(['x-forwarded-for', fwd.clientIp]);
-  if (!(set && named(set, 'x-forwarded-proto'))) out.push(['x-forwarded-proto', fwd.scheme]);
-  if (fwd.host && !(set && named(set, 'x-forwarded-host'))) out.push(['x-forwarded-host', fwd.host]);
+  // The plugins' edits (RequestContext.headerOverlay): set or added values replace the client's, null removes.
+  if (overlay) {
+    for (const [name, values] of overlay) {
+      if (values === null || HOP_BY_HOP.has(name) || (set && named(set, name))) continue;
+      for (const value of values) out.push([name, value]);
+    }
+  }
+  const own = (name: string) => (set !== undefined && named(set, name)) || overlay?.has(name) === true;
+  if (fwd.clientIp && !own('x-forwarded-for')) out.push(['x-forwarded-for', fwd.clientIp]);
+  if (!own('x-forwarded-proto')) out.push(['x-forwarded-proto', fwd.scheme]);
+  if (fwd.host && !own('x-forwarded-host')) out.push(['x-forwarded-host', fwd.host]);
   if (set) for (const pair of set) out.push(pair);
   return out;
 }

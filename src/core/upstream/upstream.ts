@@ -43,12 +43,14 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: { read: numbe
 
   return async (ctx) => {
     // GET/HEAD first: on Node, reading `body` makes @hono/node-server build a full Request (~5 µs).
-    const retryable = NO_BODY_METHODS.has(ctx.method) || ctx.request.body === null;
+    const retryable = NO_BODY_METHODS.has(ctx.upstream.method ?? ctx.method) || ctx.request.body === null;
     const attempts = retryable ? retries + 1 : 1;
     // The path the router matched (decoded, dot segments resolved), re-encoded: the node must never see
-    // a different path than the one the route's conditions were checked against.
-    const path = ctx.path === ctx.rawPath ? ctx.rawPath : encodePath(ctx.path);
-    const pathAndQuery = ctx.query ? `${path}?${ctx.query}` : path;
+    // a different path than the one the route's conditions were checked against. A plugin's rewrite
+    // (RequestContext.upstream: proxy-rewrite) replaces it.
+    const path = ctx.upstream.path ?? (ctx.path === ctx.rawPath ? ctx.rawPath : encodePath(ctx.path));
+    const query = ctx.upstream.query ?? ctx.query;
+    const pathAndQuery = query ? `${path}?${query}` : path;
     for (let attempt = 0; ; attempt++) {
       const node = picker.pick(attempt);
       let hostHeader: string | undefined;
