@@ -242,7 +242,10 @@ describe('vars expressions (lua-resty-expr v1)', () => {
     assert.equal(compileError([['remote_addr', 'ipmatch', '']]), 'invalid ip address');
     assert.equal(compileError([['remote_addr', 'ipmatch', []]]), 'invalid ip address');
     assert.equal(compileError([['remote_addr', 'ipmatch', ['']]]), 'invalid ip address: ');
-    assert.equal(compileError([['remote_addr', 'ipmatch', ['10.0.0.0/8', '300.1.1.1/24']]]), 'invalid ip address: 300.1.1.1');
+    assert.equal(
+      compileError([['remote_addr', 'ipmatch', ['10.0.0.0/8', '300.1.1.1/24']]]),
+      'invalid ip address: 300.1.1.1',
+    );
     // Empty rule list: always true (validate.t TEST 7).
     assert.equal(compiled([])(reader({})), true);
   });
