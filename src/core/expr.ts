@@ -23,9 +23,11 @@
  * Where fngate differs, it is stricter at config time rather than failing per request:
  * - Regexes run on RE2 (re2js), linear in the subject's length: PCRE-only constructs (backreferences,
  *   lookaround, ...) and invalid patterns are compile errors (lua-resty-expr compiles a regex on first use and
- *   an invalid one never matches); `$` is the end of the subject only.
+ *   an invalid one never matches); `$` is the end of the subject only; characters are code points and `~*`
+ *   folds case the Unicode way (APISIX's PCRE: bytes, ASCII case). A regex matching allocates inside re2js.
  * - A variable name that is not a string, a regex that is not a string or number, and non-list sub-rules are
- *   compile errors; APISIX raises a Lua error on them when a request evaluates the rule.
+ *   compile errors; APISIX raises a Lua error on them when a request evaluates the rule. Rules nested deeper
+ *   than {@link MAX_DEPTH} levels are refused.
  */
 
 import { RE2JS } from 're2js';
@@ -38,6 +40,8 @@ export type CompiledExpr = { ok: true; expr: Expr } | { ok: false; message: stri
 
 /** Largest RE2 program a `~~` / `~*` regex may compile to (bounds the per-character matching cost). */
 export const MAX_REGEX_PROGRAM_SIZE = 4096;
+/** Deepest nesting of rule lists (compiling and evaluating recurse once per level). */
+export const MAX_DEPTH = 64;
 
 class ExprError extends Error {}
 
@@ -57,7 +61,7 @@ export function compileExpr(rules: unknown): CompiledExpr {
     return { ok: false, message: 'rule should be wrapped inside brackets' };
   }
   try {
-    return { ok: true, expr: compile(rules) };
+    return { ok: true, expr: compile(rules, 1) };
   } catch (err) {
     if (err instanceof ExprError) return { ok: false, message: err.message };
     throw err;
@@ -86,7 +90,7 @@ function asciiLower(s: string): string {
   return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
 }
 
-function compile(rules: unknown): Expr {
+function compile(rules: unknown, depth: number): Expr {
   if (!Array.isArray(rules)) {
     // Lua's `#` of an object (no array part) or of "" is 0; other values raise a Lua error in lua-resty-expr.
     if ((isTable(rules) && !Array.isArray(rules)) || rules === '') throw new ExprError('rule too short');
@@ -94,15 +98,17 @@ function compile(rules: unknown): Expr {
   }
   const n = rules.length;
   if (n === 0) throw new ExprError('rule too short');
+  if (depth > MAX_DEPTH) throw new ExprError(`invalid expression: rules nested deeper than ${MAX_DEPTH} levels`);
+  const sub = (r: unknown) => compile(r, depth + 1);
   const first = rules[0];
-  if (isTable(first)) return andOf(rules.map(compile));
+  if (isTable(first)) return andOf(rules.map(sub));
   if (typeof first !== 'string' && typeof first !== 'number') {
     throw new ExprError('invalid expression: a rule must start with a variable name, a rule or AND/OR/!AND/!OR');
   }
   const op = logicOp(first);
   if (op === undefined) return compileComparison(rules);
   if (n <= 2) throw new ExprError('rule too short');
-  const subs = rules.slice(1).map(compile);
+  const subs = rules.slice(1).map(sub);
   switch (op) {
     case 'AND':
       return andOf(subs);

@@ -264,6 +264,15 @@ describe('vars expressions (lua-resty-expr v1)', () => {
     assert.equal(compileError([{}]), 'rule too short'); // Lua: # of an object is 0
     assert.equal(compileError({ a: 1 }), 'rule should be an array');
     assert.equal(compileError([null, ['a', '==', 'b']]), 'rule should be wrapped inside brackets');
+    // Nesting is bounded (compiling and evaluating recurse per level); 64 levels still compile.
+    const nest = (levels: number): unknown => {
+      let r: unknown = ['a', '==', '1'];
+      for (let i = 0; i < levels; i++) r = [r];
+      return r;
+    };
+    assert.equal(evalWith(nest(63), { a: '1' }), true);
+    assert.match(compileError(nest(64)), /nested deeper than 64 levels/);
+    assert.match(compileError(JSON.parse('['.repeat(100_000) + ']'.repeat(100_000))), /nested deeper/);
   });
 
   it('APISIX _meta.filter cases (t/plugin/plugin.t TEST 12-14, 19-21)', () => {
