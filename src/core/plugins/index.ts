@@ -1,8 +1,9 @@
+import { keyAuth } from './key-auth.ts';
 import { openfunction } from './openfunction.ts';
 import type { AnyPlugin } from './types.ts';
 
 /** Every plugin fngate ships, by name. */
-export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [openfunction];
+export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [keyAuth, openfunction];
 
 /**
  * APISIX plugins that only observe traffic (metrics, tracing, logging, a request id header, node status): a
