@@ -22,6 +22,9 @@ import {
 } from '../helpers/etcd.ts';
 import type { EtcdServer } from '../helpers/etcd.ts';
 import { refusedPort, waitFor } from '../helpers/process.ts';
+import { systemSkip } from '../helpers/system.ts';
+
+const NO_ETCD = systemSkip('etcd store tests', ['etcd', 'etcdctl'], ['etcd-server', 'etcd-client']);
 
 // ---------------------------------------------------------------------------------------------
 // Test plumbing
@@ -168,7 +171,7 @@ test('prefix range end is the prefix with its last byte + 1 (as APISIX)', () => 
   assert.equal(atob(prefixRangeEnd('/')), '0');
 });
 
-describe('EtcdStore on one etcd', () => {
+describe('EtcdStore on one etcd', { skip: NO_ETCD }, () => {
   let etcd: EtcdServer;
   before(async () => {
     etcd = await startEtcd();
@@ -667,7 +670,7 @@ describe('EtcdStore on one etcd', () => {
   });
 });
 
-describe('EtcdStore across etcd restarts', () => {
+describe('EtcdStore across etcd restarts', { skip: NO_ETCD }, () => {
   let etcd: EtcdServer;
   before(async () => {
     etcd = await startEtcd();
@@ -763,7 +766,7 @@ describe('EtcdStore across etcd restarts', () => {
   });
 });
 
-describe('EtcdStore on a two-member etcd cluster that loses its quorum', () => {
+describe('EtcdStore on a two-member etcd cluster that loses its quorum', { skip: NO_ETCD }, () => {
   let members: EtcdServer[];
   before(async () => {
     members = await startEtcdCluster(2);
@@ -801,7 +804,7 @@ describe('EtcdStore on a two-member etcd cluster that loses its quorum', () => {
   });
 });
 
-describe('EtcdStore with etcd authentication', () => {
+describe('EtcdStore with etcd authentication', { skip: NO_ETCD }, () => {
   let etcd: EtcdServer;
   let rootToken: string;
   const password = 'pa55-word';
