@@ -4,7 +4,8 @@
  *
  *   npm run bench -- [--rounds 3] [--duration 10] [--warmup 5] [--c1 5] [--connections 50]
  *                    [--runtimes node,bun,deno,workerd] [--no-fastify] [--floor]
- *                    [--sections main,routes,streaming] [--routes 10000] [--route-rounds 2]
+ *                    [--sections main,routes,streaming,plugins] [--routes 10000] [--route-rounds 2]
+ *                    [--plugin-pairs 8] [--plugin-runtimes node,bun] [--services 100]
  *                    [--node-entry <dist/runtime/node.js to run as "node">] [--node-entry-b <another one, as "node-b">]
  *                    [--pool <keepalive_pool of the route, default 256>] [--quick] [--out <file.json>]
  *
@@ -20,6 +21,9 @@
  *              Admin API change is served; requests' latency while the table is rebuilt (bench/lib/routes.ts);
  * - streaming: a 100 MiB response and a 100 MiB upload through a function route, the gateway's RSS growth
  *              (bench/lib/streaming.ts); with `--floor`, each runtime's floor moves the same bytes after it.
+ * - plugins:   the plugin runtime's cost: a function route with request-id + cors + proxy-rewrite +
+ *              response-rewrite against the same route with openfunction alone (paired slices on one gateway, Node
+ *              and Bun), and a service change with 10,000 routes over 100 services (bench/lib/plugins.ts).
  * Prints Markdown tables and writes everything to bench/results/<timestamp>.json. No assertions: people judge.
  */
 import { spawnSync } from 'node:child_process';
@@ -32,6 +36,7 @@ import { type LaunchContext, launchNode } from './lib/gateways.ts';
 import { checkGoals, FLOOR_OF, floorLines, goalsTable, matrixTable, runMatrix } from './lib/main-matrix.ts';
 import { helloBody, startNginxProxy, startUpstream } from './lib/nginx.ts';
 import { AUTHORIZATION, functionRoute, GATEWAY_CORE, LOAD_CORE } from './lib/route.ts';
+import { pluginsSection } from './lib/plugins.ts';
 import { routesSection } from './lib/routes.ts';
 import { streamingSection } from './lib/streaming.ts';
 import { BIN, docComment, loadAverage, requireTools, ROOT, versionOf } from './lib/sys.ts';
@@ -50,6 +55,9 @@ const { values: flags } = parseArgs({
     sections: { type: 'string' },
     routes: { type: 'string' },
     'route-rounds': { type: 'string' },
+    'plugin-pairs': { type: 'string' },
+    'plugin-runtimes': { type: 'string' },
+    services: { type: 'string' },
     'route-runtimes': { type: 'string' },
     'node-entry': { type: 'string' },
     'node-entry-b': { type: 'string' },
@@ -82,6 +90,9 @@ const opts = {
   routeCount: num(flags.routes, 10_000),
   routeRounds: num(flags['route-rounds'], quick ? 1 : 2),
   routeRuntimes: (flags['route-runtimes'] ?? 'node').split(',').filter(Boolean),
+  pluginPairs: num(flags['plugin-pairs'], quick ? 4 : 8),
+  pluginRuntimes: (flags['plugin-runtimes'] ?? 'node,bun').split(',').filter(Boolean),
+  services: num(flags.services, 100),
   nodeEntry: flags['node-entry'] ? resolve(flags['node-entry']) : undefined,
   nodeEntryB: flags['node-entry-b'] ? resolve(flags['node-entry-b']) : undefined,
   nodeArgs: flags['node-args']?.split(' ').filter(Boolean),
@@ -237,6 +248,21 @@ try {
       rounds: opts.routeRounds,
       runtimes: opts.routeRuntimes,
       expected: helloBody('world'),
+      log,
+    });
+  }
+
+  if (opts.sections.includes('plugins')) {
+    results.plugins = await pluginsSection({
+      ...measureOpts,
+      launch,
+      route,
+      expected: helloBody('world'),
+      runtimes: opts.pluginRuntimes,
+      pairs: opts.pluginPairs,
+      sliceS: Math.max(2, Math.round(opts.durationS / 4)),
+      routes: opts.routeCount,
+      services: opts.services,
       log,
     });
   }
