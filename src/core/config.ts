@@ -1,13 +1,13 @@
 import * as v from 'valibot';
-import { INTEGER } from './schema/format.ts';
 import type { StoreState, StoredItem } from '../store/types.ts';
 import type { Handler, Logger, Middleware } from './context.ts';
 import { errorResponse } from './errors.ts';
+import { type Capabilities, checkPluginConf } from './plugins/check.ts';
 import { isSkippablePlugin, type PluginRegistry } from './plugins/index.ts';
 import { compileRouter } from './router/index.ts';
 import { compileIpMatcher } from './router/ip.ts';
 import type { RouteSpec, Router } from './router/types.ts';
-import { check, isPlainObject } from './schema/common.ts';
+import { isPlainObject } from './schema/common.ts';
 import { checkRoute, type RouteConf } from './schema/route.ts';
 import { checkUpstream, type UpstreamConf } from './schema/upstream.ts';
 import { upstreamHandler } from './upstream/upstream.ts';
@@ -24,56 +24,6 @@ export interface Snapshot {
   router: Router<CompiledRoute>;
   /** Items that could not be served, with the reason (logged once per snapshot). */
   problems: string[];
-}
-
-/** `_meta` APISIX injects into every plugin's schema (the parts fngate honours). */
-export const metaSchema = v.strictObject({
-  disable: v.optional(v.boolean()),
-  priority: v.optional(v.pipe(v.number(INTEGER), v.integer())),
-});
-
-export interface PluginCheck {
-  ok: boolean;
-  message?: string;
-}
-
-/**
- * Check one plugin configuration as the Admin API does. Returns APISIX's messages:
- * `unknown plugin [x]`, `failed to check the configuration of plugin x err: ...`.
- */
-/** What the runtime's forwarding client can do; a config that needs more is refused rather than silently weakened. */
-export interface Capabilities {
-  /** Runtime name for messages, e.g. `workerd`. */
-  runtime: string;
-  /** Can skip TLS certificate verification per request (`ssl_verify: false`). */
-  tlsVerifyOff: boolean;
-}
-
-export const FULL_CAPABILITIES: Capabilities = { runtime: 'node', tlsVerifyOff: true };
-
-export function checkPluginConf(
-  registry: PluginRegistry,
-  name: string,
-  conf: unknown,
-  caps: Capabilities = FULL_CAPABILITIES,
-): PluginCheck {
-  const plugin = registry.get(name);
-  if (!plugin) return { ok: false, message: `unknown plugin [${name}]` };
-  if (!isPlainObject(conf)) return { ok: false, message: `invalid plugin conf ${JSON.stringify(conf)} for plugin [${name}]` };
-  const { _meta, ...rest } = conf;
-  if (_meta !== undefined) {
-    const meta = check(metaSchema, _meta);
-    if (!meta.ok) return { ok: false, message: `failed to check the configuration of plugin ${name} err: property "_meta" validation failed: ${meta.message}` };
-  }
-  const res = check(plugin.schema, rest);
-  if (!res.ok) return { ok: false, message: `failed to check the configuration of plugin ${name} err: ${res.message}` };
-  if (rest.ssl_verify === false && !caps.tlsVerifyOff) {
-    return {
-      ok: false,
-      message: `failed to check the configuration of plugin ${name} err: "ssl_verify": false is not supported on ${caps.runtime}: its fetch always verifies TLS certificates`,
-    };
-  }
-  return { ok: true };
 }
 
 export interface CompileEnv {
@@ -247,9 +197,13 @@ function compileRouteEntry(
   const problems: string[] = [];
   let res = checkRoute({ ...value, id });
   let refused: Handler | undefined;
-  if (!res.ok) {
-    const ref = unsupportedReference(id, value, res.message);
-    if (!ref) return { text, spec: null, problems: [`route ${id}: ${res.message}`] };
+  // The Admin API now accepts `service_id` and `plugin_config_id`, but until they are resolved here such a
+  // route still answers 503 rather than run without what it references.
+  const references = value.service_id !== undefined || value.plugin_config_id !== undefined;
+  if (!res.ok || references) {
+    const message = res.ok ? 'services and plugin configs are not resolved yet' : res.message;
+    const ref = unsupportedReference(id, value, message);
+    if (!ref) return { text, spec: null, problems: [`route ${id}: ${message}`] };
     ({ res, handler: refused } = ref);
     problems.push(ref.problem);
   }
@@ -283,7 +237,7 @@ function compileRouteEntry(
 
 /**
  * A route in the store that names a service or a plugin config (`service_id`, `plugin_config_id`: written by
- * APISIX's control plane; fngate's Admin API refuses them) would need what they hold, which may be its auth
+ * APISIX's control plane or fngate's Admin API) would need what they hold, which may be its auth
  * plugins. When that is the only thing wrong with it, it is matched as usual and answers 503 saying why, rather
  * than being served without them (or vanishing into a 404).
  */

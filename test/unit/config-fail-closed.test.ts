@@ -3,7 +3,8 @@
 // Run: node --import tsx --test test/unit/config-fail-closed.test.ts
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { compileSnapshot, FULL_CAPABILITIES, type Snapshot } from '../../src/core/config.ts';
+import { compileSnapshot, type Snapshot } from '../../src/core/config.ts';
+import { FULL_CAPABILITIES } from '../../src/core/plugins/check.ts';
 import type { RequestContext } from '../../src/core/context.ts';
 import { silentLogger } from '../../src/core/context.ts';
 import { HARMLESS_PLUGIN_NAMES, isSkippablePlugin, pluginRegistry } from '../../src/core/plugins/index.ts';

@@ -13,6 +13,19 @@ export interface PluginDefinition<C = unknown> {
   version: number;
   /** The configuration schema; defaults are applied when the snapshot is compiled, never stored. */
   schema: v.GenericSchema<unknown, C>;
+  /**
+   * `auth`: an authentication plugin (APISIX `type = 'auth'`), the only kind a credential may carry.
+   */
+  type?: 'auth';
+  /** Schema of a consumer's or credential's conf of this plugin (APISIX `consumer_schema`); else `schema`. */
+  consumerSchema?: v.GenericSchema;
+  /** Schema of `plugin_metadata/<name>` (APISIX `metadata_schema`); a plugin without one has no metadata. */
+  metadataSchema?: v.GenericSchema;
+  /**
+   * The consumer-level attribute that identifies a credential (key-auth `key`, basic-auth `username`, jwt-auth
+   * `key`, hmac-auth `key_id`): two consumers or credentials may not share a value (Admin API duplicate check).
+   */
+  consumerKey?: string;
   /** Dotted paths of secret fields: encrypted at rest when a key is configured, never logged. */
   secretFields?: readonly string[];
   /**
