@@ -180,6 +180,12 @@ describe('consumer_groups (t/admin/consumer-group*.t)', () => {
 });
 
 describe('consumers and credentials (t/admin/consumers*.t, credentials.t)', () => {
+  test('a username that is no username in the path: 400 naming the pattern, nothing written', async () => {
+    assertError(await gw.admin('PUT', '/consumers/a.b', { username: 'a.b' }), 400, /^invalid configuration: property "username" validation failed: failed to match pattern/);
+    assertError(await gw.admin('PUT', '/consumers/a.b/credentials/c', { plugins: {} }), 400, /property "username" validation failed/);
+    assert.equal((await gw.admin('GET', '/consumers/a.b')).status, 400);
+  });
+
   test('PUT by path or body username; wrong username; POST/PATCH 405; missing username', async () => {
     const a = await ok('PUT', '/consumers', { username: 'alice', desc: 'x' });
     assert.equal(a.json.key, '/apisix/consumers/alice');
@@ -233,6 +239,25 @@ describe('consumers and credentials (t/admin/consumers*.t, credentials.t)', () =
     const none = await ok('GET', '/consumers/alice/credentials', undefined, 200);
     assert.equal(none.json.total, 0);
     await ok('DELETE', '/consumers/alice', undefined, 200);
+  });
+});
+
+describe('lists of the new kinds (t/admin/filter.t)', () => {
+  test('page + page_size by creation, total before paging, label filter', async () => {
+    for (let i = 0; i < 12; i++) await ok('PUT', `/consumer_groups/pg${String(i).padStart(2, '0')}`, { plugins: {}, labels: i === 3 ? { team: 'x' } : undefined });
+    const p2 = await ok('GET', '/consumer_groups?page=2&page_size=10', undefined, 200);
+    assert.equal(p2.json.total, 12);
+    assert.deepEqual(
+      p2.json.list.map((i: { value: { id: string } }) => i.value.id),
+      ['pg10', 'pg11'],
+    );
+    const labelled = await ok('GET', '/consumer_groups?label=team', undefined, 200);
+    assert.deepEqual(
+      labelled.json.list.map((i: { value: { id: string } }) => i.value.id),
+      ['pg03'],
+    );
+    for (let i = 0; i < 12; i++) await ok('DELETE', `/consumer_groups/pg${String(i).padStart(2, '0')}`, undefined, 200);
+    assert.deepEqual((await ok('GET', '/consumer_groups', undefined, 200)).json, { list: [], total: 0 });
   });
 });
 

@@ -68,7 +68,7 @@ export function validPathId(kind: ResourceKind, id: string): string | undefined 
   if (kind.idField === 'username') {
     return id.length <= 256 && USERNAME_PATTERN.test(id)
       ? undefined
-      : `invalid configuration: property "username" validation failed: failed to match pattern "^[a-zA-Z0-9_\\\\-]+$" with "${id}"`;
+      : `invalid configuration: property "username" validation failed: failed to match pattern ${JSON.stringify(USERNAME_PATTERN.source)} with ${JSON.stringify(id)}`;
   }
   return ID_PATTERN.test(id)
     ? undefined
