@@ -16,7 +16,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/core/context.ts';
-import { createSnapshotCompiler, FULL_CAPABILITIES } from '../../src/core/config.ts';
+import { createSnapshotCompiler } from '../../src/core/config.ts';
+import { FULL_CAPABILITIES } from '../../src/core/plugins/check.ts';
 import { pluginRegistry } from '../../src/core/plugins/index.ts';
 import { compileRouter } from '../../src/core/router/index.ts';
 import type { RouteSpec } from '../../src/core/router/types.ts';

@@ -92,7 +92,3 @@ export class StoreConflictError extends StoreError {
     this.latest = latest;
   }
 }
-
-/** Resource directories APISIX keeps under the prefix. */
-export const RESOURCE_DIRS = ['routes', 'upstreams', 'services', 'consumers', 'plugin_configs', 'global_rules', 'plugin_metadata'] as const;
-export type ResourceDir = (typeof RESOURCE_DIRS)[number];

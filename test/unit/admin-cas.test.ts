@@ -1,4 +1,4 @@
-// The Admin API's compare-and-set writes (casWrite in src/core/admin/index.ts) over a store whose get() trails
+// The Admin API's compare-and-set writes (casWrite in src/core/admin/crud.ts) over a store whose get() trails
 // the back end, as the etcd store's mirror does while its watch is behind: a failed compare must be retried from
 // the back end's state (StoreConflictError.latest or getLatest()), never from the stale copy, and never end in an
 // unconditional write. The etcd version of this runs in test/e2e/etcd.test.ts.

@@ -181,6 +181,32 @@ describe('EtcdStore on one etcd', { skip: NO_ETCD }, () => {
     await etcd?.stop();
   });
 
+  test('every resource kind of the Admin API, nested credential keys too: stored, ordered, watched by a second store', async () => {
+    const prefix = freshPrefix('kinds');
+    const s = await open({ endpoints: [etcd.endpoint], prefix });
+    const watcher = await open({ endpoints: [etcd.endpoint], prefix });
+    const keys = [
+      'consumer_groups/g',
+      'consumers/jack',
+      'consumers/jack-x',
+      'consumers/jack/credentials/1',
+      'global_rules/1',
+      'plugin_configs/p',
+      'plugin_metadata/openfunction',
+      'services/s',
+    ].map((k) => `${prefix}/${k}`);
+    for (const key of [...keys].reverse()) await s.put(key, { id: key.split('/').pop() });
+    assert.deepEqual((await s.load()).items.map((i) => i.key), keys);
+    assert.equal((await etcdGet(etcd.endpoint, `${prefix}/consumers/jack/credentials/1`)).kv?.value, '{"id":"1"}');
+    await waitFor(async () => (await watcher.get(`${prefix}/consumers/jack/credentials/1`)) !== undefined, {
+      message: 'the second store never saw the credential',
+    });
+    await s.delete(`${prefix}/consumers/jack/credentials/1`);
+    await waitFor(async () => (await watcher.get(`${prefix}/consumers/jack/credentials/1`)) === undefined, {
+      message: 'the second store never saw the delete',
+    });
+  });
+
   test('load/get/put/delete round trip in the APISIX layout', async () => {
     const prefix = freshPrefix('crud');
     const s = await open({ endpoints: [etcd.endpoint], prefix });

@@ -353,6 +353,29 @@ describe('CloudflareKVStore (fake KV)', () => {
     assert.equal(errors.length, 1, 'the same bad value is not reported again');
   });
 
+  test('every resource kind, nested credential keys too: written, listed in etcd byte order, deleted (issue 13)', async () => {
+    const kv = new FakeKV();
+    const { store } = await open(kv);
+    const keys = [
+      '/apisix/consumer_groups/g',
+      '/apisix/consumers/jack',
+      '/apisix/consumers/jack-x',
+      '/apisix/consumers/jack/credentials/1',
+      '/apisix/global_rules/1',
+      '/apisix/plugin_configs/p',
+      '/apisix/plugin_metadata/openfunction',
+      '/apisix/services/s',
+    ];
+    for (const key of [...keys].reverse()) await store.put(key, { id: key.split('/').pop() });
+    assert.deepEqual((await store.load()).items.map((i) => i.key), keys);
+    assert.ok(kv.data.has('/apisix/consumers/jack/credentials/1'), 'the KV key is the etcd key');
+    assert.ok((await store.delete('/apisix/consumers/jack/credentials/1')) !== undefined);
+    assert.equal(await store.get('/apisix/consumers/jack/credentials/1'), undefined);
+    // A second isolate reads the same keys from KV.
+    const other = await open(kv);
+    assert.deepEqual((await other.store.load()).items.map((i) => i.key), keys.filter((k) => !k.includes('/credentials/')));
+  });
+
   test('ensureFresh: one read per TTL; a moved revision reloads, notifies watchers and resolves true', async () => {
     const kv = new FakeKV();
     const { store, advance } = await open(kv);

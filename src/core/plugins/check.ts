@@ -4,17 +4,6 @@ import { exprSchema } from '../schema/expr.ts';
 import { INTEGER } from '../schema/format.ts';
 import type { PluginRegistry } from './index.ts';
 
-/** What the runtime's forwarding client can do; a config that needs more is refused rather than silently weakened. */
-export interface Capabilities {
-  /** Runtime name for messages, e.g. `workerd`. */
-  runtime: string;
-  /** Can skip TLS certificate verification per request (`ssl_verify: false`). */
-  tlsVerifyOff: boolean;
-}
-
-export const FULL_CAPABILITIES: Capabilities = { runtime: 'node', tlsVerifyOff: true };
-
-
 /** `_meta` APISIX injects into every plugin's schema (the parts fngate honours; `pre_function` is Lua). */
 export const metaSchema = v.strictObject({
   disable: v.optional(v.boolean()),
@@ -25,30 +14,55 @@ export const metaSchema = v.strictObject({
 
 export type PluginMeta = v.InferOutput<typeof metaSchema>;
 
+/** What the runtime's forwarding client can do; a config that needs more is refused rather than silently weakened. */
+export interface Capabilities {
+  /** Runtime name for messages, e.g. `workerd`. */
+  runtime: string;
+  /** Can skip TLS certificate verification per request (`ssl_verify: false`). */
+  tlsVerifyOff: boolean;
+}
+
+export const FULL_CAPABILITIES: Capabilities = { runtime: 'node', tlsVerifyOff: true };
+
 export interface PluginCheck {
   ok: boolean;
   message?: string;
 }
 
 /**
+ * Which of a plugin's schemas a conf is checked with (APISIX `schema_type`): `route` for a plugin on a route,
+ * service, plugin_config, global rule or consumer group; `consumer` for a consumer's or a credential's conf (an
+ * auth plugin's `consumerSchema`, else its schema); `metadata` for `plugin_metadata/<name>`.
+ */
+export type SchemaType = 'route' | 'consumer' | 'metadata';
+
+/**
  * Check one plugin configuration as the Admin API does. Returns APISIX's messages:
  * `unknown plugin [x]`, `failed to check the configuration of plugin x err: ...`.
+ * A `metadata` conf carries no `_meta` and is checked with the plugin's `metadataSchema` (the caller refuses a
+ * plugin without one).
  */
 export function checkPluginConf(
   registry: PluginRegistry,
   name: string,
   conf: unknown,
   caps: Capabilities = FULL_CAPABILITIES,
+  schemaType: SchemaType = 'route',
 ): PluginCheck {
   const plugin = registry.get(name);
   if (!plugin) return { ok: false, message: `unknown plugin [${name}]` };
   if (!isPlainObject(conf)) return { ok: false, message: `invalid plugin conf ${JSON.stringify(conf)} for plugin [${name}]` };
+  if (schemaType === 'metadata') {
+    const res = check(plugin.metadataSchema ?? v.looseObject({}), conf);
+    return res.ok ? { ok: true } : { ok: false, message: res.message };
+  }
   const { _meta, ...rest } = conf;
   if (_meta !== undefined) {
     const meta = check(metaSchema, _meta);
     if (!meta.ok) return { ok: false, message: `failed to check the configuration of plugin ${name} err: property "_meta" validation failed: ${meta.message}` };
   }
-  const res = check(plugin.schema, rest);
+  const schema = schemaType === 'consumer' && plugin.consumerSchema ? plugin.consumerSchema : plugin.schema;
+  const res = check(schema, rest);
   if (!res.ok) return { ok: false, message: `failed to check the configuration of plugin ${name} err: ${res.message}` };
   if (rest.ssl_verify === false && !caps.tlsVerifyOff) {
     return {

@@ -17,16 +17,22 @@ export interface PluginDefinition<C = unknown> {
   version: number;
   /** The configuration schema; defaults are applied when the snapshot is compiled, never stored. */
   schema: v.GenericSchema<unknown, C>;
+  /**
+   * `auth`: an authentication plugin (APISIX `type = 'auth'`), the only kind a credential may carry. It identifies a
+   * consumer in `rewrite`.
+   */
+  type?: 'auth';
+  /** Schema of a consumer's or credential's conf of this plugin (APISIX `consumer_schema`); else `schema`. */
+  consumerSchema?: v.GenericSchema;
+  /** Schema of `plugin_metadata/<name>` (APISIX `metadata_schema`); a plugin without one has no metadata. */
+  metadataSchema?: v.GenericSchema;
+  /**
+   * The consumer-level attribute that identifies a credential (key-auth `key`, basic-auth `username`, jwt-auth
+   * `key`, hmac-auth `key_id`): two consumers or credentials may not share a value (Admin API duplicate check).
+   */
+  consumerKey?: string;
   /** Dotted paths of secret fields: encrypted at rest when a key is configured, never logged. */
   secretFields?: readonly string[];
-  /** `auth` for plugins that identify a consumer (they act in `rewrite`); credentials may only hold these. */
-  type?: 'auth';
-  /** Schema of the plugin's configuration on a consumer or credential (APISIX `consumer_schema`). */
-  consumerSchema?: v.GenericSchema<unknown, unknown>;
-  /** Schema of `plugin_metadata/<name>` (APISIX `metadata_schema`). */
-  metadataSchema?: v.GenericSchema<unknown, unknown>;
-  /** The consumer conf attribute that identifies a credential (key-auth `key`): unique across consumers. */
-  consumerKey?: string;
   /**
    * `prefer_route` (APISIX `run_policy`): the global rule's instance is skipped for a route that has the plugin
    * itself (prometheus).

@@ -33,6 +33,17 @@ export const timeoutSchema = v.strictObject({
   read: v.pipe(v.number(), v.gtValue(0)),
 });
 
+/** An array whose items are pairwise different (JSON schema `uniqueItems`). */
+export function uniqueArray<T extends v.GenericSchema>(item: T) {
+  return v.pipe(
+    v.array(item),
+    v.check((a) => new Set(a.map((x) => JSON.stringify(x))).size === a.length, 'expected unique items but items are not unique'),
+  );
+}
+
+/** A resource's `plugins`: plugin name -> conf, each conf checked by the caller against the plugin's schema. */
+export const pluginsSchema = v.record(v.string(), v.unknown());
+
 /** Host pattern of APISIX's `host_def`. */
 export const hostSchema = v.pipe(v.string(), v.regex(/^\*$|^\*?[0-9a-zA-Z\-._[\]:]+$/));
 

@@ -10,6 +10,7 @@ import {
   nameSchema,
   timeoutSchema,
   timestampSchema,
+  uniqueArray,
   unsupported,
 } from './common.ts';
 import { compileIpMatcher } from '../router/ip.ts';
@@ -27,13 +28,6 @@ function isIpOrCidr(s: string): boolean {
   }
 }
 const remoteAddrSchema = v.pipe(v.string(), v.check(isIpOrCidr, 'expected an IPv4 or IPv6 address or CIDR'));
-
-function uniqueArray<T extends v.GenericSchema>(item: T) {
-  return v.pipe(
-    v.array(item),
-    v.check((a) => new Set(a.map((x) => JSON.stringify(x))).size === a.length, 'expected unique items but items are not unique'),
-  );
-}
 
 /** APISIX's route schema (schema_def.lua `route`), limited to what fngate implements. */
 export const routeSchema = v.strictObject({
@@ -68,7 +62,8 @@ export type RouteConf = v.InferOutput<typeof routeSchema>;
 
 /**
  * The route's own rules (schema, field combinations, inline upstream). Plugin configurations and
- * references (`upstream_id`) are checked by the caller, which knows the plugins and the store.
+ * references (`upstream_id`, `service_id`, `plugin_config_id`) are checked by the caller, which knows the plugins
+ * and the store.
  */
 export function checkRoute(input: unknown): { ok: true; value: RouteConf } | { ok: false; message: string } {
   if (isPlainObject(input)) {
@@ -84,10 +79,11 @@ export function checkRoute(input: unknown): { ok: true; value: RouteConf } | { o
   if ((r.uri === undefined) === (r.uris === undefined)) {
     return { ok: false, message: 'invalid configuration: exactly one of "uri" or "uris" is required' };
   }
-  if (r.plugins === undefined && r.upstream === undefined && r.upstream_id === undefined && r.service_id === undefined && r.plugin_config_id === undefined) {
+  // APISIX's anyOf: a `plugin_config_id` alone is not enough, a `service_id` is (schema_def.lua `route`).
+  if (r.plugins === undefined && r.upstream === undefined && r.upstream_id === undefined && r.service_id === undefined) {
     return {
       ok: false,
-      message: 'invalid configuration: a route needs at least one of "plugins", "upstream", "upstream_id", "service_id" or "plugin_config_id"',
+      message: 'invalid configuration: a route needs at least one of "plugins", "upstream", "upstream_id" or "service_id"',
     };
   }
   if (r.upstream !== undefined) {
