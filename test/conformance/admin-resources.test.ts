@@ -103,12 +103,16 @@ describe('services (t/admin/services.t)', () => {
     await ok('DELETE', '/upstreams/u1?force=true', undefined, 200);
   });
 
-  test('a route with service_id is served 503 until services are resolved (fail closed, never without them)', async () => {
+  test("a route with service_id is served with the service's plugins; a change of the service is served next", async () => {
     await ok('PUT', '/services/s5', { plugins: of() });
     await ok('PUT', '/routes/rs5', { uri: '/rs5', service_id: 's5' });
     const res = await gw.fetch('/rs5');
-    assert.equal(res.status, 503);
-    await res.body?.cancel();
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(((await res.json()) as { method: string }).method, 'GET');
+    await ok('PUT', '/services/s5', { plugins: { ...of(), 'key-auth': {} } }, 200);
+    const guarded = await gw.fetch('/rs5');
+    assert.equal(guarded.status, 401);
+    assert.deepEqual(await guarded.json(), { message: 'Missing API key in request' });
   });
 });
 
