@@ -53,7 +53,12 @@ function dataDir(o: PluginsOptions, name: string, items: StoredItem[]): string {
   return dir;
 }
 
-const item = (key: string, value: Record<string, unknown>, i: number): StoredItem => ({ key, value, createdIndex: i + 1, modifiedIndex: i + 1 });
+const item = (key: string, value: Record<string, unknown>, i: number): StoredItem => ({
+  key,
+  value,
+  createdIndex: i + 1,
+  modifiedIndex: i + 1,
+});
 
 export async function pluginsSection(o: PluginsOptions) {
   const out: Record<string, unknown> = {};
@@ -64,7 +69,11 @@ export async function pluginsSection(o: PluginsOptions) {
     const a = o.route('a', '/a/*');
     const b = o.route('b', '/b/*');
     b.plugins = { ...CHAIN, ...(b.plugins as Record<string, unknown>) };
-    const t = await launcher({ ...o.launch, dataDir: dataDir(o, rt, [item('/apisix/routes/a', a, 0), item('/apisix/routes/b', b, 1)]), adminKey: ADMIN_KEY });
+    const t = await launcher({
+      ...o.launch,
+      dataDir: dataDir(o, rt, [item('/apisix/routes/a', a, 0), item('/apisix/routes/b', b, 1)]),
+      adminKey: ADMIN_KEY,
+    });
     try {
       chain.push({ runtime: rt, ...(await pairedSlices(o, t)) });
     } finally {
@@ -72,10 +81,18 @@ export async function pluginsSection(o: PluginsOptions) {
     }
   }
   out.chain = chain;
-  o.log(`\n### Plugin chain: request-id + cors + proxy-rewrite + response-rewrite (headers) on a function route, ${o.pairs} paired ${o.sliceS} s slices on one gateway\n`);
+  o.log(
+    `\n### Plugin chain: request-id + cors + proxy-rewrite + response-rewrite (headers) on a function route, ${o.pairs} paired ${o.sliceS} s slices on one gateway\n`,
+  );
   o.log(
     markdownTable(
-      ['runtime', 'openfunction only, CPU µs/req', 'with the chain, CPU µs/req', 'B ÷ A (median [min–max])', 'pairs where B cost more'],
+      [
+        'runtime',
+        'openfunction only, CPU µs/req',
+        'with the chain, CPU µs/req',
+        'B ÷ A (median [min–max])',
+        'pairs where B cost more',
+      ],
       chain.map((c) => [
         String(c.runtime),
         fixed(c.aMedian as number, 1),
@@ -87,11 +104,25 @@ export async function pluginsSection(o: PluginsOptions) {
   );
   out.services = await serviceChange(o);
   const s = out.services as Awaited<ReturnType<typeof serviceChange>>;
-  o.log(`\n### A service change with ${int(o.routes)} routes over ${int(o.services)} services (Node, file store, ${s.writes} Admin API PUTs of one service)\n`);
+  o.log(
+    `\n### A service change with ${int(o.routes)} routes over ${int(o.services)} services (Node, file store, ${s.writes} Admin API PUTs of one service)\n`,
+  );
   o.log(
     markdownTable(
-      ['next request after the ack served the change', 'PUT acknowledged ms (median / max)', 'rebuild logged by the gateway ms (median / max)', 'start-up compile ms'],
-      [[`${s.nextRequestOk}/${s.writes}`, `${fixed(s.ackMedianMs, 1)} / ${fixed(s.ackMaxMs, 1)}`, `${fixed(s.rebuildMedianMs, 1)} / ${fixed(s.rebuildMaxMs, 1)}`, fixed(s.startupMs, 1)]],
+      [
+        'next request after the ack served the change',
+        'PUT acknowledged ms (median / max)',
+        'rebuild logged by the gateway ms (median / max)',
+        'start-up compile ms',
+      ],
+      [
+        [
+          `${s.nextRequestOk}/${s.writes}`,
+          `${fixed(s.ackMedianMs, 1)} / ${fixed(s.ackMaxMs, 1)}`,
+          `${fixed(s.rebuildMedianMs, 1)} / ${fixed(s.rebuildMaxMs, 1)}`,
+          fixed(s.startupMs, 1),
+        ],
+      ],
     ),
   );
   return out;
@@ -102,7 +133,8 @@ async function pairedSlices(o: PluginsOptions, t: Target) {
   for (const url of Object.values(urls)) {
     const res = await fetch(url);
     const text = await res.text();
-    if (res.status !== 200 || text !== o.expected) throw new Error(`${url} answered ${res.status}: ${text.slice(0, 200)}`);
+    if (res.status !== 200 || text !== o.expected)
+      throw new Error(`${url} answered ${res.status}: ${text.slice(0, 200)}`);
   }
   const base = { wrk: o.wrk, taskset: o.taskset, core: o.loadCore, script: o.script, connections: o.connections };
   for (const url of Object.values(urls)) await runWrk({ ...base, url, seconds: 2 }); // warm-up
@@ -145,13 +177,22 @@ async function serviceChange(o: PluginsOptions) {
   const WRITES = 20;
   const fn = o.route('x', '/x').plugins as Record<string, unknown>;
   const items: StoredItem[] = [];
-  for (let s = 0; s < o.services; s++) items.push(item(`/apisix/services/s${s}`, { id: `s${s}`, plugins: fn }, items.length));
+  for (let s = 0; s < o.services; s++)
+    items.push(item(`/apisix/services/s${s}`, { id: `s${s}`, plugins: fn }, items.length));
   for (let r = 0; r < o.routes; r++) {
-    items.push(item(`/apisix/routes/r${r}`, { id: `r${r}`, uri: `/fn${r}/*`, service_id: `s${r % o.services}` }, items.length));
+    items.push(
+      item(`/apisix/routes/r${r}`, { id: `r${r}`, uri: `/fn${r}/*`, service_id: `s${r % o.services}` }, items.length),
+    );
   }
-  const t = await launchNode({ ...o.launch, dataDir: dataDir(o, 'services', items), adminKey: ADMIN_KEY, logLevel: 'info' });
+  const t = await launchNode({
+    ...o.launch,
+    dataDir: dataDir(o, 'services', items),
+    adminKey: ADMIN_KEY,
+    logLevel: 'info',
+  });
   try {
-    const logged = () => [...t.proc.stdout().matchAll(/config loaded (\{[^\n]*\})/g)].map((m) => (JSON.parse(m[1]!) as { ms: number }).ms);
+    const logged = () =>
+      [...t.proc.stdout().matchAll(/config loaded (\{[^\n]*\})/g)].map((m) => (JSON.parse(m[1]!) as { ms: number }).ms);
     const startupMs = logged()[0] ?? Number.NaN;
     const before = logged().length;
     const acks: number[] = [];

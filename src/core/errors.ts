@@ -42,7 +42,8 @@ export function statusPage(status: number): string {
  * body, a status of 400 or more gets nginx's HTML status page, anything else an empty body.
  */
 export function exitBody(status: number, body?: unknown): { text: string; type: string } | undefined {
-  if (body === undefined || body === null) return status >= 400 ? { text: statusPage(status), type: HTML_HEADERS } : undefined;
+  if (body === undefined || body === null)
+    return status >= 400 ? { text: statusPage(status), type: HTML_HEADERS } : undefined;
   if (typeof body === 'string') return { text: body, type: TEXT_HEADERS };
   return { text: `${JSON.stringify(body)}\n`, type: TEXT_HEADERS };
 }

@@ -11,7 +11,13 @@ const announced = new Set<string>();
 
 /** Is `binary` on the PATH (or in the usual system directories)? */
 export function hasBinary(binary: string): boolean {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/usr/local/bin', '/usr/sbin', '/usr/lib/chromium'];
+  const dirs = [
+    ...(process.env.PATH ?? '').split(delimiter),
+    '/usr/bin',
+    '/usr/local/bin',
+    '/usr/sbin',
+    '/usr/lib/chromium',
+  ];
   return dirs.some((dir) => dir !== '' && existsSync(join(dir, binary)));
 }
 
@@ -19,7 +25,11 @@ export function hasBinary(binary: string): boolean {
  * The reason to skip `suite` when one of `binaries` is missing (pass it as the `skip` option of the suite's
  * `describe`/`test`), or false when all are there. Throws under FNGATE_REQUIRE_SYSTEM=1 (CI) instead of skipping.
  */
-export function systemSkip(suite: string, binaries: readonly string[], debianPackages: readonly string[]): string | false {
+export function systemSkip(
+  suite: string,
+  binaries: readonly string[],
+  debianPackages: readonly string[],
+): string | false {
   const missing = binaries.filter((b) => !hasBinary(b));
   if (missing.length === 0) return false;
   const why = `${suite}: ${missing.join(', ')} not installed (Debian: apt-get install ${debianPackages.join(' ')})`;

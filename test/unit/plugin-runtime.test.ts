@@ -125,7 +125,16 @@ const overlay: PluginDefinition<Record<string, never>> = {
   }),
 };
 
-const PLUGINS = [...BUILTIN_PLUGINS, tracer('t-high', 3000), tracer('t-mid', 2000), tracer('t-low', 1000), tracer('t-cons', 500), userAuth, slow, overlay];
+const PLUGINS = [
+  ...BUILTIN_PLUGINS,
+  tracer('t-high', 3000),
+  tracer('t-mid', 2000),
+  tracer('t-low', 1000),
+  tracer('t-cons', 500),
+  userAuth,
+  slow,
+  overlay,
+];
 
 let upstreamAddr: string;
 let hits = 0;
@@ -143,7 +152,9 @@ before(async () => {
     req.on('data', (c) => (body += c));
     req.on('end', () => {
       res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, body }));
+      res.end(
+        JSON.stringify({ method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, body }),
+      );
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -215,12 +226,20 @@ describe('phase order (APISIX §1.1)', () => {
 
   it('an exit in access skips the rest of the request phases and the call; every response phase still runs', async () => {
     await put('global_rules/g', { plugins: { 't-mid': { tag: 'g', mark: true } } });
-    await put('routes/r', { uri: '/exit', plugins: { 't-high': { exit: 'access', mark: true }, 't-low': { mark: true } }, upstream: upstream() });
+    await put('routes/r', {
+      uri: '/exit',
+      plugins: { 't-high': { exit: 'access', mark: true }, 't-low': { mark: true } },
+      upstream: upstream(),
+    });
     const res = await get('/exit');
     assert.equal(res.status, 403);
     assert.deepEqual(res.json(), { message: 't-high says no' });
     assert.equal(res.headers.get('content-type'), 'text/plain; charset=utf-8');
-    assert.equal(res.headers.get('x-marks'), 't-mid.g, t-high, t-low', 'header_filter ran for every plugin on the exit');
+    assert.equal(
+      res.headers.get('x-marks'),
+      't-mid.g, t-high, t-low',
+      'header_filter ran for every plugin on the exit',
+    );
     assert.equal(hits, 0, 'no upstream call');
     assert.deepEqual(calls, [
       't-mid.g:rewrite',
@@ -247,7 +266,13 @@ describe('phase order (APISIX §1.1)', () => {
     assert.equal(res.status, 404);
     assert.deepEqual(res.json(), { error_msg: '404 Route Not Found' });
     assert.equal(res.headers.get('x-marks'), 't-mid.g');
-    assert.deepEqual(calls, ['t-mid.g:rewrite', 't-mid.g:access', 't-mid.g:header_filter', 't-mid.g:body_filter', 't-mid.g:log']);
+    assert.deepEqual(calls, [
+      't-mid.g:rewrite',
+      't-mid.g:access',
+      't-mid.g:header_filter',
+      't-mid.g:body_filter',
+      't-mid.g:log',
+    ]);
     // A global exit answers unmatched requests too.
     await put('global_rules/g', { plugins: { 't-mid': { tag: 'g', exit: 'rewrite', status: 401 } } });
     assert.equal((await get('/nothing-here')).status, 401);
@@ -264,7 +289,11 @@ describe('phase order (APISIX §1.1)', () => {
 describe('_meta', () => {
   it('priority reorders within the route list, never across global and route', async () => {
     await put('global_rules/g', { plugins: { 't-low': { tag: 'g' } } });
-    await put('routes/r', { uri: '/prio', plugins: { 't-high': { _meta: { priority: 1 } }, 't-mid': {} }, upstream: upstream() });
+    await put('routes/r', {
+      uri: '/prio',
+      plugins: { 't-high': { _meta: { priority: 1 } }, 't-mid': {} },
+      upstream: upstream(),
+    });
     await get('/prio');
     assert.deepEqual(calls.slice(0, 3), ['t-low.g:rewrite', 't-mid:rewrite', 't-high:rewrite']);
     await del('global_rules/g');
@@ -273,7 +302,11 @@ describe('_meta', () => {
   it('disable skips the plugin; filter runs it only when the expression holds', async () => {
     await put('routes/r', {
       uri: '/meta',
-      plugins: { 't-high': { _meta: { disable: true } }, 't-mid': { _meta: { filter: [['arg_v', '==', '2']] } }, 't-low': {} },
+      plugins: {
+        't-high': { _meta: { disable: true } },
+        't-mid': { _meta: { filter: [['arg_v', '==', '2']] } },
+        't-low': {},
+      },
       upstream: upstream(),
     });
     await get('/meta?v=1');
@@ -287,13 +320,23 @@ describe('_meta', () => {
   it('error_response replaces the body of an exit of 400 or more, status kept', async () => {
     await put('routes/r', {
       uri: '/err',
-      plugins: { 't-high': { exit: 'rewrite', status: 401, _meta: { error_response: { message: 'Missing credential in request' } } } },
+      plugins: {
+        't-high': {
+          exit: 'rewrite',
+          status: 401,
+          _meta: { error_response: { message: 'Missing credential in request' } },
+        },
+      },
       upstream: upstream(),
     });
     const res = await get('/err');
     assert.equal(res.status, 401);
     assert.equal(res.text, '{"message":"Missing credential in request"}\n');
-    await put('routes/r', { uri: '/err', plugins: { 't-high': { exit: 'rewrite', status: 418, _meta: { error_response: 'plain' } } }, upstream: upstream() });
+    await put('routes/r', {
+      uri: '/err',
+      plugins: { 't-high': { exit: 'rewrite', status: 418, _meta: { error_response: 'plain' } } },
+      upstream: upstream(),
+    });
     assert.equal((await get('/err')).text, 'plain');
   });
 });
@@ -302,10 +345,18 @@ describe('services, plugin configs and consumers', () => {
   it('Route > Plugin Config > Service per plugin name; the service upstream serves a route without one', async () => {
     await put('services/s', { plugins: { 't-high': { tag: 'svc' }, 't-mid': { tag: 'svc' } }, upstream: upstream() });
     await put('plugin_configs/pc', { plugins: { 't-mid': { tag: 'pc' }, 't-low': { tag: 'pc' } } });
-    await put('routes/r', { uri: '/merged', service_id: 's', plugin_config_id: 'pc', plugins: { 't-low': { tag: 'route' } } });
+    await put('routes/r', {
+      uri: '/merged',
+      service_id: 's',
+      plugin_config_id: 'pc',
+      plugins: { 't-low': { tag: 'route' } },
+    });
     const res = await get('/merged');
     assert.equal(res.status, 200, res.text);
-    assert.deepEqual(calls.filter((c) => c.endsWith(':rewrite')), ['t-high.svc:rewrite', 't-mid.pc:rewrite', 't-low.route:rewrite']);
+    assert.deepEqual(
+      calls.filter((c) => c.endsWith(':rewrite')),
+      ['t-high.svc:rewrite', 't-mid.pc:rewrite', 't-low.route:rewrite'],
+    );
     assert.equal(res.json().url, '/merged');
   });
 
@@ -313,7 +364,8 @@ describe('services, plugin configs and consumers', () => {
     await put('services/s', { plugins: { 't-high': { tag: 'one' } }, upstream: upstream() });
     await put('routes/a', { uri: '/sa', service_id: 's' });
     await put('routes/b', { uri: '/sb', plugins: { 't-low': {} }, upstream: upstream() });
-    const pipe = (path: string) => gateway.current().router.match({ method: 'GET', host: 'gw.test', path })!.data.pipeline;
+    const pipe = (path: string) =>
+      gateway.current().router.match({ method: 'GET', host: 'gw.test', path })!.data.pipeline;
     const before = { a: pipe('/sa'), b: pipe('/sb') };
     await put('services/s', { plugins: { 't-high': { tag: 'two' } }, upstream: upstream() });
     await get('/sa');
@@ -332,15 +384,29 @@ describe('services, plugin configs and consumers', () => {
 
   it('consumer merge: after auth, Consumer > Consumer Group > Route; the plugins it brings run their rewrite', async () => {
     await put('consumer_groups/grp', { plugins: { 't-cons': { tag: 'group' }, 't-low': { tag: 'group' } } });
-    await put('consumers/jack', { username: 'jack', group_id: 'grp', plugins: { 'user-auth': { user: 'jack' }, 't-cons': { tag: 'jack' } } });
+    await put('consumers/jack', {
+      username: 'jack',
+      group_id: 'grp',
+      plugins: { 'user-auth': { user: 'jack' }, 't-cons': { tag: 'jack' } },
+    });
     await put('consumers/anna', { username: 'anna', plugins: { 'user-auth': { user: 'anna' } } });
-    await put('routes/r', { uri: '/who', plugins: { 'user-auth': {}, 't-low': { tag: 'route' } }, upstream: upstream() });
+    await put('routes/r', {
+      uri: '/who',
+      plugins: { 'user-auth': {}, 't-low': { tag: 'route' } },
+      upstream: upstream(),
+    });
     assert.equal((await get('/who')).status, 401);
     calls.length = 0;
     assert.equal((await get('/who', { 'x-user': 'jack' })).status, 200);
     // Every plugin conf the consumer brings runs its rewrite (APISIX `rewrite_in_consumer`: `_from_consumer`), also one
     // that replaced a route conf whose rewrite already ran; then access uses the merged list.
-    assert.deepEqual(calls.slice(0, 5), ['user-auth:rewrite', 't-low.route:rewrite', 't-low.group:rewrite', 't-cons.jack:rewrite', 't-low.group:access']);
+    assert.deepEqual(calls.slice(0, 5), [
+      'user-auth:rewrite',
+      't-low.route:rewrite',
+      't-low.group:rewrite',
+      't-cons.jack:rewrite',
+      't-low.group:access',
+    ]);
     assert.ok(!calls.includes('t-low.route:access'), 'the group conf replaced the route conf');
     calls.length = 0;
     assert.equal((await get('/who', { 'x-user': 'anna' })).status, 200);
@@ -355,7 +421,10 @@ describe('services, plugin configs and consumers', () => {
     await put('consumers/cred/credentials/c1', { plugins: { 'user-auth': { user: 'via-credential' } } });
     await put('routes/r', { uri: '/cred', plugins: { 'user-auth': {} }, upstream: upstream() });
     assert.equal((await get('/cred', { 'x-user': 'via-credential' })).status, 200);
-    const entry = gateway.current().consumers.forPlugin('user-auth').find((e) => e.conf.user === 'via-credential');
+    const entry = gateway
+      .current()
+      .consumers.forPlugin('user-auth')
+      .find((e) => e.conf.user === 'via-credential');
     assert.equal(entry?.consumer.username, 'cred');
     assert.equal(entry?.consumer.credentialId, 'c1');
   });
@@ -397,10 +466,18 @@ describe('the upstream overlay', () => {
   });
 
   it('the edits apply when the runtime hands the raw header list too (Node)', async () => {
-    const gw = await createGateway({ store, forwarder, plugins: PLUGINS, logger, rawHeaders: () => ['X-Set', 'client', 'X-Gone', 'bye', 'X-Keep', 'k'] });
+    const gw = await createGateway({
+      store,
+      forwarder,
+      plugins: PLUGINS,
+      logger,
+      rawHeaders: () => ['X-Set', 'client', 'X-Gone', 'bye', 'X-Keep', 'k'],
+    });
     await put('routes/r', { uri: '/ov-raw', plugins: { overlay: {} }, upstream: upstream() });
     await gw.refresh();
-    const res = await gw.serveProxy(new Request('http://gw.test/ov-raw', { headers: { 'x-set': 'client', 'x-gone': 'bye', 'x-keep': 'k' } }));
+    const res = await gw.serveProxy(
+      new Request('http://gw.test/ov-raw', { headers: { 'x-set': 'client', 'x-gone': 'bye', 'x-keep': 'k' } }),
+    );
     const got = (await res.json()) as { headers: Record<string, string> };
     assert.equal(got.headers['x-set'], 'set');
     assert.equal(got.headers['x-gone'], undefined);
@@ -409,7 +486,11 @@ describe('the upstream overlay', () => {
   });
 
   it('a header set in rewrite is what later plugins read', async () => {
-    await put('routes/r', { uri: '/seen', plugins: { 't-high': { set: 'x-from: high' }, overlay: {} }, upstream: upstream() });
+    await put('routes/r', {
+      uri: '/seen',
+      plugins: { 't-high': { set: 'x-from: high' }, overlay: {} },
+      upstream: upstream(),
+    });
     const res = await get('/seen');
     assert.equal(res.json().headers['x-from'], 'high');
   });

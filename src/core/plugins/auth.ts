@@ -22,7 +22,11 @@ export function attachConsumer(ctx: RequestContext, consumer: ConsumerInfo): voi
  * An auth failure: with `anonymous_consumer`, that consumer is attached instead (401 `Invalid user authorization`
  * when it does not exist); else the plugin's own 401.
  */
-export function authFailure(ctx: RequestContext, anonymous: string | undefined, failure: () => Response): Response | undefined {
+export function authFailure(
+  ctx: RequestContext,
+  anonymous: string | undefined,
+  failure: () => Response,
+): Response | undefined {
   if (anonymous === undefined) return failure();
   const consumer = ctx.consumers.byName(anonymous);
   if (!consumer) return pluginExit(401, { message: 'Invalid user authorization' });
@@ -37,7 +41,12 @@ const indexes = new WeakMap<readonly ConsumerEntry[], Map<string, ConsumerEntry>
  * built once per snapshot's consumer list. A duplicate (the Admin API refuses them; a store written around it may
  * hold one) keeps the first.
  */
-export function consumerByKey(ctx: RequestContext, plugin: string, attr: string, key: string): ConsumerEntry | undefined {
+export function consumerByKey(
+  ctx: RequestContext,
+  plugin: string,
+  attr: string,
+  key: string,
+): ConsumerEntry | undefined {
   const entries = ctx.consumers.forPlugin(plugin);
   let index = indexes.get(entries);
   if (!index) {
@@ -52,5 +61,10 @@ export function consumerByKey(ctx: RequestContext, plugin: string, attr: string,
 }
 
 /** `realm`: 1–128 printable ASCII characters, no `"` or `\` (it is sent inside a quoted string). */
-export const realmSchema = v.pipe(v.string(), v.minLength(1), v.maxLength(128), v.regex(/^[\x20-\x21\x23-\x5b\x5d-\x7e]+$/));
+export const realmSchema = v.pipe(
+  v.string(),
+  v.minLength(1),
+  v.maxLength(128),
+  v.regex(/^[\x20-\x21\x23-\x5b\x5d-\x7e]+$/),
+);
 export const anonymousSchema = v.pipe(v.string(), v.minLength(1), v.maxLength(256), v.regex(/^[a-zA-Z0-9_-]+$/));

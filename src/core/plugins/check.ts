@@ -51,7 +51,8 @@ export function checkPluginConf(
 ): PluginCheck {
   const plugin = registry.get(name);
   if (!plugin) return { ok: false, message: `unknown plugin [${name}]` };
-  if (!isPlainObject(conf)) return { ok: false, message: `invalid plugin conf ${JSON.stringify(conf)} for plugin [${name}]` };
+  if (!isPlainObject(conf))
+    return { ok: false, message: `invalid plugin conf ${JSON.stringify(conf)} for plugin [${name}]` };
   if (schemaType === 'metadata') {
     const res = check(plugin.metadataSchema ?? v.looseObject({}), conf);
     return res.ok ? { ok: true } : { ok: false, message: res.message };
@@ -59,7 +60,11 @@ export function checkPluginConf(
   const { _meta, ...rest } = conf;
   if (_meta !== undefined) {
     const meta = check(metaSchema, _meta);
-    if (!meta.ok) return { ok: false, message: `failed to check the configuration of plugin ${name} err: property "_meta" validation failed: ${meta.message}` };
+    if (!meta.ok)
+      return {
+        ok: false,
+        message: `failed to check the configuration of plugin ${name} err: property "_meta" validation failed: ${meta.message}`,
+      };
   }
   const schema = schemaType === 'consumer' && plugin.consumerSchema ? plugin.consumerSchema : plugin.schema;
   const res = check(schema, rest);

@@ -69,7 +69,13 @@ export function pluginList(plugins: readonly CompiledPlugin[]): PluginList {
     proxy: all.find((p) => p.instance.proxy !== undefined),
   };
   const callOnly =
-    list.rewrite.length + list.access.length + list.beforeProxy.length + list.headerFilter.length + list.bodyFilter.length + list.log.length === 0;
+    list.rewrite.length +
+      list.access.length +
+      list.beforeProxy.length +
+      list.headerFilter.length +
+      list.bodyFilter.length +
+      list.log.length ===
+    0;
   return { ...list, callOnly };
 }
 
@@ -233,7 +239,8 @@ function respond(
     const filters = pick(globals.headerFilter, list.headerFilter);
     if (filters.length) res = headerFilters(ctx, res, filters, env);
   }
-  const bodyFilters = globals.bodyFilter.length || list.bodyFilter.length ? pick(globals.bodyFilter, list.bodyFilter) : [];
+  const bodyFilters =
+    globals.bodyFilter.length || list.bodyFilter.length ? pick(globals.bodyFilter, list.bodyFilter) : [];
   const logs = globals.log.length || list.log.length ? pick(globals.log, list.log) : [];
   if (bodyFilters.length === 0 && logs.length === 0) return res;
   return streamPhases(ctx, res, bodyFilters, logs, env);
@@ -266,7 +273,13 @@ function headerFilters(ctx: RequestContext, res: Response, filters: CompiledPlug
 const EMPTY_CHUNK = new Uint8Array(0);
 
 /** Body filters on each chunk, then the log handlers once the body ended or the client went away. */
-function streamPhases(ctx: RequestContext, res: Response, bodyFilters: CompiledPlugin[], logs: CompiledPlugin[], env: RunEnv): Response {
+function streamPhases(
+  ctx: RequestContext,
+  res: Response,
+  bodyFilters: CompiledPlugin[],
+  logs: CompiledPlugin[],
+  env: RunEnv,
+): Response {
   let logged = false;
   const log = () => {
     if (logged) return;

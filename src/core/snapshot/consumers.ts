@@ -52,7 +52,13 @@ export function buildConsumerIndex(
     const item = res.groups.get(id);
     if (!item) list = null;
     else {
-      const set = cache.compile(`${prefix}/consumer_groups/${id}`, `consumer group ${id}`, item.value.plugins, problems, true);
+      const set = cache.compile(
+        `${prefix}/consumer_groups/${id}`,
+        `consumer group ${id}`,
+        item.value.plugins,
+        problems,
+        true,
+      );
       list = set.error || set.blocked ? [missingGroupOr(set.error ?? set.blocked!)] : set.plugins;
     }
     groupPlugins.set(id, list);

@@ -55,7 +55,9 @@ export class PluginCache {
       if (!plugin) {
         // Fail closed: only plugins known to merely observe traffic are skipped (plugins/index.ts).
         if (!isSkippablePlugin(name)) {
-          problems.push(`${label}: plugin ${name} is not available in fngate; it answers 503 rather than run without it`);
+          problems.push(
+            `${label}: plugin ${name} is not available in fngate; it answers 503 rather than run without it`,
+          );
           return { plugins: [], blocked: `${label} needs plugin ${name}, which this gateway does not have` };
         }
         problems.push(`${label}: plugin ${name} is not available in fngate; it is skipped (it only observes traffic)`);
@@ -73,7 +75,10 @@ export class PluginCache {
         try {
           instance = plugin.create(v.parse(plugin.schema, conf), { logger: this.env.logger, ownerKey });
         } catch (err) {
-          return { plugins: [], error: `${label}: plugin ${name}: ${err instanceof Error ? err.message : String(err)}` };
+          return {
+            plugins: [],
+            error: `${label}: plugin ${name}: ${err instanceof Error ? err.message : String(err)}`,
+          };
         }
         const filter = meta?.filter === undefined ? undefined : compileExpr(meta.filter);
         compiled = {
