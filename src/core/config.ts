@@ -123,7 +123,7 @@ export function createSnapshotCompiler(env: CompileEnv): (state: StoreState) => 
           item.value.plugins,
           problems,
         );
-        entry = { text, plugins: set.plugins, blocked: set.blocked, error: set.error };
+        entry = { text, plugins: set.plugins, disabled: set.disabled, blocked: set.blocked, error: set.error };
         if (set.error) problems.push(set.error);
       } else if (entry.error) problems.push(entry.error);
       pluginConfigs.set(id, entry);

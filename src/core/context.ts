@@ -202,7 +202,8 @@ export class RequestContext {
     if (own !== undefined) return own;
     switch (name) {
       case 'uri':
-        return this.upstream.path === undefined ? this.path : this.upstream.path;
+        // nginx `$uri`: what the client asked for, normalised; a rewrite changes `upstream_uri`, not this.
+        return this.path;
       case 'request_uri':
         return this.query ? `${this.rawPath}?${this.query}` : this.rawPath;
       case 'real_request_uri':

@@ -20,6 +20,11 @@ export interface PluginCompileEnv {
 
 export interface PluginSet {
   plugins: CompiledPlugin[];
+  /**
+   * Plugins the owner names with `_meta.disable: true`: not run, yet they still replace a conf of the same name
+   * from a lower object in a merge (a route disabling its service's key-auth, APISIX merge-route.t TEST 7-8).
+   */
+  disabled?: string[];
   /** Set when a plugin cannot be run and is not merely observing: the owner must answer 503 with this reason. */
   blocked?: string;
   /** Set when a configuration is invalid (written around the Admin API): the owner cannot be served. */
@@ -48,9 +53,13 @@ export class PluginCache {
     if (plugins === undefined) return { plugins: [] };
     if (!isPlainObject(plugins)) return { plugins: [], error: `${label}: "plugins" is not an object` };
     const out: CompiledPlugin[] = [];
+    const disabled: string[] = [];
     for (const [name, rawConf] of Object.entries(plugins)) {
       const meta = isPlainObject(rawConf) && isPlainObject(rawConf._meta) ? (rawConf._meta as PluginMeta) : undefined;
-      if (meta?.disable === true) continue;
+      if (meta?.disable === true) {
+        disabled.push(name);
+        continue;
+      }
       const plugin = this.env.plugins.get(name);
       if (!plugin) {
         // Fail closed: only plugins known to merely observe traffic are skipped (plugins/index.ts).
@@ -94,6 +103,6 @@ export class PluginCache {
       this.next.set(key, compiled);
       out.push(compiled);
     }
-    return { plugins: out };
+    return disabled.length ? { plugins: out, disabled } : { plugins: out };
   }
 }

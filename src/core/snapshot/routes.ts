@@ -26,6 +26,7 @@ export interface SharedEntry {
   upstreamId?: string;
   hosts?: string[];
   plugins: CompiledPlugin[];
+  disabled?: string[];
   blocked?: string;
   error?: string;
 }
@@ -54,7 +55,7 @@ export function compileService(
 ): SharedEntry {
   const label = `service ${id}`;
   const set = plugins.compile(`${env.prefix}/services/${id}`, label, value.plugins, problems);
-  const entry: SharedEntry = { text, plugins: set.plugins, blocked: set.blocked, error: set.error };
+  const entry: SharedEntry = { text, plugins: set.plugins, disabled: set.disabled, blocked: set.blocked, error: set.error };
   if (value.upstream !== undefined) {
     const up = checkUpstream(value.upstream);
     if (up.ok) entry.upstream = up.value;
@@ -155,9 +156,11 @@ export function compileRouteEntry(
       else {
         // Per plugin name: Route > Plugin Config > Service (the whole conf of the winner).
         const merged = new Map<string, CompiledPlugin>();
-        for (const p of service?.plugins ?? []) merged.set(p.name, p);
-        for (const p of pluginConfig?.plugins ?? []) merged.set(p.name, p);
-        for (const p of own.plugins) merged.set(p.name, p);
+        for (const set of [service, pluginConfig, own]) {
+          if (!set) continue;
+          for (const name of set.disabled ?? []) merged.delete(name);
+          for (const p of set.plugins) merged.set(p.name, p);
+        }
         let call: Handler;
         if (upstream === null) call = fixed(502, `${upstreamLabel} does not exist`);
         else if (upstream === undefined) call = fixed(503, 'missing upstream configuration in Route or Service');
