@@ -5,7 +5,7 @@ import { type ConfigStore, StoreConflictError, StoreError, type StoredItem } fro
 import type { Logger } from '../context.ts';
 import { type Capabilities, checkPluginConf, FULL_CAPABILITIES, itemsOf, metaSchema } from '../config.ts';
 import type { PluginRegistry } from '../plugins/index.ts';
-import { ID_PATTERN, isPlainObject, TIMESTAMP_FIELDS } from '../schema/common.ts';
+import { idProblem, isPlainObject, TIMESTAMP_FIELDS } from '../schema/common.ts';
 import { checkRoute, routeSchema } from '../schema/route.ts';
 import { checkUpstream, upstreamSchema } from '../schema/upstream.ts';
 import { createSecrets, type Keyring } from '../secrets.ts';
@@ -215,9 +215,8 @@ export function createAdmin(opts: AdminOptions): Hono {
     // Own properties only: `constructor`, `__proto__`… are resource names a client may send (found by fuzzing).
     const def = Object.hasOwn(resources, resource) ? resources[resource] : undefined;
     if (!def) return adminError(404, `Unsupported resource type: ${resource}`);
-    if (id !== undefined && id !== '' && !ID_PATTERN.test(id)) {
-      return adminError(400, `invalid configuration: property "id" validation failed: failed to match pattern "^[a-zA-Z0-9-_.]+$" with "${id}"`);
-    }
+    const badId = id !== undefined && id !== '' ? idProblem(id) : undefined;
+    if (badId) return adminError(400, badId);
     const ttl = ttlRefusal(method, ctx.query);
     if (ttl) return ttl;
     switch (method) {
@@ -422,7 +421,8 @@ export function createAdmin(opts: AdminOptions): Hono {
     const err = await def.validate(value);
     if (err) return adminError(400, err);
     const finalId = String(value.id);
-    if (!ID_PATTERN.test(finalId)) return adminError(400, `invalid configuration: property "id" validation failed: failed to match pattern "^[a-zA-Z0-9-_.]+$" with "${finalId}"`);
+    const badFinalId = idProblem(finalId);
+    if (badFinalId) return adminError(400, badFinalId);
     const res = await casWrite(keyOf(resource, finalId), async (current) => {
       const t = now();
       const createTime = current?.value.create_time;
