@@ -141,7 +141,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     const q = url.indexOf('?', pathStart);
     const rawPath = pathStart < 0 ? '/' : q < 0 ? url.slice(pathStart) : url.slice(pathStart, q);
     const path = normalizePath(rawPath);
-    if (path === null) return errorResponse(400, 'bad request: the path cannot be normalised (malformed percent-encoding, invalid UTF-8, a NUL byte, or an encoded backslash making a ".." segment)');
+    if (path === null) return errorResponse(400, 'bad request: the path cannot be normalised (malformed percent-encoding, invalid UTF-8, a NUL byte, or a backslash or ";" making a ".." segment)');
     const hostHeader = req.headers.get('host');
     // Several Host headers arrive joined with ', ' (a valid Host never holds a comma): RFC 9112 §3.2 wants 400,
     // and routing on one while forwarding the other would be a host confusion.
