@@ -9,7 +9,15 @@ import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server'
 import { createGateway } from '../core/gateway.ts';
 import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
-import { finishShutdown, helpText, levelLogger, readSettings, startupError } from './settings.ts';
+import {
+  finishShutdown,
+  helpText,
+  levelLogger,
+  parseCommandLine,
+  readSettings,
+  startupError,
+  usageError,
+} from './settings.ts';
 
 /**
  * Idle keep-alive connections of the proxy are closed after this long (nginx's and APISIX's
@@ -18,8 +26,14 @@ import { finishShutdown, helpText, levelLogger, readSettings, startupError } fro
 const KEEPALIVE_TIMEOUT_MS = 60_000;
 
 async function main(): Promise<void> {
-  if (process.argv.includes('--help') || process.argv.includes('-h')) {
-    process.stdout.write(helpText('npm start   (or: node dist/runtime/node.js)'));
+  const command = 'npm start   (or: node dist/runtime/node.js)';
+  const cli = parseCommandLine(process.argv.slice(2));
+  if (!cli.ok) {
+    process.stderr.write(usageError(cli.message, command));
+    process.exit(2);
+  }
+  if (cli.help) {
+    process.stdout.write(helpText(command));
     return;
   }
   const settings = readSettings(process.env);

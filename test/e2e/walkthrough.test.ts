@@ -357,6 +357,25 @@ describe('command line', () => {
     assert.match(res.stdout, /PROXY_PORT/);
   });
 
+  // Issue 18 item 9: `--config /x.yaml --port 31999` started on the defaults.
+  for (const args of [['--config', '/x.yaml', '--port', '31999'], ['--port=31999'], ['serve'], ['-h', '--verbose']]) {
+    test(`unknown arguments ${args.join(' ')} → exit 2 with the usage text, nothing started`, async () => {
+      const dataDir = await tmpDir('fngate-e2e-args-');
+      try {
+        const env = { HOST: '127.0.0.1', PROXY_PORT: '0', ADMIN_PORT: '0', DATA_DIR: dataDir };
+        const res = await runToExit(env, args, 4000);
+        assert.equal(res.code, 2, `${res.stdout}\n${res.stderr}`);
+        const bad = args.find((a) => a !== '-h')!;
+        assert.ok(res.stderr.includes(`"${bad}"`), res.stderr);
+        assert.match(res.stderr, /Usage: /);
+        assert.match(res.stderr, /PROXY_PORT/);
+        assert.doesNotMatch(res.stdout, /listening on/);
+      } finally {
+        await rmDir(dataDir);
+      }
+    });
+  }
+
   // '0x50' and '4e4' are numbers to JavaScript (80, 40000) but not port numbers a user means.
   for (const bad of ['abc', '70000', '-1', '80.5', '0x50', '4e4']) {
     test(`PROXY_PORT=${bad} → exit 1 with a message naming PROXY_PORT`, async () => {
