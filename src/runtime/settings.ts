@@ -64,7 +64,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'DATA_DIR',
     default: './data',
     meaning:
-      "directory of the embedded store (the file store's `config.json` on Node and Bun, Deno KV's `fngate.kv` on Deno) and the generated admin key; created with mode 0700",
+      "directory of the embedded store (the file store's `config.json` on Node and Bun, Deno KV's `fngate.kv` on Deno) and the generated admin key; created with mode 0700 (a directory that cannot be created stops the start with a message naming it)",
   },
   {
     name: 'CONFIG_FILE',
