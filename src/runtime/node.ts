@@ -9,6 +9,7 @@ import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server'
 import { createGateway } from '../core/gateway.ts';
 import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
+import { createHardenedServer } from './node-http.ts';
 import {
   finishShutdown,
   helpText,
@@ -81,7 +82,10 @@ async function main(): Promise<void> {
         if (stopping) (env.outgoing as ServerResponse).shouldKeepAlive = false;
         return app.fetch(req, env);
       };
-      const server = serve({ fetch, hostname, port }, (info: AddressInfo) => {
+      // node:http with issue 18's hardening (header count, protocol errors with a JSON body, CONNECT, codings,
+      // absolute-form targets, Expect: 100-continue): src/runtime/node-http.ts.
+      const createServer = createHardenedServer as unknown as typeof import('node:http').createServer;
+      const server = serve({ fetch, hostname, port, createServer }, (info: AddressInfo) => {
         const host = info.family === 'IPv6' ? `[${info.address}]` : info.address;
         console.log(`fngate ${what} listening on http://${host}:${info.port}`);
         resolveListen(server as Server);
