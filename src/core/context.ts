@@ -24,6 +24,11 @@ export interface RequestContext {
    * (GatewayOptions.rawHeaders); forward() then sends these instead of iterating `request.headers`.
    */
   rawHeaders?: readonly string[];
+  /**
+   * The body of a GET request, for a runtime whose server keeps it (GatewayOptions.getBody; Node): a WHATWG
+   * `Request` has none for GET. Undefined, or null when the GET came without one: nothing is forwarded.
+   */
+  getBody?: () => ReadableStream<Uint8Array> | null;
   /** The signal that fires when the client went away, made when asked for (see ForwardRequest.clientSignal). */
   clientSignal: () => AbortSignal | undefined;
   forward: Forwarder;

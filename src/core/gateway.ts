@@ -34,6 +34,12 @@ export interface GatewayOptions {
    * iteration makes @hono/node-server build an undici `Headers` from the raw list (validating and sorting it).
    */
   rawHeaders?: (req: Request, env: ServerEnv) => readonly string[] | undefined;
+  /**
+   * The body of a GET request (null when it has none; the same stream on every call), for a runtime whose server
+   * keeps it and whose forwarder can send it (Node: undici). APISIX forwards GET bodies; a WHATWG `Request` drops
+   * them, and the fetch of Deno, Bun and workerd refuses to send one, so those runtimes leave this unset.
+   */
+  getBody?: (req: Request, env: ServerEnv) => ReadableStream<Uint8Array> | null;
   /** What the forwarder can do (default: everything, as on Node). */
   capabilities?: Capabilities;
   /** Client addresses/CIDRs allowed to reach the Admin API (ADMIN_ALLOW); undefined: no address check. */
@@ -134,6 +140,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const scheme = opts.scheme ?? (() => 'http');
   const clientSignal = opts.clientSignal ?? ((req: Request) => req.signal);
   const rawHeaders = opts.rawHeaders;
+  const getBody = opts.getBody;
 
   function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
     const url = req.url;
@@ -165,6 +172,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       scheme: scheme(req, env),
       routeId: m.data.id,
       rawHeaders: rawHeaders?.(req, env),
+      getBody: getBody && req.method === 'GET' ? () => getBody(req, env) : undefined,
       clientSignal: () => clientSignal(req, env),
       forward: forwarder,
     };

@@ -26,7 +26,7 @@ import {
   type ServerResponse,
   STATUS_CODES,
 } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { type Duplex, Readable } from 'node:stream';
 
 /** The JSON error body used everywhere else (src/core/errors.ts), for answers written by hand here. */
 function errorBody(message: string): string {
@@ -142,6 +142,24 @@ function continueWhenRead(req: IncomingMessage, res: ServerResponse): void {
     if (!continued) res.shouldKeepAlive = false;
     return writeHead.apply(this, args);
   } as ServerResponse['writeHead'];
+}
+
+const GET_BODY = Symbol('fngate.getBody');
+
+/**
+ * The body of a GET request (GatewayOptions.getBody): @hono/node-server's `Request` has none for GET, as WHATWG
+ * wants, but node:http reads it and undici sends it, as APISIX does. Null without a body; the same stream on every call.
+ */
+export function getRequestBody(incoming: IncomingMessage): ReadableStream<Uint8Array> | null {
+  const held = incoming as IncomingMessage & { [GET_BODY]?: ReadableStream<Uint8Array> | null };
+  let body = held[GET_BODY];
+  if (body === undefined) {
+    const { 'content-length': length, 'transfer-encoding': coding } = incoming.headers;
+    const has = coding !== undefined || (length !== undefined && length !== '0');
+    body = has ? (Readable.toWeb(incoming) as ReadableStream<Uint8Array>) : null;
+    held[GET_BODY] = body;
+  }
+  return body;
 }
 
 /** `createServer` for @hono/node-server's `serve()`: the listener runs only for requests that pass the checks above. */

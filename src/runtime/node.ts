@@ -9,7 +9,7 @@ import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server'
 import { createGateway } from '../core/gateway.ts';
 import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
-import { createHardenedServer } from './node-http.ts';
+import { createHardenedServer, getRequestBody } from './node-http.ts';
 import {
   finishShutdown,
   helpText,
@@ -56,6 +56,8 @@ async function main(): Promise<void> {
     },
     // Not an iteration of `req.headers`, which makes @hono/node-server build (validate, sort) an undici Headers.
     rawHeaders: (_req, env) => (env as HttpBindings).incoming.rawHeaders,
+    // A GET body, which @hono/node-server's Request drops (WHATWG), forwarded as APISIX does.
+    getBody: (_req, env) => getRequestBody((env as HttpBindings).incoming),
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
   });
