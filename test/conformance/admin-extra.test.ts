@@ -159,6 +159,30 @@ describe('documented differences of the Admin API', () => {
     assertError(await gw.admin('PATCH', `/upstreams/${long}`, { desc: 'x' }), 400, msg);
   });
 
+  test('a duration beyond the longest timer (2^31-1 ms) → 400 naming the field; the bound itself is accepted', async () => {
+    const fnRoute = (extra: Record<string, unknown>) => ({ uri: '/dur', plugins: of(`${fn.urls.echo}/`, extra) });
+    assertError(
+      await gw.admin('PUT', '/routes/dur', fnRoute({ timeout: 2147483648 })),
+      400,
+      /property "timeout" validation failed: expected 2147483648 to be at most 2147483647$/,
+    );
+    const up = { nodes: { '127.0.0.1:1980': 1 } };
+    assertError(
+      await gw.admin('PUT', '/upstreams/dur', { ...up, timeout: { connect: 1, send: 1, read: 3000000 } }),
+      400,
+      /property "read" validation failed: expected 3000000 to be at most 2147483$/,
+    );
+    assertError(
+      await gw.admin('PUT', '/routes/dur', { uri: '/dur', upstream: up, timeout: { connect: 1, send: 1e12, read: 1 } }),
+      400,
+      /property "send" validation failed/,
+    );
+    const max = await gw.admin('PUT', '/routes/dur', fnRoute({ timeout: 2147483647, keepalive_timeout: 2147483647 }));
+    assert.equal(max.status, 201, max.text);
+    assertError(await gw.admin('PATCH', '/routes/dur', { plugins: { openfunction: { timeout: 2 ** 31 } } }), 400, /at most 2147483647/);
+    assert.equal((await gw.admin('DELETE', '/routes/dur')).status, 200);
+  });
+
   test('`__proto__` / `constructor` / `prototype` keys in record fields → 400 naming the key, by PUT, POST and PATCH', async () => {
     const up = `{"nodes":{"127.0.0.1:1980":1}}`;
     const bodies: [string, string, string, string][] = [
