@@ -65,6 +65,7 @@ export interface RequestContextInit {
   clientIp: string;
   scheme: string;
   rawHeaders: readonly string[] | undefined;
+  getBody?: () => ReadableStream<Uint8Array> | null;
   clientSignal: () => AbortSignal | undefined;
   forward: Forwarder;
 }
@@ -94,6 +95,11 @@ export class RequestContext {
    * (GatewayOptions.rawHeaders); forward() then sends these (with the {@link headerOverlay} applied).
    */
   readonly rawHeaders: readonly string[] | undefined;
+  /**
+   * The body of a GET request, for a runtime whose server keeps it (GatewayOptions.getBody; Node): a WHATWG
+   * `Request` has none for GET. Undefined, or null when the GET came without one: nothing is forwarded.
+   */
+  readonly getBody: (() => ReadableStream<Uint8Array> | null) | undefined;
   /** The signal that fires when the client went away, made when asked for (see ForwardRequest.clientSignal). */
   readonly clientSignal: () => AbortSignal | undefined;
   readonly forward: Forwarder;
@@ -136,6 +142,7 @@ export class RequestContext {
     this.clientIp = init.clientIp;
     this.scheme = init.scheme;
     this.rawHeaders = init.rawHeaders;
+    this.getBody = init.getBody;
     this.clientSignal = init.clientSignal;
     this.forward = init.forward;
     this.startTime = performance.now();

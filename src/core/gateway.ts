@@ -37,6 +37,12 @@ export interface GatewayOptions {
    * iteration makes @hono/node-server build an undici `Headers` from the raw list (validating and sorting it).
    */
   rawHeaders?: (req: Request, env: ServerEnv) => readonly string[] | undefined;
+  /**
+   * The body of a GET request (null when it has none; the same stream on every call), for a runtime whose server
+   * keeps it and whose forwarder can send it (Node: undici). APISIX forwards GET bodies; a WHATWG `Request` drops
+   * them, and the fetch of Deno, Bun and workerd refuses to send one, so those runtimes leave this unset.
+   */
+  getBody?: (req: Request, env: ServerEnv) => ReadableStream<Uint8Array> | null;
   /** What the forwarder can do (default: everything, as on Node). */
   capabilities?: Capabilities;
   /** Client addresses/CIDRs allowed to reach the Admin API (ADMIN_ALLOW); undefined: no address check. */
@@ -139,6 +145,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const clientSignal = opts.clientSignal ?? ((req: Request) => req.signal);
   const rawHeaders = opts.rawHeaders;
   const runEnv = { logger };
+  const getBody = opts.getBody;
 
   function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
     const url = req.url;
@@ -146,7 +153,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     const q = url.indexOf('?', pathStart);
     const rawPath = pathStart < 0 ? '/' : q < 0 ? url.slice(pathStart) : url.slice(pathStart, q);
     const path = normalizePath(rawPath);
-    if (path === null) return errorResponse(400, 'bad request: the path cannot be normalised (malformed percent-encoding, invalid UTF-8, a NUL byte, or an encoded backslash making a ".." segment)');
+    if (path === null) return errorResponse(400, 'bad request: the path cannot be normalised (malformed percent-encoding, invalid UTF-8, a NUL byte, or a backslash or ";" making a ".." segment)');
     const hostHeader = req.headers.get('host');
     // Several Host headers arrive joined with ', ' (a valid Host never holds a comma): RFC 9112 §3.2 wants 400,
     // and routing on one while forwarding the other would be a host confusion.
@@ -163,6 +170,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       clientIp: clientIp(req, env),
       scheme: scheme(req, env),
       rawHeaders: rawHeaders?.(req, env),
+      getBody: getBody && req.method === 'GET' ? () => getBody(req, env) : undefined,
       clientSignal: () => clientSignal(req, env),
       forward: forwarder,
     });

@@ -27,7 +27,15 @@
 import { createGateway } from '../core/gateway.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
-import { finishShutdown, helpText, levelLogger, readSettings, startupError } from './settings.ts';
+import {
+  finishShutdown,
+  helpText,
+  levelLogger,
+  parseCommandLine,
+  readSettings,
+  startupError,
+  usageError,
+} from './settings.ts';
 
 /** The part of `Bun.serve`'s server used here (declared locally: no @types/bun in this repo). */
 interface BunServer {
@@ -71,8 +79,14 @@ const bunFetchExtras = [false, true].flatMap((tlsVerify) =>
 );
 
 async function main(): Promise<void> {
-  if (process.argv.includes('--help') || process.argv.includes('-h')) {
-    process.stdout.write(helpText('npm run start:bun   (or: bun run src/runtime/bun.ts)'));
+  const command = 'npm run start:bun   (or: bun run src/runtime/bun.ts)';
+  const cli = parseCommandLine(process.argv.slice(2));
+  if (!cli.ok) {
+    process.stderr.write(usageError(cli.message, command));
+    process.exit(2);
+  }
+  if (cli.help) {
+    process.stdout.write(helpText(command));
     return;
   }
   const settings = readSettings(process.env);

@@ -45,10 +45,12 @@ import {
   finishShutdown,
   helpText,
   levelLogger,
+  parseCommandLine,
   readSettings,
   SETTINGS_DOC,
   type Settings,
   startupError,
+  usageError,
 } from './settings.ts';
 
 /** Every setting, plus the variables the `yaml` package reads (LOG_TOKENS, LOG_STREAM). */
@@ -267,11 +269,17 @@ function serve(
 }
 
 async function main(): Promise<void> {
-  if (Deno.args.includes('--help') || Deno.args.includes('-h')) {
-    console.log(helpText('deno task start   (or: deno run <flags> src/runtime/deno.ts)').trimEnd());
+  const command = 'deno task start   (or: deno run <flags> src/runtime/deno.ts)';
+  const cli = parseCommandLine(Deno.args, ['--permission-flags']);
+  if (!cli.ok) {
+    console.error(usageError(cli.message, command).trimEnd());
+    Deno.exit(2);
+  }
+  if (cli.help) {
+    console.log(helpText(command).trimEnd());
     return;
   }
-  if (Deno.args.includes('--permission-flags')) {
+  if (cli.flags.has('--permission-flags')) {
     await printPermissionFlags();
     return;
   }

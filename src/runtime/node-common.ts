@@ -3,10 +3,10 @@
  * choosing the store from the settings, and the generated admin key.
  */
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { link, open, readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../core/context.ts';
-import { FileStore } from '../store/file.ts';
+import { FileStore, makeDirectory } from '../store/file.ts';
 import type { ConfigStore } from '../store/types.ts';
 import type { Settings } from './settings.ts';
 
@@ -55,7 +55,11 @@ export async function ensureAdminKey(dataDir: string, logger: Logger): Promise<s
   } catch (err) {
     if ((err as { code?: string }).code !== 'ENOENT') throw err;
   }
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  try {
+    await makeDirectory(dir, 0o700);
+  } catch (err) {
+    throw new Error(`cannot create DATA_DIR ${dir} for the generated admin key: ${(err as Error).message}`, { cause: err });
+  }
   const key = randomBytes(32).toString('hex');
   // Written to a temp file, then link()ed into place: a crash never leaves an empty admin_key, and link fails
   // rather than overwrite a key another process just created.

@@ -9,7 +9,16 @@ import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server'
 import { createGateway } from '../core/gateway.ts';
 import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
-import { finishShutdown, helpText, levelLogger, readSettings, startupError } from './settings.ts';
+import { createHardenedServer, getRequestBody } from './node-http.ts';
+import {
+  finishShutdown,
+  helpText,
+  levelLogger,
+  parseCommandLine,
+  readSettings,
+  startupError,
+  usageError,
+} from './settings.ts';
 
 /**
  * Idle keep-alive connections of the proxy are closed after this long (nginx's and APISIX's
@@ -18,8 +27,14 @@ import { finishShutdown, helpText, levelLogger, readSettings, startupError } fro
 const KEEPALIVE_TIMEOUT_MS = 60_000;
 
 async function main(): Promise<void> {
-  if (process.argv.includes('--help') || process.argv.includes('-h')) {
-    process.stdout.write(helpText('npm start   (or: node dist/runtime/node.js)'));
+  const command = 'npm start   (or: node dist/runtime/node.js)';
+  const cli = parseCommandLine(process.argv.slice(2));
+  if (!cli.ok) {
+    process.stderr.write(usageError(cli.message, command));
+    process.exit(2);
+  }
+  if (cli.help) {
+    process.stdout.write(helpText(command));
     return;
   }
   const settings = readSettings(process.env);
@@ -41,6 +56,8 @@ async function main(): Promise<void> {
     },
     // Not an iteration of `req.headers`, which makes @hono/node-server build (validate, sort) an undici Headers.
     rawHeaders: (_req, env) => (env as HttpBindings).incoming.rawHeaders,
+    // A GET body, which @hono/node-server's Request drops (WHATWG), forwarded as APISIX does.
+    getBody: (_req, env) => getRequestBody((env as HttpBindings).incoming),
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
   });
@@ -67,7 +84,10 @@ async function main(): Promise<void> {
         if (stopping) (env.outgoing as ServerResponse).shouldKeepAlive = false;
         return app.fetch(req, env);
       };
-      const server = serve({ fetch, hostname, port }, (info: AddressInfo) => {
+      // node:http with issue 18's hardening (header count, protocol errors with a JSON body, CONNECT, codings,
+      // absolute-form targets, Expect: 100-continue): src/runtime/node-http.ts.
+      const createServer = createHardenedServer as unknown as typeof import('node:http').createServer;
+      const server = serve({ fetch, hostname, port, createServer }, (info: AddressInfo) => {
         const host = info.family === 'IPv6' ? `[${info.address}]` : info.address;
         console.log(`fngate ${what} listening on http://${host}:${info.port}`);
         resolveListen(server as Server);

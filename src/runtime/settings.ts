@@ -64,7 +64,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'DATA_DIR',
     default: './data',
     meaning:
-      "directory of the embedded store (the file store's `config.json` on Node and Bun, Deno KV's `fngate.kv` on Deno) and the generated admin key; created with mode 0700",
+      "directory of the embedded store (the file store's `config.json` on Node and Bun, Deno KV's `fngate.kv` on Deno) and the generated admin key; created with mode 0700 (a directory that cannot be created stops the start with a message naming it)",
   },
   {
     name: 'CONFIG_FILE',
@@ -168,14 +168,41 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
   };
 }
 
+/**
+ * The command line: fngate takes its settings from the environment, so the only arguments are `-h`/`--help`
+ * and the entry's own `extra` flags (Deno's `--permission-flags`). Anything else (`--port 31999`, `--config x`)
+ * is an error, never silently ignored: the entry prints {@link usageError} and exits 2.
+ */
+export function parseCommandLine(
+  args: readonly string[],
+  extra: readonly string[] = [],
+): { ok: true; help: boolean; flags: ReadonlySet<string> } | { ok: false; message: string } {
+  const flags = new Set<string>();
+  let help = false;
+  for (const arg of args) {
+    if (arg === '-h' || arg === '--help') help = true;
+    else if (extra.includes(arg)) flags.add(arg);
+    else {
+      const what = arg.startsWith('-') ? 'unknown option' : 'unexpected argument';
+      return { ok: false, message: `${what} ${JSON.stringify(arg)}: fngate takes its settings from environment variables` };
+    }
+  }
+  return { ok: true, help, flags };
+}
+
+/** What an entry prints on stderr for a bad command line, before it exits with status 2. */
+export function usageError(message: string, command: string): string {
+  return `fngate: ${message}\n\n${helpText(command)}`;
+}
+
 export function helpText(command: string): string {
   const width = Math.max(...SETTINGS_DOC.map((s) => s.name.length));
   const rows = SETTINGS_DOC.map((s) => `  ${s.name.padEnd(width)}  ${s.meaning} (default: ${s.default})`).join('\n');
   return `fngate - an APISIX-compatible API gateway for serverless functions
 
-Usage: ${command}
+Usage: ${command} [-h | --help]
 
-Configuration comes from environment variables:
+Configuration comes from environment variables (there are no other command-line options):
 ${rows}
 
 Store: CONFIG_FILE (read-only standalone file), else ETCD_HOST (etcd), else the embedded store in DATA_DIR

@@ -14,7 +14,7 @@
  */
 import * as nodeFs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { checkKey, copyItem, isPlainObject, normalizePrefix, StoreTable, WatchHub } from './memory.ts';
 import type { ConfigStore, PutOptions, StoredItem, StoreState } from './types.ts';
 import { StoreError } from './types.ts';
@@ -50,6 +50,32 @@ const inFlight = new Set<string>();
 function errCode(err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : 'EUNKNOWN';
+}
+
+/**
+ * `mkdir -p` without `{ recursive: true }`: Node's (libuv's) recursive mkdir never returns for a path under a file
+ * system that refuses to create anything, such as `/proc/nope` (it loops at 100 % CPU), where this fails with
+ * ENOENT. Each missing ancestor is created with a plain mkdir, from the top down; one that exists must be a directory.
+ */
+export async function makeDirectory(dir: string, mode: number, fs: Pick<FileStoreFs, 'mkdir' | 'stat'> = fsp): Promise<void> {
+  try {
+    await fs.mkdir(dir, { mode });
+    return;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'EEXIST') {
+      if ((await fs.stat(dir)).isDirectory()) return;
+      throw Object.assign(new Error(`${dir} exists and is not a directory`), { code: 'ENOTDIR' });
+    }
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw err;
+  }
+  await makeDirectory(dirname(dir), mode, fs);
+  try {
+    await fs.mkdir(dir, { mode });
+  } catch (err) {
+    // Created by someone else meanwhile: fine if it is a directory.
+    if ((err as { code?: string }).code !== 'EEXIST' || !(await fs.stat(dir)).isDirectory()) throw err;
+  }
 }
 
 function describeErr(err: unknown): string {
@@ -184,7 +210,7 @@ export class FileStore implements ConfigStore {
       opts.onError ?? ((err) => console.error(`config store: ${err.message}`)),
     );
     try {
-      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      await makeDirectory(dir, 0o700, fs);
     } catch (err) {
       throw new StoreError(`cannot create the config store directory ${dir}: ${describeErr(err)}`, { cause: err });
     }

@@ -152,6 +152,59 @@ describe('documented differences of the Admin API', () => {
 
   // services, consumers, consumer_groups, global_rules, plugin_configs, plugin_metadata: admin-resources.test.ts.
   // `credentials` exists only under consumers/<username>/.
+  test('a 65-character id: the same "string too long" message in the path as in the body', async () => {
+    const long = 'c'.repeat(65);
+    const msg = 'invalid configuration: property "id" validation failed: string too long, expected at most 64, got 65';
+    assertError(await gw.admin('PUT', `/routes/${long}`, echoRoute('/longid')), 400, msg);
+    assertError(await gw.admin('PUT', '/routes', { ...echoRoute('/longid'), id: long }), 400, msg);
+    assertError(await gw.admin('GET', `/routes/${long}`), 400, msg);
+    assertError(await gw.admin('PATCH', `/upstreams/${long}`, { desc: 'x' }), 400, msg);
+  });
+
+  test('a duration beyond the longest timer (2^31-1 ms) → 400 naming the field; the bound itself is accepted', async () => {
+    const fnRoute = (extra: Record<string, unknown>) => ({ uri: '/dur', plugins: of(`${fn.urls.echo}/`, extra) });
+    assertError(
+      await gw.admin('PUT', '/routes/dur', fnRoute({ timeout: 2147483648 })),
+      400,
+      /property "timeout" validation failed: expected 2147483648 to be at most 2147483647$/,
+    );
+    const up = { nodes: { '127.0.0.1:1980': 1 } };
+    assertError(
+      await gw.admin('PUT', '/upstreams/dur', { ...up, timeout: { connect: 1, send: 1, read: 3000000 } }),
+      400,
+      /property "read" validation failed: expected 3000000 to be at most 2147483$/,
+    );
+    assertError(
+      await gw.admin('PUT', '/routes/dur', { uri: '/dur', upstream: up, timeout: { connect: 1, send: 1e12, read: 1 } }),
+      400,
+      /property "send" validation failed/,
+    );
+    const max = await gw.admin('PUT', '/routes/dur', fnRoute({ timeout: 2147483647, keepalive_timeout: 2147483647 }));
+    assert.equal(max.status, 201, max.text);
+    assertError(await gw.admin('PATCH', '/routes/dur', { plugins: { openfunction: { timeout: 2 ** 31 } } }), 400, /at most 2147483647/);
+    assert.equal((await gw.admin('DELETE', '/routes/dur')).status, 200);
+  });
+
+  test('`__proto__` / `constructor` / `prototype` keys in record fields → 400 naming the key, by PUT, POST and PATCH', async () => {
+    const up = `{"nodes":{"127.0.0.1:1980":1}}`;
+    const bodies: [string, string, string, string][] = [
+      ['PUT', '/routes/rk1', `{"uri":"/rk","plugins":{"constructor":{}}}`, 'constructor'],
+      ['PUT', '/routes/rk1', `{"uri":"/rk","upstream":{"nodes":{"__proto__":{"a":1}}}}`, '__proto__'],
+      ['PUT', '/routes/rk1', `{"uri":"/rk","upstream":${up},"labels":{"prototype":"x"}}`, 'prototype'],
+      ['POST', '/routes', `{"uri":"/rk","upstream":${up},"labels":{"a":"b","__proto__":"x"}}`, '__proto__'],
+      ['PUT', '/upstreams/rk1', `{"nodes":[{"host":"127.0.0.1","port":1980,"weight":1,"metadata":{"constructor":1}}]}`, 'constructor'],
+    ];
+    for (const [method, path, body, key] of bodies) {
+      assertError(await gw.admin(method, path, body), 400, new RegExp(`the key "${key}" is not allowed`));
+    }
+    await gw.putRoute('rk2', { uri: '/rk2', upstream: { nodes: { '127.0.0.1:1980': 1 } }, labels: { a: 'b' } });
+    const before = await gw.admin('GET', '/routes/rk2');
+    assertError(await gw.admin('PATCH', '/routes/rk2', '{"labels":{"__proto__":"x"}}'), 400, /the key "__proto__" is not allowed/);
+    assertError(await gw.admin('PATCH', '/routes/rk2/plugins', '{"constructor":{}}'), 400, /the key "constructor" is not allowed/);
+    assert.deepEqual((await gw.admin('GET', '/routes/rk2')).json, before.json);
+    assert.equal((await gw.admin('GET', '/upstreams/rk1')).status, 404);
+  });
+
   for (const resource of [
     'credentials',
     'ssls',

@@ -4,7 +4,7 @@
 // Run: npm run build && node --import tsx --test --test-concurrency=1 test/e2e/walkthrough.test.ts
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -356,6 +356,42 @@ describe('command line', () => {
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /PROXY_PORT/);
   });
+
+  // Issue 18: Node's recursive mkdir loops forever (100 % CPU) under /proc; the gateway must say so and exit.
+  test('DATA_DIR=/proc/nope → exit 1 at once naming the directory (file store, and generated admin key)', async () => {
+    const cfgDir = await tmpDir('fngate-e2e-procdir-');
+    try {
+      const cfg = join(cfgDir, 'apisix.yaml');
+      await writeFile(cfg, 'routes: []\n#END\n');
+      for (const env of [{}, { CONFIG_FILE: cfg }]) {
+        const res = await runToExit({ HOST: '127.0.0.1', PROXY_PORT: '0', ADMIN_PORT: '0', DATA_DIR: '/proc/nope', ...env }, [], 4000);
+        assert.equal(res.code, 1, `${res.stdout}\n${res.stderr}`);
+        assert.match(res.stderr, /fngate: cannot start: cannot create .*\/proc\/nope.*ENOENT/);
+        assert.doesNotMatch(res.stdout, /listening on/);
+      }
+    } finally {
+      await rmDir(cfgDir);
+    }
+  });
+
+  // Issue 18 item 9: `--config /x.yaml --port 31999` started on the defaults.
+  for (const args of [['--config', '/x.yaml', '--port', '31999'], ['--port=31999'], ['serve'], ['-h', '--verbose']]) {
+    test(`unknown arguments ${args.join(' ')} → exit 2 with the usage text, nothing started`, async () => {
+      const dataDir = await tmpDir('fngate-e2e-args-');
+      try {
+        const env = { HOST: '127.0.0.1', PROXY_PORT: '0', ADMIN_PORT: '0', DATA_DIR: dataDir };
+        const res = await runToExit(env, args, 4000);
+        assert.equal(res.code, 2, `${res.stdout}\n${res.stderr}`);
+        const bad = args.find((a) => a !== '-h')!;
+        assert.ok(res.stderr.includes(`"${bad}"`), res.stderr);
+        assert.match(res.stderr, /Usage: /);
+        assert.match(res.stderr, /PROXY_PORT/);
+        assert.doesNotMatch(res.stdout, /listening on/);
+      } finally {
+        await rmDir(dataDir);
+      }
+    });
+  }
 
   // '0x50' and '4e4' are numbers to JavaScript (80, 40000) but not port numbers a user means.
   for (const bad of ['abc', '70000', '-1', '80.5', '0x50', '4e4']) {

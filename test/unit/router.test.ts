@@ -499,6 +499,22 @@ describe('normalizePath', () => {
     ['/a%5c..b', '/a\\..b'],
     ['/a/../b%5cc', '/b\\c'],
     ['/a%255c..%255cb', '/a%5c..%5cb'], // decoded once: the function gets the text `%5c`
+    // A `..` segment with `;` parameters (servlet containers drop the `;…` and resolve the `..`): refused.
+    ['/fn/..;/admin', null],
+    ['/fn/..%3b/admin', null],
+    ['/fn/..%3B/admin', null],
+    ['/fn/a/..;/..;/x', null],
+    ['/fn/..;jsessionid=1/x', null],
+    ['/fn/..;', null],
+    ['/fn/%2e%2e;/x', null],
+    ['/fn/..%5c;', null],
+    // Elsewhere `;` is text.
+    ['/fn/a;b', '/fn/a;b'],
+    ['/fn/a%3bb', '/fn/a;b'],
+    ['/fn/.;/x', '/fn/.;/x'],
+    ['/fn/...;/x', '/fn/...;/x'],
+    ['/fn/a..;/x', '/fn/a..;/x'],
+    ['/fn/x/../a;b', '/fn/a;b'],
   ];
   for (const [input, expected] of cases) {
     it(`${JSON.stringify(input)} → ${JSON.stringify(expected)}`, () => {

@@ -8,7 +8,7 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import type { FileStoreFs } from '../../src/store/file.ts';
-import { FileStore } from '../../src/store/file.ts';
+import { FileStore, makeDirectory } from '../../src/store/file.ts';
 import { compareKeys } from '../../src/store/memory.ts';
 import type { ConfigStore, StoredItem, StoreState } from '../../src/store/types.ts';
 import { StoreConflictError, StoreError } from '../../src/store/types.ts';
@@ -477,6 +477,26 @@ else {
       }
       t.diagnostic(`final revision ${last}; ${killedMidWrite} of 20 kills left a temp file behind`);
       assert.ok(last > 20, 'the writer made progress');
+    });
+  });
+
+  describe('makeDirectory (mkdir -p without the recursive flag)', () => {
+    test('creates missing ancestors with the mode, accepts an existing directory, refuses a file and /proc/nope', async () => {
+      const root = await mkdtemp(join(tmpdir(), 'fngate-mkdir-'));
+      try {
+        const deep = join(root, 'a', 'b', 'c');
+        await makeDirectory(deep, 0o700);
+        assert.equal((await stat(deep)).mode & 0o777, 0o700);
+        assert.equal((await stat(join(root, 'a'))).mode & 0o777, 0o700);
+        await makeDirectory(deep, 0o700); // exists: fine
+        await writeFile(join(root, 'f'), 'x');
+        await assert.rejects(makeDirectory(join(root, 'f'), 0o700), /not a directory/);
+        await assert.rejects(makeDirectory(join(root, 'f', 'sub'), 0o700), { code: 'ENOTDIR' });
+        // Node's recursive mkdir never returns here (100 % CPU); this one fails at once.
+        await assert.rejects(makeDirectory('/proc/nope/x', 0o700), { code: 'ENOENT' });
+      } finally {
+        await rm(root, { recursive: true, force: true });
+      }
     });
   });
 }

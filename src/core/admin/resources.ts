@@ -10,7 +10,7 @@ import type { ConfigStore, StoreState } from '../../store/types.ts';
 import { itemsOf } from '../config.ts';
 import { type Capabilities, checkPluginConf, FULL_CAPABILITIES, type SchemaType } from '../plugins/check.ts';
 import type { PluginRegistry } from '../plugins/index.ts';
-import { check, ID_PATTERN, isPlainObject, pluginsSchema } from '../schema/common.ts';
+import { check, ID_PATTERN, idProblem, isPlainObject, pluginsSchema } from '../schema/common.ts';
 import { consumerGroupSchema, consumerSchema, credentialSchema, USERNAME_PATTERN } from '../schema/consumer.ts';
 import { globalRuleSchema } from '../schema/global-rule.ts';
 import { pluginConfigSchema } from '../schema/plugin-config.ts';
@@ -70,9 +70,7 @@ export function validPathId(kind: ResourceKind, id: string): string | undefined 
       ? undefined
       : `invalid configuration: property "username" validation failed: failed to match pattern ${JSON.stringify(USERNAME_PATTERN.source)} with ${JSON.stringify(id)}`;
   }
-  return ID_PATTERN.test(id)
-    ? undefined
-    : `invalid configuration: property "id" validation failed: failed to match pattern "^[a-zA-Z0-9-_.]+$" with "${id}"`;
+  return idProblem(id);
 }
 
 const set = (...m: Method[]) => new Set<Method>(m);

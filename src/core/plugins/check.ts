@@ -1,5 +1,5 @@
 import * as v from 'valibot';
-import { check, isPlainObject } from '../schema/common.ts';
+import { check, isPlainObject, safeRecord } from '../schema/common.ts';
 import { exprSchema } from '../schema/expr.ts';
 import { INTEGER } from '../schema/format.ts';
 import type { PluginRegistry } from './index.ts';
@@ -9,7 +9,7 @@ export const metaSchema = v.strictObject({
   disable: v.optional(v.boolean()),
   priority: v.optional(v.pipe(v.number(INTEGER), v.integer())),
   filter: v.optional(exprSchema),
-  error_response: v.optional(v.union([v.string(), v.record(v.string(), v.unknown())])),
+  error_response: v.optional(v.union([v.string(), safeRecord(v.string(), v.unknown())])),
 });
 
 export type PluginMeta = v.InferOutput<typeof metaSchema>;

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { durationMs } from '../schema/common.ts';
 import { INTEGER } from '../schema/format.ts';
 import type { RequestContext } from '../context.ts';
 import { forward } from '../upstream/forward.ts';
@@ -25,10 +26,10 @@ export function isHttpUrl(s: string): boolean {
 /** Schema fields every serverless plugin shares (APISIX generic-upstream), with APISIX's defaults. */
 export const serverlessEntries = {
   function_uri: v.pipe(v.string(), v.check(isHttpUrl, 'must be a valid http(s) URL')),
-  timeout: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(100)), 3000),
+  timeout: v.optional(durationMs(100), 3000),
   ssl_verify: v.optional(v.boolean(), true),
   keepalive: v.optional(v.boolean(), true),
-  keepalive_timeout: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1000)), 60000),
+  keepalive_timeout: v.optional(durationMs(1000), 60000),
   keepalive_pool: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1)), 5),
   max_req_body_size: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1)), 64 * 1024 * 1024),
 };

@@ -10,14 +10,17 @@
  *   frameworks and URL parsers do (`/hello/..%5Csecret`, `/a%5C..%5Cb`, `/x/..%5C`), is rejected: forwarded,
  *   such a server would resolve it outside the route's path (nginx on Linux passes it on). A backslash
  *   elsewhere (`/a%5Cb`, `/.%5Cx`, `/...%5Cx`) is ordinary text.
+ * - Likewise a `..` segment with path parameters (`/fn/..;/admin`, `/fn/..%3b/admin`, `/..;jsessionid=x/`):
+ *   servlet containers (Tomcat, Spring) drop the `;…` of each segment and resolve the `..`. A `;` elsewhere
+ *   (`/a;b`, `/.;/x`) is ordinary text.
  */
 
 const SLASH = 47;
 
 /**
  * Returns the normalised path, or `null` when the input cannot be decoded (bad percent-encoding such as
- * `%zz` or a lone `%`, invalid UTF-8, a NUL byte, a path not starting with `/`) or holds a backslash that
- * makes a `..` segment (see above): answer 400 then.
+ * `%zz` or a lone `%`, invalid UTF-8, a NUL byte, a path not starting with `/`) or holds a backslash or a
+ * `;` that makes a `..` segment (see above): answer 400 then.
  * An empty input is `/`. When nothing needs changing the input string itself is returned (no allocation).
  */
 export function normalizePath(rawPathname: string): string | null {
@@ -28,11 +31,14 @@ export function normalizePath(rawPathname: string): string | null {
 }
 
 /** `%`, `?`, `#`, NUL, `\`, `//`, or a `.` / `..` segment. */
-const NEEDS_WORK = /[%?#\0\\]|\/(?:\/|\.\.?(?:\/|$))/;
+const NEEDS_WORK = /[%?#\0\\]|\/(?:\/|\.\.?(?:[/;]|$))/;
 /** `//`, or a `.` / `..` segment. */
 const SLASH_OR_DOT_SEGMENT = /\/(?:\/|\.\.?(?:\/|$))/;
-/** A `..` segment when `\` separates segments too (tested after `/`-segments are resolved). */
-const BACKSLASH_DOT_DOT = /[\\/]\.\.(?:[\\/]|$)/;
+/**
+ * A `..` segment when `\` separates segments too, or when `;` starts a segment's parameters (tested after
+ * `/`-segments are resolved, so a plain `/../` is gone by then).
+ */
+const HIDDEN_DOT_DOT = /[\\/]\.\.(?:[\\/;]|$)/;
 
 function slowPath(raw: string): string | null {
   let path = raw;
@@ -50,8 +56,8 @@ function slowPath(raw: string): string | null {
   }
   if (path.indexOf('\0') >= 0) return null;
   if (SLASH_OR_DOT_SEGMENT.test(path)) path = resolveSegments(path);
-  // Resolved, the path has no `..` between slashes left: a match here has a backslash on one side.
-  if (path.indexOf('\\') >= 0 && BACKSLASH_DOT_DOT.test(path)) return null;
+  // Resolved, the path has no `..` between slashes left: a match here has a backslash or a `;` beside it.
+  if ((path.indexOf('\\') >= 0 || path.indexOf(';') >= 0) && HIDDEN_DOT_DOT.test(path)) return null;
   return path;
 }
 

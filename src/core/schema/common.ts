@@ -18,19 +18,79 @@ export const idSchema = v.pipe(
 /** An id in a URL path or a store key: {@link idSchema}'s string form. */
 export const ID_PATTERN = /^(?!\.\.?$)[a-zA-Z0-9\-_.]{1,64}$/;
 
+/**
+ * What is wrong with an id from a URL path or a key, in the words {@link idSchema} uses for an id in a body
+ * (`string too long, expected at most 64, got 65`, `failed to match pattern …`); `undefined` when it is fine.
+ */
+export function idProblem(id: string): string | undefined {
+  if (ID_PATTERN.test(id)) return undefined;
+  const res = check(idSchema, id);
+  const why = res.ok ? `failed to match pattern ${JSON.stringify(ID_PATTERN.source)} with ${JSON.stringify(id)}` : res.message;
+  return `invalid configuration: property "id" validation failed: ${why}`;
+}
+
 export const nameSchema = v.pipe(v.string(), v.minLength(1), v.maxLength(256));
 export const descSchema = v.pipe(v.string(), v.maxLength(256));
-export const labelsSchema = v.record(
+/**
+ * Keys no record-shaped field may have: JavaScript gives them meaning on every object, and valibot's `v.record`
+ * silently leaves them out of what it checks (so a `{"__proto__": …}` would be stored unvalidated).
+ */
+export const RESERVED_KEYS: readonly string[] = ['__proto__', 'constructor', 'prototype'];
+
+/**
+ * `v.record(key, value)` that also refuses the {@link RESERVED_KEYS} as own keys, with a 400 like any other bad
+ * key. Every record-shaped field of every schema (plugins, upstream nodes, labels, metadata, and the services,
+ * consumers and plugin confs added later) is built with this, never with `v.record` directly.
+ */
+export function safeRecord<
+  TKey extends v.GenericSchema<string, string>,
+  TValue extends v.GenericSchema,
+>(key: TKey, value: TValue) {
+  return v.pipe(
+    v.custom<Record<string, unknown>>(
+      (input) => typeof input !== 'object' || input === null || !RESERVED_KEYS.some((k) => Object.hasOwn(input, k)),
+      (issue) => {
+        const found = RESERVED_KEYS.find((k) => Object.hasOwn(issue.input as object, k));
+        return `the key "${String(found)}" is not allowed (a reserved JavaScript property name)`;
+      },
+    ),
+    v.record(key, value),
+  );
+}
+
+export const labelsSchema = safeRecord(
   v.string(),
   v.pipe(v.string(), v.minLength(1), v.maxLength(256), v.regex(/^\S+$/)),
 );
 export const timestampSchema = v.pipe(v.number(INTEGER), v.integer());
 
+/**
+ * The longest duration any config field may hold: 2^31−1 ms (about 24.8 days), the longest delay a timer keeps
+ * on every runtime (`setTimeout` fires at once, with a `TimeoutOverflowWarning` on Node, beyond it). Every
+ * duration field of every schema is built with {@link durationMs} or {@link durationSeconds}, so it is refused
+ * with a 400 naming the field at write time instead of firing at once.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+/** {@link MAX_DURATION_MS} in whole seconds (2,147,483 s), the bound of fields given in seconds. */
+export const MAX_DURATION_S = Math.floor(MAX_DURATION_MS / 1000);
+
+/** A duration in whole milliseconds, from `min` to {@link MAX_DURATION_MS}. */
+export function durationMs(min: number) {
+  return v.pipe(v.number(INTEGER), v.integer(), v.minValue(min), v.maxValue(MAX_DURATION_MS));
+}
+
+/** A duration in seconds (fractions allowed), above 0 (`positive`) or from 0, to {@link MAX_DURATION_S}. */
+export function durationSeconds(lower: 'positive' | 'non-negative') {
+  return lower === 'positive'
+    ? v.pipe(v.number(), v.gtValue(0), v.maxValue(MAX_DURATION_S))
+    : v.pipe(v.number(), v.minValue(0), v.maxValue(MAX_DURATION_S));
+}
+
 /** `{connect, send, read}` in seconds, all three required (APISIX `timeout_def`). */
 export const timeoutSchema = v.strictObject({
-  connect: v.pipe(v.number(), v.gtValue(0)),
-  send: v.pipe(v.number(), v.gtValue(0)),
-  read: v.pipe(v.number(), v.gtValue(0)),
+  connect: durationSeconds('positive'),
+  send: durationSeconds('positive'),
+  read: durationSeconds('positive'),
 });
 
 /** An array whose items are pairwise different (JSON schema `uniqueItems`). */
@@ -42,7 +102,7 @@ export function uniqueArray<T extends v.GenericSchema>(item: T) {
 }
 
 /** A resource's `plugins`: plugin name -> conf, each conf checked by the caller against the plugin's schema. */
-export const pluginsSchema = v.record(v.string(), v.unknown());
+export const pluginsSchema = safeRecord(v.string(), v.unknown());
 
 /** Host pattern of APISIX's `host_def`. */
 export const hostSchema = v.pipe(v.string(), v.regex(/^\*$|^\*?[0-9a-zA-Z\-._[\]:]+$/));

@@ -20,6 +20,9 @@ export function formatIssue(issue: BaseIssue<unknown>): string {
       const path = [...(issue.path ?? []), ...best.path] as NonNullable<BaseIssue<unknown>['path']>;
       return formatIssue({ ...best, path });
     }
+    // No branch got into the value: a branch whose own check refused it (a reserved record key) says why.
+    const custom = issue.issues.find((sub) => sub.type === 'custom');
+    if (custom) return formatIssue({ ...custom, path: issue.path });
   }
   const path = issue.path ?? [];
   const keys: (string | number)[] = [];

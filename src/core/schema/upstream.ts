@@ -3,10 +3,12 @@ import { INTEGER } from './format.ts';
 import {
   check,
   descSchema,
+  durationSeconds,
   hostSchema,
   idSchema,
   labelsSchema,
   nameSchema,
+  safeRecord,
   timeoutSchema,
   timestampSchema,
   unsupported,
@@ -17,10 +19,10 @@ const nodeArrayItem = v.strictObject({
   port: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1), v.maxValue(65535))),
   weight: v.pipe(v.number(INTEGER), v.integer(), v.minValue(0)),
   priority: v.optional(v.pipe(v.number(INTEGER), v.integer())),
-  metadata: v.optional(v.record(v.string(), v.unknown())),
+  metadata: v.optional(safeRecord(v.string(), v.unknown())),
 });
 
-const nodesMap = v.record(v.string(), v.pipe(v.number(INTEGER), v.integer(), v.minValue(0)));
+const nodesMap = safeRecord(v.string(), v.pipe(v.number(INTEGER), v.integer(), v.minValue(0)));
 
 export const SUPPORTED_BALANCERS = ['roundrobin'] as const;
 
@@ -47,11 +49,11 @@ export const upstreamSchema = v.strictObject({
   upstream_host: v.optional(hostSchema),
   timeout: v.optional(timeoutSchema),
   retries: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(0))),
-  retry_timeout: v.optional(v.pipe(v.number(), v.minValue(0))),
+  retry_timeout: v.optional(durationSeconds('non-negative')),
   keepalive_pool: v.optional(
     v.strictObject({
       size: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1))),
-      idle_timeout: v.optional(v.pipe(v.number(), v.minValue(0))),
+      idle_timeout: v.optional(durationSeconds('non-negative')),
       requests: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1))),
     }),
   ),

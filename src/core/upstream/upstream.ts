@@ -2,7 +2,7 @@ import type { Handler } from '../context.ts';
 import { errorResponse } from '../errors.ts';
 import { normalizeNodes, type UpstreamConf } from '../schema/upstream.ts';
 import { createPicker } from './balancer.ts';
-import { forward, NO_BODY_METHODS } from './forward.ts';
+import { forward, requestBody } from './forward.ts';
 import { encodePath } from './path.ts';
 import { UpstreamError } from './types.ts';
 
@@ -42,8 +42,7 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: { read: numbe
   };
 
   return async (ctx) => {
-    // GET/HEAD first: on Node, reading `body` makes @hono/node-server build a full Request (~5 µs).
-    const retryable = NO_BODY_METHODS.has(ctx.upstream.method ?? ctx.method) || ctx.request.body === null;
+    const retryable = requestBody(ctx) === null;
     const attempts = retryable ? retries + 1 : 1;
     // The path the router matched (decoded, dot segments resolved), re-encoded: the node must never see
     // a different path than the one the route's conditions were checked against. A plugin's rewrite
