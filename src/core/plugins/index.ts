@@ -1,8 +1,14 @@
+import { ipRestriction } from './ip-restriction.ts';
 import { openfunction } from './openfunction.ts';
+import { realIp } from './real-ip.ts';
 import type { AnyPlugin } from './types.ts';
 
 /** Every plugin fngate ships, by name. */
-export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [openfunction];
+export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
+  openfunction,
+  ipRestriction,
+  realIp,
+];
 
 /**
  * APISIX plugins that only observe traffic (metrics, tracing, logging, a request id header, node status): a
