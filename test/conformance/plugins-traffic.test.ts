@@ -1,6 +1,6 @@
 /**
- * The traffic plugins ip-restriction and real-ip through real HTTP, on every runtime: the cases
- * of APISIX's t/plugin/ip-restriction.t and real-ip.t (apisix-wave2.md §7), then
+ * The traffic plugins ip-restriction, real-ip and request-id through real HTTP, on every runtime: the cases
+ * of APISIX's t/plugin/ip-restriction.t, real-ip.t and request-id.t (apisix-wave2.md §7), then
  * what they mean for fngate (what reaches the upstream).
  * Schema details without a gateway: test/unit/plugins-traffic.test.ts.
  */
@@ -168,5 +168,96 @@ describe('real-ip (t/plugin/real-ip.t)', () => {
     const passed = await gw.fetch('/rip-arg?realip=4.4.4.4');
     assert.equal(passed.status, 200);
     assert.equal(((await passed.json()) as Echoed).headers['x-forwarded-for'], '4.4.4.4');
+  });
+});
+
+describe('request-id (t/plugin/request-id.t)', () => {
+  const UUID4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+  test('TEST 4: a uuid in the answer, the same one upstream; each request its own', async () => {
+    await gw.putRoute('rid', echoRoute('/rid', { 'request-id': {} }));
+    const res = await gw.fetch('/rid');
+    const id = res.headers.get('x-request-id');
+    assert.match(id ?? '', UUID4);
+    assert.equal(((await res.json()) as Echoed).headers['x-request-id'], id);
+    const again = await gw.fetch('/rid');
+    assert.notEqual(again.headers.get('x-request-id'), id);
+    await again.body?.cancel();
+  });
+
+  test("TEST 14: the client's id is kept; an empty one is replaced", async () => {
+    await gw.putRoute('rid', echoRoute('/rid', { 'request-id': {} }));
+    const res = await gw.fetch('/rid', { headers: { 'X-Request-ID': '123' } });
+    assert.equal(res.headers.get('x-request-id'), '123');
+    assert.equal(((await res.json()) as Echoed).headers['x-request-id'], '123');
+    const empty = await gw.fetch('/rid', { headers: { 'X-Request-ID': '' } });
+    assert.match(empty.headers.get('x-request-id') ?? '', UUID4);
+    await empty.body?.cancel();
+  });
+
+  test('TEST 8-9: include_in_response false: upstream only; an id the upstream answers with is left alone', async () => {
+    await gw.putRoute('rid-no', echoRoute('/rid-no', { 'request-id': { include_in_response: false } }));
+    const res = await gw.fetch('/rid-no');
+    assert.equal(res.headers.get('x-request-id'), null);
+    assert.match(((await res.json()) as Echoed).headers['x-request-id'] ?? '', UUID4);
+    await gw.putRoute('rid', echoRoute('/rid', { 'request-id': {} }));
+    const up = await gw.fetch('/rid?set-header=x-request-id:from-upstream');
+    assert.equal(up.headers.get('x-request-id'), 'from-upstream');
+    await up.body?.cancel();
+  });
+
+  test('header_name and every algorithm', async () => {
+    const shapes: Record<string, RegExp> = {
+      uuid: UUID4,
+      uuidv7: /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+      nanoid: /^[-_0-9a-zA-Z]{21}$/,
+      ksuid: /^[0-9A-Za-z]{27}$/,
+      range_id: /^[xyz]{8}$/,
+    };
+    for (const [algorithm, shape] of Object.entries(shapes)) {
+      await gw.putRoute(
+        'rid-alg',
+        echoRoute('/rid-alg', {
+          'request-id': { header_name: 'Trace-Id', algorithm, range_id: { length: 8, char_set: 'xyzxyz' } },
+        }),
+      );
+      const res = await gw.fetch('/rid-alg');
+      const id = res.headers.get('trace-id') ?? '';
+      assert.match(id, shape, algorithm);
+      assert.equal(((await res.json()) as Echoed).headers['trace-id'], id);
+    }
+  });
+
+  test('the id is $apisix_request_id for later plugins (an ip-restriction _meta.filter on it)', async () => {
+    await gw.putRoute(
+      'rid-var',
+      echoRoute('/rid-var', {
+        'request-id': {},
+        'ip-restriction': {
+          blacklist: ['127.0.0.0/8', '::/0'],
+          _meta: { filter: [['apisix_request_id', '==', 'block-me']] },
+        },
+      }),
+    );
+    const blocked = await gw.fetch('/rid-var', { headers: { 'x-request-id': 'block-me' } });
+    assert.equal(blocked.status, 403);
+    assert.equal(blocked.headers.get('x-request-id'), 'block-me', 'the header is on plugin exits too');
+    await blocked.body?.cancel();
+    const passed = await gw.fetch('/rid-var', { headers: { 'x-request-id': 'other' } });
+    assert.equal(passed.status, 200);
+    await passed.body?.cancel();
+  });
+
+  test('TEST 12: an unknown algorithm is refused', async () => {
+    const res = await gw.admin(
+      'PUT',
+      '/routes/rid-bad',
+      echoRoute('/rid-bad', { 'request-id': { algorithm: 'bad_algorithm' } }),
+    );
+    assert.equal(res.status, 400);
+    assert.equal(
+      res.json.error_msg,
+      'failed to check the configuration of plugin request-id err: property "algorithm" validation failed: matches none of the enum values',
+    );
   });
 });

@@ -1,12 +1,15 @@
 /**
- * Schemas of ip-restriction and real-ip, without a gateway (the behaviour
+ * Schemas and id generators of ip-restriction, real-ip and request-id, without a gateway (the behaviour
  * through real HTTP: test/conformance/plugins-traffic.test.ts).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import * as v from 'valibot';
+import { RequestContext } from '../../src/core/context.ts';
 import { checkPluginConf } from '../../src/core/plugins/check.ts';
 import { pluginRegistry } from '../../src/core/plugins/index.ts';
 import { parseClientAddr } from '../../src/core/plugins/real-ip.ts';
+import { ksuid, MAX_RANGE_ID_LENGTH, nanoid, rangeId, requestId, uuidv7 } from '../../src/core/plugins/request-id.ts';
 
 const registry = pluginRegistry();
 const err = (name: string, conf: unknown): string => {
@@ -75,5 +78,80 @@ describe('real-ip', () => {
     ]) {
       assert.equal(parseClientAddr(bad), undefined, bad);
     }
+  });
+});
+
+describe('request-id', () => {
+  test('schema', () => {
+    ok('request-id', { algorithm: 'range_id', range_id: { length: 6, char_set: 'abcdef' } });
+    assert.equal(
+      err('request-id', { algorithm: 'bad_algorithm' }),
+      `${prefix('request-id')}property "algorithm" validation failed: matches none of the enum values`,
+    );
+    assert.match(err('request-id', { range_id: { length: 5 } }), /expected 5 to be at least 6/);
+    assert.match(err('request-id', { range_id: { length: MAX_RANGE_ID_LENGTH + 1 } }), /to be at most 1024/);
+    assert.match(err('request-id', { range_id: { char_set: 'abc' } }), /string too short/);
+    assert.match(err('request-id', { range_id: { char_set: 'abcdef\n' } }), /printable ASCII/);
+    assert.match(err('request-id', { header_name: 'bad header' }), /property "header_name" validation failed/);
+  });
+  test('defaults', () => {
+    const conf = v.parse(requestId.schema, {}) as Record<string, unknown>;
+    assert.deepEqual(conf, {
+      header_name: 'X-Request-Id',
+      include_in_response: true,
+      algorithm: 'uuid',
+      range_id: { length: 16, char_set: 'abcdefghijklmnopqrstuvwxyzABCDEFGHIGKLMNOPQRSTUVWXYZ0123456789' },
+    });
+  });
+  test('generators: shapes, and no repeats over 2000 ids', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 500; i++) {
+      const a = uuidv7();
+      assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      const b = nanoid();
+      assert.match(b, /^[-_0-9a-zA-Z]{21}$/);
+      const c = ksuid();
+      assert.match(c, /^[0-9A-Za-z]{27}$/);
+      const d = rangeId(16, 'abcdef');
+      assert.match(d, /^[a-f]{16}$/);
+      for (const id of [a, b, c, d]) seen.add(id);
+    }
+    assert.equal(seen.size, 2000);
+    // uuidv7 carries the time: ids of later milliseconds sort after earlier ones.
+    assert.ok(uuidv7(1_700_000_000_000) < uuidv7(1_700_000_000_001));
+    assert.equal(uuidv7(0x0123456789ab).slice(0, 13), '01234567-89ab');
+    // ksuid: the 20 bytes start with the seconds since 1400000000, so a later second sorts after.
+    assert.ok(ksuid(1_400_000_000_000) < ksuid(3_000_000_000_000));
+  });
+  test('$request_id is 32 hex digits, one per request; $apisix_request_id is it until the plugin sets its own', () => {
+    const ctx = () =>
+      new RequestContext({
+        request: new Request('http://gw.test/'),
+        method: 'GET',
+        path: '/',
+        rawPath: '/',
+        query: '',
+        host: 'gw.test',
+        clientIp: '127.0.0.1',
+        scheme: 'http',
+        rawHeaders: undefined,
+        clientSignal: () => undefined,
+        forward: () => Promise.reject(new Error('not used')),
+      });
+    const a = ctx();
+    const id = a.getVar('request_id');
+    assert.match(String(id), /^[0-9a-f]{32}$/);
+    assert.equal(a.getVar('request_id'), id);
+    assert.equal(a.getVar('apisix_request_id'), id);
+    a.setVar('apisix_request_id', 'from-plugin');
+    assert.equal(a.getVar('apisix_request_id'), 'from-plugin');
+    assert.equal(a.getVar('request_id'), id);
+    assert.notEqual(ctx().getVar('request_id'), id);
+  });
+  test('range_id draws every character of the set', () => {
+    const counts = new Map<string, number>();
+    for (const ch of rangeId(6000, 'abcdefg')) counts.set(ch, (counts.get(ch) ?? 0) + 1);
+    assert.equal(counts.size, 7);
+    for (const [, n] of counts) assert.ok(n > 600 && n < 1100, `count ${n}`);
   });
 });

@@ -1,6 +1,7 @@
 import { ipRestriction } from './ip-restriction.ts';
 import { openfunction } from './openfunction.ts';
 import { realIp } from './real-ip.ts';
+import { requestId } from './request-id.ts';
 import type { AnyPlugin } from './types.ts';
 
 /** Every plugin fngate ships, by name. */
@@ -8,6 +9,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   openfunction,
   ipRestriction,
   realIp,
+  requestId,
 ];
 
 /**
@@ -22,7 +24,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
  */
 export const HARMLESS_PLUGIN_NAMES: ReadonlySet<string> = new Set([
   // metrics and tracing
-  'prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info', 'request-id',
+  'prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info',
   // logging
   'http-logger', 'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'file-logger', 'syslog',
   'sls-logger', 'google-cloud-logging', 'splunk-hec-logging', 'clickhouse-logger', 'loggly',
