@@ -1,13 +1,16 @@
 /**
- * The traffic plugins ip-restriction, real-ip and request-id through real HTTP, on every runtime: the cases
- * of APISIX's t/plugin/ip-restriction.t, real-ip.t and request-id.t (apisix-wave2.md §7), then
- * what they mean for fngate (what reaches the upstream).
+ * The traffic plugins cors, ip-restriction, real-ip and request-id through real HTTP, on every runtime: the cases
+ * of APISIX's t/plugin/cors.t, cors2.t, ip-restriction.t, real-ip.t and request-id.t (apisix-wave2.md §5, §7), then
+ * what they mean for fngate (answers made by other plugins, the upstream's own headers, what reaches the upstream).
  * Schema details without a gateway: test/unit/plugins-traffic.test.ts.
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
-import type { FunctionServers } from '../functions/functions.ts';
-import { type GatewayUnderTest, gatewayPerFile } from './harness.ts';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type FunctionServers, startFunctions } from '../functions/functions.ts';
+import { rmDir, tmpDir } from '../helpers/process.ts';
+import { type GatewayUnderTest, gatewayPerFile, startGateway } from './harness.ts';
 
 let gw: GatewayUnderTest;
 let fn: FunctionServers;
@@ -28,6 +31,230 @@ const echoRoute = (uri: string, plugins: Record<string, unknown>, extra: Record<
   upstream: { type: 'roundrobin', nodes: { [`127.0.0.1:${fn.ports.echo}`]: 1 } },
   plugins,
   ...extra,
+});
+
+const ACA = [
+  'access-control-allow-origin',
+  'access-control-allow-methods',
+  'access-control-allow-headers',
+  'access-control-max-age',
+  'access-control-expose-headers',
+  'access-control-allow-credentials',
+];
+
+function noCorsHeaders(res: Response): void {
+  for (const name of ACA) assert.equal(res.headers.get(name), null, `${name} should be absent`);
+}
+
+describe('cors (t/plugin/cors.t, cors2.t)', () => {
+  test('TEST 6-7: cors {} → every default, no Vary, no expose/credentials headers', async () => {
+    await gw.putRoute('cors1', echoRoute('/cors1', { cors: {} }));
+    const res = await gw.fetch('/cors1');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('access-control-allow-origin'), '*');
+    assert.equal(res.headers.get('access-control-allow-methods'), '*');
+    assert.equal(res.headers.get('access-control-allow-headers'), '*');
+    assert.equal(res.headers.get('access-control-max-age'), '5');
+    assert.equal(res.headers.get('vary'), null);
+    assert.equal(res.headers.get('access-control-expose-headers'), null);
+    assert.equal(res.headers.get('access-control-allow-credentials'), null);
+    assert.equal(((await res.json()) as Echoed).method, 'GET');
+  });
+
+  test('TEST 8-10: an origin list with credentials; Vary appended to the upstream one; an unlisted origin gets nothing', async () => {
+    await gw.putRoute(
+      'cors2',
+      echoRoute('/cors2', {
+        cors: {
+          allow_origins: 'http://sub.domain.com,http://sub2.domain.com',
+          allow_methods: 'GET,POST',
+          allow_headers: 'headr1,headr2',
+          expose_headers: 'ex-headr1,ex-headr2',
+          max_age: 50,
+          allow_credential: true,
+        },
+      }),
+    );
+    const res = await gw.fetch('/cors2?set-header=vary:Via', { headers: { origin: 'http://sub2.domain.com' } });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('access-control-allow-origin'), 'http://sub2.domain.com');
+    assert.equal(res.headers.get('access-control-allow-methods'), 'GET,POST');
+    assert.equal(res.headers.get('access-control-allow-headers'), 'headr1,headr2');
+    assert.equal(res.headers.get('access-control-expose-headers'), 'ex-headr1,ex-headr2');
+    assert.equal(res.headers.get('access-control-max-age'), '50');
+    assert.equal(res.headers.get('access-control-allow-credentials'), 'true');
+    assert.equal(res.headers.get('vary'), 'Via, Origin');
+    await res.body?.cancel();
+
+    const other = await gw.fetch('/cors2?set-header=vary:Via', { headers: { origin: 'http://sub3.domain.com' } });
+    assert.equal(other.status, 200);
+    noCorsHeaders(other);
+    assert.equal(other.headers.get('vary'), 'Via, Origin', 'Vary: Origin even when the origin is not allowed');
+    await other.body?.cancel();
+
+    const none = await gw.fetch('/cors2');
+    noCorsHeaders(none);
+    await none.body?.cancel();
+  });
+
+  test('TEST 11-12: ** everywhere echoes the origin and the requested headers, lists every method', async () => {
+    await gw.putRoute(
+      'cors3',
+      echoRoute('/cors3', {
+        cors: { allow_origins: '**', allow_methods: '**', allow_headers: '**', expose_headers: '*' },
+      }),
+    );
+    const res = await gw.fetch('/cors3', {
+      headers: { origin: 'https://sub.domain.com', 'access-control-request-headers': 'req-header1,req-header2' },
+    });
+    assert.equal(res.headers.get('access-control-allow-origin'), 'https://sub.domain.com');
+    assert.equal(
+      res.headers.get('access-control-allow-methods'),
+      'GET,POST,PUT,DELETE,PATCH,HEAD,OPTIONS,CONNECT,TRACE',
+    );
+    assert.equal(res.headers.get('access-control-allow-headers'), 'req-header1,req-header2');
+    assert.equal(res.headers.get('access-control-expose-headers'), '*');
+    assert.equal(res.headers.get('vary'), 'Origin');
+    await res.body?.cancel();
+    // No Origin: `**` allows `*`; no Access-Control-Request-Headers: no allow-headers header.
+    const bare = await gw.fetch('/cors3');
+    assert.equal(bare.headers.get('access-control-allow-origin'), '*');
+    assert.equal(bare.headers.get('access-control-allow-headers'), null);
+    await bare.body?.cancel();
+  });
+
+  test('TEST 14: any OPTIONS is answered 200 with an empty body, never forwarded, with the CORS headers', async () => {
+    await gw.putRoute('cors1', echoRoute('/cors1', { cors: {} }));
+    const res = await gw.fetch('/cors1', { method: 'OPTIONS' });
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), '', 'the echo upstream would have answered with JSON');
+    assert.equal(res.headers.get('access-control-allow-origin'), '*');
+    const preflight = await gw.fetch('/cors1', {
+      method: 'OPTIONS',
+      headers: { origin: 'http://a.com', 'access-control-request-method': 'PUT' },
+    });
+    assert.equal(preflight.status, 200);
+    assert.equal(await preflight.text(), '');
+    assert.equal(preflight.headers.get('access-control-allow-origin'), '*');
+  });
+
+  test('TEST 15-16 (with ip-restriction for key-auth): an answer another plugin made carries the CORS headers', async () => {
+    await gw.putRoute(
+      'cors-deny',
+      echoRoute('/cors-deny', {
+        cors: { allow_origins: '**' },
+        'ip-restriction': { blacklist: ['127.0.0.0/8', '::1'] },
+      }),
+    );
+    const res = await gw.fetch('/cors-deny', { headers: { origin: 'http://app.test' } });
+    assert.equal(res.status, 403);
+    assert.equal(await res.text(), '{"message":"Your IP address is not allowed"}\n');
+    assert.equal(res.headers.get('access-control-allow-origin'), 'http://app.test');
+    assert.equal(res.headers.get('vary'), 'Origin');
+    // The preflight is answered by cors (rewrite, priority 4000) before ip-restriction's access phase.
+    const pre = await gw.fetch('/cors-deny', { method: 'OPTIONS', headers: { origin: 'http://app.test' } });
+    assert.equal(pre.status, 200);
+    await pre.body?.cancel();
+  });
+
+  test('upstream 404 and 5xx, and a gateway 502/503, carry the CORS headers; ACA* headers of the upstream are replaced', async () => {
+    await gw.putRoute('cors-err', echoRoute('/cors-err', { cors: { allow_origins: 'http://app.test' } }));
+    for (const status of [404, 500, 502]) {
+      const res = await gw.fetch(`/cors-err?status=${status}`, { headers: { origin: 'http://app.test' } });
+      assert.equal(res.status, status);
+      assert.equal(res.headers.get('access-control-allow-origin'), 'http://app.test', `status ${status}`);
+      await res.body?.cancel();
+    }
+    const spoof = await gw.fetch(
+      '/cors-err?set-header=access-control-allow-origin:http://evil.test&set-header=access-control-allow-methods:EVIL',
+      {
+        headers: { origin: 'http://app.test' },
+      },
+    );
+    assert.equal(spoof.headers.get('access-control-allow-origin'), 'http://app.test');
+    assert.equal(spoof.headers.get('access-control-allow-methods'), '*');
+    await spoof.body?.cancel();
+
+    // Nothing listens on the upstream: the gateway's own error answer gets the headers too.
+    await gw.putRoute('cors-down', {
+      uri: '/cors-down',
+      upstream: { type: 'roundrobin', nodes: { '127.0.0.1:1': 1 } },
+      plugins: { cors: {} },
+    });
+    const down = await gw.fetch('/cors-down');
+    assert.ok(down.status >= 500, `status ${down.status}`);
+    assert.equal(down.headers.get('access-control-allow-origin'), '*');
+    await down.body?.cancel();
+  });
+
+  test('cors2.t TEST 2-5: allow_origins_by_regex alone decides', async () => {
+    await gw.putRoute(
+      'cors-re',
+      echoRoute('/cors-re', {
+        cors: {
+          allow_origins: 'http://sub.test.com',
+          allow_origins_by_regex: ['.*\\.domain.com$', '^http://x\\.example$'],
+        },
+      }),
+    );
+    const miss = await gw.fetch('/cors-re', { headers: { origin: 'http://sub.test.com' } });
+    assert.equal(miss.headers.get('access-control-allow-origin'), null, 'allow_origins is ignored once a regex is set');
+    assert.equal(miss.headers.get('vary'), 'Origin');
+    await miss.body?.cancel();
+    const none = await gw.fetch('/cors-re');
+    assert.equal(none.headers.get('access-control-allow-origin'), null);
+    await none.body?.cancel();
+    for (const origin of ['http://sub.domain.com', 'http://x.example']) {
+      const hit = await gw.fetch('/cors-re', { headers: { origin } });
+      assert.equal(hit.headers.get('access-control-allow-origin'), origin);
+      assert.equal(hit.headers.get('access-control-allow-methods'), '*');
+      await hit.body?.cancel();
+    }
+  });
+
+  test('timing_allow_origins and timing_allow_origins_by_regex set Timing-Allow-Origin', async () => {
+    await gw.putRoute(
+      'cors-t',
+      echoRoute('/cors-t', { cors: { timing_allow_origins: 'http://a.test,http://b.test' } }),
+    );
+    const a = await gw.fetch('/cors-t', { headers: { origin: 'http://b.test' } });
+    assert.equal(a.headers.get('timing-allow-origin'), 'http://b.test');
+    await a.body?.cancel();
+    const c = await gw.fetch('/cors-t', { headers: { origin: 'http://c.test' } });
+    assert.equal(c.headers.get('timing-allow-origin'), null);
+    assert.equal(c.headers.get('access-control-allow-origin'), '*');
+    await c.body?.cancel();
+    await gw.putRoute(
+      'cors-tr',
+      echoRoute('/cors-tr', { cors: { timing_allow_origins_by_regex: ['\\.good\\.test$'] } }),
+    );
+    const g = await gw.fetch('/cors-tr', { headers: { origin: 'http://x.good.test' } });
+    assert.equal(g.headers.get('timing-allow-origin'), 'http://x.good.test');
+    await g.body?.cancel();
+    const b = await gw.fetch('/cors-tr', { headers: { origin: 'http://x.bad.test' } });
+    assert.equal(b.headers.get('timing-allow-origin'), null);
+    await b.body?.cancel();
+  });
+
+  test('the Admin API refuses what APISIX refuses', async () => {
+    const cred = await gw.admin(
+      'PUT',
+      '/routes/cors-bad',
+      echoRoute('/cors-bad', { cors: { allow_credential: true } }),
+    );
+    assert.equal(cred.status, 400);
+    assert.equal(
+      cred.json.error_msg,
+      "failed to check the configuration of plugin cors err: you can not set '*' for other option when 'allow_credential' is true",
+    );
+    const re = await gw.admin(
+      'PUT',
+      '/routes/cors-bad',
+      echoRoute('/cors-bad', { cors: { allow_origins_by_regex: ['(a'] } }),
+    );
+    assert.equal(re.status, 400);
+    assert.match(re.json.error_msg, /property "allow_origins_by_regex" validation failed: invalid regex/);
+  });
 });
 
 describe('ip-restriction (t/plugin/ip-restriction.t)', () => {
@@ -259,5 +486,93 @@ describe('request-id (t/plugin/request-id.t)', () => {
       res.json.error_msg,
       'failed to check the configuration of plugin request-id err: property "algorithm" validation failed: matches none of the enum values',
     );
+  });
+});
+
+describe('cors with plugin_metadata and a global rule (standalone config; Workers: STANDALONE_CONFIG)', () => {
+  let sgw: GatewayUnderTest;
+  let fns: FunctionServers;
+  let dir: string;
+  before(async () => {
+    fns = await startFunctions();
+    dir = await tmpDir('fngate-conf-traffic-');
+    const file = join(dir, 'apisix.json');
+    const upstream = { type: 'roundrobin', nodes: { [`127.0.0.1:${fns.ports.echo}`]: 1 } };
+    const config = {
+      plugin_metadata: [
+        {
+          id: 'cors',
+          allow_origins: { company: 'https://a.test,https://b.test', partner: 'https://p.test', any: '*' },
+        },
+      ],
+      global_rules: [
+        {
+          id: 'g',
+          plugins: { cors: { allow_origins: 'https://g.test', _meta: { filter: [['uri', '==', '/nowhere']] } } },
+        },
+      ],
+      routes: [
+        { id: 'md1', uri: '/md1', upstream, plugins: { cors: { allow_origins_by_metadata: ['company'] } } },
+        {
+          id: 'md2',
+          uri: '/md2',
+          upstream,
+          plugins: { cors: { allow_origins_by_metadata: ['partner'], allow_origins: 'https://own.test' } },
+        },
+        { id: 'md3', uri: '/md3', upstream, plugins: { cors: { allow_origins_by_metadata: ['missing', 'partner'] } } },
+        { id: 'md4', uri: '/md4', upstream, plugins: { cors: { allow_origins_by_metadata: ['any'] } } },
+      ],
+    };
+    await writeFile(file, JSON.stringify(config));
+    sgw = await startGateway({ env: { CONFIG_FILE: file } });
+  });
+  after(async () => {
+    await sgw?.stop();
+    await fns?.close();
+    if (dir) await rmDir(dir);
+  });
+
+  const acao = async (path: string, origin?: string) => {
+    const res = await sgw.fetch(path, { headers: origin === undefined ? {} : { origin } });
+    await res.body?.cancel();
+    return { status: res.status, acao: res.headers.get('access-control-allow-origin') };
+  };
+
+  test('allow_origins_by_metadata: the named lists of plugin_metadata/cors decide', async () => {
+    assert.deepEqual(await acao('/md1', 'https://b.test'), { status: 200, acao: 'https://b.test' });
+    assert.deepEqual(await acao('/md1', 'https://a.test'), { status: 200, acao: 'https://a.test' });
+    assert.deepEqual(await acao('/md1', 'https://p.test'), { status: 200, acao: null });
+    assert.deepEqual(
+      await acao('/md1'),
+      { status: 200, acao: null },
+      'the default allow_origins "*" does not apply with metadata',
+    );
+    assert.deepEqual(
+      await acao('/md3', 'https://p.test'),
+      { status: 200, acao: 'https://p.test' },
+      'a missing key is skipped',
+    );
+    assert.deepEqual(
+      await acao('/md4', 'https://z.test'),
+      { status: 200, acao: 'https://z.test' },
+      'a "*" list echoes the origin',
+    );
+  });
+
+  test('allow_origins (not "*") still applies when the metadata lists do not allow the origin', async () => {
+    assert.deepEqual(await acao('/md2', 'https://p.test'), { status: 200, acao: 'https://p.test' });
+    assert.deepEqual(await acao('/md2', 'https://own.test'), { status: 200, acao: 'https://own.test' });
+    assert.deepEqual(await acao('/md2', 'https://x.test'), { status: 200, acao: null });
+  });
+
+  test('a global rule cors answers an unmatched request (404) with its headers', async () => {
+    const res = await sgw.fetch('/nowhere', { headers: { origin: 'https://g.test' } });
+    assert.equal(res.status, 404);
+    assert.equal(res.headers.get('access-control-allow-origin'), 'https://g.test');
+    assert.equal(res.headers.get('vary'), 'Origin');
+    assert.equal(await res.text(), '{"error_msg":"404 Route Not Found"}\n');
+    const pre = await sgw.fetch('/nowhere', { method: 'OPTIONS', headers: { origin: 'https://g.test' } });
+    assert.equal(pre.status, 200, 'the global rule answers the preflight before the 404');
+    await pre.body?.cancel();
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Schemas and id generators of ip-restriction, real-ip and request-id, without a gateway (the behaviour
+ * Schemas and id generators of cors, ip-restriction, real-ip and request-id, without a gateway (the behaviour
  * through real HTTP: test/conformance/plugins-traffic.test.ts).
  */
 import assert from 'node:assert/strict';
@@ -22,6 +22,67 @@ const ok = (name: string, conf: unknown) => {
   assert.ok(r.ok, `${name} ${JSON.stringify(conf)}: ${r.message}`);
 };
 const prefix = (name: string) => `failed to check the configuration of plugin ${name} err: `;
+
+describe('cors schema', () => {
+  test('defaults and valid confs', () => {
+    ok('cors', {});
+    ok('cors', {
+      allow_origins: 'http://a.com,https://b.com:8080',
+      allow_credential: true,
+      allow_methods: 'GET',
+      allow_headers: '**',
+    });
+    ok('cors', { allow_origins: '**', allow_methods: '**', allow_headers: '**', allow_credential: true });
+    ok('cors', { allow_origins_by_regex: ['.*\\.domain\\.com$'], timing_allow_origins_by_regex: ['^http://x$'] });
+    ok('cors', { allow_origins_by_metadata: ['company'] });
+  });
+  test("allow_credential refuses '*' in any option (defaults count)", () => {
+    const msg = "you can not set '*' for other option when 'allow_credential' is true";
+    assert.equal(err('cors', { allow_credential: true }), prefix('cors') + msg);
+    assert.equal(
+      err('cors', {
+        allow_credential: true,
+        allow_origins: '**',
+        allow_methods: 'GET',
+        allow_headers: 'x',
+        expose_headers: '*',
+      }),
+      prefix('cors') + msg,
+    );
+    assert.equal(
+      err('cors', {
+        allow_credential: true,
+        allow_origins: '**',
+        allow_methods: 'GET',
+        allow_headers: 'x',
+        timing_allow_origins: '*',
+      }),
+      prefix('cors') + msg,
+    );
+  });
+  test('origin pattern, regex compilation, unique items', () => {
+    assert.match(
+      err('cors', { allow_origins: 'a.com' }),
+      /property "allow_origins" validation failed: failed to match pattern/,
+    );
+    assert.match(err('cors', { allow_origins: 'http://a.com,' }), /failed to match pattern/);
+    assert.match(
+      err('cors', { allow_origins_by_regex: ['(unclosed'] }),
+      /property "allow_origins_by_regex" validation failed: invalid regex "\(unclosed"/,
+    );
+    // PCRE-only constructs are refused: the regex must run in linear time (RE2).
+    assert.match(err('cors', { allow_origins_by_regex: ['(?=x)y'] }), /invalid regex/);
+    assert.match(err('cors', { allow_origins_by_regex: [] }), /expect array to have at least 1 items/);
+    assert.match(err('cors', { allow_origins_by_metadata: ['a', 'a'] }), /expected unique items/);
+    assert.match(err('cors', { max_age: 1.5 }), /property "max_age" validation failed: wrong type: expected integer/);
+    assert.match(err('cors', { foo: 1 }), /additional properties forbidden, found foo/);
+  });
+  test('metadata schema', () => {
+    const schema = registry.get('cors')!.metadataSchema!;
+    assert.ok(v.safeParse(schema, { allow_origins: { a: 'http://a.com,http://b.com', b: '**' } }).success);
+    assert.equal(v.safeParse(schema, { allow_origins: { a: 'a.com' } }).success, false);
+  });
+});
 
 describe('ip-restriction schema', () => {
   test('APISIX messages', () => {

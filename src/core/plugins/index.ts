@@ -1,3 +1,4 @@
+import { cors } from './cors.ts';
 import { ipRestriction } from './ip-restriction.ts';
 import { openfunction } from './openfunction.ts';
 import { realIp } from './real-ip.ts';
@@ -7,6 +8,7 @@ import type { AnyPlugin } from './types.ts';
 /** Every plugin fngate ships, by name. */
 export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   openfunction,
+  cors,
   ipRestriction,
   realIp,
   requestId,
