@@ -53,6 +53,9 @@ export interface UpstreamOverlay {
   host?: string;
 }
 
+/** Where {@link RequestContext.requestId} keeps the id (a var name no template can spell). */
+const REQUEST_ID_VAR = ' request_id';
+
 const NO_PARAMS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 export interface RequestContextInit {
@@ -259,12 +262,29 @@ export class RequestContext {
       }
       case 'request_time':
         return Math.round(performance.now() - this.startTime) / 1000;
+      case 'request_id':
+        return this.requestId();
+      case 'apisix_request_id':
+        // APISIX: `set $apisix_request_id $request_id`, replaced by the request-id plugin's id (set as a var).
+        return this.requestId();
     }
     if (name.startsWith('arg_')) return this.arg(name.slice(4));
     if (name.startsWith('http_')) return this.header(name.slice(5).replaceAll('_', '-'));
     if (name.startsWith('cookie_')) return this.cookie(name.slice(7));
     if (name.startsWith('uri_param_')) return this.params[name.slice(10)];
     return undefined;
+  }
+
+  /** nginx `$request_id`: 32 random hex digits, made the first time it is read and kept for the request. */
+  requestId(): string {
+    let id = this.vars?.get(REQUEST_ID_VAR) as string | undefined;
+    if (id === undefined) {
+      const bytes = crypto.getRandomValues(new Uint8Array(16));
+      id = '';
+      for (const b of bytes) id += (b < 16 ? '0' : '') + b.toString(16);
+      this.setVar(REQUEST_ID_VAR, id);
+    }
+    return id;
   }
 
   /** The first value of query argument `name` (undefined when absent). */

@@ -56,7 +56,7 @@ async function answer(snap: Snapshot, path: string): Promise<{ status: number; e
 
 describe('unknown plugins: skipped only when known to observe traffic only', () => {
   test('the allow-list holds observability plugins only', () => {
-    for (const name of ['prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'http-logger', 'file-logger', 'request-id']) {
+    for (const name of ['prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'http-logger', 'file-logger']) {
       assert.ok(isSkippablePlugin(name), name);
     }
     for (const name of [

@@ -1,9 +1,20 @@
+import { cors } from './cors.ts';
+import { ipRestriction } from './ip-restriction.ts';
 import { keyAuth } from './key-auth.ts';
 import { openfunction } from './openfunction.ts';
+import { realIp } from './real-ip.ts';
+import { requestId } from './request-id.ts';
 import type { AnyPlugin } from './types.ts';
 
 /** Every plugin fngate ships, by name. */
-export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [keyAuth, openfunction];
+export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
+  openfunction,
+  cors,
+  ipRestriction,
+  keyAuth,
+  realIp,
+  requestId,
+];
 
 /**
  * APISIX plugins that only observe traffic (metrics, tracing, logging, a request id header, node status): a
@@ -17,7 +28,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [keyAuth, openfunction];
  */
 export const HARMLESS_PLUGIN_NAMES: ReadonlySet<string> = new Set([
   // metrics and tracing
-  'prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info', 'request-id',
+  'prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info',
   // logging
   'http-logger', 'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'file-logger', 'syslog',
   'sls-logger', 'google-cloud-logging', 'splunk-hec-logging', 'clickhouse-logger', 'loggly',
