@@ -1,8 +1,16 @@
+import { faultInjection } from './fault-injection.ts';
+import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
+import { redirect } from './redirect.ts';
 import type { AnyPlugin } from './types.ts';
 
 /** Every plugin fngate ships, by name. */
-export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [openfunction];
+export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
+  openfunction,
+  redirect,
+  faultInjection,
+  mocking,
+];
 
 /**
  * APISIX plugins that only observe traffic (metrics, tracing, logging, a request id header, node status): a
