@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { describe, test } from 'node:test';
 import type { FunctionServers } from '../functions/functions.ts';
-import { type GatewayUnderTest, gatewayPerFile } from './harness.ts';
+import { type GatewayUnderTest, gatewayPerFile, RUNTIME } from './harness.ts';
 
 let gw: GatewayUnderTest;
 let fn: FunctionServers;
@@ -335,6 +335,40 @@ describe('fault-injection (t/plugin/fault-injection.t, fault-injection2.t)', () 
     });
     assert.equal((await req('/hello?count=2')).text, '{"count": 2}');
   });
+
+  test(
+    'a client that leaves during the delay: the upstream is never called, no error is logged, the route still serves',
+    { skip: RUNTIME === 'workerd' && 'workerd does not report a client gone before the answer to the Worker (README runtime table)' },
+    async () => {
+      await gw.putRoute('1', {
+        uri: '/slow',
+        plugins: { 'fault-injection': { delay: { duration: 1 } } },
+        upstream: { type: 'roundrobin', nodes: { [`${fn.host}:${fn.ports.slow}`]: 1 } },
+      });
+      const stats = fn.stats('slow');
+      const calls = stats.completed + stats.aborted;
+      const errors = gw.proc.stderr().length;
+      const u = new URL(gw.proxyUrl);
+      await new Promise<void>((resolve) => {
+        const r = httpRequest({ host: u.hostname, port: u.port, path: '/slow?delay=0', agent: false });
+        r.on('error', () => resolve());
+        r.on('response', () => assert.fail('answered although the client left'));
+        r.end();
+        setTimeout(() => {
+          r.destroy();
+          resolve();
+        }, 200);
+      });
+      // Past the end of the delay: had it gone on, the call would have reached the function by now.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.equal(stats.completed + stats.aborted, calls);
+      assert.equal(gw.proc.stderr().slice(errors), '');
+      // The route still serves.
+      const res = await req('/slow?delay=0');
+      assert.equal(res.text, 'slow done');
+      assert.equal(stats.completed + stats.aborted, calls + 1);
+    },
+  );
 
   test('README example: a function route aborting about 10 % of its calls with 503', async () => {
     await gw.putRoute('1', {

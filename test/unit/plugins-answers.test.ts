@@ -185,6 +185,13 @@ describe('fault-injection at run time', () => {
     assert.equal(timers(), before);
   });
 
+  test('header values from request variables cannot split headers: CR, LF and wide characters are percent-encoded', async () => {
+    const p = instance({ abort: { http_status: 200, headers: { 'x-name': '$arg_name' } } });
+    const res = (await p.rewrite!(ctxFor('/?name=a%0D%0Aset-cookie:%20b%E2%82%AC%C3%A9'))) as Response;
+    assert.equal(res.headers.get('x-name'), 'a%0D%0Aset-cookie: b%E2%82%ACé');
+    assert.equal(res.headers.get('set-cookie'), null);
+  });
+
   test('a delay that runs out goes on to the abort', async () => {
     const p = instance({ delay: { duration: 0.01 }, abort: { http_status: 202, body: 'after $uri' } });
     const res = (await p.rewrite!(ctxFor('/x', new AbortController().signal))) as Response;

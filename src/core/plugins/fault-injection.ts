@@ -78,10 +78,8 @@ function trigger(percent: number | undefined, vars: unknown[][] | undefined): (c
   const sampled = percent === undefined ? () => true : () => Math.floor(Math.random() * 100) + 1 <= percent;
   if (exprs === undefined) return sampled;
   return (ctx) => {
-    // APISIX samples first, then checks the vars (both are computed before either is used).
-    const hit = sampled();
     const reader = ctx.varReader;
-    return exprs.some((e) => e(reader)) && hit;
+    return exprs.some((e) => e(reader)) && sampled();
   };
 }
 
