@@ -12,6 +12,11 @@ const HTML_HEADERS = 'text/html; charset=utf-8';
 
 /** nginx's reason phrases for the status pages APISIX's body-less exits produce. */
 const REASONS: Record<number, string> = {
+  301: 'Moved Permanently',
+  302: 'Found',
+  303: 'See Other',
+  307: 'Temporary Redirect',
+  308: 'Permanent Redirect',
   400: 'Bad Request',
   401: 'Authorization Required',
   403: 'Forbidden',
@@ -36,14 +41,19 @@ export function statusPage(status: number): string {
   return `<html>\n<head><title>${title}</title></head>\n<body>\n<center><h1>${title}</h1></center>\n<hr><center>openresty</center>\n<p><em>Powered by <a href="https://apisix.apache.org/">APISIX</a>.</em></p></body>\n</html>\n`;
 }
 
+/** Redirect statuses nginx answers with a status page when a plugin exits without a body (`ngx_http_error_pages`). */
+const REDIRECT_PAGES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
+
 /**
  * The body of a plugin exit, as APISIX's `core.response.exit(code, body)` sends it: an object is JSON followed by
  * a newline, a string is sent as it is; both as `text/plain; charset=utf-8` (nginx's default type). Without a
- * body, a status of 400 or more gets nginx's HTML status page, anything else an empty body.
+ * body, a status of 400 or more (and the redirects 301, 302, 303, 307, 308) gets nginx's HTML status page,
+ * anything else an empty body.
  */
 export function exitBody(status: number, body?: unknown): { text: string; type: string } | undefined {
-  if (body === undefined || body === null)
-    return status >= 400 ? { text: statusPage(status), type: HTML_HEADERS } : undefined;
+  if (body === undefined || body === null) {
+    return status >= 400 || REDIRECT_PAGES.has(status) ? { text: statusPage(status), type: HTML_HEADERS } : undefined;
+  }
   if (typeof body === 'string') return { text: body, type: TEXT_HEADERS };
   return { text: `${JSON.stringify(body)}\n`, type: TEXT_HEADERS };
 }

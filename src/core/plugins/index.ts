@@ -1,8 +1,11 @@
 import { cors } from './cors.ts';
+import { faultInjection } from './fault-injection.ts';
 import { ipRestriction } from './ip-restriction.ts';
 import { keyAuth } from './key-auth.ts';
+import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
 import { realIp } from './real-ip.ts';
+import { redirect } from './redirect.ts';
 import { requestId } from './request-id.ts';
 import type { AnyPlugin } from './types.ts';
 
@@ -14,6 +17,9 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   keyAuth,
   realIp,
   requestId,
+  redirect,
+  faultInjection,
+  mocking,
 ];
 
 /**
