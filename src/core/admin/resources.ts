@@ -10,7 +10,7 @@ import type { ConfigStore, StoreState } from '../../store/types.ts';
 import { itemsOf } from '../config.ts';
 import { type Capabilities, checkPluginConf, FULL_CAPABILITIES, type SchemaType } from '../plugins/check.ts';
 import type { PluginRegistry } from '../plugins/index.ts';
-import { check, ID_PATTERN, idProblem, isPlainObject, pluginsSchema } from '../schema/common.ts';
+import { check, idProblem, isPlainObject, pluginsSchema } from '../schema/common.ts';
 import { consumerGroupSchema, consumerSchema, credentialSchema, USERNAME_PATTERN } from '../schema/consumer.ts';
 import { globalRuleSchema } from '../schema/global-rule.ts';
 import { pluginConfigSchema } from '../schema/plugin-config.ts';
@@ -81,7 +81,8 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
   const prefix = store.prefix;
   const caps = opts.capabilities ?? FULL_CAPABILITIES;
   const exists = async (dir: string, id: unknown) => (await store.get(`${prefix}/${dir}/${String(id)}`)) !== undefined;
-  const missingRef = (what: string, id: unknown) => `failed to fetch ${what} info by ${what} id [${String(id)}], response code: 404`;
+  const missingRef = (what: string, id: unknown) =>
+    `failed to fetch ${what} info by ${what} id [${String(id)}], response code: 404`;
 
   /** Every plugin conf of `value.plugins`, checked against the schema of `type`; the first problem. */
   const checkPlugins = (value: Record<string, unknown>, type: SchemaType = 'route'): string | undefined => {
@@ -109,7 +110,11 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
    * with itself or its own credentials; a credential only not with itself. `$secret://` / `$env://` references
    * cannot be resolved at write time and are skipped.
    */
-  async function duplicateKey(pluginConfs: unknown, consumer: string, credential?: string): Promise<string | undefined> {
+  async function duplicateKey(
+    pluginConfs: unknown,
+    consumer: string,
+    credential?: string,
+  ): Promise<string | undefined> {
     if (!isPlainObject(pluginConfs)) return undefined;
     const wanted: [string, string, string][] = [];
     for (const [name, conf] of Object.entries(pluginConfs)) {
@@ -137,7 +142,10 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       for (const [name, attr, value] of wanted) {
         const conf = opened.plugins[name];
         if (!isPlainObject(conf) || conf[attr] !== value) continue;
-        const desc = owner.credential === undefined ? `consumer: ${owner.consumer}` : `credential: ${owner.credential} of consumer: ${owner.consumer}`;
+        const desc =
+          owner.credential === undefined
+            ? `consumer: ${owner.consumer}`
+            : `credential: ${owner.credential} of consumer: ${owner.consumer}`;
         return `duplicate ${attr} of plugin ${name} found with ${desc}`;
       }
     }
@@ -165,8 +173,10 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
         const bad = checkPlugins(value);
         if (bad) return bad;
         const r = res.value;
-        if (r.upstream_id !== undefined && !(await exists('upstreams', r.upstream_id))) return missingRef('upstream', r.upstream_id);
-        if (r.service_id !== undefined && !(await exists('services', r.service_id))) return missingRef('service', r.service_id);
+        if (r.upstream_id !== undefined && !(await exists('upstreams', r.upstream_id)))
+          return missingRef('upstream', r.upstream_id);
+        if (r.service_id !== undefined && !(await exists('services', r.service_id)))
+          return missingRef('service', r.service_id);
         if (r.plugin_config_id !== undefined && !(await exists('plugin_configs', r.plugin_config_id))) {
           return missingRef('plugin config', r.plugin_config_id);
         }
@@ -213,7 +223,9 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       },
       async inUse(id) {
         const routes = users(await store.load(), 'routes', 'service_id', id);
-        return routes.length ? `can not delete this service directly, route [${routes[0]}] is still using it now` : undefined;
+        return routes.length
+          ? `can not delete this service directly, route [${routes[0]}] is still using it now`
+          : undefined;
       },
     },
     {
@@ -230,7 +242,9 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       },
       async inUse(id) {
         const routes = users(await store.load(), 'routes', 'plugin_config_id', id);
-        return routes.length ? `can not delete this plugin config, route [${routes[0]}] is still using it now` : undefined;
+        return routes.length
+          ? `can not delete this plugin config, route [${routes[0]}] is still using it now`
+          : undefined;
       },
     },
     {
@@ -250,7 +264,8 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
         for (const [id, item] of itemsOf(await store.load(), prefix, 'global_rules')) {
           if (id === at.id || !isPlainObject(item.value.plugins)) continue;
           for (const name of Object.keys(mine)) {
-            if (Object.hasOwn(item.value.plugins, name)) return `plugin '${name}' already exists in global rule with id '${String(item.value.id ?? id)}'`;
+            if (Object.hasOwn(item.value.plugins, name))
+              return `plugin '${name}' already exists in global rule with id '${String(item.value.id ?? id)}'`;
           }
         }
         return undefined;
@@ -313,7 +328,9 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       },
       async inUse(id) {
         const consumers = users(await store.load(), 'consumers', 'group_id', id);
-        return consumers.length ? `can not delete this consumer group, consumer [${consumers[0]}] is still using it now` : undefined;
+        return consumers.length
+          ? `can not delete this consumer group, consumer [${consumers[0]}] is still using it now`
+          : undefined;
       },
     },
     {

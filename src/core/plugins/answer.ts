@@ -5,6 +5,7 @@
  */
 import * as v from 'valibot';
 import type { RequestContext } from '../context.ts';
+import { safeRecord } from '../schema/common.ts';
 
 /** The longest delay a timer can hold (2^31-1 ms), in seconds: a longer one would fire at once on every runtime. */
 export const MAX_DELAY_SECONDS = 2147483;
@@ -49,7 +50,7 @@ const BAD_VALUE = /[\0\r\n]/;
  * every request.
  */
 export const responseHeadersSchema = v.pipe(
-  v.record(v.string(), v.union([v.string(), v.number()])),
+  safeRecord(v.string(), v.union([v.string(), v.number()])),
   v.rawCheck(({ dataset, addIssue }) => {
     if (!dataset.typed) return;
     const entries = Object.entries(dataset.value);

@@ -1,7 +1,8 @@
-import * as v from 'valibot';
 import { RE2JS } from 're2js';
+import * as v from 'valibot';
 import type { RequestContext } from '../context.ts';
 import { pluginExit } from '../errors.ts';
+import { safeRecord } from '../schema/common.ts';
 import { INTEGER } from '../schema/format.ts';
 import type { PluginDefinition } from './types.ts';
 
@@ -74,7 +75,7 @@ type Conf = v.InferOutput<typeof schema>;
 
 /** `plugin_metadata/cors`: named origin lists that `allow_origins_by_metadata` refers to. */
 const metadataSchema = v.object({
-  allow_origins: v.optional(v.record(v.string(), origins)),
+  allow_origins: v.optional(safeRecord(v.string(), origins)),
 });
 
 /**

@@ -18,13 +18,20 @@ import * as v from 'valibot';
 import type { RequestContext } from '../context.ts';
 import { NULL_BODY_STATUS } from '../errors.ts';
 import { luaNumberToString } from '../expr.ts';
+import { safeRecord } from '../schema/common.ts';
 import { INTEGER } from '../schema/format.ts';
 import { compileTemplate, type Template } from '../template.ts';
 import { FNGATE_VERSION } from '../version.ts';
 import { clientGone, delay, MAX_DELAY_SECONDS, responseHeadersSchema, safeHeaderValue } from './answer.ts';
 import type { PluginDefinition } from './types.ts';
 
-const SUPPORTED_TYPES: ReadonlySet<string> = new Set(['application/xml', 'application/json', 'text/plain', 'text/html', 'text/xml']);
+const SUPPORTED_TYPES: ReadonlySet<string> = new Set([
+  'application/xml',
+  'application/json',
+  'text/plain',
+  'text/html',
+  'text/xml',
+]);
 
 const schema = v.pipe(
   v.strictObject({
@@ -34,7 +41,7 @@ const schema = v.pipe(
     response_status: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(200), v.maxValue(599)), 200),
     content_type: v.optional(v.string(), 'application/json;charset=utf8'),
     response_example: v.optional(v.string()),
-    response_schema: v.optional(v.record(v.string(), v.unknown())),
+    response_schema: v.optional(safeRecord(v.string(), v.unknown())),
     with_mock_header: v.optional(v.boolean(), true),
     response_headers: v.optional(responseHeadersSchema),
   }),
@@ -88,7 +95,8 @@ type Json = string | number | boolean | Json[] | { [k: string]: Json };
 const MAX_SCHEMA_DEPTH = 32;
 
 function genProperty(property: unknown, depth: number): Json | undefined {
-  if (typeof property !== 'object' || property === null || Array.isArray(property) || depth > MAX_SCHEMA_DEPTH) return undefined;
+  if (typeof property !== 'object' || property === null || Array.isArray(property) || depth > MAX_SCHEMA_DEPTH)
+    return undefined;
   const p = property as Record<string, unknown>;
   const type = typeof p.type === 'string' ? p.type.toLowerCase() : undefined;
   const example = p.example;
@@ -165,7 +173,9 @@ export const mocking: PluginDefinition<Conf> = {
   schema: schema as v.GenericSchema<unknown, Conf>,
   create(conf) {
     const body: Template = compileTemplate(
-      conf.response_example !== undefined ? conf.response_example : generatedBody(conf.response_schema ?? {}, conf.content_type),
+      conf.response_example !== undefined
+        ? conf.response_example
+        : generatedBody(conf.response_schema ?? {}, conf.content_type),
     );
     const extra: [string, Template][] = Object.entries(conf.response_headers ?? {}).map(([name, value]) => {
       if (typeof value === 'number') {
