@@ -363,7 +363,7 @@ describe('two gateways on one etcd', () => {
       }),
     );
     // Not auth plugins, and still not safe to drop: they decide or rewrite what is served (fail closed).
-    const others = ['workflow', 'serverless-pre-function', 'ext-plugin-pre-req', 'proxy-rewrite', 'ai-rate-limiting'];
+    const others = ['workflow', 'serverless-pre-function', 'ext-plugin-pre-req', 'traffic-split', 'ai-rate-limiting'];
     for (const name of others) {
       await etcdctlPut(
         `/apisix/routes/other-${name}`,
