@@ -367,7 +367,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
       }),
     );
     // Not auth plugins, and still not safe to drop: they decide or rewrite what is served (fail closed).
-    const others = ['workflow', 'serverless-pre-function', 'ext-plugin-pre-req', 'proxy-rewrite', 'ai-rate-limiting'];
+    const others = ['workflow', 'serverless-pre-function', 'ext-plugin-pre-req', 'traffic-split', 'ai-rate-limiting'];
     for (const name of others) {
       await etcdctlPut(
         `/apisix/routes/other-${name}`,

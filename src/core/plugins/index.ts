@@ -4,9 +4,11 @@ import { ipRestriction } from './ip-restriction.ts';
 import { keyAuth } from './key-auth.ts';
 import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
+import { proxyRewrite } from './proxy-rewrite.ts';
 import { realIp } from './real-ip.ts';
 import { redirect } from './redirect.ts';
 import { requestId } from './request-id.ts';
+import { responseRewrite } from './response-rewrite.ts';
 import type { AnyPlugin } from './types.ts';
 
 /** Every plugin fngate ships, by name. */
@@ -20,6 +22,8 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   redirect,
   faultInjection,
   mocking,
+  proxyRewrite,
+  responseRewrite,
 ];
 
 /**
@@ -27,7 +31,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
  * route written straight into the store (etcd, a standalone file) that names one of them while fngate does not
  * implement it is served without it, with one log line. Any other plugin fngate does not have (an auth plugin,
  * a rate limit, an IP rule, but also `workflow`, `saml-auth`, `ai-rate-limiting`, `ext-plugin-*`,
- * `serverless-*-function`, `proxy-rewrite`, `cors`, ... and every plugin this list does not know) makes the route
+ * `serverless-*-function`, `traffic-split`, `cors`, ... and every plugin this list does not know) makes the route
  * answer 503: fngate cannot tell whether a plugin it does not know guards access or changes what is served, so it
  * fails closed. Listed by exact name (every `*-logger` plugin APISIX ships is here); not a suffix rule, so a custom
  * plugin called `something-logger` still fails closed.

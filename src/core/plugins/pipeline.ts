@@ -313,18 +313,25 @@ function streamPhases(
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
-        const { done, value } = await reader.read();
-        if (done) {
-          if (bodyFilters.length) {
-            const tail = filter(EMPTY_CHUNK, true);
-            if (tail.byteLength) controller.enqueue(tail);
+        // Read until something can be enqueued: a pull that enqueues nothing is not called again, so a body
+        // filter that holds chunks back (response-rewrite's filters buffer the body) would stall the answer.
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) {
+            if (bodyFilters.length) {
+              const tail = filter(EMPTY_CHUNK, true);
+              if (tail.byteLength) controller.enqueue(tail);
+            }
+            controller.close();
+            log();
+            return;
           }
-          controller.close();
-          log();
-          return;
+          const chunk = bodyFilters.length ? filter(value, false) : value;
+          if (chunk.byteLength) {
+            controller.enqueue(chunk);
+            return;
+          }
         }
-        const chunk = bodyFilters.length ? filter(value, false) : value;
-        if (chunk.byteLength) controller.enqueue(chunk);
       } catch (err) {
         controller.error(err);
         log();
