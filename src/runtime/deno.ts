@@ -41,6 +41,7 @@ import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upst
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
+import { closeAfterRefusal } from './refused-body.ts';
 import {
   finishShutdown,
   helpText,
@@ -262,7 +263,8 @@ function serve(
         console.log(`fngate ${what} listening on http://${host}:${addr.port}`);
       },
     },
-    (req, info) => app.fetch(req, info as DenoEnv),
+    // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
+    closeAfterRefusal((req: Request, info: DenoEnv) => app.fetch(req, info), { holdAnswer: false, ownChunkedBody: true }),
   );
 }
 

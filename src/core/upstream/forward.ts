@@ -1,5 +1,5 @@
 import type { RequestContext } from '../context.ts';
-import { drain } from '../drain.ts';
+import { drain, drainInBackground } from '../drain.ts';
 import { errorResponse } from '../errors.ts';
 import {
   CONTENT_LENGTH,
@@ -95,7 +95,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
       const declared = req.headers.get('content-length');
       if (declared !== null && Number(declared) > limit) {
         // Read and drop (bounded) what the client is still sending, so it can read the 413.
-        void drain(req.body.getReader(), DRAIN);
+        drainInBackground(req.body, DRAIN);
         return tooLarge(limit);
       }
       // A declared length within the limit bounds the body already (the runtime's HTTP server reads exactly that
