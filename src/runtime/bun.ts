@@ -110,7 +110,11 @@ async function main(): Promise<void> {
       maxRequestBodySize: MAX_REQUEST_BODY,
       development: false,
       // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
-      fetch: closeAfterRefusal((req: Request, srv: BunServer) => app.fetch(req, srv), { holdAnswer: true, ownChunkedBody: true }),
+      fetch: closeAfterRefusal((req: Request, srv: BunServer) => app.fetch(req, srv), {
+        holdAnswer: true,
+        ownChunkedBody: true,
+        confirmEnd: true,
+      }),
       error(err) {
         logger.error(`${what}: unexpected error`, { error: err.message });
         return new Response(`${JSON.stringify({ error_msg: 'internal error in the gateway' })}\n`, {

@@ -81,8 +81,7 @@ function flood(head: string, chunked: boolean): Promise<Flood> {
   });
 }
 
-const post = (path: string, framing: string) =>
-  `POST ${path} HTTP/1.1\r\nHost: conformance.test\r\n${framing}\r\n`;
+const post = (path: string, framing: string) => `POST ${path} HTTP/1.1\r\nHost: conformance.test\r\n${framing}\r\n`;
 
 describe('a refused upload ends its connection, bounded in bytes and time (issue 18, item 11)', () => {
   /** `answerSeen: false`: the connection must close in bounds, but the client need not have read the answer. */
@@ -115,7 +114,11 @@ describe('a refused upload ends its connection, bounded in bytes and time (issue
   });
 
   test('Content-Length of 10 GB to no route → 404, then closed', async () => {
-    check(await flood(post('/no-such-route/huge', 'Content-Length: 10000000000\r\n'), false), 404, RUNTIME !== 'workerd');
+    check(
+      await flood(post('/no-such-route/huge', 'Content-Length: 10000000000\r\n'), false),
+      404,
+      RUNTIME !== 'workerd',
+    );
   });
 });
 
@@ -171,3 +174,38 @@ describe('requests without a Host (issue 18, item 14)', () => {
     if (typeof status === 'number') assert.equal(status, 400);
   });
 });
+
+test('chunked upload with a trailer: the client gets what the function answered, or the function never completed it (issue 18, item 13)', async () => {
+  await gw.putRoute('trailer', { uri: '/trailer', plugins: openfunctionPlugins(`${fn.urls.upload}/`) });
+  const before = { ...fn.stats('upload') };
+  const answer = await raw(
+    'POST /trailer HTTP/1.1\r\nHost: conformance.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n' +
+      '5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n',
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  const completed = fn.stats('upload').completed - before.completed;
+  if (RUNTIME === 'bun') {
+    // Bun parses the trailer section as a new request and answers it 400, discarding the answer in flight
+    // (oven-sh/bun#32887); the gateway then cuts the upload, so the function never completes it.
+    assert.match(answer, /^HTTP\/1\.1 400 /, JSON.stringify(answer.slice(0, 300)));
+    assert.equal(completed, 0, 'the function completed a request whose client was told 400');
+  } else {
+    assert.match(answer, /^HTTP\/1\.1 200 /, JSON.stringify(answer.slice(0, 300)));
+    assert.match(answer, /"bytes":5/);
+    assert.equal(completed, 1);
+  }
+});
+
+test(
+  'two pipelined GETs in one write are both answered, in order (issue 18, item 12)',
+  { skip: RUNTIME === 'bun' && 'Bun 1.4.5 closes the connection with no answer (its bug: docs/runtime-notes.md)' },
+  async () => {
+    await gw.putRoute('pipe', { uri: '/pipe/*', plugins: openfunctionPlugins(`${fn.urls.echo}/`) });
+    const answer = await raw(
+      'GET /pipe/g1 HTTP/1.1\r\nHost: conformance.test\r\n\r\nGET /pipe/g2 HTTP/1.1\r\nHost: conformance.test\r\nConnection: close\r\n\r\n',
+    );
+    const statuses = answer.match(/HTTP\/1\.1 \d{3}/g) ?? [];
+    assert.deepEqual(statuses, ['HTTP/1.1 200', 'HTTP/1.1 200'], JSON.stringify(answer.slice(0, 400)));
+    assert.ok(answer.indexOf('/g1') < answer.indexOf('/g2'), 'answers out of order');
+  },
+);
