@@ -27,6 +27,7 @@
 import { createGateway } from '../core/gateway.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
+import { framingError } from './framing.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
 import { finishShutdown, helpText, levelLogger, readSettings, startupError } from './settings.ts';
 
@@ -110,7 +111,7 @@ async function main(): Promise<void> {
       maxRequestBodySize: MAX_REQUEST_BODY,
       development: false,
       // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
-      fetch: closeAfterRefusal((req: Request, srv: BunServer) => app.fetch(req, srv), {
+      fetch: closeAfterRefusal((req: Request, srv: BunServer) => framingError(req) ?? app.fetch(req, srv), {
         holdAnswer: true,
         ownChunkedBody: true,
         confirmEnd: true,

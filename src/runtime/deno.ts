@@ -42,6 +42,7 @@ import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upst
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
+import { framingError } from './framing.ts';
 import { closeAfterRefusal } from './refused-body.ts';
 import {
   finishShutdown,
@@ -278,8 +279,12 @@ function serve(
     },
     // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
     closeAfterRefusal(
-      (req: Request, info: DenoEnv) => (req.headers.has('host') ? app.fetch(req, info) : noHost()),
-      { holdAnswer: false, ownChunkedBody: true },
+      (req: Request, info: DenoEnv) =>
+        req.headers.has('host') ? (framingError(req) ?? app.fetch(req, info)) : noHost(),
+      {
+        holdAnswer: false,
+        ownChunkedBody: true,
+      },
     ),
   );
 }

@@ -209,3 +209,30 @@ test(
     assert.ok(answer.indexOf('/g1') < answer.indexOf('/g2'), 'answers out of order');
   },
 );
+
+describe('framing that Node refuses is refused on every runtime (issue 18, "Also on Bun and Deno")', () => {
+  test('two equal Content-Lengths → 400, not forwarded', async () => {
+    await gw.putRoute('framing', { uri: '/framing', plugins: openfunctionPlugins(`${fn.urls.echo}/`) });
+    const answer = await raw(
+      'POST /framing HTTP/1.1\r\nHost: conformance.test\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
+    );
+    // workerd refuses it itself, with a plain 500 (README runtime table).
+    const status = RUNTIME === 'workerd' ? 500 : 400;
+    assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), JSON.stringify(answer.slice(0, 300)));
+  });
+
+  test('Expect: bogus → 417, not forwarded', async () => {
+    await gw.putRoute('framing', { uri: '/framing', plugins: openfunctionPlugins(`${fn.urls.echo}/`) });
+    const answer = await raw(
+      'POST /framing HTTP/1.1\r\nHost: conformance.test\r\nExpect: bogus\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
+    );
+    assert.match(answer, /^HTTP\/1\.1 417 /, JSON.stringify(answer.slice(0, 300)));
+  });
+
+  test('a lower-case method → 400 or closed without an answer, never forwarded', async () => {
+    await gw.putRoute('framing', { uri: '/framing', plugins: openfunctionPlugins(`${fn.urls.echo}/`) });
+    const answer = await raw('get /framing HTTP/1.1\r\nHost: conformance.test\r\nConnection: close\r\n\r\n');
+    // Node and Deno: 400; workerd: its own 501; Bun's parser closes the connection without an answer.
+    assert.ok(answer === '' || /^HTTP\/1\.1 (400|501) /.test(answer), JSON.stringify(answer.slice(0, 300)));
+  });
+});
