@@ -20,3 +20,20 @@ export async function drain(
     // the client went away: nothing left to drain
   }
 }
+
+/** The drains started by {@link drainInBackground}, by body, until the body is garbage. */
+const draining = new WeakMap<ReadableStream<Uint8Array>, Promise<void>>();
+
+/**
+ * {@link drain} a body while its refusal is already being sent. The runtime's server can ask {@link drainOf} when
+ * that is over, to close the connection only then (src/runtime/refused-body.ts): closing earlier with unread bytes
+ * makes the client's system discard the answer.
+ */
+export function drainInBackground(body: ReadableStream<Uint8Array>, limits: { bytes: number; ms: number }): void {
+  draining.set(body, drain(body.getReader(), limits));
+}
+
+/** The drain {@link drainInBackground} started on `body`, if any. */
+export function drainOf(body: ReadableStream<Uint8Array>): Promise<void> | undefined {
+  return draining.get(body);
+}

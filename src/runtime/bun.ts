@@ -26,7 +26,9 @@
  */
 import { createGateway } from '../core/gateway.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
+import { framingError } from './framing.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
+import { closeAfterRefusal, originalRequest } from './refused-body.ts';
 import {
   finishShutdown,
   helpText,
@@ -105,7 +107,7 @@ async function main(): Promise<void> {
     forwarder,
     adminKeys,
     logger,
-    clientIp: (req, env) => (env as BunServer).requestIP(req)?.address ?? '',
+    clientIp: (req, env) => (env as BunServer).requestIP(originalRequest(req))?.address ?? '',
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
   });
@@ -122,7 +124,12 @@ async function main(): Promise<void> {
       idleTimeout: IDLE_TIMEOUT_S,
       maxRequestBodySize: MAX_REQUEST_BODY,
       development: false,
-      fetch: (req, srv) => app.fetch(req, srv),
+      // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
+      fetch: closeAfterRefusal((req: Request, srv: BunServer) => framingError(req) ?? app.fetch(req, srv), {
+        holdAnswer: true,
+        ownChunkedBody: true,
+        confirmEnd: true,
+      }),
       error(err) {
         logger.error(`${what}: unexpected error`, { error: err.message });
         return new Response(`${JSON.stringify({ error_msg: 'internal error in the gateway' })}\n`, {

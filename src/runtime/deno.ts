@@ -35,12 +35,15 @@
  */
 import { join, resolve } from 'node:path';
 import type { Logger } from '../core/context.ts';
+import { errorResponse } from '../core/errors.ts';
 import { createGateway } from '../core/gateway.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
+import { framingError } from './framing.ts';
+import { closeAfterRefusal } from './refused-body.ts';
 import {
   finishShutdown,
   helpText,
@@ -249,6 +252,18 @@ export function createDenoForwarder(): DenoForwarder {
 
 type DenoEnv = Deno.ServeHandlerInfo<Deno.NetAddr>;
 
+/**
+ * A request without a `Host` header: 400, as Node's server answers an HTTP/1.1 one (RFC 9112 §3.2). Deno routes it
+ * with `localhost:<port>` in its URL, and tells HTTP/1.0 (where Host is optional) from 1.1 apart nowhere, so both are
+ * refused; so is an HTTP/2 request on the plain port (prior knowledge), which carries `:authority` and no `Host`:
+ * the core routes by `Host`, and such a request would pass host-restricted routes unchecked.
+ */
+const noHost = (): Response => {
+  const res = errorResponse(400, 'bad request: no Host header');
+  res.headers.set('connection', 'close');
+  return res;
+};
+
 function serve(
   app: { fetch: (req: Request, env: DenoEnv) => Response | Promise<Response> },
   hostname: string,
@@ -264,7 +279,15 @@ function serve(
         console.log(`fngate ${what} listening on http://${host}:${addr.port}`);
       },
     },
-    (req, info) => app.fetch(req, info as DenoEnv),
+    // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
+    closeAfterRefusal(
+      (req: Request, info: DenoEnv) =>
+        req.headers.has('host') ? (framingError(req) ?? app.fetch(req, info)) : noHost(),
+      {
+        holdAnswer: false,
+        ownChunkedBody: true,
+      },
+    ),
   );
 }
 

@@ -9,6 +9,10 @@
  *   an item key, whose parts are all strings). Every write, delete and `nextId` raises it by one in the same
  *   atomic operation as the change, so `modifiedIndex` is etcd's `mod_revision`.
  *
+ * Writes of this process run one at a time (a queue): every write moves the one revision entry, so concurrent
+ * writes, even to different keys, would make each other's commits fail and retry (100 parallel Admin API PUTs gave
+ * 30 % of 503s after 64 attempts each); queued, none conflicts, and each still commits in one atomic operation.
+ *
  * Compare-and-set: each write reads the revision entry and the item entry, checks `expect` against the item, and
  * commits with `kv.atomic().check(revision).check(item)`; a commit that lost a race (another write moved the
  * revision) is retried, and re-checks `expect` on the new state, so a stale `expect` fails with
@@ -123,6 +127,8 @@ export class DenoKvStore implements ConfigStore {
   private timer: ReturnType<typeof setInterval> | undefined;
   private watchReader: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | undefined;
   private lastBackgroundError = '';
+  /** The tail of the write queue (see the file comment); never rejects. */
+  private writeTail: Promise<unknown> = Promise.resolve();
 
   private constructor(kv: Deno.Kv, path: string, prefix: string, onError: (err: Error) => void) {
     this.kv = kv;
@@ -231,6 +237,14 @@ export class DenoKvStore implements ConfigStore {
     this.assertOpen();
     checkKey(this.prefix, key);
     const json = toJsonValue(key, value);
+    return this.queued(() => this.putNow(key, json, opts));
+  }
+
+  private async putNow(
+    key: string,
+    json: Record<string, unknown>,
+    opts: PutOptions,
+  ): Promise<{ item: StoredItem; created: boolean }> {
     const kvKey = kvKeyOf(key);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const [rev, cur] = await this.io('read', () => this.kv.getMany<[number, unknown]>([REVISION_KEY, kvKey]));
@@ -255,6 +269,10 @@ export class DenoKvStore implements ConfigStore {
   async delete(key: string, opts: PutOptions = {}): Promise<StoredItem | undefined> {
     this.assertOpen();
     checkKey(this.prefix, key);
+    return this.queued(() => this.deleteNow(key, opts));
+  }
+
+  private async deleteNow(key: string, opts: PutOptions): Promise<StoredItem | undefined> {
     const kvKey = kvKeyOf(key);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const [rev, cur] = await this.io('read', () => this.kv.getMany<[number, unknown]>([REVISION_KEY, kvKey]));
@@ -275,6 +293,10 @@ export class DenoKvStore implements ConfigStore {
   /** A new revision without a change of config (APISIX's `/apisix/gen_id` write); watchers are not woken. */
   async nextId(): Promise<number> {
     this.assertOpen();
+    return this.queued(() => this.nextIdNow());
+  }
+
+  private async nextIdNow(): Promise<number> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const rev = await this.io('read', () => this.kv.get<number>(REVISION_KEY));
       const revision = (rev.value ?? 0) + 1;
@@ -286,6 +308,16 @@ export class DenoKvStore implements ConfigStore {
       return revision;
     }
     throw this.contended('the revision counter');
+  }
+
+  /** Run `write` after every write queued before it (see the file comment). */
+  private queued<T>(write: () => Promise<T>): Promise<T> {
+    const run = this.writeTail.then(() => {
+      this.assertOpen();
+      return write();
+    });
+    this.writeTail = run.catch(() => {});
+    return run;
   }
 
   /** Commit, turning KV's size errors into a {@link StoreError} that says which limit was hit. */

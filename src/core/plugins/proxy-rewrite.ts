@@ -11,13 +11,28 @@
 import * as v from 'valibot';
 import type { RequestContext } from '../context.ts';
 import { luaNumberToString } from '../expr.ts';
-import { isPlainObject } from '../schema/common.ts';
+import { isPlainObject, safeRecord } from '../schema/common.ts';
 import { compileTemplate, type Template } from '../template.ts';
 import { encodePath } from '../upstream/path.ts';
 import { type CompiledSub, compileSub } from './regex-sub.ts';
 import type { PluginDefinition } from './types.ts';
 
-const METHODS = ['GET', 'POST', 'PUT', 'HEAD', 'DELETE', 'OPTIONS', 'MKCOL', 'COPY', 'MOVE', 'PROPFIND', 'LOCK', 'UNLOCK', 'PATCH', 'TRACE'] as const;
+const METHODS = [
+  'GET',
+  'POST',
+  'PUT',
+  'HEAD',
+  'DELETE',
+  'OPTIONS',
+  'MKCOL',
+  'COPY',
+  'MOVE',
+  'PROPFIND',
+  'LOCK',
+  'UNLOCK',
+  'PATCH',
+  'TRACE',
+] as const;
 
 type Scalar = string | number;
 const NAME = /^[^:]+$/;
@@ -26,7 +41,7 @@ const multi = v.union([v.string(), v.number(), v.pipe(v.array(scalar), v.minLeng
 const nonEmpty = (o: object) => Object.keys(o).length > 0;
 const namesMatch = (o: object) => Object.keys(o).every((k) => NAME.test(k));
 const headerMap = v.pipe(
-  v.record(v.string(), multi),
+  safeRecord(v.string(), multi),
   v.check((o) => nonEmpty(o), 'expect object to have at least 1 properties'),
   v.check((o) => namesMatch(o), 'header names may not contain ":"'),
 );
@@ -41,24 +56,31 @@ const newHeaders = v.pipe(
 );
 
 /** lua-resty-core `validate_header_field`: visible ASCII but `:`. */
-const validField = (s: string) => s.length > 0 && [...s].every((c) => c.charCodeAt(0) > 32 && c.charCodeAt(0) < 127 && c !== ':');
+const validField = (s: string) =>
+  s.length > 0 && [...s].every((c) => c.charCodeAt(0) > 32 && c.charCodeAt(0) < 127 && c !== ':');
 /** `validate_header_value`: no control characters, ASCII only. */
-const validValue = (x: string | number) => typeof x !== 'string' || [...x].every((c) => c.charCodeAt(0) >= 32 && c.charCodeAt(0) < 127);
+const validValue = (x: string | number) =>
+  typeof x !== 'string' || [...x].every((c) => c.charCodeAt(0) >= 32 && c.charCodeAt(0) < 127);
 
 /** The old flat form `{name: value}` (= set), checked as APISIX's `check_set_headers`. */
 const flatHeaders = v.pipe(
-  v.record(v.string(), scalar),
+  safeRecord(v.string(), scalar),
   v.check((o) => nonEmpty(o), 'expect object to have at least 1 properties'),
   v.check((o) => Object.keys(o).every(validField), 'invalid field character in header'),
   v.check((o) => Object.values(o).every(validValue), 'invalid value character in header'),
 );
 
 /** New form when any of add/set/remove holds a table (APISIX `is_new_headers_conf`). */
-const isNewForm = (h: unknown) => isPlainObject(h) && ['add', 'set', 'remove'].some((k) => typeof h[k] === 'object' && h[k] !== null);
+const isNewForm = (h: unknown) =>
+  isPlainObject(h) && ['add', 'set', 'remove'].some((k) => typeof h[k] === 'object' && h[k] !== null);
 
 const headersSchema = v.union([
   v.pipe(v.unknown(), v.check(isNewForm), newHeaders),
-  v.pipe(v.unknown(), v.check((h) => !isNewForm(h)), flatHeaders),
+  v.pipe(
+    v.unknown(),
+    v.check((h) => !isNewForm(h)),
+    flatHeaders,
+  ),
 ]);
 
 function checkRegexUri(list: string[]): string | undefined {
@@ -97,20 +119,26 @@ interface Conf {
   method?: (typeof METHODS)[number];
   regex_uri?: string[];
   host?: string;
-  headers?: Record<string, Scalar> | { add?: Record<string, Scalar | Scalar[]>; set?: Record<string, Scalar | Scalar[]>; remove?: string[] };
+  headers?:
+    | Record<string, Scalar>
+    | { add?: Record<string, Scalar | Scalar[]>; set?: Record<string, Scalar | Scalar[]>; remove?: string[] };
   use_real_request_uri_unsafe: boolean;
 }
 
 const str = (x: Scalar) => (typeof x === 'number' ? luaNumberToString(x) : x);
 type HeaderOp = [name: string, values: Template[]];
 const compileOps = (m: Record<string, Scalar | Scalar[]> | undefined): HeaderOp[] =>
-  Object.entries(m ?? {}).map(([name, value]) => [name, (Array.isArray(value) ? value : [value]).map((x) => compileTemplate(str(x)))]);
+  Object.entries(m ?? {}).map(([name, value]) => [
+    name,
+    (Array.isArray(value) ? value : [value]).map((x) => compileTemplate(str(x))),
+  ]);
 
 /** `?` in a variable's value in `uri` would start the query: escaped as APISIX's `escape_separator`. */
 const escapeSeparator = (s: string) => s.replaceAll('?', '%3F');
 /** Control characters (CR, LF, ...) in the query part, percent-encoded (APISIX `escape_uri_control_chars`). */
 const CONTROL = /[\u0000-\u001f\u007f]/g;
-const escapeControl = (s: string) => s.replace(CONTROL, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+const escapeControl = (s: string) =>
+  s.replace(CONTROL, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 
 export const proxyRewrite: PluginDefinition<Conf> = {
   name: 'proxy-rewrite',
@@ -121,14 +149,17 @@ export const proxyRewrite: PluginDefinition<Conf> = {
     const uri = conf.uri === undefined ? undefined : compileTemplate(conf.uri, { escape: escapeSeparator });
     const regexUri: CompiledSub[] = [];
     if (uri === undefined && conf.regex_uri) {
-      for (let i = 0; i < conf.regex_uri.length; i += 2) regexUri.push(compileSub(conf.regex_uri[i]!, conf.regex_uri[i + 1]!));
+      for (let i = 0; i < conf.regex_uri.length; i += 2)
+        regexUri.push(compileSub(conf.regex_uri[i]!, conf.regex_uri[i + 1]!));
     }
     const unsafe = conf.use_real_request_uri_unsafe;
     const rewritesPath = uri !== undefined || regexUri.length > 0 || unsafe;
     const h = conf.headers;
     const newForm = isNewForm(h);
     const add = newForm ? compileOps((h as { add?: Record<string, Scalar | Scalar[]> }).add) : [];
-    const set = newForm ? compileOps((h as { set?: Record<string, Scalar | Scalar[]> }).set) : compileOps(h as Record<string, Scalar> | undefined);
+    const set = newForm
+      ? compileOps((h as { set?: Record<string, Scalar | Scalar[]> }).set)
+      : compileOps(h as Record<string, Scalar> | undefined);
     const remove = newForm ? ((h as { remove?: string[] }).remove ?? []) : [];
     const { method, host } = conf;
     // Per-request regex_uri captures, for the header templates.

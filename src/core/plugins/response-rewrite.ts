@@ -13,7 +13,7 @@
 import * as v from 'valibot';
 import type { RequestContext } from '../context.ts';
 import { compileExpr, type Expr, luaNumberToString } from '../expr.ts';
-import { isPlainObject } from '../schema/common.ts';
+import { isPlainObject, safeRecord } from '../schema/common.ts';
 import { exprSchema } from '../schema/expr.ts';
 import { INTEGER } from '../schema/format.ts';
 import { compileTemplate, type Template } from '../template.ts';
@@ -24,7 +24,7 @@ const NAME = /^[^:]+$/;
 const scalar = v.union([v.string(), v.number()]);
 const nonEmpty = (o: object) => Object.keys(o).length > 0;
 const setMap = v.pipe(
-  v.record(v.string(), scalar),
+  safeRecord(v.string(), scalar),
   v.check((o) => nonEmpty(o), 'expect object to have at least 1 properties'),
   v.check((o) => Object.keys(o).every((k) => NAME.test(k)), 'header names may not contain ":"'),
 );
@@ -33,12 +33,19 @@ const setMap = v.pipe(
 const ADD_PATTERN = /^[^:]+:[^:]*[^/]$/;
 const ADD_SPLIT = /^([^:\s]+)\s*:\s*([^:]+)$/;
 
-const isNewForm = (h: unknown) => isPlainObject(h) && ['add', 'set', 'remove'].some((k) => typeof h[k] === 'object' && h[k] !== null);
+const isNewForm = (h: unknown) =>
+  isPlainObject(h) && ['add', 'set', 'remove'].some((k) => typeof h[k] === 'object' && h[k] !== null);
 
 const newHeaders = v.strictObject({
   add: v.optional(
     v.pipe(
-      v.array(v.pipe(v.string(), v.regex(ADD_PATTERN), v.check((s) => ADD_SPLIT.test(s), 'expected "Name: value" (one colon, no space in the name)'))),
+      v.array(
+        v.pipe(
+          v.string(),
+          v.regex(ADD_PATTERN),
+          v.check((s) => ADD_SPLIT.test(s), 'expected "Name: value" (one colon, no space in the name)'),
+        ),
+      ),
       v.minLength(1),
     ),
   ),
@@ -46,7 +53,14 @@ const newHeaders = v.strictObject({
   remove: v.optional(v.pipe(v.array(v.pipe(v.string(), v.regex(NAME))), v.minLength(1))),
 });
 
-const headersSchema = v.union([v.pipe(v.unknown(), v.check(isNewForm), newHeaders), v.pipe(v.unknown(), v.check((h) => !isNewForm(h)), setMap)]);
+const headersSchema = v.union([
+  v.pipe(v.unknown(), v.check(isNewForm), newHeaders),
+  v.pipe(
+    v.unknown(),
+    v.check((h) => !isNewForm(h)),
+    setMap,
+  ),
+]);
 
 const filterSchema = v.pipe(
   v.strictObject({
@@ -70,7 +84,10 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A
 
 const schema = v.pipe(
   v.strictObject({
-    max_resp_body_size: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1), v.maxValue(2 ** 31 - 1)), 64 * 1024 * 1024),
+    max_resp_body_size: v.optional(
+      v.pipe(v.number(INTEGER), v.integer(), v.minValue(1), v.maxValue(2 ** 31 - 1)),
+      64 * 1024 * 1024,
+    ),
     headers: v.optional(headersSchema),
     body: v.optional(v.string()),
     body_base64: v.optional(v.boolean(), false),
@@ -79,7 +96,10 @@ const schema = v.pipe(
     filters: v.optional(v.pipe(v.array(filterSchema), v.minLength(1))),
   }),
   v.check((c) => c.body === undefined || c.filters === undefined, '"body" and "filters" cannot be used together'),
-  v.check((c) => !c.body_base64 || (c.body !== undefined && c.body.length > 0 && BASE64.test(c.body)), 'invalid base64 content'),
+  v.check(
+    (c) => !c.body_base64 || (c.body !== undefined && c.body.length > 0 && BASE64.test(c.body)),
+    'invalid base64 content',
+  ),
 );
 
 type Conf = v.InferOutput<typeof schema>;
@@ -115,7 +135,8 @@ export const responseRewrite: PluginDefinition<Conf> = {
   version: 0.1,
   schema: schema as v.GenericSchema<unknown, Conf>,
   create(conf, env) {
-    const vars: Expr | undefined = conf.vars === undefined ? undefined : (compileExpr(conf.vars) as { ok: true; expr: Expr }).expr;
+    const vars: Expr | undefined =
+      conf.vars === undefined ? undefined : (compileExpr(conf.vars) as { ok: true; expr: Expr }).expr;
     const h = conf.headers;
     const tpl = (x: string | number) => compileTemplate(typeof x === 'number' ? luaNumberToString(x) : x);
     let add: [string, Template][] = [];
@@ -133,8 +154,16 @@ export const responseRewrite: PluginDefinition<Conf> = {
       set = Object.entries(h as Record<string, string | number>).map(([k, x]) => [k, tpl(x)]);
     }
     const hasHeaders = add.length + set.length + remove.length > 0;
-    const body = conf.body === undefined ? undefined : conf.body_base64 ? decodeBase64(conf.body) : new TextEncoder().encode(conf.body);
-    const filters: Filter[] | undefined = conf.filters?.map((f) => ({ sub: compileSub(f.regex, f.replace, f.options), global: f.scope === 'global' }));
+    const body =
+      conf.body === undefined
+        ? undefined
+        : conf.body_base64
+          ? decodeBase64(conf.body)
+          : new TextEncoder().encode(conf.body);
+    const filters: Filter[] | undefined = conf.filters?.map((f) => ({
+      sub: compileSub(f.regex, f.replace, f.options),
+      global: f.scope === 'global',
+    }));
     const max = conf.max_resp_body_size;
     const status = conf.status_code;
     // Per request: does this answer's body go through the filters (vars matched, body not compressed)?

@@ -1,5 +1,5 @@
 import type { RequestContext } from '../context.ts';
-import { drain } from '../drain.ts';
+import { drain, drainInBackground } from '../drain.ts';
 import { errorResponse } from '../errors.ts';
 import {
   CONTENT_LENGTH,
@@ -83,7 +83,11 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
  * hop-by-hop headers. Transport failures become gateway errors: 503 cannot connect, 504 timed out,
  * 502 broken answer, 413 body over the limit.
  */
-export async function forward(ctx: RequestContext, target: ForwardTarget, opts?: { throwOnConnect?: boolean }): Promise<Response> {
+export async function forward(
+  ctx: RequestContext,
+  target: ForwardTarget,
+  opts?: { throwOnConnect?: boolean },
+): Promise<Response> {
   const req = ctx.request;
   // The plugins' edits (RequestContext.upstream, .headerOverlay) apply to every call, whatever the runtime.
   const method = ctx.upstream?.method ?? ctx.method;
@@ -109,7 +113,7 @@ export async function forward(ctx: RequestContext, target: ForwardTarget, opts?:
       const declared = req.headers.get('content-length');
       if (declared !== null && Number(declared) > limit) {
         // Read and drop (bounded) what the client is still sending, so it can read the 413.
-        void drain(source.getReader(), DRAIN);
+        drainInBackground(source, DRAIN);
         return tooLarge(limit);
       }
       // A declared length within the limit bounds the body already (the runtime's HTTP server reads exactly that
