@@ -27,11 +27,11 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
 ];
 
 /**
- * APISIX plugins that only observe traffic (metrics, tracing, logging, a request id header, node status): a
+ * APISIX plugins that only observe traffic (metrics, tracing, logging, node status): a
  * route written straight into the store (etcd, a standalone file) that names one of them while fngate does not
  * implement it is served without it, with one log line. Any other plugin fngate does not have (an auth plugin,
- * a rate limit, an IP rule, but also `workflow`, `saml-auth`, `ai-rate-limiting`, `ext-plugin-*`,
- * `serverless-*-function`, `traffic-split`, `cors`, ... and every plugin this list does not know) makes the route
+ * a rate limit, but also `workflow`, `saml-auth`, `ai-rate-limiting`, `ext-plugin-*`,
+ * `serverless-*-function`, `traffic-split`, `limit-count`, ... and every plugin this list does not know) makes the route
  * answer 503: fngate cannot tell whether a plugin it does not know guards access or changes what is served, so it
  * fails closed. Listed by exact name (every `*-logger` plugin APISIX ships is here); not a suffix rule, so a custom
  * plugin called `something-logger` still fails closed.
