@@ -152,6 +152,39 @@ describe('services, plugin configs and the merge precedence (t/node/merge-route.
   });
 });
 
+describe('consumer groups and consumer plugins (t/node/consumer-group.t, plugin-configs.t TEST 5)', () => {
+  test('Consumer > Consumer Group > Route: the group body, then the consumer body; a PATCH of the group is served next', async () => {
+    await ok('PUT', '/consumer_groups/bar', { plugins: { 'response-rewrite': { body: 'hello' } } });
+    await ok('PUT', '/consumers', { username: 'foo', group_id: 'bar', plugins: { 'key-auth': { key: 'foo-key' } } });
+    await ok('PUT', '/routes/cg', { uri: '/cg', plugins: { 'key-auth': {}, 'response-rewrite': { body: 'route' }, ...echoFn('cg') } });
+    assert.equal((await get('/cg', { apikey: 'foo-key' })).text, 'hello');
+    await ok('PATCH', '/consumer_groups/bar', { plugins: { 'response-rewrite': { body: 'world' } } });
+    assert.equal((await get('/cg', { apikey: 'foo-key' })).text, 'world');
+    await ok('PUT', '/consumers', { username: 'foo', group_id: 'bar', plugins: { 'key-auth': { key: 'foo-key' }, 'response-rewrite': { body: 'mine' } } });
+    assert.equal((await get('/cg', { apikey: 'foo-key' })).text, 'mine');
+    // Another consumer without a group gets the route's conf.
+    assert.equal((await get('/cg', { apikey: 'auth-one' })).text, 'route');
+  });
+
+  test("a plugin config's proxy-rewrite and the route's response-rewrite both apply (plugin-configs.t TEST 5)", async () => {
+    await ok('PUT', '/plugin_configs/pc5', { plugins: { 'proxy-rewrite': { uri: '/hello' }, 'response-rewrite': { body: 'hello' } } });
+    await ok('PUT', '/routes/pc5', { uri: '/helloaa', plugin_config_id: 'pc5', plugins: { 'response-rewrite': { body: 'world' } }, upstream: echoUpstream() });
+    const got = await get('/helloaa');
+    assert.equal(got.text, 'world');
+    await ok('PUT', '/routes/pc5', { uri: '/helloaa', plugin_config_id: 'pc5', upstream: echoUpstream() });
+    assert.equal((await get('/helloaa')).text, 'hello');
+    await ok('PATCH', '/plugin_configs/pc5', { plugins: { 'response-rewrite': null } });
+    assert.equal((await get('/helloaa')).json.url, '/hello', 'proxy-rewrite from the plugin config rewrote the path');
+  });
+
+  test('cors adds its headers to a 401 from key-auth (response phases run for every answer)', async () => {
+    await ok('PUT', '/routes/cors-ka', { uri: '/cors-ka', plugins: { cors: {}, 'key-auth': {}, ...echoFn('ck') } });
+    const got = await get('/cors-ka', { origin: 'https://app.example' });
+    assert.equal(got.status, 401);
+    assert.equal(got.headers.get('access-control-allow-origin'), '*');
+  });
+});
+
 describe('_meta (t/plugin/plugin.t)', () => {
   test('error_response replaces the 401 body of key-auth (TEST 7-8)', async () => {
     await ok('PUT', '/routes/meta-er', { uri: '/meta-er', plugins: { 'key-auth': { _meta: { error_response: { message: 'Missing credential in request' } } }, ...echoFn('er') } });

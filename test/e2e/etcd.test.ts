@@ -362,7 +362,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
       '/apisix/routes/ka',
       JSON.stringify({
         uri: '/ka',
-        plugins: { 'key-auth': {}, openfunction: { function_uri: fnUri('ka') } },
+        plugins: { 'ldap-auth': {}, openfunction: { function_uri: fnUri('ka') } },
         id: 'ka',
       }),
     );
@@ -376,7 +376,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
     }
     for (const gw of [A, B]) {
       await until(gw, '/prom', hello('prom'), { timeoutMs: 1000 });
-      for (const [path, name] of [['/ka', 'key-auth'], ...others.map((n) => [`/other-${n}`, n])] as const) {
+      for (const [path, name] of [['/ka', 'ldap-auth'], ...others.map((n) => [`/other-${n}`, n])] as const) {
         await until(gw, path, (h) => h.status === 503, { timeoutMs: 1000 });
         const res = await gw.fetch(path);
         assert.equal(res.status, 503);
@@ -399,23 +399,23 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
     ] as const) {
       const out = logs(gw);
       const prom = count(out, 'plugin prometheus is not available');
-      const ka = count(out, 'plugin key-auth is not available');
-      t.diagnostic(`${name}: prometheus warning ×${prom}, key-auth warning ×${ka}`);
+      const ka = count(out, 'route ka: plugin ldap-auth is not available');
+      t.diagnostic(`${name}: prometheus warning ×${prom}, ldap-auth warning ×${ka}`);
       assert.equal(prom, 1, `${name} logs the skipped prometheus plugin once, not on every rebuild:\n${out}`);
-      assert.equal(ka, 1, `${name} logs the missing key-auth plugin once:\n${out}`);
+      assert.equal(ka, 1, `${name} logs the missing ldap-auth plugin once:\n${out}`);
     }
   });
 
-  test('global rules in etcd: a global key-auth makes every request answer 503 until it is removed; a global prometheus is skipped', async (t) => {
-    // fngate does not run global rules. One that only observes traffic can be skipped; one that guards access
-    // cannot, and serving every route without it would be worse than serving nothing.
+  test('global rules in etcd: a global plugin fngate lacks makes every request answer 503 until it is removed; a global prometheus is skipped', async (t) => {
+    // A global plugin fngate does not have: one that only observes traffic can be skipped; one that may guard
+    // access cannot, and serving every route without it would be worse than serving nothing.
     await etcdctlPut('/apisix/global_rules/', 'init_dir');
     await etcdctlPut('/apisix/global_rules/obs', JSON.stringify({ id: 'obs', plugins: { prometheus: {} } }));
     await etcdctlPut('/apisix/routes/gr-1', JSON.stringify(fnRoute('/gr-1', 'gr-1')));
     for (const gw of [A, B]) await until(gw, '/gr-1', hello('gr-1'), { timeoutMs: 1000 });
 
-    await etcdctlPut('/apisix/global_rules/guard', JSON.stringify({ id: 'guard', plugins: { 'key-auth': {} } }));
-    const blocked = (h: Hit) => h.status === 503 && /global rules/.test(h.text) && /key-auth/.test(h.text);
+    await etcdctlPut('/apisix/global_rules/guard', JSON.stringify({ id: 'guard', plugins: { 'ldap-auth': {} } }));
+    const blocked = (h: Hit) => h.status === 503 && /global rules/.test(h.text) && /ldap-auth/.test(h.text);
     for (const gw of [A, B]) {
       await until(gw, '/gr-1', blocked, { timeoutMs: 1000 });
       for (const path of ['/direct', '/prom', '/no-such-route']) {
@@ -443,27 +443,35 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
       ['B', B],
     ] as const) {
       const out = logs(gw);
-      assert.equal(count(out, 'global rule guard: plugin key-auth cannot be run'), 1, `${name}:\n${out}`);
-      assert.equal(count(out, 'global rule obs: plugin prometheus is not run by fngate'), 1, `${name}:\n${out}`);
+      assert.equal(count(out, 'global rule guard: plugin ldap-auth is not available'), 1, `${name}:\n${out}`);
+      assert.equal(count(out, 'global rule obs: plugin prometheus is not available in fngate; it is skipped'), 1, `${name}:\n${out}`);
       t.diagnostic(`${name} logged: ${out.split('\n').find((l) => l.includes('global rule guard')) ?? ''}`);
     }
   });
 
-  test('a route naming a plugin config or a service (written by a control plane) answers 503, never runs without it', async () => {
+  test('a route naming a plugin config or a service (written by a control plane) runs their plugins; a dangling one answers 503/404', async () => {
     await etcdctlPut('/apisix/plugin_configs/pc1', JSON.stringify({ id: 'pc1', plugins: { 'key-auth': {} } }));
     await etcdctlPut('/apisix/services/s1', JSON.stringify({ id: 's1', plugins: { 'ip-restriction': { whitelist: ['10.0.0.0/8'] } } }));
     await etcdctlPut(
       '/apisix/routes/pc',
       JSON.stringify({ id: 'pc', uri: '/pc', plugin_config_id: 'pc1', plugins: { openfunction: { function_uri: fnUri('pc') } } }),
     );
-    await etcdctlPut('/apisix/routes/svc', JSON.stringify({ id: 'svc', uri: '/svc', service_id: 's1' }));
-    const refused = (what: string) => (h: Hit) =>
-      h.status === 503 && (JSON.parse(h.text) as { error_msg: string }).error_msg.includes(what);
+    await etcdctlPut(
+      '/apisix/routes/svc',
+      JSON.stringify({ id: 'svc', uri: '/svc', service_id: 's1', plugins: { openfunction: { function_uri: fnUri('svc') } } }),
+    );
+    await etcdctlPut('/apisix/routes/dangling', JSON.stringify({ id: 'dangling', uri: '/dangling', plugin_config_id: 'nope', plugins: {} }));
     for (const gw of [A, B]) {
-      await until(gw, '/pc', refused('uses plugin_config_id "pc1"'), { timeoutMs: 1000 });
-      await until(gw, '/svc', refused('uses service_id "s1"'), { timeoutMs: 1000 });
+      await until(gw, '/pc', (h) => h.status === 401, { timeoutMs: 1000 });
+      await until(gw, '/svc', (h) => h.status === 403, { timeoutMs: 1000 });
+      await until(gw, '/dangling', (h) => h.status === 503 && h.text.includes('plugin config nope of route dangling does not exist'), {
+        timeoutMs: 1000,
+      });
     }
-    for (const key of ['/apisix/routes/pc', '/apisix/routes/svc', '/apisix/plugin_configs/pc1', '/apisix/services/s1']) {
+    // The plugin config goes away: the route that named it answers 503 rather than run without it.
+    await etcdctlDel('/apisix/plugin_configs/pc1');
+    for (const gw of [A, B]) await until(gw, '/pc', (h) => h.status === 503, { timeoutMs: 1000 });
+    for (const key of ['/apisix/routes/pc', '/apisix/routes/svc', '/apisix/routes/dangling', '/apisix/services/s1']) {
       await etcdctlDel(key);
     }
     for (const gw of [A, B]) await until(gw, '/pc', is404, { timeoutMs: 1000 });
@@ -839,7 +847,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
     for (const gw of [A, B]) {
       const out = logs(gw);
       assert.equal(count(out, 'plugin prometheus is not available'), 1, out);
-      assert.equal(count(out, 'plugin key-auth is not available'), 1, out);
+      assert.equal(count(out, 'route ka: plugin ldap-auth is not available'), 1, out);
     }
   });
 
