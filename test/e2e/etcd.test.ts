@@ -398,7 +398,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
       ['B', B],
     ] as const) {
       const out = logs(gw);
-      const prom = count(out, 'plugin prometheus is not available');
+      const prom = count(out, 'route prom: plugin prometheus is not available');
       const ka = count(out, 'route ka: plugin ldap-auth is not available');
       t.diagnostic(`${name}: prometheus warning ×${prom}, ldap-auth warning ×${ka}`);
       assert.equal(prom, 1, `${name} logs the skipped prometheus plugin once, not on every rebuild:\n${out}`);
@@ -846,7 +846,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
   test('after all of the above, each config problem is still logged once per gateway', () => {
     for (const gw of [A, B]) {
       const out = logs(gw);
-      assert.equal(count(out, 'plugin prometheus is not available'), 1, out);
+      assert.equal(count(out, 'route prom: plugin prometheus is not available'), 1, out);
       assert.equal(count(out, 'route ka: plugin ldap-auth is not available'), 1, out);
     }
   });
