@@ -633,7 +633,13 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
     // `keepalive_timeout` instead (documented in docs/apisix-compatibility.md). Without keepalive the pool
     // numbers are irrelevant: every request gets its own connection (`reset`).
     // The connect timeout is the pool's (undici's `connect.timeout`): one Agent per value, as for keep-alive.
-    const base = keepalive.enabled ? `${tlsVerify ? 'v' : 'n'}:${keepalive.idleTimeoutMs}` : tlsVerify ? 'v' : 'n';
+    // `keepalive_pool.requests` (nginx `keepalive_requests`): a connection is closed after that many requests.
+    // undici's `maxRequestsPerClient` lets a connection carry one request more than it says (it marks the socket for
+    // closing once it has *sent* that many before the current one), so it gets N - 1; N = 1 is `reset` (below).
+    const maxRequests = keepalive.enabled && (keepalive.maxRequests ?? 0) > 1 ? keepalive.maxRequests! : 0;
+    const base = keepalive.enabled
+      ? `${tlsVerify ? 'v' : 'n'}:${keepalive.idleTimeoutMs}${maxRequests > 0 ? `:r${maxRequests}` : ''}`
+      : tlsVerify ? 'v' : 'n';
     const key = connectMs > 0 ? `${base}:c${connectMs}` : base;
     let agent = agents.get(key);
     if (agent === undefined) {
@@ -649,6 +655,7 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
         // The idle timeout; a server's `Keep-Alive: timeout=` hint may shorten it but never lengthen it.
         keepAliveTimeout: idle,
         keepAliveMaxTimeout: idle,
+        ...(maxRequests > 0 ? { maxRequestsPerClient: maxRequests - 1 } : {}),
         maxResponseSize: options.maxResponseSize ?? -1,
         ...(options.maxHeaderSize !== undefined ? { maxHeaderSize: options.maxHeaderSize } : {}),
         connect: tlsVerify ? { timeout: connect } : { timeout: connect, rejectUnauthorized: false },
@@ -700,7 +707,7 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
       bodyTimeout: timeout,
     };
     // `reset` makes undici send `connection: close` and drop the socket after the response.
-    if (!req.keepalive.enabled) opts.reset = true;
+    if (!req.keepalive.enabled || req.keepalive.maxRequests === 1) opts.reset = true;
     try {
       // undici reports its errors, even synchronous ones (invalid method or header), through ex.onError.
       agentFor(req.tlsVerify, req.keepalive, connectMs).dispatch(opts, ex);

@@ -745,6 +745,32 @@ describe('upstreams', () => {
     assert.ok(Date.now() - t0 < 2000);
   });
 
+  test('keepalive_pool.requests: honoured on Node; refused with 400 naming the runtime where the fetch cannot honour it', async () => {
+    const pool = { size: 10, idle_timeout: 60, requests: 2 };
+    const route = upRoute('/kareq', { nodes: { [node(echo1())]: 1 }, keepalive_pool: pool });
+    const put = await gw.admin('PUT', '/routes/kareq', route);
+    const up = await gw.admin('PUT', '/upstreams/kareq', { nodes: { [node(echo1())]: 1 }, keepalive_pool: pool });
+    const svc = await gw.admin('PUT', '/services/kareq', { upstream: { nodes: { [node(echo1())]: 1 }, keepalive_pool: pool } });
+    if (RUNTIME === 'node') {
+      assert.equal(put.status, 201, JSON.stringify(put.json));
+      assert.equal(up.status, 201, JSON.stringify(up.json));
+      assert.equal(svc.status, 201, JSON.stringify(svc.json));
+      for (let i = 0; i < 3; i++) assert.equal((await req('/kareq')).status, 200);
+      await gw.admin('DELETE', '/services/kareq');
+      await gw.admin('DELETE', '/upstreams/kareq');
+    } else {
+      const name = RUNTIME === 'workerd' ? 'Cloudflare Workers' : RUNTIME;
+      for (const res of [put, up, svc]) {
+        assert.equal(res.status, 400, JSON.stringify(res.json));
+        assert.match(res.json.error_msg, new RegExp(`keepalive_pool.*"requests" is not supported on ${name}`));
+      }
+      // Without `requests` the same pool is accepted.
+      const { requests: _, ...rest } = pool;
+      const ok = await gw.admin('PUT', '/routes/kareq', upRoute('/kareq', { nodes: { [node(echo1())]: 1 }, keepalive_pool: rest }));
+      assert.equal(ok.status, 201, JSON.stringify(ok.json));
+    }
+  });
+
   test('node priority: the highest group takes the traffic; a lower group serves when it cannot connect', async () => {
     const dead = await refusedPort();
     await gw.putRoute(

@@ -143,3 +143,18 @@ describe('plugin configs and services', () => {
     assert.deepEqual(await answer(snap, '/svc'), { status: 503, error: 'service s needs plugin other-plugin, which this gateway does not have' });
   });
 });
+
+describe('upstream fields a runtime cannot honour, written where the Admin API could not refuse them', () => {
+  test('keepalive_pool.requests on a runtime without it: the route is served, one problem logged', () => {
+    const denoEnv = { ...env, capabilities: { runtime: 'deno', tlsVerifyOff: false, keepaliveRequests: false } };
+    const pooled = { ...upstream, keepalive_pool: { size: 1, idle_timeout: 1, requests: 10 } };
+    const snap = compileSnapshot({ revision: ++index, items: [route('kr', { upstream: pooled })] }, denoEnv);
+    assert.ok(snap.router.match({ method: 'GET', host: 'gw.test', path: '/kr', remoteAddr: '127.0.0.1', ctx: {} }));
+    assert.ok(
+      snap.problems.some((p) => /^route kr: .*"requests" is not supported on deno.*; the route is served without it$/.test(p)),
+      snap.problems.join('\n'),
+    );
+    // Where it can be honoured, no problem.
+    assert.deepEqual(compile([route('kr2', { upstream: pooled })]).problems, []);
+  });
+});

@@ -483,6 +483,31 @@ describe('errors', () => {
     }
   });
 
+  it('keepalive.maxRequests (keepalive_pool.requests): no connection carries more than that many requests; without it one is reused', async () => {
+    const perSocket = new Map<unknown, number>();
+    const s = await serve((req, res) => {
+      perSocket.set(req.socket, (perSocket.get(req.socket) ?? 0) + 1);
+      res.end('ok');
+    });
+    for (const maxRequests of [1, 2, 3, undefined]) {
+      perSocket.clear();
+      const keepalive = { enabled: true, idleTimeoutMs: 10_000, poolSize: 8, maxRequests };
+      for (let i = 0; i < 12; i++) {
+        const res = await fwd(request(`${s.url}/`, { keepalive }));
+        assert.equal(await new Response(res.body).text(), 'ok');
+      }
+      const counts = [...perSocket.values()];
+      // Without a limit the pool reuses its connections (undici may open a second one for a request sent while the
+      // first is still finishing the previous answer).
+      if (maxRequests === undefined) assert.ok(Math.max(...counts) > 3, `requests per connection ${counts.join(', ')}`);
+      else {
+        // undici closes a connection once it has sent that many (sometimes one request earlier): never more.
+        assert.ok(Math.max(...counts) <= maxRequests, `maxRequests ${maxRequests}: requests per connection ${counts.join(', ')}`);
+        assert.ok(counts.length >= Math.ceil(12 / maxRequests), `maxRequests ${maxRequests}: ${counts.length} connections`);
+      }
+    }
+  });
+
   it('keepalive.poolSize (keepalive_pool) does not cap concurrent connections, as in APISIX', async () => {
     const waiting: Array<() => void> = [];
     const s = await serve((_req, res) => {

@@ -8,6 +8,7 @@ import { type CompiledPlugin, EMPTY_LIST, pluginList, type RoutePipeline, routeP
 import { compileIpMatcher } from '../router/ip.ts';
 import type { RouteSpec } from '../router/types.ts';
 import { checkRoute } from '../schema/route.ts';
+import { upstreamCapabilityProblem } from '../plugins/check.ts';
 import { checkUpstream, type UpstreamConf } from '../schema/upstream.ts';
 import { upstreamHandler } from '../upstream/upstream.ts';
 import type { PluginCache } from './plugins.ts';
@@ -164,7 +165,12 @@ export function compileRouteEntry(
         let call: Handler;
         if (upstream === null) call = fixed(502, `${upstreamLabel} does not exist`);
         else if (upstream === undefined) call = fixed(503, 'missing upstream configuration in Route or Service');
-        else call = upstreamHandler(upstream, route.timeout);
+        else {
+          // Written where the Admin API could not refuse it (etcd, a config file): served, the field left out.
+          const cannot = upstreamCapabilityProblem(upstream, env.capabilities);
+          if (cannot) problems.push(`route ${id}: ${cannot}; the route is served without it`);
+          call = upstreamHandler(upstream, route.timeout);
+        }
         pipeline = routePipeline(pluginList([...merged.values()]), call);
       }
     }

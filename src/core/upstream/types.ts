@@ -53,7 +53,13 @@ export interface ForwardRequest {
   /** Verify the TLS certificate of an https upstream. */
   tlsVerify: boolean;
   /** Connection reuse. A client that cannot tune it ignores the numbers. */
-  keepalive: { enabled: boolean; idleTimeoutMs: number; poolSize: number };
+  keepalive: {
+    enabled: boolean;
+    idleTimeoutMs: number;
+    poolSize: number;
+    /** Close a connection after this many requests (upstream `keepalive_pool.requests`); absent: no limit. Only for runtimes whose `Capabilities.keepaliveRequests`. */
+    maxRequests?: number;
+  };
 }
 
 /**

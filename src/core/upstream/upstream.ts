@@ -41,6 +41,7 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf):
     enabled: true,
     idleTimeoutMs: Math.round((pool?.idle_timeout ?? 60) * 1000),
     poolSize: pool?.size ?? 320,
+    maxRequests: pool?.requests,
   };
   const retries = Math.min(conf.retries ?? picker.size - 1, picker.size - 1);
   const origins = new Map<string, string>();
