@@ -26,6 +26,8 @@ export interface SharedEntry {
   upstream?: UpstreamConf | null;
   upstreamId?: string;
   hosts?: string[];
+  /** The service's `enable_websocket`, for routes that do not set theirs. */
+  websocket?: boolean;
   plugins: CompiledPlugin[];
   disabled?: string[];
   blocked?: string;
@@ -66,6 +68,7 @@ export function compileService(
     entry.upstream = upstreams.get(entry.upstreamId) ?? null;
   }
   if (Array.isArray(value.hosts)) entry.hosts = value.hosts.map(String);
+  if (typeof value.enable_websocket === 'boolean') entry.websocket = value.enable_websocket;
   if (entry.error) problems.push(entry.error);
   return entry;
 }
@@ -91,6 +94,13 @@ export interface Deps {
   services: Map<string, SharedEntry>;
   pluginConfigs: Map<string, SharedEntry>;
   upstreams: Map<string, UpstreamConf>;
+}
+
+/** A WebSocket upgrade request, which fngate cannot proxy: 501 rather than an answer the client cannot use. */
+function refuseUpgrade(ctx: RequestContext): Response | undefined {
+  const upgrade = ctx.request.headers.get('upgrade');
+  if (upgrade === null || !/\bwebsocket\b/i.test(upgrade)) return undefined;
+  return errorResponse(501, 'WebSocket proxying is not implemented in fngate (the route has enable_websocket: true)');
 }
 
 /** A pipeline that runs no route plugin and answers `handler` (the global rules still run). */
@@ -171,7 +181,15 @@ export function compileRouteEntry(
           if (cannot) problems.push(`route ${id}: ${cannot}; the route is served without it`);
           call = upstreamHandler(upstream, route.timeout);
         }
-        pipeline = routePipeline(pluginList([...merged.values()]), call);
+        // APISIX: the route's `enable_websocket` unless unset, then the service's. fngate does not proxy WebSocket
+        // (the Admin API refuses `true`); one stored elsewhere is served, but an upgrade is never half-served.
+        const websocket = route.enable_websocket ?? service?.websocket;
+        if (websocket) {
+          problems.push(
+            `route ${id}: enable_websocket is not supported by fngate (WebSocket proxying is not implemented yet); its upgrade requests answer 501, its other requests are served`,
+          );
+        }
+        pipeline = routePipeline(pluginList([...merged.values()]), call, websocket ? refuseUpgrade : undefined);
       }
     }
     let filter: RouteSpec<CompiledRoute>['filter'];
