@@ -360,6 +360,7 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
   private paused = false;
   /** From the connect until the request's last byte is written, when a send timeout applies. */
   private sending = false;
+  private armedMs = 0;
 
   constructor(
     private readonly method: string,
@@ -405,10 +406,15 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
     this.arm(this.timeout);
   }
 
-  /** (Re)starts the deadline: `ms` from now. */
+  /** (Re)starts the deadline: `ms` from now (the same timer refreshed when its duration is unchanged: no allocation). */
   arm(ms: number): void {
+    if (ms === this.armedMs && this.timer !== undefined) {
+      this.timer.refresh();
+      return;
+    }
     clearTimeout(this.timer);
-    if (ms > 0) this.timer = setTimeout(onDeadline, ms, this);
+    this.armedMs = ms;
+    this.timer = ms > 0 ? setTimeout(onDeadline, ms, this) : undefined;
   }
 
   /** Why the deadline ran out, by the phase the exchange is in. */
