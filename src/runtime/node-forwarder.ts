@@ -44,8 +44,9 @@ import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
 export interface NodeForwarderOptions {
   /**
-   * Connect (TCP + TLS) timeout of the pooled connections, ms. Connections are shared, so this is per
-   * dispatcher rather than per request; a request's own `timeout` still bounds its wait. Default 10000.
+   * Connect (TCP + TLS) timeout of the pooled connections of requests without a `connectTimeout`, ms. Connections
+   * are shared, so this is per dispatcher rather than per request; such a request's own `timeout` still bounds its
+   * wait. A request with a `connectTimeout` gets a dispatcher of its own per value. Default 10000.
    */
   connectTimeout?: number;
   /** Cap on concurrent connections per origin (requests beyond it queue). Default: unlimited, as APISIX. */
