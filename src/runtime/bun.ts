@@ -110,6 +110,8 @@ async function main(): Promise<void> {
     clientIp: (req, env) => (env as BunServer).requestIP(originalRequest(req))?.address ?? '',
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // Bun's fetch has no per-request pool settings (see above): `keepalive_pool.requests` is refused.
+    capabilities: { runtime: 'bun', tlsVerifyOff: true, keepaliveRequests: false },
   });
 
   const serve = (

@@ -318,7 +318,7 @@ async function main(): Promise<void> {
     adminKeys,
     logger,
     clientIp: (_req, env) => (env as DenoEnv).remoteAddr.hostname,
-    capabilities: { runtime: 'deno', tlsVerifyOff: false },
+    capabilities: { runtime: 'deno', tlsVerifyOff: false, keepaliveRequests: false },
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
   });

@@ -19,13 +19,16 @@
  *
  * Error kinds (see `UpstreamErrorKind`):
  * - before undici handed us a connected socket (`onConnect`): `connect` — refused, DNS, unreachable, TLS
- *   handshake/verification failure, and undici's own connect timeout (`connectTimeout` option, 10 s default).
- * - `timeout` — our deadline: `timeout` ms from the call until the response headers (pool queueing,
- *   connect, send, first byte), restarted whenever a request-body chunk is written so a flowing upload is not
- *   cut off (nginx's send/read timeouts are idle timeouts too). Choice documented here: when the deadline
- *   runs out while still connecting, the kind is `timeout` (504), because the whole `timeout` was consumed;
- *   `connect` (503) is kept for a connect that *failed* — including undici's connect timeout when it is
- *   shorter than the request's `timeout`. Between body chunks undici's `bodyTimeout` (= `timeout`) applies;
+ *   handshake/verification failure, and undici's own connect timeout when the request has no `connectTimeout`
+ *   (`connectTimeout` option, 10 s default).
+ * - `connect-timeout` — the request's `connectTimeout` ran out before the socket was connected (our deadline; undici's
+ *   `connect.timeout`, one Agent per connect timeout like the keep-alive settings, is a backstop a second later).
+ * - `timeout` — our deadline, nginx's model: with `connectTimeout`/`sendTimeout`, `sendTimeout` ms between two
+ *   writes of the request from the connect on, then `timeout` ms from the request's last byte until the response
+ *   headers. Without them (the serverless plugins' single `timeout`), `timeout` ms from the call until the
+ *   headers (pool queueing, connect, send, first byte), restarted whenever a request-body chunk is written so a
+ *   flowing upload is not cut off; when it runs out while still connecting the kind is `timeout` (504), because
+ *   the whole `timeout` was consumed. Between body chunks undici's `bodyTimeout` (= `timeout`) applies;
  *   it does not run while the consumer applies backpressure, and has a coarse (~0.5–1 s) resolution.
  * - `protocol` — connected, then the socket broke or the answer was not valid HTTP (also a request undici
  *   refuses to send, e.g. an invalid header).
@@ -41,8 +44,9 @@ import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
 export interface NodeForwarderOptions {
   /**
-   * Connect (TCP + TLS) timeout of the pooled connections, ms. Connections are shared, so this is per
-   * dispatcher rather than per request; a request's own `timeout` still bounds its wait. Default 10000.
+   * Connect (TCP + TLS) timeout of the pooled connections of requests without a `connectTimeout`, ms. Connections
+   * are shared, so this is per dispatcher rather than per request; such a request's own `timeout` still bounds its
+   * wait. A request with a `connectTimeout` gets a dispatcher of its own per value. Default 10000.
    */
   connectTimeout?: number;
   /** Cap on concurrent connections per origin (requests beyond it queue). Default: unlimited, as APISIX. */
@@ -102,7 +106,7 @@ function errorStream(controller: ReadableStreamDefaultController<Uint8Array>, er
 }
 
 function onDeadline(ex: Exchange): void {
-  ex.abortWith(new UpstreamError('timeout', `no response headers from upstream within ${ex.timeout} ms`));
+  ex.abortWith(ex.deadlineError());
 }
 
 /** An undici error before the response headers → the contract's kind. */
@@ -110,6 +114,9 @@ function classifyBeforeHeaders(err: unknown, connected: boolean, signal: AbortSi
   if (err instanceof UpstreamError) return err;
   if (signal?.aborted) return new UpstreamError('aborted', 'downstream client went away', { cause: err });
   const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new UpstreamError('connect-timeout', `upstream timed out while connecting: ${describe(err)}`, { cause: err });
+  }
   if (code === 'UND_ERR_HEADERS_TIMEOUT') {
     return new UpstreamError('timeout', 'upstream response headers timed out', { cause: err });
   }
@@ -352,10 +359,16 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
   private controller: ReadableStreamDefaultController<Uint8Array> | null = null;
   private resumeUpstream: (() => void) | null = null;
   private paused = false;
+  /** From the connect until the request's last byte is written, when a send timeout applies. */
+  private sending = false;
+  private armedMs = 0;
 
   constructor(
     private readonly method: string,
     readonly timeout: number,
+    /** The connect and send timeouts, ms; 0 when the request has none. */
+    private readonly connectTimeout: number,
+    private readonly sendTimeout: number,
     private readonly signal: AbortSignal | undefined,
     private readonly body: BodySource | null,
     private readonly bufferLimit: number,
@@ -376,11 +389,45 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
     }
     this.abortUpstream = abort;
     this.connected = true;
+    // Separate timeouts: from here the gaps between the request's writes are timed, then the wait for the answer.
+    if (this.phase === WAITING && (this.connectTimeout > 0 || this.sendTimeout > 0)) {
+      this.sending = true;
+      this.arm(this.sendTimeout || this.timeout);
+    }
   }
 
   onBodySent(): void {
     // A request body that keeps flowing restarts the deadline (see the module comment).
     if (this.phase === WAITING) this.timer?.refresh();
+  }
+
+  onRequestSent(): void {
+    if (!this.sending || this.phase !== WAITING) return;
+    this.sending = false;
+    this.arm(this.timeout);
+  }
+
+  /** (Re)starts the deadline: `ms` from now (the same timer refreshed when its duration is unchanged: no allocation). */
+  arm(ms: number): void {
+    if (ms === this.armedMs && this.timer !== undefined) {
+      this.timer.refresh();
+      return;
+    }
+    clearTimeout(this.timer);
+    this.armedMs = ms;
+    this.timer = ms > 0 ? setTimeout(onDeadline, ms, this) : undefined;
+  }
+
+  /** Why the deadline ran out, by the phase the exchange is in. */
+  deadlineError(): UpstreamError {
+    if (!this.connected && this.connectTimeout > 0) {
+      return new UpstreamError('connect-timeout', `upstream timed out while connecting (connect timeout ${this.connectTimeout} ms)`);
+    }
+    if (this.sending) {
+      const ms = this.sendTimeout || this.timeout;
+      return new UpstreamError('timeout', `upstream timed out while sending the request (no write for ${ms} ms)`);
+    }
+    return new UpstreamError('timeout', `no response headers from upstream within ${this.timeout} ms`);
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -537,6 +584,11 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
   }
 }
 
+/** A finite duration above 0, else 0 (none). */
+function positive(ms: number | undefined): number {
+  return ms !== undefined && Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+
 /** `scheme://authority` (memoised, normalised through URL) and `path?query` of an absolute URL. */
 const originCache = new Map<string, string>();
 
@@ -580,27 +632,40 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
   const agents = new Map<string, Agent>();
   let closed = false;
 
-  function agentFor(tlsVerify: boolean, keepalive: ForwardRequest['keepalive']): Agent {
+  function agentFor(tlsVerify: boolean, keepalive: ForwardRequest['keepalive'], connectMs: number): Agent {
     // `keepalive_pool` is, in APISIX (ngx_http_upstream_keepalive), the number of *idle* connections kept per
     // pool, never a cap on concurrent ones. undici's Pool has no idle-count limit, only `connections` (a hard
     // cap that queues requests beyond it: with APISIX's default of 5 that throttled a c=50 load to 5 upstream
     // connections). So the pool size does not limit anything here; idle connections are closed after
     // `keepalive_timeout` instead (documented in docs/apisix-compatibility.md). Without keepalive the pool
     // numbers are irrelevant: every request gets its own connection (`reset`).
-    const key = keepalive.enabled ? `${tlsVerify ? 'v' : 'n'}:${keepalive.idleTimeoutMs}` : tlsVerify ? 'v' : 'n';
+    // The connect timeout is the pool's (undici's `connect.timeout`): one Agent per value, as for keep-alive.
+    // `keepalive_pool.requests` (nginx `keepalive_requests`): a connection is closed after that many requests.
+    // undici's `maxRequestsPerClient` lets a connection carry one request more than it says (it marks the socket for
+    // closing once it has *sent* that many before the current one), so it gets N - 1; N = 1 is `reset` (below).
+    const maxRequests = keepalive.enabled && (keepalive.maxRequests ?? 0) > 1 ? keepalive.maxRequests! : 0;
+    const base = keepalive.enabled
+      ? `${tlsVerify ? 'v' : 'n'}:${keepalive.idleTimeoutMs}${maxRequests > 0 ? `:r${maxRequests}` : ''}`
+      : tlsVerify ? 'v' : 'n';
+    const key = connectMs > 0 ? `${base}:c${connectMs}` : base;
     let agent = agents.get(key);
     if (agent === undefined) {
       const { idleTimeoutMs } = keepalive;
       // Non-positive or non-finite numbers fall back to undici's idle timeout (4 s).
       const idle = keepalive.enabled && Number.isFinite(idleTimeoutMs) && idleTimeoutMs > 0 ? idleTimeoutMs : undefined;
+      // undici times a connect with its coarse "fast timers" (a ~500 ms tick: measured firing a 700 ms timeout at
+      // ~580 ms), so the request's own precise deadline is the one that acts; undici's, a second later, only
+      // makes sure the socket attempt itself is abandoned.
+      const connect = connectMs > 0 ? connectMs + 1000 : connectTimeout;
       agent = new Agent({
         connections: defaultConnections,
         // The idle timeout; a server's `Keep-Alive: timeout=` hint may shorten it but never lengthen it.
         keepAliveTimeout: idle,
         keepAliveMaxTimeout: idle,
+        ...(maxRequests > 0 ? { maxRequestsPerClient: maxRequests - 1 } : {}),
         maxResponseSize: options.maxResponseSize ?? -1,
         ...(options.maxHeaderSize !== undefined ? { maxHeaderSize: options.maxHeaderSize } : {}),
-        connect: tlsVerify ? { timeout: connectTimeout } : { timeout: connectTimeout, rejectUnauthorized: false },
+        connect: tlsVerify ? { timeout: connect } : { timeout: connect, rejectUnauthorized: false },
       });
       agents.set(key, agent);
     }
@@ -630,10 +695,12 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
     // proxy_ssl_name $upstream_host does); without one it derives Host from the origin.
     if (req.hostHeader) headers.push('host', req.hostHeader);
 
-    const timeout = Number.isFinite(req.timeout) && req.timeout > 0 ? req.timeout : 0;
+    const timeout = positive(req.timeout);
+    const connectMs = positive(req.connectTimeout);
     const body = req.body ? new BodySource(req.body) : null;
-    const ex = new Exchange(req.method, timeout, signal, body, bufferLimit, highWaterMark);
-    if (timeout > 0) ex.timer = setTimeout(onDeadline, timeout, ex);
+    const ex = new Exchange(req.method, timeout, connectMs, positive(req.sendTimeout), signal, body, bufferLimit, highWaterMark);
+    // Until the socket is connected: the connect timeout when there is one, else the whole `timeout`.
+    ex.arm(connectMs || timeout);
     signal?.addEventListener('abort', ex);
 
     const opts: Dispatcher.DispatchOptions = {
@@ -647,10 +714,10 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
       bodyTimeout: timeout,
     };
     // `reset` makes undici send `connection: close` and drop the socket after the response.
-    if (!req.keepalive.enabled) opts.reset = true;
+    if (!req.keepalive.enabled || req.keepalive.maxRequests === 1) opts.reset = true;
     try {
       // undici reports its errors, even synchronous ones (invalid method or header), through ex.onError.
-      agentFor(req.tlsVerify, req.keepalive).dispatch(opts, ex);
+      agentFor(req.tlsVerify, req.keepalive, connectMs).dispatch(opts, ex);
     } catch (err) {
       ex.onError(err as Error); // e.g. undici refusing the dispatcher options
     }

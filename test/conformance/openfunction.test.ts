@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { type FunctionServers, GZIP_BODY, GZIP_TEXT, startFunction } from '../functions/functions.ts';
+import { startBlackHole } from '../helpers/blackhole.ts';
 import { type GatewayUnderTest, gatewayPerFile, openfunctionPlugins as of, RUNTIME } from './harness.ts';
 
 let gw: GatewayUnderTest;
@@ -233,6 +234,41 @@ describe('errors and limits', () => {
     const took = Date.now() - t0;
     assert.equal(res.status, 504);
     assert.ok(took < 2500, `answered after ${took} ms`);
+  });
+
+  test('connect_timeout (fngate extension): a connect that never completes → 504 naming it on Node; fetch runtimes at connect_timeout + timeout', async () => {
+    const hole = await startBlackHole();
+    try {
+      await gw.putRoute('hole', { uri: '/hole', plugins: of(`http://${hole.addr}/`, { timeout: 1000, connect_timeout: 300 }) });
+      const t0 = Date.now();
+      const res = await gw.fetch('/hole');
+      const took = Date.now() - t0;
+      assert.equal(res.status, 504);
+      const msg = ((await res.json()) as { error_msg: string }).error_msg;
+      if (RUNTIME === 'node') {
+        assert.match(msg, /^the function timed out while connecting \(connect timeout 300 ms\)$/);
+        assert.ok(took >= 250 && took < 1000, `answered after ${took} ms`);
+      } else {
+        // fetch cannot see the connect: the wait for the head is bounded by connect_timeout + timeout (README).
+        assert.match(msg, /no answer within 1300 ms \(connect \+ send \+ read/);
+        assert.ok(took >= 1200 && took < 3000, `answered after ${took} ms`);
+      }
+    } finally {
+      await hole.close();
+    }
+  });
+
+  test('connect_timeout short, timeout long: a function that cold-starts (answers late on a quick connect) is served', async () => {
+    await gw.putRoute('cold', { uri: '/cold', plugins: of(`${fn.urls.slow}/?delay=800`, { timeout: 5000, connect_timeout: 200 }) });
+    const res = await gw.fetch('/cold');
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), 'slow done');
+  });
+
+  test('connect_timeout is checked as a duration (ms, 1 to 2^31-1)', async () => {
+    const bad = await gw.admin('PUT', '/routes/ct', { uri: '/ct', plugins: of(`${fn.urls.echo}/`, { connect_timeout: 0 }) });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.error_msg, /connect_timeout/);
   });
 
   test('a small body that stalls after the headers: 504, or a body that errors; never a complete answer', async () => {

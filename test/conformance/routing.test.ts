@@ -6,21 +6,27 @@
  * byte for byte (fetch would resolve `..` / `%2e%2e` itself and cannot set Host). Runs on every runtime.
  */
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type FunctionServer, type FunctionServers, startFunction, startFunctions } from '../functions/functions.ts';
-import { refusedPort } from '../helpers/process.ts';
+import { type BlackHole, startBlackHole } from '../helpers/blackhole.ts';
+import { refusedPort, rmDir, tmpDir } from '../helpers/process.ts';
 import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
 let gw: GatewayUnderTest;
 let fn: FunctionServers;
 let echo2: FunctionServer;
 let echo3: FunctionServer;
+let hole: BlackHole;
 
 before(async () => {
   fn = await startFunctions();
   echo2 = await startFunction('echo');
   echo3 = await startFunction('echo');
+  hole = await startBlackHole();
   gw = await startGateway();
 });
 after(async () => {
@@ -28,6 +34,7 @@ after(async () => {
   await fn?.close();
   await echo2?.close();
   await echo3?.close();
+  await hole?.close();
 });
 
 interface Res {
@@ -673,7 +680,7 @@ describe('upstreams', () => {
     const slow = `127.0.0.1:${fn.ports.slow}`;
     await gw.putRoute(
       'slow',
-      upRoute('/slowup', { nodes: { [slow]: 1 }, timeout: { connect: 1, send: 1, read: 0.3 } }),
+      upRoute('/slowup', { nodes: { [slow]: 1 }, timeout: { connect: 0.5, send: 0.5, read: 0.3 } }),
     );
     let t0 = Date.now();
     const res = await req('/slowup?delay=3000');
@@ -684,13 +691,87 @@ describe('upstreams', () => {
       upRoute(
         '/slowup2',
         { nodes: { [slow]: 1 }, timeout: { connect: 10, send: 10, read: 10 } },
-        { timeout: { connect: 1, send: 1, read: 0.3 } },
+        { timeout: { connect: 0.5, send: 0.5, read: 0.3 } },
       ),
     );
     t0 = Date.now();
     const res2 = await req('/slowup2?delay=3000');
     assert.equal(res2.status, 504, res2.text);
     assert.ok(Date.now() - t0 < 2500, 'the route timeout applied');
+  });
+
+  // Node times the connect alone (504 naming it, at `connect`); the fetch runtimes cannot see the connect, so their
+  // wait for the answer's head is bounded by connect + send + read (README, runtime table).
+  const FETCH_BOUND = RUNTIME !== 'node';
+
+  test('timeout.connect: a connect that never completes → 504 naming the connect timeout (Node); fetch runtimes: at connect + send + read', async () => {
+    await gw.putRoute('hole', upRoute('/hole', { nodes: { [hole.addr]: 1 }, timeout: { connect: 0.3, send: 0.4, read: 0.5 } }));
+    const t0 = Date.now();
+    const res = await req('/hole');
+    const took = Date.now() - t0;
+    assert.equal(res.status, 504, res.text);
+    if (FETCH_BOUND) {
+      assert.match(JSON.parse(res.text).error_msg, /no answer within 1200 ms \(connect \+ send \+ read/);
+      assert.ok(took >= 1100 && took < 3000, `answered after ${took} ms`);
+    } else {
+      assert.match(JSON.parse(res.text).error_msg, /upstream timed out while connecting \(connect timeout 300 ms\)/);
+      assert.ok(took >= 250 && took < 1100, `answered after ${took} ms`);
+    }
+  });
+
+  test('timeout.connect is short, timeout.read long: a slow answer on a quick connect is served (a cold start)', async () => {
+    const slow = `127.0.0.1:${fn.ports.slow}`;
+    await gw.putRoute('coldup', upRoute('/coldup', { nodes: { [slow]: 1 }, timeout: { connect: 0.2, send: 0.2, read: 5 } }));
+    const res = await req('/coldup?delay=800');
+    assert.equal(res.status, 200, res.text);
+  });
+
+  test('retry_timeout: a connect timeout is retried on the next node (Node), unless retry_timeout has passed since the first try', async (t) => {
+    if (FETCH_BOUND) {
+      t.skip("the fetch runtimes cannot tell a connect timeout from a slow answer, so it is not retried (README, runtime table)");
+      return;
+    }
+    const nodes = [
+      { host: '127.0.0.1', port: hole.port, weight: 1, priority: 1 },
+      { host: '127.0.0.1', port: echo2.port, weight: 1, priority: 0 },
+    ];
+    const timeout = { connect: 0.3, send: 5, read: 5 };
+    await gw.putRoute('rt0', upRoute('/rt0', { nodes, timeout, retry_timeout: 0 }));
+    const ok = await req('/rt0');
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.url, '/rt0');
+    await gw.putRoute('rt1', upRoute('/rt1', { nodes, timeout, retry_timeout: 0.1 }));
+    const t0 = Date.now();
+    const res = await req('/rt1');
+    assert.equal(res.status, 504, res.text);
+    assert.match(JSON.parse(res.text).error_msg, /while connecting/);
+    assert.ok(Date.now() - t0 < 2000);
+  });
+
+  test('keepalive_pool.requests: honoured on Node; refused with 400 naming the runtime where the fetch cannot honour it', async () => {
+    const pool = { size: 10, idle_timeout: 60, requests: 2 };
+    const route = upRoute('/kareq', { nodes: { [node(echo1())]: 1 }, keepalive_pool: pool });
+    const put = await gw.admin('PUT', '/routes/kareq', route);
+    const up = await gw.admin('PUT', '/upstreams/kareq', { nodes: { [node(echo1())]: 1 }, keepalive_pool: pool });
+    const svc = await gw.admin('PUT', '/services/kareq', { upstream: { nodes: { [node(echo1())]: 1 }, keepalive_pool: pool } });
+    if (RUNTIME === 'node') {
+      assert.equal(put.status, 201, JSON.stringify(put.json));
+      assert.equal(up.status, 201, JSON.stringify(up.json));
+      assert.equal(svc.status, 201, JSON.stringify(svc.json));
+      for (let i = 0; i < 3; i++) assert.equal((await req('/kareq')).status, 200);
+      await gw.admin('DELETE', '/services/kareq');
+      await gw.admin('DELETE', '/upstreams/kareq');
+    } else {
+      const name = RUNTIME === 'workerd' ? 'Cloudflare Workers' : RUNTIME;
+      for (const res of [put, up, svc]) {
+        assert.equal(res.status, 400, JSON.stringify(res.json));
+        assert.match(res.json.error_msg, new RegExp(`keepalive_pool.*"requests" is not supported on ${name}`));
+      }
+      // Without `requests` the same pool is accepted.
+      const { requests: _, ...rest } = pool;
+      const ok = await gw.admin('PUT', '/routes/kareq', upRoute('/kareq', { nodes: { [node(echo1())]: 1 }, keepalive_pool: rest }));
+      assert.equal(ok.status, 201, JSON.stringify(ok.json));
+    }
   });
 
   test('node priority: the highest group takes the traffic; a lower group serves when it cannot connect', async () => {
@@ -728,5 +809,78 @@ describe('upstreams', () => {
     const res = await req('/lone0');
     assert.equal(res.status, 200, res.text);
     assert.equal(res.json.url, '/lone0');
+  });
+});
+
+/** Sends a WebSocket handshake to `proxyUrl` + `path` over a raw socket; resolves with what came back (up to 1.5 s). */
+function upgradeRequest(proxyUrl: string, path: string): Promise<string> {
+  const u = new URL(proxyUrl);
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const s = connect(Number(u.port), u.hostname, () => {
+      s.write(
+        `GET ${path} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      );
+    });
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => {
+      buf += d;
+      // The whole error body is in: done.
+      if (/\r\n\r\n[\s\S]*\}/.test(buf)) s.destroy();
+    });
+    s.on('error', reject);
+    s.on('close', () => resolve(buf));
+    setTimeout(() => s.destroy(), 1500);
+  });
+}
+
+describe('enable_websocket (WebSocket proxying is not implemented)', () => {
+  test('the Admin API refuses enable_websocket: true on routes and services with 400 naming it; false is accepted', async () => {
+    const up = { nodes: { [node(echo1())]: 1 } };
+    const route = await gw.admin('PUT', '/routes/ws', { uri: '/ws', upstream: up, enable_websocket: true });
+    assert.equal(route.status, 400, route.text);
+    assert.equal(
+      route.json.error_msg,
+      'invalid configuration: property "enable_websocket" validation failed: not supported by fngate: WebSocket proxying is not implemented yet',
+    );
+    const svc = await gw.admin('PUT', '/services/ws', { upstream: up, enable_websocket: true });
+    assert.equal(svc.status, 400, svc.text);
+    assert.match(svc.json.error_msg, /"enable_websocket" validation failed: not supported by fngate/);
+    assert.equal((await gw.admin('PUT', '/routes/ws', { uri: '/ws', upstream: up, enable_websocket: false })).status, 201);
+    const res = await req('/ws');
+    assert.equal(res.status, 200, res.text);
+  });
+
+  test('a route stored with enable_websocket: true (a config file): upgrade requests 501, its other requests are served', async () => {
+    const dir = await tmpDir('fngate-conf-ws-');
+    const file = join(dir, 'apisix.yaml');
+    await writeFile(
+      file,
+      [
+        'routes:',
+        '  - id: ws',
+        '    uri: /ws',
+        '    enable_websocket: true',
+        '    upstream:',
+        '      type: roundrobin',
+        '      nodes:',
+        `        "${node(echo1())}": 1`,
+        '#END',
+        '',
+      ].join('\n'),
+    );
+    const sgw = await startGateway({ env: { CONFIG_FILE: file } });
+    try {
+      const plain = await fetch(`${sgw.proxyUrl}/ws`);
+      assert.equal(plain.status, 200);
+      assert.equal(((await plain.json()) as { url: string }).url, '/ws');
+      const answer = await upgradeRequest(sgw.proxyUrl, '/ws');
+      assert.match(answer, /^HTTP\/1\.1 501 /, answer);
+      assert.match(answer, /WebSocket proxying is not implemented/);
+    } finally {
+      await sgw.stop();
+      await rmDir(dir);
+    }
   });
 });

@@ -143,3 +143,37 @@ describe('plugin configs and services', () => {
     assert.deepEqual(await answer(snap, '/svc'), { status: 503, error: 'service s needs plugin other-plugin, which this gateway does not have' });
   });
 });
+
+describe('upstream fields a runtime cannot honour, written where the Admin API could not refuse them', () => {
+  test('keepalive_pool.requests on a runtime without it: the route is served, one problem logged', () => {
+    const denoEnv = { ...env, capabilities: { runtime: 'deno', tlsVerifyOff: false, keepaliveRequests: false } };
+    const pooled = { ...upstream, keepalive_pool: { size: 1, idle_timeout: 1, requests: 10 } };
+    const snap = compileSnapshot({ revision: ++index, items: [route('kr', { upstream: pooled })] }, denoEnv);
+    assert.ok(snap.router.match({ method: 'GET', host: 'gw.test', path: '/kr', remoteAddr: '127.0.0.1', ctx: {} }));
+    assert.ok(
+      snap.problems.some((p) => /^route kr: .*"requests" is not supported on deno.*; the route is served without it$/.test(p)),
+      snap.problems.join('\n'),
+    );
+    // Where it can be honoured, no problem.
+    assert.deepEqual(compile([route('kr2', { upstream: pooled })]).problems, []);
+  });
+});
+
+describe('enable_websocket: true written where the Admin API could not refuse it', () => {
+  test("a route's own, or its service's: one problem logged, the route served", () => {
+    const snap = compile([
+      route('ws', { enable_websocket: true }),
+      item('services/s-ws', { id: 's-ws', enable_websocket: true }),
+      route('ws-svc', { service_id: 's-ws' }),
+      route('ws-off', { service_id: 's-ws', enable_websocket: false }),
+    ]);
+    for (const id of ['ws', 'ws-svc']) {
+      assert.ok(
+        snap.problems.some((p) => p.startsWith(`route ${id}: enable_websocket is not supported by fngate`) && p.includes('answer 501')),
+        snap.problems.join('\n'),
+      );
+    }
+    assert.ok(!snap.problems.some((p) => p.startsWith('route ws-off:')), 'the route overrides its service');
+    assert.ok(snap.router.match({ method: 'GET', host: 'gw.test', path: '/ws', remoteAddr: '127.0.0.1', ctx: {} }));
+  });
+});

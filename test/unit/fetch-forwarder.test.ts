@@ -6,15 +6,22 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { createFetchForwarder, TICK_MS } from '../../src/core/upstream/fetch-forwarder.ts';
 import { UpstreamError } from '../../src/core/upstream/types.ts';
+import { type BlackHole, startBlackHole } from '../helpers/blackhole.ts';
 import { bodyOf, forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
 
+let hole: BlackHole;
+before(async () => {
+  hole = await startBlackHole();
+});
+
 const servers: http.Server[] = [];
-after(() => {
+after(async () => {
+  await hole.close();
   for (const s of servers) s.closeAllConnections();
-  return Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
 });
 
 async function serve(handler: http.RequestListener): Promise<string> {
@@ -39,6 +46,38 @@ for (const sharedClock of [false, true]) {
       const took = Date.now() - t0;
       assert.ok(took >= 190, `fired early, after ${took} ms`);
       assert.ok(took < 200 + late + 300, `fired late, after ${took} ms`);
+    });
+
+    it('with connect and send timeouts the wait for the headers is bounded by connect + send + read (fetch cannot see the connect)', async () => {
+      const url = await serve(() => {}); // never answers
+      const t0 = Date.now();
+      await rejectsWith(
+        fwd(request(url, { connectTimeout: 300, sendTimeout: 200, timeout: 200 })),
+        'timeout',
+        /no answer within 700 ms \(connect \+ send \+ read/,
+      );
+      const took = Date.now() - t0;
+      assert.ok(took >= 690, `fired early, after ${took} ms`);
+      assert.ok(took < 700 + late + 300, `fired late, after ${took} ms`);
+    });
+
+    it('a connect that never completes: the same bound, connect + send + read', async () => {
+      const t0 = Date.now();
+      await rejectsWith(fwd(request(`http://${hole.addr}/`, { connectTimeout: 300, sendTimeout: 100, timeout: 100 })), 'timeout', /500 ms/);
+      const took = Date.now() - t0;
+      assert.ok(took >= 490 && took < 500 + late + 300, `after ${took} ms`);
+    });
+
+    it('after the headers, body gaps are bounded by the read timeout alone', async () => {
+      const url = await serve((_req, res) => {
+        res.writeHead(200, { 'content-length': '100' });
+        res.write('x'); // and never the rest
+      });
+      await rejectsWith(
+        fwd(request(url, { connectTimeout: 1_000, sendTimeout: 1_000, timeout: 200 })),
+        'timeout',
+        /body stalled for more than 200 ms/,
+      );
     });
 
     it('a small body that stalls after the headers → timeout naming the body', async () => {

@@ -15,6 +15,7 @@ import type { HeaderList } from '../../src/core/upstream/headers.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
 import { clientSignal, createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import type { NodeForwarder } from '../../src/runtime/node-forwarder.ts';
+import { type BlackHole, startBlackHole } from '../helpers/blackhole.ts';
 import { forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
 import { refusedPort } from '../helpers/process.ts';
 import { NO_OPENSSL, selfSignedCert } from '../helpers/tls.ts';
@@ -387,6 +388,82 @@ describe('errors', () => {
     await within(closed.promise, 2_000, 'the upstream socket to close');
   });
 
+  describe('separate connect, send and read timeouts', () => {
+    let hole: BlackHole;
+    before(async () => {
+      hole = await startBlackHole();
+    });
+    after(() => hole.close());
+
+    it('a connect that never completes → connect-timeout after connectTimeout, not after the read timeout', async () => {
+      const t0 = performance.now();
+      const err = await rejectsWith(
+        fwd(request(`http://${hole.addr}/`, { connectTimeout: 300, sendTimeout: 5_000, timeout: 5_000 })),
+        'connect-timeout',
+        /while connecting/,
+      );
+      const took = performance.now() - t0;
+      assert.ok(took >= 250 && took < 2_000, `timed out after ${took.toFixed(0)} ms`);
+      assert.match(err.message, /300 ms/);
+    });
+
+    it('without connectTimeout the (read) timeout bounds the connect too, as before: kind timeout', async () => {
+      await rejectsWith(fwd(request(`http://${hole.addr}/`, { timeout: 300 })), 'timeout');
+    });
+
+    it('a short connect timeout does not cut a slow answer: the read timeout starts once connected', async () => {
+      const s = await serve((_req, res) => {
+        setTimeout(() => res.end('late'), 600);
+      });
+      const res = await fwd(request(`${s.url}/`, { connectTimeout: 200, sendTimeout: 200, timeout: 3_000 }));
+      assert.equal(await new Response(res.body).text(), 'late');
+    });
+
+    it('the read timeout still applies after a quick connect', async () => {
+      const s = await serve(() => {}); // never answers
+      const t0 = performance.now();
+      await rejectsWith(
+        fwd(request(`${s.url}/`, { connectTimeout: 3_000, sendTimeout: 3_000, timeout: 300 })),
+        'timeout',
+        /no response headers from upstream within 300 ms/,
+      );
+      assert.ok(performance.now() - t0 < 2_000);
+    });
+
+    it('an upload that stalls longer than sendTimeout → timeout naming the send', async () => {
+      let got = 0;
+      const s = await serve((req) => {
+        req.on('data', (c: Buffer) => {
+          got += c.length;
+        });
+      });
+      // One chunk, then nothing: the request is never completely sent.
+      const body = new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(new Uint8Array(10));
+        },
+      });
+      const t0 = performance.now();
+      await rejectsWith(
+        fwd(request(`${s.url}/`, { method: 'POST', body, connectTimeout: 3_000, sendTimeout: 300, timeout: 10_000 })),
+        'timeout',
+        /while sending the request/,
+      );
+      assert.ok(performance.now() - t0 < 3_000);
+      assert.equal(got, 10);
+    });
+
+    it('the connect timeout is per dispatcher: two values, two pools, each honoured', async () => {
+      const t0 = performance.now();
+      await Promise.all([
+        rejectsWith(fwd(request(`http://${hole.addr}/`, { connectTimeout: 200, timeout: 5_000 })), 'connect-timeout', /200 ?ms/),
+        rejectsWith(fwd(request(`http://${hole.addr}/`, { connectTimeout: 700, timeout: 5_000 })), 'connect-timeout', /700 ?ms/),
+      ]);
+      const took = performance.now() - t0;
+      assert.ok(took >= 650 && took < 2_500, `both done after ${took.toFixed(0)} ms`);
+    });
+  });
+
   it('the timeout counts waiting for a pooled connection too', async () => {
     let hits = 0;
     const s = await serve(() => {
@@ -403,6 +480,31 @@ describe('errors', () => {
       assert.equal(hits, 1, 'the queued request was never sent');
     } finally {
       await capped.close();
+    }
+  });
+
+  it('keepalive.maxRequests (keepalive_pool.requests): no connection carries more than that many requests; without it one is reused', async () => {
+    const perSocket = new Map<unknown, number>();
+    const s = await serve((req, res) => {
+      perSocket.set(req.socket, (perSocket.get(req.socket) ?? 0) + 1);
+      res.end('ok');
+    });
+    for (const maxRequests of [1, 2, 3, undefined]) {
+      perSocket.clear();
+      const keepalive = { enabled: true, idleTimeoutMs: 10_000, poolSize: 8, maxRequests };
+      for (let i = 0; i < 12; i++) {
+        const res = await fwd(request(`${s.url}/`, { keepalive }));
+        assert.equal(await new Response(res.body).text(), 'ok');
+      }
+      const counts = [...perSocket.values()];
+      // Without a limit the pool reuses its connections (undici may open a second one for a request sent while the
+      // first is still finishing the previous answer).
+      if (maxRequests === undefined) assert.ok(Math.max(...counts) > 3, `requests per connection ${counts.join(', ')}`);
+      else {
+        // undici closes a connection once it has sent that many (sometimes one request earlier): never more.
+        assert.ok(Math.max(...counts) <= maxRequests, `maxRequests ${maxRequests}: requests per connection ${counts.join(', ')}`);
+        assert.ok(counts.length >= Math.ceil(12 / maxRequests), `maxRequests ${maxRequests}: ${counts.length} connections`);
+      }
     }
   });
 

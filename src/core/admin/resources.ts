@@ -8,9 +8,15 @@
 import type * as v from 'valibot';
 import type { ConfigStore, StoreState } from '../../store/types.ts';
 import { itemsOf } from '../config.ts';
-import { type Capabilities, checkPluginConf, FULL_CAPABILITIES, type SchemaType } from '../plugins/check.ts';
+import {
+  type Capabilities,
+  checkPluginConf,
+  FULL_CAPABILITIES,
+  type SchemaType,
+  upstreamCapabilityProblem,
+} from '../plugins/check.ts';
 import type { PluginRegistry } from '../plugins/index.ts';
-import { check, idProblem, isPlainObject, pluginsSchema } from '../schema/common.ts';
+import { check, idProblem, isPlainObject, pluginsSchema, websocketProblem } from '../schema/common.ts';
 import { consumerGroupSchema, consumerSchema, credentialSchema, USERNAME_PATTERN } from '../schema/consumer.ts';
 import { globalRuleSchema } from '../schema/global-rule.ts';
 import { pluginConfigSchema } from '../schema/plugin-config.ts';
@@ -170,6 +176,10 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       async validate(value) {
         const res = checkRoute(value);
         if (!res.ok) return res.message;
+        const ws = websocketProblem(value);
+        if (ws) return ws;
+        const cannot = upstreamCapabilityProblem(res.value.upstream, caps);
+        if (cannot) return `invalid configuration: property "upstream" validation failed: ${cannot}`;
         const bad = checkPlugins(value);
         if (bad) return bad;
         const r = res.value;
@@ -194,7 +204,9 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       missingId: 'missing upstream id',
       async validate(value) {
         const res = checkUpstream(value);
-        return res.ok ? undefined : `invalid configuration: ${res.message}`;
+        if (!res.ok) return `invalid configuration: ${res.message}`;
+        const cannot = upstreamCapabilityProblem(res.value, caps);
+        return cannot ? `invalid configuration: ${cannot}` : undefined;
       },
       async inUse(id) {
         const state = await store.load();
@@ -217,6 +229,10 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       async validate(value) {
         const res = checkService(value);
         if (!res.ok) return res.message;
+        const ws = websocketProblem(value);
+        if (ws) return ws;
+        const cannot = upstreamCapabilityProblem(res.value.upstream, caps);
+        if (cannot) return `invalid configuration: property "upstream" validation failed: ${cannot}`;
         const upId = res.value.upstream_id;
         if (upId !== undefined && !(await exists('upstreams', upId))) return missingRef('upstream', upId);
         return checkPlugins(value);

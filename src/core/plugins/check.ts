@@ -20,9 +20,23 @@ export interface Capabilities {
   runtime: string;
   /** Can skip TLS certificate verification per request (`ssl_verify: false`). */
   tlsVerifyOff: boolean;
+  /** Can close a kept-alive upstream connection after N requests (upstream `keepalive_pool.requests`). */
+  keepaliveRequests: boolean;
 }
 
-export const FULL_CAPABILITIES: Capabilities = { runtime: 'node', tlsVerifyOff: true };
+export const FULL_CAPABILITIES: Capabilities = { runtime: 'node', tlsVerifyOff: true, keepaliveRequests: true };
+
+/**
+ * What an upstream asks for that this runtime's forwarding client cannot do, in the Admin API's words, or undefined.
+ * `upstream` is a checked upstream object (inline in a route or service, or `/upstreams/<id>`).
+ */
+export function upstreamCapabilityProblem(upstream: unknown, caps: Capabilities): string | undefined {
+  const pool = isPlainObject(upstream) ? upstream.keepalive_pool : undefined;
+  if (isPlainObject(pool) && pool.requests !== undefined && !caps.keepaliveRequests) {
+    return `property "keepalive_pool" validation failed: "requests" is not supported on ${caps.runtime}: its fetch cannot close a connection after a number of requests`;
+  }
+  return undefined;
+}
 
 export interface PluginCheck {
   ok: boolean;

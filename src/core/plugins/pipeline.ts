@@ -88,17 +88,24 @@ export interface RoutePipeline {
   upstream: Handler;
   /** The route's list with a consumer's plugins merged in (memoised per consumer). */
   withConsumer(consumer: ConsumerInfo): PluginList;
+  /** Answers instead of the call when it returns a Response (a WebSocket upgrade to an `enable_websocket` route). */
+  refuse?: (ctx: RequestContext) => Response | undefined;
 }
 
 /**
  * A route's pipeline. `consumerPlugins` gives the non-auth plugins a consumer brings (its group's, overridden by
  * its own), which replace the route's plugins of the same name (Consumer > Consumer Group > Route).
  */
-export function routePipeline(plugins: PluginList, upstream: Handler): RoutePipeline {
+export function routePipeline(
+  plugins: PluginList,
+  upstream: Handler,
+  refuse?: (ctx: RequestContext) => Response | undefined,
+): RoutePipeline {
   const merged = new WeakMap<readonly CompiledPlugin[], PluginList>();
   return {
     plugins,
     upstream,
+    refuse,
     withConsumer(consumer) {
       const extra = consumer.plugins;
       if (!extra || extra.length === 0) return plugins;
@@ -178,6 +185,8 @@ export function runPipeline(
 ): Response | Promise<Response> {
   // A route whose plugins only make the call (openfunction alone) and no global rule: nothing else to run.
   if (route?.plugins.callOnly && globals.callOnly && globals.proxy === undefined) {
+    const refused = route.refuse?.(ctx);
+    if (refused) return refused;
     const call = route.plugins.proxy;
     return call ? call.instance.proxy!(ctx) : route.upstream(ctx);
   }
@@ -211,6 +220,7 @@ async function runAll(
   if (!res) {
     if (globals.beforeProxy.length) res = await runPhase(ctx, globals.beforeProxy, 'beforeProxy', 0, skip);
     if (!res && list.beforeProxy.length) res = await runPhase(ctx, list.beforeProxy, 'beforeProxy');
+    if (!res) res = route!.refuse?.(ctx);
     if (!res) {
       res = await (list.proxy ? list.proxy.instance.proxy!(ctx) : route!.upstream(ctx));
       ctx.upstreamStatus = res.status;

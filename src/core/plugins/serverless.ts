@@ -27,6 +27,12 @@ export function isHttpUrl(s: string): boolean {
 export const serverlessEntries = {
   function_uri: v.pipe(v.string(), v.check(isHttpUrl, 'must be a valid http(s) URL')),
   timeout: v.optional(durationMs(100), 3000),
+  /**
+   * fngate extension: the connect timeout, ms. Without it `timeout` bounds the whole wait for the answer's head
+   * (connect, send, first byte); with it the connect gets its own bound and `timeout` starts once connected, so a
+   * function that cold-starts can be given a long `timeout` and a short `connect_timeout`.
+   */
+  connect_timeout: v.optional(durationMs(1)),
   ssl_verify: v.optional(v.boolean(), true),
   keepalive: v.optional(v.boolean(), true),
   keepalive_timeout: v.optional(durationMs(1000), 60000),
@@ -37,6 +43,7 @@ export const serverlessEntries = {
 export interface ServerlessConf {
   function_uri: string;
   timeout: number;
+  connect_timeout?: number;
   ssl_verify: boolean;
   keepalive: boolean;
   keepalive_timeout: number;
@@ -76,6 +83,7 @@ export function serverlessForwarder(conf: ServerlessConf, label: string, setHead
     return forward(ctx, {
       url,
       timeout: conf.timeout,
+      connectTimeout: conf.connect_timeout,
       tlsVerify: conf.ssl_verify,
       keepalive,
       maxBodySize: conf.max_req_body_size,

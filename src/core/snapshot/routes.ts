@@ -8,6 +8,7 @@ import { type CompiledPlugin, EMPTY_LIST, pluginList, type RoutePipeline, routeP
 import { compileIpMatcher } from '../router/ip.ts';
 import type { RouteSpec } from '../router/types.ts';
 import { checkRoute } from '../schema/route.ts';
+import { upstreamCapabilityProblem } from '../plugins/check.ts';
 import { checkUpstream, type UpstreamConf } from '../schema/upstream.ts';
 import { upstreamHandler } from '../upstream/upstream.ts';
 import type { PluginCache } from './plugins.ts';
@@ -25,6 +26,8 @@ export interface SharedEntry {
   upstream?: UpstreamConf | null;
   upstreamId?: string;
   hosts?: string[];
+  /** The service's `enable_websocket`, for routes that do not set theirs. */
+  websocket?: boolean;
   plugins: CompiledPlugin[];
   disabled?: string[];
   blocked?: string;
@@ -65,6 +68,7 @@ export function compileService(
     entry.upstream = upstreams.get(entry.upstreamId) ?? null;
   }
   if (Array.isArray(value.hosts)) entry.hosts = value.hosts.map(String);
+  if (typeof value.enable_websocket === 'boolean') entry.websocket = value.enable_websocket;
   if (entry.error) problems.push(entry.error);
   return entry;
 }
@@ -90,6 +94,13 @@ export interface Deps {
   services: Map<string, SharedEntry>;
   pluginConfigs: Map<string, SharedEntry>;
   upstreams: Map<string, UpstreamConf>;
+}
+
+/** A WebSocket upgrade request, which fngate cannot proxy: 501 rather than an answer the client cannot use. */
+function refuseUpgrade(ctx: RequestContext): Response | undefined {
+  const upgrade = ctx.request.headers.get('upgrade');
+  if (upgrade === null || !/\bwebsocket\b/i.test(upgrade)) return undefined;
+  return errorResponse(501, 'WebSocket proxying is not implemented in fngate (the route has enable_websocket: true)');
 }
 
 /** A pipeline that runs no route plugin and answers `handler` (the global rules still run). */
@@ -164,8 +175,21 @@ export function compileRouteEntry(
         let call: Handler;
         if (upstream === null) call = fixed(502, `${upstreamLabel} does not exist`);
         else if (upstream === undefined) call = fixed(503, 'missing upstream configuration in Route or Service');
-        else call = upstreamHandler(upstream, route.timeout);
-        pipeline = routePipeline(pluginList([...merged.values()]), call);
+        else {
+          // Written where the Admin API could not refuse it (etcd, a config file): served, the field left out.
+          const cannot = upstreamCapabilityProblem(upstream, env.capabilities);
+          if (cannot) problems.push(`route ${id}: ${cannot}; the route is served without it`);
+          call = upstreamHandler(upstream, route.timeout);
+        }
+        // APISIX: the route's `enable_websocket` unless unset, then the service's. fngate does not proxy WebSocket
+        // (the Admin API refuses `true`); one stored elsewhere is served, but an upgrade is never half-served.
+        const websocket = route.enable_websocket ?? service?.websocket;
+        if (websocket) {
+          problems.push(
+            `route ${id}: enable_websocket is not supported by fngate (WebSocket proxying is not implemented yet); its upgrade requests answer 501, its other requests are served`,
+          );
+        }
+        pipeline = routePipeline(pluginList([...merged.values()]), call, websocket ? refuseUpgrade : undefined);
       }
     }
     let filter: RouteSpec<CompiledRoute>['filter'];

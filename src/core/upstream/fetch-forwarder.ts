@@ -92,12 +92,18 @@ class Call {
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
   private signal: AbortSignal | undefined | null = null; // null: not asked for yet
   ended = false;
+  /**
+   * The bound on the wait for the response headers: fetch cannot tell the connect and the sending from the wait for
+   * the answer, so their timeouts add up (connect + send + read).
+   */
+  readonly headTimeout: number;
 
   constructor(
     readonly req: ForwardRequest,
     private readonly clock: Clock,
   ) {
-    this.deadline = Date.now() + req.timeout;
+    this.headTimeout = req.timeout + (req.connectTimeout ?? 0) + (req.sendTimeout ?? 0);
+    this.deadline = Date.now() + this.headTimeout;
     clock.add(this);
   }
 
@@ -142,7 +148,10 @@ class Call {
   }
 
   stalled(): string {
-    return this.headersIn ? `body stalled for more than ${this.req.timeout} ms` : `no answer within ${this.req.timeout} ms`;
+    if (this.headersIn) return `body stalled for more than ${this.req.timeout} ms`;
+    return this.headTimeout === this.req.timeout
+      ? `no answer within ${this.req.timeout} ms`
+      : `no answer within ${this.headTimeout} ms (connect + send + read timeouts: this runtime's fetch cannot time the connect alone)`;
   }
 
   end(): void {
@@ -174,7 +183,7 @@ const timerClock: Clock = {
       if (call.check(now)) return;
       call.timer = setTimeout(fire, call.waiting ? Math.max(1, call.deadline - now) : call.req.timeout);
     };
-    call.timer = setTimeout(fire, Math.min(TICK_MS, call.req.timeout));
+    call.timer = setTimeout(fire, Math.min(TICK_MS, call.headTimeout));
   },
   remove(call) {
     clearTimeout(call.timer);

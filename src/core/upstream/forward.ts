@@ -16,7 +16,10 @@ export interface ForwardTarget {
   url: string;
   /** Host header to send instead of the URL's authority. */
   hostHeader?: string;
+  /** The read timeout, ms; with the connect and send timeouts see {@link ForwardRequest}. */
   timeout: number;
+  connectTimeout?: number;
+  sendTimeout?: number;
   tlsVerify: boolean;
   keepalive: ForwardRequest['keepalive'];
   /** Request bodies larger than this many bytes are refused with 413 (checked while streaming). */
@@ -137,12 +140,14 @@ export async function forward(
       maxBodySize: counted ? target.maxBodySize : undefined,
       clientSignal: ctx.clientSignal,
       timeout: target.timeout,
+      connectTimeout: target.connectTimeout,
+      sendTimeout: target.sendTimeout,
       tlsVerify: target.tlsVerify,
       keepalive: target.keepalive,
     });
   } catch (err) {
-    if (opts?.throwOnConnect && err instanceof UpstreamError && err.kind === 'connect') throw err;
-    return failure(err, target);
+    if (opts?.throwOnConnect && isConnectFailure(err)) throw err;
+    return failureResponse(err, target);
   }
   if ((res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] !== true) cleanResponseHeaders(res.headers);
   return res;
@@ -152,7 +157,13 @@ function tooLarge(limit: number): Response {
   return errorResponse(413, `request body is larger than the ${limit} bytes allowed`);
 }
 
-function failure(err: unknown, target: ForwardTarget): Response {
+/** The request never reached the upstream (refused, unreachable, connect timed out): it may go to another node. */
+export function isConnectFailure(err: unknown): err is UpstreamError {
+  return err instanceof UpstreamError && (err.kind === 'connect' || err.kind === 'connect-timeout');
+}
+
+/** The gateway's answer to a failed call: 503/502 cannot connect, 504 timed out, 502 broken answer, 413 too large. */
+export function failureResponse(err: unknown, target: ForwardTarget): Response {
   const kind = err instanceof UpstreamError ? err.kind : 'protocol';
   const detail = err instanceof Error ? err.message : String(err);
   switch (kind) {
@@ -160,8 +171,20 @@ function failure(err: unknown, target: ForwardTarget): Response {
       return tooLarge(target.maxBodySize ?? 0);
     case 'connect':
       return errorResponse(target.connectStatus ?? 503, `failed to connect to the ${target.label}: ${detail}`);
+    case 'connect-timeout':
+      // nginx: "upstream timed out (110: Connection timed out) while connecting to upstream" -> 504.
+      return errorResponse(
+        504,
+        `the ${target.label} timed out while connecting (${target.connectTimeout === undefined ? detail : `connect timeout ${target.connectTimeout} ms`})`,
+      );
     case 'timeout':
-      return errorResponse(504, `the ${target.label} did not answer within ${target.timeout} ms`);
+      // Without separate timeouts `timeout` bounded the whole wait; with them the forwarder says which one ran out.
+      return errorResponse(
+        504,
+        target.connectTimeout === undefined && target.sendTimeout === undefined
+          ? `the ${target.label} did not answer within ${target.timeout} ms`
+          : `the ${target.label} timed out: ${detail}`,
+      );
     case 'aborted':
       // The client is gone; nobody reads this.
       return errorResponse(499, 'client closed the request');

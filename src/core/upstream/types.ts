@@ -33,14 +33,33 @@ export interface ForwardRequest {
    */
   clientSignal?: () => AbortSignal | undefined;
   /**
-   * Milliseconds allowed for the response headers to arrive (connect + send + first byte), and for each
-   * gap between body chunks afterwards (nginx's proxy_read_timeout model).
+   * The read timeout, ms (nginx's `proxy_read_timeout`): how long the answer's headers may take once the request is
+   * sent, and each gap between body chunks afterwards. Without `connectTimeout` and `sendTimeout` it bounds the whole
+   * wait for the headers (connect + send + first byte), restarted whenever a request-body chunk is written.
    */
   timeout: number;
+  /**
+   * The connect timeout, ms (`proxy_connect_timeout`): how long the TCP (+ TLS) connect may take. A forwarder that
+   * sees the connect fails a slower one with `connect-timeout`; one that cannot (a WHATWG fetch) adds it to its bound
+   * on the wait for the headers. Absent: `timeout` covers the connect.
+   */
+  connectTimeout?: number;
+  /**
+   * The send timeout, ms (`proxy_send_timeout`): the longest gap between two writes of the request, from the connect
+   * until the whole request is sent (then `timeout` starts). A forwarder that cannot see the writes adds it to its
+   * bound on the wait for the headers. Absent: `timeout` covers the sending.
+   */
+  sendTimeout?: number;
   /** Verify the TLS certificate of an https upstream. */
   tlsVerify: boolean;
   /** Connection reuse. A client that cannot tune it ignores the numbers. */
-  keepalive: { enabled: boolean; idleTimeoutMs: number; poolSize: number };
+  keepalive: {
+    enabled: boolean;
+    idleTimeoutMs: number;
+    poolSize: number;
+    /** Close a connection after this many requests (upstream `keepalive_pool.requests`); absent: no limit. Only for runtimes whose `Capabilities.keepaliveRequests`. */
+    maxRequests?: number;
+  };
 }
 
 /**
@@ -58,8 +77,10 @@ export type Forwarder = (req: ForwardRequest) => Promise<Response>;
 export type UpstreamErrorKind =
   /** Could not connect: refused, DNS failure, unreachable, TLS handshake refused. -> 503 */
   | 'connect'
-  /** No response headers within `timeout`. -> 504 */
+  /** No response headers within `timeout`, or a body or an upload that stalled. -> 504 */
   | 'timeout'
+  /** The connect did not complete within `connectTimeout` (nginx: "upstream timed out while connecting"). -> 504 */
+  | 'connect-timeout'
   /** Connected, then the connection broke or the answer was not valid HTTP. -> 502 */
   | 'protocol'
   /** The downstream client aborted (its signal fired). Nobody to answer. */

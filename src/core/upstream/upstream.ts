@@ -2,19 +2,27 @@ import type { Handler } from '../context.ts';
 import { errorResponse } from '../errors.ts';
 import { normalizeNodes, type UpstreamConf } from '../schema/upstream.ts';
 import { createPicker } from './balancer.ts';
-import { forward, requestBody } from './forward.ts';
+import { failureResponse, type ForwardTarget, forward, isConnectFailure, requestBody } from './forward.ts';
 import { encodePath } from './path.ts';
-import { UpstreamError } from './types.ts';
 
 /** APISIX's upstream default: nginx's 60 s proxy timeouts. */
 const DEFAULT_TIMEOUT_S = 60;
 
+/** `{connect, send, read}` in seconds (APISIX `timeout_def`). */
+export interface TimeoutConf {
+  connect: number;
+  send: number;
+  read: number;
+}
+
 /**
  * Compiles an upstream (inline or by id) into the route's final handler: pick a node, forward the
- * request with its path unchanged. On a connect failure a body-less request is retried on the next node
- * (`retries`, default nodes - 1), as APISIX does.
+ * request with its path unchanged. On a connect failure (refused, or timed out) a body-less request is retried on
+ * the next node (`retries`, default nodes - 1), as APISIX does, until `retry_timeout` seconds have passed since the
+ * first attempt (0 or unset: no limit). The timeouts are the route's `timeout`, else the upstream's, else nginx's 60 s
+ * each: connect, send and read apart.
  */
-export function upstreamHandler(conf: UpstreamConf, routeTimeout?: { read: number }): Handler {
+export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf): Handler {
   const nodes = normalizeNodes(conf);
   if (typeof nodes === 'string') throw new Error(nodes);
   const picker = createPicker(nodes);
@@ -22,12 +30,18 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: { read: numbe
   const scheme = conf.scheme ?? 'http';
   const defaultPort = scheme === 'https' ? 443 : 80;
   const passHost = conf.pass_host ?? 'pass';
-  const timeout = Math.round((routeTimeout?.read ?? conf.timeout?.read ?? DEFAULT_TIMEOUT_S) * 1000);
+  const t = routeTimeout ?? conf.timeout;
+  const ms = (seconds: number | undefined) => Math.max(1, Math.round((seconds ?? DEFAULT_TIMEOUT_S) * 1000));
+  const timeout = ms(t?.read);
+  const connectTimeout = ms(t?.connect);
+  const sendTimeout = ms(t?.send);
+  const retryTimeoutMs = conf.retry_timeout ? conf.retry_timeout * 1000 : 0;
   const pool = conf.keepalive_pool;
   const keepalive = {
     enabled: true,
     idleTimeoutMs: Math.round((pool?.idle_timeout ?? 60) * 1000),
     poolSize: pool?.size ?? 320,
+    maxRequests: pool?.requests,
   };
   const retries = Math.min(conf.retries ?? picker.size - 1, picker.size - 1);
   const origins = new Map<string, string>();
@@ -50,29 +64,31 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: { read: numbe
     const path = ctx.upstream.path ?? (ctx.path === ctx.rawPath ? ctx.rawPath : encodePath(ctx.path));
     const query = ctx.upstream.query ?? ctx.query;
     const pathAndQuery = query ? `${path}?${query}` : path;
+    const started = retryTimeoutMs > 0 && attempts > 1 ? Date.now() : 0;
     for (let attempt = 0; ; attempt++) {
       const node = picker.pick(attempt);
       let hostHeader: string | undefined;
       if (passHost === 'pass') hostHeader = ctx.request.headers.get('host') ?? undefined;
       else if (passHost === 'rewrite') hostHeader = conf.upstream_host;
+      const target: ForwardTarget = {
+        url: originOf(node.host, node.port) + pathAndQuery,
+        hostHeader,
+        timeout,
+        connectTimeout,
+        sendTimeout,
+        tlsVerify: true,
+        keepalive,
+        label: 'upstream',
+        // nginx/APISIX: no node could be reached -> 502 Bad Gateway.
+        connectStatus: 502,
+      };
       try {
-        return await forward(
-          ctx,
-          {
-            url: originOf(node.host, node.port) + pathAndQuery,
-            hostHeader,
-            timeout,
-            tlsVerify: true,
-            keepalive,
-            label: 'upstream',
-            // nginx/APISIX: no node could be reached -> 502 Bad Gateway.
-            connectStatus: 502,
-          },
-          { throwOnConnect: attempt + 1 < attempts },
-        );
+        return await forward(ctx, target, { throwOnConnect: attempt + 1 < attempts });
       } catch (err) {
-        if (!(err instanceof UpstreamError)) throw err;
-        // connect failure with attempts left: try the next node
+        if (!isConnectFailure(err)) throw err;
+        // A connect failure with attempts left: the next node, unless `retry_timeout` has run out (nginx's
+        // proxy_next_upstream_timeout): then the last failure is the answer.
+        if (started !== 0 && Date.now() - started >= retryTimeoutMs) return failureResponse(err, target);
       }
     }
   };
