@@ -165,6 +165,36 @@ describe('secrets of consumers and credentials are sealed at rest (DATA_ENCRYPTI
   });
 });
 
+describe('jwt-auth caches the imported key, never the verdict', () => {
+  it('one import per consumer per snapshot; a token signed by another key still fails after a good one', async () => {
+    const { exportSPKI, generateKeyPair } = await import('jose');
+    const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const other = await generateKeyPair('ES256');
+    await admin('PUT', '/consumers', { username: 'es', plugins: { 'jwt-auth': { key: 'es-key', algorithm: 'ES256', public_key: await exportSPKI(publicKey) } } });
+    const subtle = crypto.subtle as SubtleCrypto & { importKey: SubtleCrypto['importKey'] };
+    const real = subtle.importKey;
+    let imports = 0;
+    subtle.importKey = ((...args: Parameters<SubtleCrypto['importKey']>) => {
+      if (args[0] === 'spki') imports++;
+      return (real as (...a: unknown[]) => Promise<CryptoKey>).apply(subtle, args);
+    }) as SubtleCrypto['importKey'];
+    try {
+      const good = await new SignJWT({ key: 'es-key' }).setProtectedHeader({ alg: 'ES256' }).sign(privateKey);
+      const forged = await new SignJWT({ key: 'es-key' }).setProtectedHeader({ alg: 'ES256' }).sign(other.privateKey);
+      for (let i = 0; i < 5; i++) {
+        assert.equal((await get('/jwt-auth', { authorization: `Bearer ${good}` })).status, 200);
+        assert.equal((await get('/jwt-auth', { authorization: `Bearer ${forged}` })).status, 401);
+      }
+      assert.equal(imports, 1, 'imported once for ten requests');
+      await admin('PUT', '/routes/unrelated', { uri: '/unrelated', plugins: { mocking: { response_example: 'x' } } });
+      assert.equal((await get('/jwt-auth', { authorization: `Bearer ${good}` })).status, 200);
+      assert.equal(imports, 2, 'a new snapshot imports it again');
+    } finally {
+      subtle.importKey = real;
+    }
+  });
+});
+
 /** Median of `n` timings of `fn` in µs. */
 async function medianUs(fn: () => Promise<unknown>, n: number): Promise<number> {
   const times: number[] = [];
