@@ -274,6 +274,27 @@ describe('hmac-auth (t/plugin/hmac-auth.t)', () => {
   });
 });
 
+describe('anonymous_consumer and _meta.error_response on the other auth plugins', () => {
+  test('basic-auth, jwt-auth, hmac-auth fall back to the anonymous consumer; a missing one is 401 with the challenge', async () => {
+    await ok('PUT', '/consumers', { username: 'anon_user' });
+    for (const [name, challenge] of [['basic-auth', 'Basic realm="basic"'], ['jwt-auth', 'Bearer realm="jwt"'], ['hmac-auth', 'hmac realm="hmac"']]) {
+      await ok('PUT', '/routes/anon-x', { uri: '/anon-x', plugins: { [name!]: { anonymous_consumer: 'anon_user' }, ...echoFn('anon') } });
+      const got = await call('/anon-x', { authorization: 'garbage' });
+      assert.equal(got.status, 200, `${name}: ${got.text}`);
+      assert.equal(got.json.headers['x-consumer-username'], 'anon_user', name);
+      await ok('PUT', '/routes/anon-x', { uri: '/anon-x', plugins: { [name!]: { anonymous_consumer: 'anon_missing' }, ...echoFn('anon') } });
+      assert401(await call('/anon-x'), 'Invalid user authorization', challenge);
+    }
+  });
+
+  test('t/plugin/plugin.t TEST 7-8: jwt-auth with _meta.error_response', async () => {
+    await ok('PUT', '/routes/jwt-meta', { uri: '/jwt-meta', plugins: { 'jwt-auth': { _meta: { error_response: { message: 'Missing credential in request' } } }, ...echoFn('m') } });
+    const got = await call('/jwt-meta');
+    assert.equal(got.status, 401);
+    assert.equal(got.text, '{"message":"Missing credential in request"}\n');
+  });
+});
+
 describe('consumer-restriction (t/plugin/consumer-restriction.t)', () => {
   test('whitelist and blacklist of consumer names, rejected_code/rejected_msg, a request without consumer', async () => {
     await ok('PUT', '/consumers', { username: 'cr_jack', plugins: { 'basic-auth': { username: 'cr_jack', password: 'p1' } } });
@@ -310,6 +331,11 @@ describe('consumer-restriction (t/plugin/consumer-restriction.t)', () => {
     await ok('PUT', '/routes/crg', { uri: '/crg', plugins: { 'basic-auth': {}, 'consumer-restriction': { type: 'consumer_group_id', whitelist: ['cr_group'] }, ...echoFn('crg') } });
     assert.equal((await call('/crg', { authorization: basic('cr_member:p3') })).status, 200);
     assert.equal((await call('/crg', { authorization: basic('cr_jack:p1') })).status, 401, 'no group: rejected as missing');
+    await ok('PUT', '/services/cr_svc', { plugins: { 'consumer-restriction': { type: 'service_id', whitelist: ['cr_svc'] } } });
+    await ok('PUT', '/routes/crs', { uri: '/crs', service_id: 'cr_svc', plugins: echoFn('crs') });
+    assert.equal((await call('/crs')).status, 200, 'the service is whitelisted');
+    await ok('PUT', '/routes/crs2', { uri: '/crs2', plugins: { 'consumer-restriction': { type: 'service_id', whitelist: ['cr_svc'] }, ...echoFn('crs2') } });
+    assert401(await call('/crs2'), 'The request is rejected, please check the service_id for this request');
   });
 
   test('schema: one of blacklist, whitelist, allowed_by_methods; lists not empty', async () => {
