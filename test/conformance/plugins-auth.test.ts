@@ -282,6 +282,9 @@ describe('anonymous_consumer and _meta.error_response on the other auth plugins'
       const got = await call('/anon-x', { authorization: 'garbage' });
       assert.equal(got.status, 200, `${name}: ${got.text}`);
       assert.equal(got.json.headers['x-consumer-username'], 'anon_user', name);
+      // hide_credentials applies to the anonymous fallback too (jwt-auth hides before it validates).
+      await ok('PUT', '/routes/anon-x', { uri: '/anon-x', plugins: { [name!]: { anonymous_consumer: 'anon_user', hide_credentials: true }, ...echoFn('anon') } });
+      assert.equal((await call('/anon-x', { authorization: 'garbage' })).json.headers.authorization, undefined, name);
       await ok('PUT', '/routes/anon-x', { uri: '/anon-x', plugins: { [name!]: { anonymous_consumer: 'anon_missing' }, ...echoFn('anon') } });
       assert401(await call('/anon-x'), 'Invalid user authorization', challenge);
     }

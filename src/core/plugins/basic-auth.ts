@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import type { RequestContext } from '../context.ts';
 import { pluginExit } from '../errors.ts';
 import { anonymousSchema, attachConsumer, authFailure, consumerByKey, realmSchema, timingSafeEqual } from './auth.ts';
 import type { PluginDefinition } from './types.ts';
@@ -76,19 +77,27 @@ export const basicAuth: PluginDefinition<Conf> = {
     const missing = fail('Missing authorization in request');
     const malformed = fail('Invalid authorization in request');
     const invalid = fail('Invalid user authorization');
+    /** Attaches the consumer the header proves, or says which 401 it gets. */
+    const check = (ctx: RequestContext): (() => Response) | undefined => {
+      const header = ctx.header('authorization');
+      if (header === undefined) return missing;
+      const creds = parseBasic(header);
+      if (!creds) return malformed;
+      const found = creds.user === null ? undefined : consumerByKey(ctx, 'basic-auth', 'username', creds.user);
+      const expected = found ? (found.conf.password as string) : NO_PASSWORD;
+      if (!timingSafeEqual(creds.password, expected) || !found) return invalid;
+      attachConsumer(ctx, found.consumer);
+      return undefined;
+    };
     return {
       rewrite(ctx) {
-        const header = ctx.header('authorization');
-        if (header === undefined) return authFailure(ctx, conf.anonymous_consumer, missing, challenge);
-        const creds = parseBasic(header);
-        if (!creds) return authFailure(ctx, conf.anonymous_consumer, malformed, challenge);
-        const found = creds.user === null ? undefined : consumerByKey(ctx, 'basic-auth', 'username', creds.user);
-        const expected = found ? (found.conf.password as string) : NO_PASSWORD;
-        if (!timingSafeEqual(creds.password, expected) || !found) {
-          return authFailure(ctx, conf.anonymous_consumer, invalid, challenge);
+        const failure = check(ctx);
+        if (failure) {
+          // As basic-auth.lua: the anonymous consumer, then hide_credentials as for a found one.
+          const res = authFailure(ctx, conf.anonymous_consumer, failure, challenge);
+          if (res) return res;
         }
         if (conf.hide_credentials) ctx.setHeader('authorization', null);
-        attachConsumer(ctx, found.consumer);
         return undefined;
       },
     };
