@@ -118,6 +118,11 @@ export class RequestContext {
   readonly upstream: UpstreamOverlay = {};
   /** Request header edits, applied by every forwarder; undefined until a plugin edits a header. */
   headerOverlay: HeaderOverlay | undefined = undefined;
+  /**
+   * The request body a plugin read whole (hmac-auth's digest check), sent upstream instead of the client's stream
+   * (which that read consumed). Undefined: the client's body streams on.
+   */
+  bodyOverride: Uint8Array<ArrayBuffer> | undefined = undefined;
   /** Status of the upstream's or function's answer, once it came (`$upstream_status`). */
   upstreamStatus: number | undefined = undefined;
   /** Status of the answer sent to the client, known from the header_filter phase on (`$status`). */
@@ -156,7 +161,12 @@ export class RequestContext {
     const lower = name.toLowerCase();
     const edited = this.headerOverlay?.get(lower);
     if (edited !== undefined) return edited === null ? undefined : edited.join(', ');
-    return this.request.headers.get(lower) ?? undefined;
+    try {
+      return this.request.headers.get(lower) ?? undefined;
+    } catch {
+      // Not a header name (a plugin's configured `header: "a b"`, hmac-auth's `@request-target`): no request has it.
+      return undefined;
+    }
   }
 
   /** Set (replace) a request header on its way upstream; null removes it (APISIX `core.request.set_header`). */

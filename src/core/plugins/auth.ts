@@ -26,12 +26,29 @@ export function authFailure(
   ctx: RequestContext,
   anonymous: string | undefined,
   failure: () => Response,
+  challenge?: Record<string, string>,
 ): Response | undefined {
   if (anonymous === undefined) return failure();
   const consumer = ctx.consumers.byName(anonymous);
-  if (!consumer) return pluginExit(401, { message: 'Invalid user authorization' });
+  if (!consumer) return pluginExit(401, { message: 'Invalid user authorization' }, challenge);
   attachConsumer(ctx, consumer);
   return undefined;
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * Constant-time equality of two secrets (a password, an HMAC signature): every byte of the longer one is looked at
+ * whatever the first difference, so the time taken says nothing about how much of a guess was right. Only the
+ * lengths may show. Strings are compared as their UTF-8 bytes.
+ */
+export function timingSafeEqual(a: string | Uint8Array, b: string | Uint8Array): boolean {
+  const x = typeof a === 'string' ? utf8.encode(a) : a;
+  const y = typeof b === 'string' ? utf8.encode(b) : b;
+  const n = Math.max(x.length, y.length);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < n; i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
 }
 
 const indexes = new WeakMap<readonly ConsumerEntry[], Map<string, ConsumerEntry>>();

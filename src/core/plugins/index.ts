@@ -1,6 +1,10 @@
+import { basicAuth } from './basic-auth.ts';
+import { consumerRestriction } from './consumer-restriction.ts';
 import { cors } from './cors.ts';
 import { faultInjection } from './fault-injection.ts';
+import { hmacAuth } from './hmac-auth.ts';
 import { ipRestriction } from './ip-restriction.ts';
+import { jwtAuth } from './jwt-auth.ts';
 import { keyAuth } from './key-auth.ts';
 import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
@@ -17,6 +21,10 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   cors,
   ipRestriction,
   keyAuth,
+  hmacAuth,
+  basicAuth,
+  jwtAuth,
+  consumerRestriction,
   realIp,
   requestId,
   redirect,

@@ -38,9 +38,15 @@ export const keyAuth: PluginDefinition<Conf> = {
         let key = ctx.header(header);
         const fromHeader = key !== undefined;
         if (!fromHeader) key = ctx.arg(conf.query);
-        if (key === undefined) return authFailure(ctx, conf.anonymous_consumer, missing);
-        const found = consumerByKey(ctx, 'key-auth', 'key', key);
-        if (!found) return authFailure(ctx, conf.anonymous_consumer, invalid);
+        const found = key === undefined ? undefined : consumerByKey(ctx, 'key-auth', 'key', key);
+        if (!found) {
+          // APISIX: with an anonymous consumer and hide_credentials, a bad key is stripped from header and query.
+          if (conf.anonymous_consumer !== undefined && conf.hide_credentials) {
+            if (ctx.header(header) !== undefined) ctx.setHeader(header, null);
+            if (ctx.arg(conf.query) !== undefined) ctx.upstream.query = withoutArg(ctx.upstream.query ?? ctx.query, conf.query);
+          }
+          return authFailure(ctx, conf.anonymous_consumer, key === undefined ? missing : invalid, challenge);
+        }
         if (conf.hide_credentials) {
           if (fromHeader) ctx.setHeader(header, null);
           else ctx.upstream.query = withoutArg(ctx.upstream.query ?? ctx.query, conf.query);
@@ -53,7 +59,7 @@ export const keyAuth: PluginDefinition<Conf> = {
 };
 
 /** `query` without the argument `name` (every occurrence), the other arguments byte for byte. */
-function withoutArg(query: string, name: string): string {
+export function withoutArg(query: string, name: string): string {
   return query
     .split('&')
     .filter((part) => {

@@ -40,6 +40,16 @@ export const NO_BODY_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
 
 /** The client's body to forward, or null: a call without one can be retried on another node. */
 export function requestBody(ctx: RequestContext): ReadableStream<Uint8Array> | null {
+  const read = ctx.bodyOverride;
+  if (read !== undefined) {
+    if (read.byteLength === 0) return null;
+    return new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(read);
+        controller.close();
+      },
+    });
+  }
   // GET/HEAD first: on Node, reading `body` makes @hono/node-server build a full Request (~5 µs).
   if (NO_BODY_METHODS.has(ctx.method)) return ctx.getBody?.() ?? null;
   return ctx.request.body;
