@@ -2,6 +2,9 @@ import { cors } from './cors.ts';
 import { faultInjection } from './fault-injection.ts';
 import { ipRestriction } from './ip-restriction.ts';
 import { keyAuth } from './key-auth.ts';
+import { limitConn } from './limit-conn.ts';
+import { limitCount } from './limit-count.ts';
+import { limitReq } from './limit-req.ts';
 import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
 import { proxyRewrite } from './proxy-rewrite.ts';
@@ -24,6 +27,9 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   mocking,
   proxyRewrite,
   responseRewrite,
+  limitCount,
+  limitReq,
+  limitConn,
 ];
 
 /**
