@@ -25,6 +25,7 @@
  *   Idle keep-alive connections are closed after the same 255 s.
  */
 import { createGateway } from '../core/gateway.ts';
+import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { framingError } from './framing.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
@@ -110,6 +111,8 @@ async function main(): Promise<void> {
     clientIp: (req, env) => (env as BunServer).requestIP(originalRequest(req))?.address ?? '',
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
+    limits: { redis: redisConnector(logger) },
   });
 
   const serve = (

@@ -378,4 +378,30 @@ describe('through a gateway', () => {
     assert.match(await redis.text(), /no Redis client/);
     await gw.close();
   });
+
+  it('redis_password is encrypted at rest with DATA_ENCRYPTION_KEY', async () => {
+    const s = new MemoryStore();
+    const gw = await createGateway({
+      store: s,
+      forwarder,
+      logger: silentLogger,
+      adminKeys: ['k'.repeat(32)],
+      dataEncryptionKeys: ['a'.repeat(16)],
+      limits: { redis: () => ({ eval: () => new Promise(() => {}), close: async () => {} }) },
+    });
+    const res = await gw.admin.request('/apisix/admin/routes/pw', {
+      method: 'PUT',
+      headers: { 'x-api-key': 'k'.repeat(32) },
+      body: JSON.stringify({
+        uri: '/pw',
+        plugins: { 'limit-count': { count: 1, time_window: 1, policy: 'redis', redis_host: '127.0.0.1', redis_password: 'hunter2-secret' } },
+        upstream: upstream(),
+      }),
+    });
+    assert.equal(res.status, 201, await res.text());
+    const stored = JSON.stringify((await s.load()).items);
+    assert.ok(!stored.includes('hunter2-secret'), 'the password is not stored in plaintext');
+    assert.match(stored, /redis_password/);
+    await gw.close();
+  });
 });

@@ -119,6 +119,17 @@ export class LocalLimits implements LimitBackend {
     this.map.set(key, e);
   }
 
+  /** The live entries (for a Durable Object's storage); Infinity is written as null. */
+  dump(): [string, { n: number; t: number; expires: number | null }][] {
+    this.sweep();
+    return [...this.map].map(([k, e]) => [k, { n: e.n, t: e.t, expires: Number.isFinite(e.expires) ? e.expires : null }]);
+  }
+
+  /** Restores what {@link dump} gave. */
+  load(entries: [string, { n: number; t: number; expires: number | null }][]): void {
+    for (const [k, e] of entries) this.map.set(k, { n: e.n, t: e.t, expires: e.expires ?? Number.POSITIVE_INFINITY });
+  }
+
   /** Drops every expired entry. */
   sweep(): void {
     const now = this.now();

@@ -162,6 +162,8 @@ export class RedisLimits implements LimitBackend {
 }
 
 export interface LimitBackendsOptions {
+  /** The backend of `policy: "local"` (default: this process's memory; Workers: Durable Objects). */
+  local?: LimitBackend;
   /** The runtime's Redis client factory; without it `policy: "redis"` is refused. */
   redis?: RedisConnector;
   /** See LimitBackends.localRefused. */
@@ -170,7 +172,7 @@ export interface LimitBackendsOptions {
 
 /** The gateway's limit state: one local store, and one Redis client per distinct connection conf. */
 export function createLimitBackends(opts: LimitBackendsOptions = {}): LimitBackends {
-  const local = new LocalLimits();
+  const local = opts.local ?? new LocalLimits();
   const clients = new Map<string, { client: RedisClient; backend: RedisLimits }>();
   const connect = opts.redis;
   return {
