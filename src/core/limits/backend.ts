@@ -140,17 +140,16 @@ export class LocalLimits implements LimitBackend {
     const now = this.now();
     const windowMs = windowS * 1000;
     if (sliding) return this.slidingCount(key, limit, windowMs, now);
-    let e = this.get(key, now);
-    let first = false;
+    const e = this.get(key, now);
     if (e === undefined) {
-      e = { n: 0, t: now + windowMs, expires: now + windowMs };
-      first = true;
+      if (limit < 1) return { allowed: false, remaining: 0, resetS: windowS };
+      this.put(key, { n: 1, t: now + windowMs, expires: now + windowMs });
+      // APISIX: the first request of a window reports exactly time_window, later ones the time left.
+      return { allowed: true, remaining: limit - 1, resetS: windowS };
     }
     if (e.n + 1 > limit) return { allowed: false, remaining: 0, resetS: Math.max(0, (e.t - now) / 1000) };
-    e.n++;
-    this.put(key, e);
-    // APISIX: the first request of a window reports exactly time_window, later ones the time left.
-    return { allowed: true, remaining: limit - e.n, resetS: first ? windowS : (e.t - now) / 1000 };
+    e.n++; // the entry is in the map already: no second write
+    return { allowed: true, remaining: limit - e.n, resetS: (e.t - now) / 1000 };
   }
 
   /** APISIX 3.18 sliding window (limit-count/sliding-window): this window's count plus the last one's, weighted. */

@@ -1,7 +1,6 @@
 import * as v from 'valibot';
 import type { RequestContext } from '../context.ts';
 import { pluginExit } from '../errors.ts';
-import { luaNumberToString } from '../expr.ts';
 import type { CountDecision, LimitBackend } from '../limits/backend.ts';
 import { MAX_DURATION_S } from '../schema/common.ts';
 import { INTEGER } from '../schema/format.ts';
@@ -121,12 +120,24 @@ interface Rule {
 
 type HeaderSet = [string, string][];
 
+/** Header names per metadata object (one per snapshot) and rule prefix, computed once. */
+const namesCache = new WeakMap<object, Map<string | undefined, [string, string, string]>>();
+
 function headerNames(ctx: RequestContext, prefix: string | undefined): [string, string, string] {
   const meta = (ctx.metadata.get('limit-count') as typeof HEADER_DEFAULTS | undefined) ?? HEADER_DEFAULTS;
-  const names: [string, string, string] = [meta.limit_header, meta.remaining_header, meta.reset_header];
-  if (prefix === undefined) return names;
-  // APISIX: base:gsub("RateLimit%-", prefix .. "-RateLimit-", 1)
-  return names.map((n) => n.replace('RateLimit-', `${prefix}-RateLimit-`)) as [string, string, string];
+  let byPrefix = namesCache.get(meta);
+  if (!byPrefix) {
+    byPrefix = new Map();
+    namesCache.set(meta, byPrefix);
+  }
+  let names = byPrefix.get(prefix);
+  if (!names) {
+    names = [meta.limit_header, meta.remaining_header, meta.reset_header];
+    // APISIX: base:gsub("RateLimit%-", prefix .. "-RateLimit-", 1)
+    if (prefix !== undefined) names = names.map((n) => n.replace('RateLimit-', `${prefix}-RateLimit-`)) as [string, string, string];
+    byPrefix.set(prefix, names);
+  }
+  return names;
 }
 
 /**
@@ -198,8 +209,9 @@ export const limitCount: PluginDefinition<Conf> = {
           set = [];
           ctx.setStateOf(self, set);
         }
+        // Floored to 2 decimals (APISIX 3.18); such a number prints the same in JavaScript as in Lua (%.14g).
         const reset = Math.floor(d.resetS * 100) / 100;
-        set.push([l, String(limit)], [r, String(d.allowed ? d.remaining : 0)], [s, luaNumberToString(reset)]);
+        set.push([l, String(limit)], [r, String(d.allowed ? d.remaining : 0)], [s, String(reset)]);
       }
       return d.allowed ? undefined : rejected();
     };
