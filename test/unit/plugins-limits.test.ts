@@ -106,6 +106,16 @@ describe('LocalLimits (fake clock)', () => {
     assert.equal(l.size, 0);
   });
 
+  it('a connection count whose decrement never came expires an hour after its last increment', () => {
+    let now = 0;
+    const l = new LocalLimits(() => now);
+    assert.equal(l.connIn('lost', 1), 1);
+    now += 3_599_000;
+    assert.equal(l.connIn('lost', 1), -1, 'still counted within the hour');
+    now += 2000;
+    assert.equal(l.connIn('lost', 1), 1, 'dropped after it');
+  });
+
   it('stays bounded: expired windows are evicted, and a full store drops its oldest entries', () => {
     let now = 0;
     const l = new LocalLimits(() => now, 1000);

@@ -71,6 +71,9 @@ export interface LimitBackends {
   close(): Promise<void>;
 }
 
+/** How long a connection count lives after its last increment (APISIX limit-conn `key_ttl` default, 3600 s). */
+export const CONN_TTL_MS = 3_600_000;
+
 /** Upper bound on entries in the local store; beyond it the oldest entries go first. */
 const MAX_LOCAL_ENTRIES = 1_000_000;
 
@@ -79,7 +82,7 @@ interface Entry {
   n: number;
   /** limit-count: window end; limit-req: time of the last request (ms since epoch). */
   t: number;
-  /** When the entry may be dropped (ms since epoch); Infinity for a connection count above zero. */
+  /** When the entry may be dropped (ms since epoch). */
   expires: number;
 }
 
@@ -191,11 +194,17 @@ export class LocalLimits implements LimitBackend {
   }
 
   connIn(key: string, max: number): number {
-    const e = this.map.get(key);
+    const now = this.now();
+    const e = this.get(key, now);
     const n = (e?.n ?? 0) + 1;
     if (n > max) return -1;
-    if (e) e.n = n;
-    else this.put(key, { n, t: 0, expires: Number.POSITIVE_INFINITY });
+    // A count nobody added to for an hour is dropped (APISIX limit-conn's redis `key_ttl`): should a decrement
+    // never arrive (a Durable Object call the platform cancelled after the answer), the key is not locked for ever.
+    const expires = now + CONN_TTL_MS;
+    if (e) {
+      e.n = n;
+      e.expires = expires;
+    } else this.put(key, { n, t: 0, expires });
     return n;
   }
 

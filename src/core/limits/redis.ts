@@ -5,6 +5,7 @@
  * garbage-speaking server, a proxy in between) is an error, never a pass; so is a call slower than `redis_timeout`.
  */
 import {
+  CONN_TTL_MS,
   type CountDecision,
   type LimitBackend,
   type LimitBackends,
@@ -62,8 +63,6 @@ const CONN_OUT = `local n = redis.call('decr', KEYS[1])
 if n <= 0 then redis.call('del', KEYS[1]) end
 return n`;
 
-/** APISIX limit-conn's `key_ttl` default: a count not touched for an hour is dropped. */
-const CONN_TTL_MS = 3_600_000;
 
 const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x);
 
