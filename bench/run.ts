@@ -4,7 +4,7 @@
  *
  *   npm run bench -- [--rounds 3] [--duration 10] [--warmup 5] [--c1 5] [--connections 50]
  *                    [--runtimes node,bun,deno,workerd] [--no-fastify] [--floor]
- *                    [--sections main,routes,streaming,plugins] [--routes 10000] [--route-rounds 2]
+ *                    [--sections main,routes,streaming,plugins,limits] [--routes 10000] [--route-rounds 2]
  *                    [--plugin-pairs 8] [--plugin-runtimes node,bun] [--services 100]
  *                    [--node-entry <dist/runtime/node.js to run as "node">] [--node-entry-b <another one, as "node-b">]
  *                    [--pool <keepalive_pool of the route, default 256>] [--quick] [--out <file.json>]
@@ -24,6 +24,9 @@
  * - plugins:   the plugin runtime's cost: a function route with request-id + cors + proxy-rewrite +
  *              response-rewrite against the same route with openfunction alone (paired slices on one gateway, Node
  *              and Bun), and a service change with 10,000 routes over 100 services (bench/lib/plugins.ts).
+ * - limits:    key-auth (1,000 consumers) + limit-count (local) on a function route against the route alone (paired
+ *              slices, Node and Bun), and the p50/p99 latency limit-count with Redis adds (local redis-server;
+ *              bench/lib/limits.ts).
  * Prints Markdown tables and writes everything to bench/results/<timestamp>.json. No assertions: people judge.
  */
 import { spawnSync } from 'node:child_process';
@@ -36,6 +39,7 @@ import { type LaunchContext, launchNode } from './lib/gateways.ts';
 import { checkGoals, FLOOR_OF, floorLines, goalsTable, matrixTable, runMatrix } from './lib/main-matrix.ts';
 import { helloBody, startNginxProxy, startUpstream } from './lib/nginx.ts';
 import { AUTHORIZATION, functionRoute, GATEWAY_CORE, LOAD_CORE } from './lib/route.ts';
+import { limitsSection } from './lib/limits.ts';
 import { pluginsSection } from './lib/plugins.ts';
 import { routesSection } from './lib/routes.ts';
 import { streamingSection } from './lib/streaming.ts';
@@ -254,6 +258,21 @@ try {
 
   if (opts.sections.includes('plugins')) {
     results.plugins = await pluginsSection({
+      ...measureOpts,
+      launch,
+      route,
+      expected: helloBody('world'),
+      runtimes: opts.pluginRuntimes,
+      pairs: opts.pluginPairs,
+      sliceS: Math.max(2, Math.round(opts.durationS / 4)),
+      routes: opts.routeCount,
+      services: opts.services,
+      log,
+    });
+  }
+
+  if (opts.sections.includes('limits')) {
+    results.limits = await limitsSection({
       ...measureOpts,
       launch,
       route,

@@ -36,7 +36,7 @@ export interface PluginsOptions {
   log: (s: string) => void;
 }
 
-const ADMIN_KEY = 'bench-admin-key-0123456789abcdef';
+export const ADMIN_KEY = 'bench-admin-key-0123456789abcdef';
 
 /** The plugins of route B besides the function call: headers only, as a typical function route carries them. */
 export const CHAIN = {
@@ -46,14 +46,14 @@ export const CHAIN = {
   'response-rewrite': { headers: { set: { 'x-served-by': 'fngate' } } },
 };
 
-function dataDir(o: PluginsOptions, name: string, items: StoredItem[]): string {
+export function dataDir(o: PluginsOptions, name: string, items: StoredItem[]): string {
   const dir = join(o.launch.dir, `plugins-${name}-${Date.now()}`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileSync(join(dir, 'config.json'), serializeState(items.length, items), { mode: 0o600 });
   return dir;
 }
 
-const item = (key: string, value: Record<string, unknown>, i: number): StoredItem => ({
+export const item = (key: string, value: Record<string, unknown>, i: number): StoredItem => ({
   key,
   value,
   createdIndex: i + 1,
@@ -128,8 +128,8 @@ export async function pluginsSection(o: PluginsOptions) {
   return out;
 }
 
-async function pairedSlices(o: PluginsOptions, t: Target) {
-  const urls = { A: `${t.url}/a/world`, B: `${t.url}/b/world` };
+export async function pairedSlices(o: PluginsOptions, t: Target, paths = { A: '/a/world', B: '/b/world' }) {
+  const urls = { A: `${t.url}${paths.A}`, B: `${t.url}${paths.B}` };
   for (const url of Object.values(urls)) {
     const res = await fetch(url);
     const text = await res.text();

@@ -5,6 +5,7 @@
  */
 import type { StoreState } from '../store/types.ts';
 import type { ConsumerIndex, Logger } from './context.ts';
+import type { LimitBackends } from './limits/backend.ts';
 import type { Capabilities } from './plugins/check.ts';
 import type { PluginRegistry } from './plugins/index.ts';
 import type { PluginList, RoutePipeline } from './plugins/pipeline.ts';
@@ -47,6 +48,8 @@ export interface CompileEnv {
   capabilities: Capabilities;
   logger: Logger;
   prefix: string;
+  /** The gateway's rate-limit state (kept across snapshots); default: a local-only one per compiler. */
+  limits?: LimitBackends;
 }
 
 interface UpstreamEntry {

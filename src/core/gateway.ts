@@ -11,6 +11,8 @@ import { runPipeline } from './plugins/pipeline.ts';
 import type { AnyPlugin } from './plugins/types.ts';
 import { hostOf } from './router/host.ts';
 import { normalizePath } from './router/path.ts';
+import { createLimitBackends, type LimitBackendsOptions } from './limits/redis.ts';
+import { policyRefusal } from './plugins/limit-common.ts';
 import { createKeyring, createSecrets } from './secrets.ts';
 import type { Forwarder } from './upstream/types.ts';
 
@@ -52,6 +54,13 @@ export interface GatewayOptions {
    * first key and decrypted with any of them. Undefined or empty: stored in plaintext.
    */
   dataEncryptionKeys?: readonly string[];
+  /**
+   * Rate-limit backends (limit-count, limit-req, limit-conn): `redis` is the runtime's Redis client factory
+   * (Node, Deno, Bun: src/runtime/redis.ts), injected so no client enters the core or the Worker bundle; without
+   * it `policy: "redis"` is refused with 400. `localRefused` refuses `policy: "local"` (Workers). The gateway owns
+   * the resulting state for its whole life (PluginEnv.limits), so counters survive config changes.
+   */
+  limits?: LimitBackendsOptions;
 }
 
 /**
@@ -87,8 +96,12 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const logger = opts.logger ?? consoleLogger;
   const plugins = pluginRegistry(opts.plugins);
   const { store, forwarder } = opts;
-  const capabilities = opts.capabilities ?? FULL_CAPABILITIES;
-  const compileEnv = { plugins, logger, prefix: store.prefix, capabilities };
+  const limits = createLimitBackends(opts.limits);
+  const capabilities: Capabilities = {
+    ...(opts.capabilities ?? FULL_CAPABILITIES),
+    limitPolicyRefusal: (policy) => policyRefusal(policy, limits),
+  };
+  const compileEnv = { plugins, logger, prefix: store.prefix, capabilities, limits };
   const keyring = opts.dataEncryptionKeys?.length ? await createKeyring(opts.dataEncryptionKeys) : undefined;
   // Secret fields are decrypted before compiling (WebCrypto is async, compiling is not).
   const secrets = createSecrets(plugins, keyring);
@@ -231,6 +244,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     async close() {
       unwatch();
       await running;
+      await limits.close();
     },
   };
 }

@@ -25,6 +25,7 @@
  *   Idle keep-alive connections are closed after the same 255 s.
  */
 import { createGateway } from '../core/gateway.ts';
+import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { framingError } from './framing.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
@@ -112,6 +113,8 @@ async function main(): Promise<void> {
     dataEncryptionKeys: settings.dataEncryptionKeys,
     // Bun's fetch has no per-request pool settings (see above): `keepalive_pool.requests` is refused.
     capabilities: { runtime: 'bun', tlsVerifyOff: true, keepaliveRequests: false },
+    // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
+    limits: { redis: redisConnector(logger) },
   });
 
   const serve = (

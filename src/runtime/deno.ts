@@ -37,6 +37,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from '../core/context.ts';
 import { errorResponse } from '../core/errors.ts';
 import { createGateway } from '../core/gateway.ts';
+import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
 import { StoreError } from '../store/types.ts';
@@ -56,11 +57,14 @@ import {
   usageError,
 } from './settings.ts';
 
-/** Every setting, plus the variables the `yaml` package reads (LOG_TOKENS, LOG_STREAM). */
+/** Every setting, plus the variables the `yaml` package (LOG_TOKENS, LOG_STREAM) and node-redis read. */
 export const ENV_NAMES: readonly string[] = [
   ...SETTINGS_DOC.flatMap((s) => s.name.split('/').map((n) => n.trim())),
   'LOG_TOKENS',
   'LOG_STREAM',
+  // Read by node-redis (the rate limits' Redis client) when it connects; without the permission it cannot.
+  'REDIS_DEBUG_MAINTENANCE',
+  'REDIS_EMIT_DIAGNOSTICS',
 ];
 
 /**
@@ -321,6 +325,8 @@ async function main(): Promise<void> {
     capabilities: { runtime: 'deno', tlsVerifyOff: false, keepaliveRequests: false },
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
+    limits: { redis: redisConnector(logger) },
   });
 
   const proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');

@@ -7,6 +7,7 @@ import type { Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server';
 import { createGateway } from '../core/gateway.ts';
+import { redisConnector } from './redis.ts';
 import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { createHardenedServer, getRequestBody } from './node-http.ts';
@@ -60,6 +61,8 @@ async function main(): Promise<void> {
     getBody: (_req, env) => getRequestBody((env as HttpBindings).incoming),
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
+    limits: { redis: redisConnector(logger) },
   });
   logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
   if (settings.dataEncryptionKeys) {

@@ -16,6 +16,10 @@
  *   like any other path (normally `404 Route Not Found`). There is no generated key as on Node: a Worker has no
  *   private place to write one.
  * - `LOG_LEVEL`: as on Node. `ADMIN_ALLOW` / `DATA_ENCRYPTION_KEY` (secret) are validated as on Node.
+ * - `LIMITS` (Durable Object namespace of the class {@link LimitCounter}): the counters of limit-count, limit-req
+ *   and limit-conn with `policy: "local"`, one object per counter key, shared by every isolate (src/core/limits/
+ *   durable.ts). Without the binding such confs are refused with 400: per-isolate counters would limit nothing.
+ *   `policy: "redis"` is refused (no TCP Redis client here).
  *
  * Runtime differences (handled here; listed in the README's runtime table, each backed by test/conformance/):
  * - `ssl_verify: false` cannot be honoured (Workers' fetch always verifies TLS): the Admin API refuses it and a
@@ -34,6 +38,7 @@
 import type { ExecutionContext } from 'hono';
 import type { Logger } from '../core/context.ts';
 import { errorResponse } from '../core/errors.ts';
+import { DurableLimits, type DurableNamespaceLike, type DurableStateLike, LimitObject } from '../core/limits/durable.ts';
 import { createGateway, type Gateway } from '../core/gateway.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { CloudflareKVStore, type KVNamespaceLike } from '../store/cloudflare-kv.ts';
@@ -44,6 +49,7 @@ import { levelLogger, readSettings, SettingsError } from './settings.ts';
 
 export interface Env {
   GATEWAY_KV?: KVNamespaceLike;
+  LIMITS?: DurableNamespaceLike;
   ADMIN_KEY?: string;
   STANDALONE_CONFIG?: string | Record<string, unknown>;
   STANDALONE_FORMAT?: string;
@@ -159,10 +165,33 @@ async function boot(env: Env): Promise<Booted> {
     // so an address list applies only when ADMIN_ALLOW is set explicitly (the key is the protection).
     adminAllow: vars.ADMIN_ALLOW ? settings.adminAllow : undefined,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    limits: env.LIMITS
+      ? { local: new DurableLimits(env.LIMITS) }
+      : {
+          localRefused:
+            'policy "local" needs the LIMITS Durable Object binding on Cloudflare Workers (see wrangler.toml): ' +
+            "an isolate's own counters would limit nothing, as requests spread over isolates and locations",
+        },
   });
   if (!settings.adminKeys) logger.info('ADMIN_KEY is not set: no Admin API (/apisix/admin/* is proxied like any path)');
   const app = settings.adminKeys ? gateway.combined : { fetch: (req: Request, e: Env) => gateway.serveProxy(req, e) };
   return { gateway, app, kv, logger };
+}
+
+/**
+ * The Durable Object class of the `LIMITS` binding (wrangler.toml `[[durable_objects.bindings]]`): the rate-limit
+ * counters of one key.
+ */
+export class LimitCounter {
+  private readonly object: LimitObject;
+
+  constructor(state: DurableStateLike) {
+    this.object = new LimitObject(state);
+  }
+
+  fetch(req: Request): Promise<Response> {
+    return this.object.fetch(req);
+  }
 }
 
 export default {

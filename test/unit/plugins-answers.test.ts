@@ -14,6 +14,7 @@ import { pluginRegistry } from '../../src/core/plugins/index.ts';
 import { exampleOf, generatedBody, mediaType, mocking } from '../../src/core/plugins/mocking.ts';
 import { compileRegexUri, escapeUri, parseRedirectUri } from '../../src/core/plugins/redirect.ts';
 import { FNGATE_VERSION } from '../../src/core/version.ts';
+import { createLimitBackends } from '../../src/core/limits/redis.ts';
 
 const registry = pluginRegistry();
 const check = (name: string, conf: unknown) => checkPluginConf(registry, name, conf);
@@ -40,7 +41,7 @@ function ctxFor(path: string, signal?: AbortSignal): RequestContext {
   });
 }
 
-const env = { logger: silentLogger, ownerKey: '/apisix/routes/1' };
+const env = { logger: silentLogger, ownerKey: '/apisix/routes/1', limits: createLimitBackends() };
 
 describe('redirect schema (t/plugin/redirect.t)', () => {
   test('TEST 1-2: uri with or without ret_code', () => {

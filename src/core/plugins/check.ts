@@ -22,6 +22,11 @@ export interface Capabilities {
   tlsVerifyOff: boolean;
   /** Can close a kept-alive upstream connection after N requests (upstream `keepalive_pool.requests`). */
   keepaliveRequests: boolean;
+  /**
+   * Why a rate-limit `policy` (`local`, `redis`, `redis-cluster`) cannot run here, or undefined when it can (set by
+   * the gateway from its limit backends; undefined: every policy runs).
+   */
+  limitPolicyRefusal?: (policy: string) => string | undefined;
 }
 
 export const FULL_CAPABILITIES: Capabilities = { runtime: 'node', tlsVerifyOff: true, keepaliveRequests: true };
@@ -89,5 +94,7 @@ export function checkPluginConf(
       message: `failed to check the configuration of plugin ${name} err: "ssl_verify": false is not supported on ${caps.runtime}: its fetch always verifies TLS certificates`,
     };
   }
+  const refusal = plugin.checkRuntime?.(rest, caps);
+  if (refusal) return { ok: false, message: `failed to check the configuration of plugin ${name} err: ${refusal}` };
   return { ok: true };
 }

@@ -6,6 +6,9 @@ import { hmacAuth } from './hmac-auth.ts';
 import { ipRestriction } from './ip-restriction.ts';
 import { jwtAuth } from './jwt-auth.ts';
 import { keyAuth } from './key-auth.ts';
+import { limitConn } from './limit-conn.ts';
+import { limitCount } from './limit-count.ts';
+import { limitReq } from './limit-req.ts';
 import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
 import { proxyRewrite } from './proxy-rewrite.ts';
@@ -32,6 +35,9 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   mocking,
   proxyRewrite,
   responseRewrite,
+  limitCount,
+  limitReq,
+  limitConn,
 ];
 
 /**

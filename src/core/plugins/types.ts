@@ -1,5 +1,7 @@
 import type * as v from 'valibot';
 import type { Logger, RequestContext } from '../context.ts';
+import type { LimitBackends } from '../limits/backend.ts';
+import type { Capabilities } from './check.ts';
 
 /**
  * A plugin is one file: a name, a priority, a valibot schema checked when the config is written, and a factory
@@ -38,6 +40,11 @@ export interface PluginDefinition<C = unknown> {
    * itself (prometheus).
    */
   runPolicy?: 'prefer_route';
+  /**
+   * A check of a valid conf against what this runtime can do (a limit `policy` it has no backend for): the reason
+   * to refuse it (400 from the Admin API; the owner is not served when it comes from the store), or undefined.
+   */
+  checkRuntime?(conf: Record<string, unknown>, caps: Capabilities): string | undefined;
   create(conf: C, env: PluginEnv): PluginInstance;
 }
 
@@ -49,6 +56,13 @@ export interface PluginEnv {
    * outlive a snapshot (counters) is keyed by it, so that editing an unrelated route resets nothing.
    */
   ownerKey: string;
+  /**
+   * The gateway's rate-limit state (limit-count, limit-req, limit-conn): made once per gateway and shared by every
+   * snapshot, so counters survive recompiles. `local` is this process's memory (expired windows evicted); `redis`
+   * is the runtime's Redis client when it has one (GatewayOptions.limits). Key state by {@link ownerKey}, a hash
+   * of the conf and the client's key, never by the instance.
+   */
+  limits: LimitBackends;
 }
 
 /**

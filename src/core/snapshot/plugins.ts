@@ -10,12 +10,16 @@ import { compileExpr } from '../expr.ts';
 import { type Capabilities, checkPluginConf, type PluginMeta } from '../plugins/check.ts';
 import { isSkippablePlugin, type PluginRegistry } from '../plugins/index.ts';
 import type { CompiledPlugin } from '../plugins/pipeline.ts';
+import type { LimitBackends } from '../limits/backend.ts';
+import { createLimitBackends } from '../limits/redis.ts';
 import { isPlainObject } from '../schema/common.ts';
 
 export interface PluginCompileEnv {
   plugins: PluginRegistry;
   capabilities: Capabilities;
   logger: Logger;
+  /** The gateway's rate-limit state (PluginEnv.limits); default: a local-only one made for this cache. */
+  limits?: LimitBackends;
 }
 
 export interface PluginSet {
@@ -36,7 +40,11 @@ export class PluginCache {
   private prev = new Map<string, CompiledPlugin>();
   private next = new Map<string, CompiledPlugin>();
 
-  constructor(private readonly env: PluginCompileEnv) {}
+  private readonly limits: LimitBackends;
+
+  constructor(private readonly env: PluginCompileEnv) {
+    this.limits = env.limits ?? createLimitBackends();
+  }
 
   /** Call once a snapshot is built: instances no owner used in it are dropped. */
   endBuild(): void {
@@ -82,7 +90,11 @@ export class PluginCache {
         const { _meta, ...conf } = rawConf as Record<string, unknown>;
         let instance: CompiledPlugin['instance'];
         try {
-          instance = plugin.create(v.parse(plugin.schema, conf), { logger: this.env.logger, ownerKey });
+          instance = plugin.create(v.parse(plugin.schema, conf), {
+            logger: this.env.logger,
+            ownerKey,
+            limits: this.limits,
+          });
         } catch (err) {
           return {
             plugins: [],

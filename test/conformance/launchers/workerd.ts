@@ -3,7 +3,7 @@
  * and Admin API (`adminUrl = proxyUrl`).
  *
  * Default: Miniflare's Node API in a child process (this same file, run with FNGATE_WORKERD_SERVE set), with the
- * compatibility date, flags, vars and KV binding of wrangler.toml. `FNGATE_WORKERD_VIA=wrangler` runs the real
+ * compatibility date, flags, vars, KV binding and Durable Object bindings of wrangler.toml. `FNGATE_WORKERD_VIA=wrangler` runs the real
  * `wrangler dev` instead: it works, but is slower to start, and its proxy layer (a Worker in front of ours, which
  * production does not have) hangs on the next request after one whose body was answered half-read (the Admin
  * API's 413), so it is not the default.
@@ -83,6 +83,8 @@ interface TomlOptions {
   compatibilityDate?: string;
   compatibilityFlags: string[];
   kvNamespaces: Record<string, string>;
+  /** Durable Object bindings: binding name → class name (in the Worker's own bundle). */
+  durableObjects: Record<string, string>;
   vars: Record<string, string>;
 }
 
@@ -99,6 +101,9 @@ async function readToml(): Promise<TomlOptions> {
     compatibilityFlags: config.compatibility_flags ?? [],
     kvNamespaces: Object.fromEntries(
       (config.kv_namespaces ?? []).map((ns: { binding: string; id?: string }) => [ns.binding, ns.id ?? ns.binding]),
+    ),
+    durableObjects: Object.fromEntries(
+      (config.durable_objects?.bindings ?? []).map((b: { name: string; class_name: string }) => [b.name, b.class_name]),
     ),
     vars,
   };
@@ -165,6 +170,8 @@ async function serveMain(serve: ServeConfig): Promise<void> {
     compatibilityFlags: toml.compatibilityFlags,
     kvNamespaces: toml.kvNamespaces,
     kvPersist: join(serve.persistDir, 'kv'),
+    durableObjects: toml.durableObjects,
+    durableObjectsPersist: join(serve.persistDir, 'do'),
     bindings: { ...toml.vars, ...serve.vars },
     host: '127.0.0.1',
     port: 0,
