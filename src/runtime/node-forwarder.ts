@@ -38,7 +38,7 @@
  */
 import { Agent, util as undiciUtil } from 'undici';
 import type { Dispatcher } from 'undici';
-import { connectionTokens, isHopByHop, markCleaned } from '../core/upstream/headers.ts';
+import { connectionTokens, isHopByHop, markCleaned, PLAIN_HEADERS } from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
 import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
@@ -192,7 +192,10 @@ function headersOf(raw: Buffer[]): Headers {
 
 function newResponse(body: BodyInit | null, status: number, headers: ResponseHeaders): Response {
   const res = new Response(body, { status, headers });
-  return headers instanceof Headers ? res : markCleaned(res);
+  if (headers instanceof Headers) return res;
+  // The response phases edit this same record (RecordHeaders), which @hono/node-server then writes as it is.
+  (res as { [PLAIN_HEADERS]?: ResponseHeaders })[PLAIN_HEADERS] = headers;
+  return markCleaned(res);
 }
 
 /**

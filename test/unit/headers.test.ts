@@ -6,6 +6,7 @@ import {
   type HeaderList,
   removeHeaders,
   requestHeadersForUpstream,
+  RecordHeaders,
 } from '../../src/core/upstream/headers.ts';
 
 /** An upstream answer's headers with every kind of header that must not reach the client. */
@@ -126,5 +127,35 @@ describe('request headers for the upstream', () => {
       ['a', '1'],
       ['b', '2'],
     ]);
+  });
+});
+
+describe('RecordHeaders (a plain header record edited in place, Node)', () => {
+  it('get/has/set/append/delete/forEach as Headers does, on the record itself', () => {
+    const rec: Record<string, string | string[]> = { 'content-type': 'text/plain', vary: 'Accept' };
+    const h = new RecordHeaders(rec);
+    assert.equal(h.get('Content-Type'), 'text/plain');
+    assert.equal(h.has('VARY'), true);
+    h.append('Vary', 'Origin');
+    h.set('X-A', ' 1 ');
+    h.append('set-cookie', 'a=1');
+    h.append('set-cookie', 'b=2');
+    h.delete('content-type');
+    assert.deepEqual(rec, { vary: 'Accept, Origin', 'x-a': '1', 'set-cookie': ['a=1', 'b=2'] });
+    assert.equal(h.get('set-cookie'), 'a=1, b=2');
+    const seen: string[] = [];
+    h.forEach((v, n) => {
+      seen.push(`${n}=${v}`);
+    });
+    assert.deepEqual(seen, ['set-cookie=a=1, b=2', 'vary=Accept, Origin', 'x-a=1']);
+    assert.equal(h.get('toString'), null, 'no prototype names');
+  });
+
+  it('refuses what Headers refuses: bad names, CR/LF/NUL in values', () => {
+    const h = new RecordHeaders({});
+    assert.throws(() => h.set('bad name', 'x'), TypeError);
+    assert.throws(() => h.set('x-a', 'a\r\nInjected: 1'), TypeError);
+    assert.throws(() => h.append('x-a', 'a\nb'), TypeError);
+    assert.throws(() => h.set('__proto__', 'x'), TypeError);
   });
 });

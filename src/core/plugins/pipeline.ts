@@ -14,6 +14,7 @@
 import type { ConsumerInfo, Handler, Logger, RequestContext } from '../context.ts';
 import { exitBody, NULL_BODY_STATUS, pluginExit } from '../errors.ts';
 import type { Expr } from '../expr.ts';
+import { plainHeadersOf, RecordHeaders } from '../upstream/headers.ts';
 import type { PhaseHandler, PhaseResult, PluginInstance, ResponseHead } from './types.ts';
 
 /** One configured plugin as the runner sees it: its instance and what `_meta` says. */
@@ -258,9 +259,11 @@ function respond(
 
 function headerFilters(ctx: RequestContext, res: Response, filters: CompiledPlugin[], env: RunEnv): Response {
   let body: BodyInit | null | typeof UNSET = UNSET;
+  // A forwarder's plain header record (Node) is edited in place: reading `res.headers` would make a `Headers` of it.
+  const plain = plainHeadersOf(res);
   const head: ResponseHead = {
     status: res.status,
-    headers: res.headers,
+    headers: plain ? (new RecordHeaders(plain) as unknown as Headers) : res.headers,
     setBody(b) {
       body = b;
     },
