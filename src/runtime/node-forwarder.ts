@@ -190,11 +190,31 @@ function headersOf(raw: Buffer[]): Headers {
   return headers;
 }
 
+/** The `Response` class last probed, and whether it keeps a plain header record by reference. */
+let probed: typeof Response | undefined;
+let keepsRecord = false;
+
+/**
+ * Does `new Response(body, { headers: record })` keep `record` itself as its headers until they are read?
+ * @hono/node-server's Response (the global one under its server) does; the native one copies the record at once,
+ * so edits of the record would be lost there (in-process tests use it). Probed once per `Response` class.
+ */
+function responseKeepsRecord(): boolean {
+  if (probed !== Response) {
+    probed = Response;
+    const record: Record<string, string> = {};
+    const res = new Response(null, { headers: record });
+    record['x-probe'] = '1';
+    keepsRecord = res.headers.get('x-probe') === '1';
+  }
+  return keepsRecord;
+}
+
 function newResponse(body: BodyInit | null, status: number, headers: ResponseHeaders): Response {
   const res = new Response(body, { status, headers });
   if (headers instanceof Headers) return res;
   // The response phases edit this same record (RecordHeaders), which @hono/node-server then writes as it is.
-  (res as { [PLAIN_HEADERS]?: ResponseHeaders })[PLAIN_HEADERS] = headers;
+  if (responseKeepsRecord()) (res as { [PLAIN_HEADERS]?: ResponseHeaders })[PLAIN_HEADERS] = headers;
   return markCleaned(res);
 }
 
