@@ -10,7 +10,8 @@
  * is (APISIX does the same, so plaintext written before a key was configured keeps working).
  * Portable: WebCrypto (`crypto.subtle`) and `atob`/`btoa` only.
  */
-import type { StoreState, StoredItem } from '../store/types.ts';
+import type { StoredItem, StoreState } from '../store/types.ts';
+import { fromBase64, toBase64 } from './base64.ts';
 import type { PluginRegistry } from './plugins/index.ts';
 
 export class KeyringError extends Error {
@@ -33,7 +34,9 @@ export function parseKeyring(raw: string, name = 'DATA_ENCRYPTION_KEY'): string[
   keys.forEach((k, i) => {
     const n = enc.encode(k).byteLength;
     if (n !== 16 && n !== 32) {
-      throw new KeyringError(`${name}: key ${i + 1} is ${n} bytes long; each key must be 16 bytes (AES-128) or 32 bytes (AES-256)`);
+      throw new KeyringError(
+        `${name}: key ${i + 1} is ${n} bytes long; each key must be 16 bytes (AES-128) or 32 bytes (AES-256)`,
+      );
     }
   });
   return keys;
@@ -51,25 +54,6 @@ export interface Keyring {
 interface AesKey {
   key: CryptoKey;
   iv: Uint8Array<ArrayBuffer>;
-}
-
-function toBase64(bytes: Uint8Array): string {
-  let bin = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(bin);
-}
-
-function fromBase64(s: string): Uint8Array<ArrayBuffer> | undefined {
-  // atob ignores whitespace and accepts a missing padding; a ciphertext is neither.
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(s) || s.length % 4 !== 0) return undefined;
-  try {
-    const bin = atob(s);
-    const out = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Builds a keyring from checked keys (see {@link parseKeyring}). An empty list is refused: use no keyring. */
@@ -93,7 +77,7 @@ export async function createKeyring(keys: readonly string[]): Promise<Keyring> {
       return toBase64(new Uint8Array(out));
     },
     async decrypt(value) {
-      const bytes = fromBase64(value);
+      const bytes = fromBase64(value, true);
       if (!bytes || bytes.byteLength === 0 || bytes.byteLength % 16 !== 0) return undefined;
       for (const k of aes) {
         try {
@@ -115,7 +99,11 @@ export type SecretPaths = ReadonlyMap<string, readonly (readonly string[])[]>;
 export function secretPathsOf(registry: PluginRegistry): SecretPaths {
   const out = new Map<string, string[][]>();
   for (const p of registry.values()) {
-    if (p.secretFields?.length) out.set(p.name, p.secretFields.map((f) => f.split('.')));
+    if (p.secretFields?.length)
+      out.set(
+        p.name,
+        p.secretFields.map((f) => f.split('.')),
+      );
   }
   return out;
 }

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { fromBase64, toBase64 } from '../base64.ts';
 import type { RequestContext } from '../context.ts';
 import { pluginExit } from '../errors.ts';
 import { INTEGER } from '../schema/format.ts';
@@ -63,25 +64,6 @@ export function parseHttpTime(s: string): number | undefined {
 const utf8 = new TextEncoder();
 /** A header name (RFC 9110 token); `@request-target` and other names no request can carry are looked up as absent. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-
-function fromBase64(s: string): Uint8Array | undefined {
-  if (!BASE64.test(s) || s.length % 4 === 1) return undefined;
-  try {
-    const bin = atob(s);
-    const out = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out;
-  } catch {
-    return undefined;
-  }
-}
-
-function toBase64(bytes: Uint8Array): string {
-  let bin = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(bin);
-}
 
 /** HMAC keys per consumer conf (once per consumer per snapshot) and algorithm. */
 const keys = new WeakMap<object, Map<Algorithm, Promise<CryptoKey>>>();
@@ -96,7 +78,9 @@ function keyOf(conf: { secret_key: string }, alg: Algorithm): Promise<CryptoKey>
   }
   let key = byAlg.get(alg);
   if (!key) {
-    key = crypto.subtle.importKey('raw', utf8.encode(conf.secret_key), { name: 'HMAC', hash: HASH[alg] }, false, ['sign']);
+    key = crypto.subtle.importKey('raw', utf8.encode(conf.secret_key), { name: 'HMAC', hash: HASH[alg] }, false, [
+      'sign',
+    ]);
     byAlg.set(alg, key);
   }
   return key;
@@ -119,7 +103,8 @@ class TooLarge {
 
 /** Reads the request body whole, at most `limit` bytes (APISIX `core.request.get_body(max)`). */
 async function readBody(ctx: RequestContext, limit: number): Promise<Uint8Array<ArrayBuffer> | TooLarge> {
-  const tooLarge = (size: number) => new TooLarge(`request size ${size} is greater than the maximum size ${limit} allowed`);
+  const tooLarge = (size: number) =>
+    new TooLarge(`request size ${size} is greater than the maximum size ${limit} allowed`);
   const declared = Number(ctx.header('content-length') ?? Number.NaN);
   if (declared > limit) return tooLarge(declared);
   const stream = requestBody(ctx);
@@ -171,7 +156,9 @@ async function validate(conf: Conf, ctx: RequestContext): Promise<Outcome> {
   for (const h of conf.signed_headers) if (!listed.has(h)) return INVALID;
   // An unknown key_id is signed with a dummy key and refused after the comparison: both failures cost the same.
   const secret = entry ? (entry.conf as { secret_key: string }) : DUMMY;
-  const mac = new Uint8Array(await crypto.subtle.sign('HMAC', await keyOf(secret, alg), utf8.encode(signingString(ctx, params))));
+  const mac = new Uint8Array(
+    await crypto.subtle.sign('HMAC', await keyOf(secret, alg), utf8.encode(signingString(ctx, params))),
+  );
   const given = fromBase64(params.signature) ?? new Uint8Array(0);
   if (!timingSafeEqual(given, mac) || !entry) return INVALID;
   if (conf.validate_request_body) {
@@ -209,7 +196,12 @@ export const hmacAuth: PluginDefinition<Conf> = {
         if (outcome instanceof TooLarge) return pluginExit(413, { message: outcome.message });
         if ('message' in outcome) {
           const message = outcome.message;
-          const res = authFailure(ctx, conf.anonymous_consumer, () => pluginExit(401, { message }, challenge), challenge);
+          const res = authFailure(
+            ctx,
+            conf.anonymous_consumer,
+            () => pluginExit(401, { message }, challenge),
+            challenge,
+          );
           if (res) return res;
         } else attachConsumer(ctx, outcome.consumer);
         if (conf.hide_credentials) ctx.setHeader('authorization', null);

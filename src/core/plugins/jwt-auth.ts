@@ -1,9 +1,10 @@
 import { compactVerify, decodeJwt, decodeProtectedHeader, importSPKI, importX509 } from 'jose';
 import * as v from 'valibot';
+import { fromBase64 } from '../base64.ts';
 import type { RequestContext } from '../context.ts';
 import { pluginExit } from '../errors.ts';
-import { INTEGER } from '../schema/format.ts';
 import { uniqueArray } from '../schema/common.ts';
+import { INTEGER } from '../schema/format.ts';
 import { anonymousSchema, attachConsumer, authFailure, consumerByKey, realmSchema } from './auth.ts';
 import { withoutArg } from './key-auth.ts';
 import type { PluginDefinition } from './types.ts';
@@ -23,22 +24,21 @@ const schema = v.strictObject({
 type Conf = v.InferOutput<typeof schema>;
 
 export const JWT_ALGORITHMS = [
-  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'EdDSA',
+  'HS256',
+  'HS384',
+  'HS512',
+  'RS256',
+  'RS384',
+  'RS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'EdDSA',
 ] as const;
 type Alg = (typeof JWT_ALGORITHMS)[number];
-
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-function decodeBase64(s: string): Uint8Array<ArrayBuffer> | undefined {
-  if (!BASE64.test(s) || s.length % 4 === 1) return undefined;
-  try {
-    const bin = atob(s);
-    const out = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out;
-  } catch {
-    return undefined;
-  }
-}
 
 const nonEmpty = v.pipe(v.string(), v.minLength(1));
 const PEM = /-----BEGIN (PUBLIC KEY|CERTIFICATE)-----/;
@@ -61,8 +61,9 @@ const consumerSchema = v.pipe(
     if (!dataset.typed) return;
     const c = dataset.value;
     const hs = c.algorithm.startsWith('HS');
-    if (hs && c.secret === undefined) addIssue({ message: 'property "secret" is required when using HS based algorithms' });
-    else if (c.base64_secret && c.secret !== undefined && !decodeBase64(c.secret)) {
+    if (hs && c.secret === undefined)
+      addIssue({ message: 'property "secret" is required when using HS based algorithms' });
+    else if (c.base64_secret && c.secret !== undefined && !fromBase64(c.secret)) {
       addIssue({ message: 'base64_secret required but the secret is not in base64 format' });
     } else if (!hs && c.public_key === undefined) addIssue({ message: 'missing valid public key' });
     else if (!hs && !PEM.test(c.public_key!)) {
@@ -103,7 +104,8 @@ async function importKey(conf: ConsumerConf): Promise<CryptoKey | undefined> {
   const alg = conf.algorithm;
   const hash = HMAC_HASH[alg];
   if (hash) {
-    const secret = conf.secret === undefined ? undefined : conf.base64_secret ? decodeBase64(conf.secret) : utf8.encode(conf.secret);
+    const secret =
+      conf.secret === undefined ? undefined : conf.base64_secret ? fromBase64(conf.secret) : utf8.encode(conf.secret);
     if (!secret || secret.length === 0) return undefined;
     return crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash }, false, ['verify']);
   }
@@ -141,7 +143,12 @@ function fetchToken(conf: Conf, ctx: RequestContext): string | undefined {
 }
 
 /** Why a token is refused, or the consumer entry and payload it proves. */
-type Verdict = { message: string } | { entry: { consumer: NonNullable<RequestContext['consumer']>; conf: Record<string, unknown> }; payload: Record<string, unknown> };
+type Verdict =
+  | { message: string }
+  | {
+      entry: { consumer: NonNullable<RequestContext['consumer']>; conf: Record<string, unknown> };
+      payload: Record<string, unknown>;
+    };
 
 async function verify(conf: Conf, ctx: RequestContext): Promise<Verdict> {
   const token = fetchToken(conf, ctx);
@@ -155,7 +162,8 @@ async function verify(conf: Conf, ctx: RequestContext): Promise<Verdict> {
     return { message: 'JWT token invalid' };
   }
   const userKey = payload[conf.key_claim_name];
-  if (userKey === undefined || userKey === null || userKey === false) return { message: 'missing user key in JWT token' };
+  if (userKey === undefined || userKey === null || userKey === false)
+    return { message: 'missing user key in JWT token' };
   const entry = typeof userKey === 'string' ? consumerByKey(ctx, 'jwt-auth', 'key', userKey) : undefined;
   if (!entry) return { message: 'Invalid user key in JWT token' };
   const cc = entry.conf as unknown as ConsumerConf;
@@ -177,7 +185,11 @@ async function verify(conf: Conf, ctx: RequestContext): Promise<Verdict> {
  * APISIX parser.lua `verify_claims`: without `claims_to_verify`, `exp` and `nbf` are checked when present; with it,
  * the listed claims are required. Each must be a number; `exp > now - grace`, `nbf < now + grace` (whole seconds).
  */
-function claimsValid(payload: Record<string, unknown>, required: readonly string[] | undefined, grace: number): boolean {
+function claimsValid(
+  payload: Record<string, unknown>,
+  required: readonly string[] | undefined,
+  grace: number,
+): boolean {
   const now = Math.floor(Date.now() / 1000);
   const names = required?.length ? required : ['nbf', 'exp'];
   for (const name of names) {

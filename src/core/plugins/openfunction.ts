@@ -1,26 +1,23 @@
 import * as v from 'valibot';
-import type { PluginDefinition } from './types.ts';
+import { textToBase64 } from '../base64.ts';
 import { type ServerlessConf, serverlessEntries, serverlessForwarder } from './serverless.ts';
+import type { PluginDefinition } from './types.ts';
 
 const schema = v.strictObject({
   ...serverlessEntries,
   authorization: v.optional(
     v.strictObject({
       service_token: v.optional(
-        v.pipe(v.string(), v.check((s) => s.includes(':'), 'expected "user:password" (the Basic auth credentials)')),
+        v.pipe(
+          v.string(),
+          v.check((s) => s.includes(':'), 'expected "user:password" (the Basic auth credentials)'),
+        ),
       ),
     }),
   ),
 });
 
 type Conf = ServerlessConf & { authorization?: { service_token?: string } };
-
-/** Base64 of a UTF-8 string, without Buffer (runs on every runtime). */
-function base64(text: string): string {
-  let bin = '';
-  for (const b of new TextEncoder().encode(text)) bin += String.fromCharCode(b);
-  return btoa(bin);
-}
 
 /**
  * `openfunction`: forwards the route's requests to a CNCF OpenFunction (Knative) function URL.
@@ -36,9 +33,13 @@ export const openfunction: PluginDefinition<Conf> = {
   create(conf) {
     const token = conf.authorization?.service_token;
     // Computed once per config snapshot, not per request.
-    const authorization = token === undefined ? undefined : `Basic ${base64(token)}`;
+    const authorization = token === undefined ? undefined : `Basic ${textToBase64(token)}`;
     return {
-      proxy: serverlessForwarder(conf, 'function', authorization === undefined ? undefined : [['authorization', authorization]]),
+      proxy: serverlessForwarder(
+        conf,
+        'function',
+        authorization === undefined ? undefined : [['authorization', authorization]],
+      ),
     };
   },
 };
