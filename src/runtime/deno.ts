@@ -42,6 +42,7 @@ import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upst
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
+import { processCollector } from './process-metrics.ts';
 import { framingError } from './framing.ts';
 import { closeAfterRefusal } from './refused-body.ts';
 import {
@@ -291,6 +292,23 @@ function serve(
   );
 }
 
+function denoHostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return '';
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** One access-log line to stdout (synchronous, as console.log is). */
+function writeStdout(line: string): void {
+  const bytes = encoder.encode(line);
+  let off = 0;
+  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+}
+
 async function main(): Promise<void> {
   const command = 'deno task start   (or: deno run <flags> src/runtime/deno.ts)';
   const cli = parseCommandLine(Deno.args, ['--permission-flags']);
@@ -321,10 +339,33 @@ async function main(): Promise<void> {
     capabilities: { runtime: 'deno', tlsVerifyOff: false },
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    observability: {
+      // Deno.hostname() needs --allow-sys, which the narrow permission set does not grant: no host name then.
+      hostname: denoHostname(),
+      refreshIntervalMs: settings.prometheusRefreshMs,
+      collectors: [processCollector()],
+    },
+    accessLog: settings.accessLog ? writeStdout : undefined,
   });
 
   const proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
+  let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (settings.prometheusPort !== undefined) {
+    try {
+      metricsServer = serve(
+        { fetch: (req) => gateway.obs.serveMetrics(req) },
+        settings.prometheusHost,
+        settings.prometheusPort,
+        'prometheus',
+      );
+    } catch (err) {
+      logger.error(
+        `prometheus: cannot listen on ${settings.prometheusHost}:${settings.prometheusPort} (${(err as Error).message}); metrics are not exported (PROMETHEUS_PORT)`,
+      );
+    }
+  }
 
   let stopping = false;
   const shutdown = (signal: string) => {
@@ -338,7 +379,7 @@ async function main(): Promise<void> {
     }, grace);
     Deno.unrefTimer(force);
     finishShutdown(
-      Promise.all([proxyServer.shutdown(), adminServer.shutdown()]),
+      Promise.all([proxyServer.shutdown(), adminServer.shutdown(), metricsServer?.shutdown()]),
       [gateway, store, forwarder],
       logger,
       (code) => Deno.exit(code),

@@ -144,6 +144,7 @@ async function boot(env: Env): Promise<Booted> {
     ADMIN_ALLOW: vars.ADMIN_ALLOW,
     DATA_ENCRYPTION_KEY: vars.DATA_ENCRYPTION_KEY,
     LOG_LEVEL: vars.LOG_LEVEL,
+    ACCESS_LOG: vars.ACCESS_LOG,
   });
   const logger = levelLogger(settings.logLevel);
   const { store, kv } = await openStore(env, vars, logger);
@@ -159,6 +160,8 @@ async function boot(env: Env): Promise<Booted> {
     // so an address list applies only when ADMIN_ALLOW is set explicitly (the key is the protection).
     adminAllow: vars.ADMIN_ALLOW ? settings.adminAllow : undefined,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // Workers Logs / `wrangler tail` get one line per request. No metrics: a Worker has no scrape target.
+    accessLog: settings.accessLog ? (line) => console.log(line.trimEnd()) : undefined,
   });
   if (!settings.adminKeys) logger.info('ADMIN_KEY is not set: no Admin API (/apisix/admin/* is proxied like any path)');
   const app = settings.adminKeys ? gateway.combined : { fetch: (req: Request, e: Env) => gateway.serveProxy(req, e) };

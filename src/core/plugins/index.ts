@@ -4,6 +4,7 @@ import { ipRestriction } from './ip-restriction.ts';
 import { keyAuth } from './key-auth.ts';
 import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
+import { prometheus } from './prometheus.ts';
 import { proxyRewrite } from './proxy-rewrite.ts';
 import { realIp } from './real-ip.ts';
 import { redirect } from './redirect.ts';
@@ -24,6 +25,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   mocking,
   proxyRewrite,
   responseRewrite,
+  prometheus,
 ];
 
 /**
@@ -38,7 +40,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
  */
 export const HARMLESS_PLUGIN_NAMES: ReadonlySet<string> = new Set([
   // metrics and tracing
-  'prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info',
+  'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info',
   // logging
   'http-logger', 'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'file-logger', 'syslog',
   'sls-logger', 'google-cloud-logging', 'splunk-hec-logging', 'clickhouse-logger', 'loggly',

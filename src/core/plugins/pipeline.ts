@@ -239,6 +239,7 @@ function respond(
     const filters = pick(globals.headerFilter, list.headerFilter);
     if (filters.length) res = headerFilters(ctx, res, filters, env);
   }
+  ctx.responseHeaders = res.headers;
   const bodyFilters =
     globals.bodyFilter.length || list.bodyFilter.length ? pick(globals.bodyFilter, list.bodyFilter) : [];
   const logs = globals.log.length || list.log.length ? pick(globals.log, list.log) : [];
@@ -305,6 +306,7 @@ function streamPhases(
   if (source === null) {
     const tail = bodyFilters.length ? filter(EMPTY_CHUNK, true) : EMPTY_CHUNK;
     // The answer has no body: it is complete once the runtime has its head, right after this returns.
+    if (!NULL_BODY_STATUS.has(res.status)) ctx.bytesSent = tail.byteLength;
     queueMicrotask(log);
     if (tail.byteLength === 0 || NULL_BODY_STATUS.has(res.status)) return res;
     return new Response(tail as Uint8Array<ArrayBuffer>, { status: res.status, headers: res.headers });
@@ -320,7 +322,10 @@ function streamPhases(
           if (done) {
             if (bodyFilters.length) {
               const tail = filter(EMPTY_CHUNK, true);
-              if (tail.byteLength) controller.enqueue(tail);
+              if (tail.byteLength) {
+                ctx.bytesSent += tail.byteLength;
+                controller.enqueue(tail);
+              }
             }
             controller.close();
             log();
@@ -328,6 +333,7 @@ function streamPhases(
           }
           const chunk = bodyFilters.length ? filter(value, false) : value;
           if (chunk.byteLength) {
+            ctx.bytesSent += chunk.byteLength;
             controller.enqueue(chunk);
             return;
           }

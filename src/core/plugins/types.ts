@@ -1,5 +1,6 @@
 import type * as v from 'valibot';
 import type { Logger, RequestContext } from '../context.ts';
+import type { Observability } from '../observability/prometheus.ts';
 
 /**
  * A plugin is one file: a name, a priority, a valibot schema checked when the config is written, and a factory
@@ -49,6 +50,8 @@ export interface PluginEnv {
    * outlive a snapshot (counters) is keyed by it, so that editing an unrelated route resets nothing.
    */
   ownerKey: string;
+  /** The gateway's metrics and loggers (prometheus counts here); undefined outside a gateway. */
+  obs?: Observability;
 }
 
 /**

@@ -10,12 +10,14 @@ import { compileExpr } from '../expr.ts';
 import { type Capabilities, checkPluginConf, type PluginMeta } from '../plugins/check.ts';
 import { isSkippablePlugin, type PluginRegistry } from '../plugins/index.ts';
 import type { CompiledPlugin } from '../plugins/pipeline.ts';
+import type { Observability } from '../observability/prometheus.ts';
 import { isPlainObject } from '../schema/common.ts';
 
 export interface PluginCompileEnv {
   plugins: PluginRegistry;
   capabilities: Capabilities;
   logger: Logger;
+  obs?: Observability;
 }
 
 export interface PluginSet {
@@ -82,7 +84,7 @@ export class PluginCache {
         const { _meta, ...conf } = rawConf as Record<string, unknown>;
         let instance: CompiledPlugin['instance'];
         try {
-          instance = plugin.create(v.parse(plugin.schema, conf), { logger: this.env.logger, ownerKey });
+          instance = plugin.create(v.parse(plugin.schema, conf), { logger: this.env.logger, ownerKey, obs: this.env.obs });
         } catch (err) {
           return {
             plugins: [],

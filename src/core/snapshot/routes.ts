@@ -25,6 +25,8 @@ export interface SharedEntry {
   upstream?: UpstreamConf | null;
   upstreamId?: string;
   hosts?: string[];
+  /** The service's `name` (prometheus `prefer_name`). */
+  name?: string;
   plugins: CompiledPlugin[];
   disabled?: string[];
   blocked?: string;
@@ -65,6 +67,7 @@ export function compileService(
     entry.upstream = upstreams.get(entry.upstreamId) ?? null;
   }
   if (Array.isArray(value.hosts)) entry.hosts = value.hosts.map(String);
+  if (typeof value.name === 'string') entry.name = value.name;
   if (entry.error) problems.push(entry.error);
   return entry;
 }
@@ -189,7 +192,19 @@ export function compileRouteEntry(
       remoteAddrs,
       priority: route.priority ?? 0,
       filter,
-      data: { id, serviceId, pipeline },
+      data: {
+        id,
+        serviceId,
+        pipeline,
+        info: {
+          id,
+          name: route.name ?? '',
+          uri: (route.uris ?? [route.uri!])[0] ?? '',
+          host: hosts?.length === 1 ? hosts[0]! : '',
+          serviceId,
+          serviceName: service?.name ?? '',
+        },
+      },
     };
     return entry;
   } catch (err) {

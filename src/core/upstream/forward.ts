@@ -127,6 +127,8 @@ export async function forward(
   }
 
   let res: Response;
+  ctx.proxied = true;
+  const sent = performance.now();
   try {
     res = await ctx.forward({
       url: target.url,
@@ -144,6 +146,7 @@ export async function forward(
     if (opts?.throwOnConnect && err instanceof UpstreamError && err.kind === 'connect') throw err;
     return failure(err, target);
   }
+  ctx.upstreamLatency = performance.now() - sent;
   if ((res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] !== true) cleanResponseHeaders(res.headers);
   return res;
 }

@@ -52,6 +52,8 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: { read: numbe
     const pathAndQuery = query ? `${path}?${query}` : path;
     for (let attempt = 0; ; attempt++) {
       const node = picker.pick(attempt);
+      ctx.upstreamNode = node.host;
+      ctx.upstreamPort = node.port;
       let hostHeader: string | undefined;
       if (passHost === 'pass') hostHeader = ctx.request.headers.get('host') ?? undefined;
       else if (passHost === 'rewrite') hostHeader = conf.upstream_host;
