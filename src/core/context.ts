@@ -139,6 +139,8 @@ export class RequestContext {
   proxied = false;
   /** Milliseconds from the call upstream to its answer's head (`$upstream_response_time` × 1000). */
   upstreamLatency: number | undefined = undefined;
+  /** Keeps work started for this request (a logger's send) alive after the answer (Workers' `ctx.waitUntil`). */
+  waitUntil: ((work: Promise<unknown>) => void) | undefined = undefined;
   /** The answer's headers as sent (after header_filter), for the log phase. */
   responseHeaders: Headers | undefined = undefined;
   /** Body bytes sent to the client so far (counted when a log handler runs). */

@@ -59,6 +59,8 @@ export interface GatewayOptions {
    * handed over as one JSON line ending in a newline (ACCESS_LOG; the runtimes write it to stdout).
    */
   accessLog?: (line: string) => void;
+  /** Keeps a request's background work (logger sends) alive after its answer: Workers' `ctx.waitUntil`. */
+  waitUntil?: (req: Request, env: ServerEnv) => ((work: Promise<unknown>) => void) | undefined;
   /** Metrics settings (host name, scrape cache, the runtime's connection and process metrics). */
   observability?: ObservabilityOptions;
 }
@@ -182,6 +184,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     return out;
   };
   const getBody = opts.getBody;
+  const waitUntil = opts.waitUntil;
 
   function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
     obs.requests++;
@@ -211,6 +214,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       clientSignal: () => clientSignal(req, env),
       forward: forwarder,
     });
+    if (waitUntil) ctx.waitUntil = waitUntil(req, env);
     ctx.consumers = snap.consumers;
     ctx.metadata = snap.metadata;
     const m = snap.router.match({ method: req.method, host, path, remoteAddr: ctx.clientIp, ctx });

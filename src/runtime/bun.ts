@@ -29,6 +29,7 @@ import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
+import { nodeFileAppender } from './file-appender.ts';
 import { processCollector } from './process-metrics.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
 import {
@@ -121,6 +122,7 @@ async function main(): Promise<void> {
       // Bun.serve reports requests in flight, not connections: `writing` is the closest nginx state.
       connections: () => ({ writing: proxyServer?.pendingRequests ?? 0 }),
       collectors: [processCollector()],
+      files: nodeFileAppender(logger),
     },
     accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
   });

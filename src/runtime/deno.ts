@@ -302,6 +302,33 @@ function denoHostname(): string {
 
 const encoder = new TextEncoder();
 
+/**
+ * file-logger's appender on Deno: a file opened for append per path, written synchronously (small lines). Needs
+ * write permission for the path (`deno task start` grants DATA_DIR only); a refusal is reported once per path.
+ */
+function denoFileAppender(logger: Logger): { append(path: string, text: string): void } {
+  const files = new Map<string, Deno.FsFile>();
+  const failed = new Set<string>();
+  return {
+    append(path, text) {
+      if (failed.has(path)) return;
+      try {
+        let f = files.get(path);
+        if (!f) {
+          f = Deno.openSync(path, { append: true, create: true, mode: 0o600 });
+          files.set(path, f);
+        }
+        const bytes = encoder.encode(text);
+        let off = 0;
+        while (off < bytes.length) off += f.writeSync(bytes.subarray(off));
+      } catch (err) {
+        failed.add(path);
+        logger.error(`file-logger: cannot write ${path}: ${(err as Error).message}`);
+      }
+    },
+  };
+}
+
 /** One access-log line to stdout (synchronous, as console.log is). */
 function writeStdout(line: string): void {
   const bytes = encoder.encode(line);
@@ -344,6 +371,7 @@ async function main(): Promise<void> {
       hostname: denoHostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
       collectors: [processCollector()],
+      files: denoFileAppender(logger),
     },
     accessLog: settings.accessLog ? writeStdout : undefined,
   });

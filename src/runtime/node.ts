@@ -11,6 +11,7 @@ import { createGateway } from '../core/gateway.ts';
 import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { createHardenedServer, getRequestBody } from './node-http.ts';
+import { nodeFileAppender } from './file-appender.ts';
 import { processCollector } from './process-metrics.ts';
 import {
   finishShutdown,
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
       refreshIntervalMs: settings.prometheusRefreshMs,
       connections: () => ({ active: conns.active, accepted: conns.accepted, handled: conns.accepted }),
       collectors: [processCollector()],
+      files: nodeFileAppender(logger),
     },
     accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
   });

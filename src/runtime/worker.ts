@@ -162,11 +162,19 @@ async function boot(env: Env): Promise<Booted> {
     dataEncryptionKeys: settings.dataEncryptionKeys,
     // Workers Logs / `wrangler tail` get one line per request. No metrics: a Worker has no scrape target.
     accessLog: settings.accessLog ? (line) => console.log(line.trimEnd()) : undefined,
+    // Logger sends outlive the answer only through the request's ExecutionContext.
+    waitUntil: (req) => {
+      const ctx = executionContexts.get(req);
+      return ctx ? (work) => ctx.waitUntil(work) : undefined;
+    },
   });
   if (!settings.adminKeys) logger.info('ADMIN_KEY is not set: no Admin API (/apisix/admin/* is proxied like any path)');
   const app = settings.adminKeys ? gateway.combined : { fetch: (req: Request, e: Env) => gateway.serveProxy(req, e) };
   return { gateway, app, kv, logger };
 }
+
+/** The ExecutionContext of each request being served, for GatewayOptions.waitUntil. */
+const executionContexts = new WeakMap<Request, ExecutionContextLike>();
 
 export default {
   async fetch(request: Request, env: Env, ctx: ExecutionContextLike): Promise<Response> {
@@ -192,6 +200,7 @@ export default {
       ctx.waitUntil(fresh);
       await fresh;
     }
+    executionContexts.set(request, ctx);
     return booted.app.fetch(request, env, ctx as ExecutionContext);
   },
 };

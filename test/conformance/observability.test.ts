@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -222,4 +223,163 @@ describe('access log (ACCESS_LOG=on)', () => {
     assert.equal(nf?.response.status, 404);
     assert.equal(nf?.route_id, undefined);
   });
+});
+
+/** A log receiver on loopback: records every POST (path, headers, body); `delayMs` makes it slow to answer. */
+async function logReceiver(delayMs = 0) {
+  const got: { url: string; headers: Record<string, unknown>; body: string }[] = [];
+  const server = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => {
+      body += c;
+    });
+    req.on('end', () => {
+      got.push({ url: req.url ?? '', headers: req.headers, body });
+      setTimeout(() => res.end('ok'), delayMs);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    uri: `http://127.0.0.1:${port}/log`,
+    got,
+    async waitFor(n: number, ms = 8000) {
+      for (let waited = 0; got.length < n && waited < ms; waited += 25) await new Promise((r) => setTimeout(r, 25));
+      return got;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+describe('http-logger (t/plugin/http-logger-json.t)', () => {
+  test('TEST 1: batch_max_size 1, include_req_body → one JSON object whose request.body is the body sent', async () => {
+    const rx = await logReceiver();
+    try {
+      await gw.putRoute('hl1', {
+        uri: '/hl1',
+        plugins: { 'http-logger': { batch_max_size: 1, uri: rx.uri, include_req_body: true } },
+        upstream: echoUpstream(),
+      });
+      const res = await gw.fetch('/hl1', { method: 'POST', body: '{"sample_payload":"hello"}' });
+      assert.equal(res.status, 200);
+      const echoed = (await res.json()) as { body: string };
+      assert.equal(echoed.body, '{"sample_payload":"hello"}', 'the upstream still gets the whole body');
+      const [first] = await rx.waitFor(1);
+      assert.ok(first, 'nothing was logged');
+      assert.equal(first.url, '/log');
+      assert.equal(first.headers['content-type'], 'application/json');
+      assert.ok(first.body.includes('"body":"{\\"sample_payload\\":\\"hello\\"}"'), first.body);
+      const entry = JSON.parse(first.body);
+      assert.equal(entry.route_id, 'hl1');
+      assert.equal(entry.request.method, 'POST');
+    } finally {
+      await rx.close();
+    }
+  });
+
+  test('TEST 2-4: include_resp_body (with include_resp_body_expr) logs the answer body only when the expression holds', async () => {
+    const rx = await logReceiver();
+    try {
+      await gw.putRoute('hl2', {
+        uri: '/hl2',
+        plugins: {
+          'http-logger': { batch_max_size: 1, uri: rx.uri, include_resp_body: true, include_resp_body_expr: [['arg_bar', '==', 'foo']] },
+        },
+        upstream: echoUpstream(),
+      });
+      const hit = await gw.fetch('/hl2?bar=foo');
+      const hitText = await hit.text();
+      await rx.waitFor(1);
+      const miss = await gw.fetch('/hl2?bar=nope');
+      await miss.text();
+      const got = await rx.waitFor(2);
+      const entries = got.map((g) => JSON.parse(g.body));
+      const withBody = entries.find((e) => e.request.uri === '/hl2?bar=foo');
+      const without = entries.find((e) => e.request.uri === '/hl2?bar=nope');
+      assert.equal(withBody?.response.body, hitText);
+      assert.ok(without, JSON.stringify(entries));
+      assert.equal(without.response.body, undefined);
+    } finally {
+      await rx.close();
+    }
+  });
+
+  test('batching: batch_max_size 3 → one POST with a JSON array of 3 entries', async () => {
+    const rx = await logReceiver();
+    try {
+      await gw.putRoute('hl3', { uri: '/hl3', plugins: { 'http-logger': { batch_max_size: 3, uri: rx.uri } }, upstream: echoUpstream() });
+      for (let i = 0; i < 3; i++) await (await gw.fetch(`/hl3?i=${i}`)).text();
+      const [first] = await rx.waitFor(1);
+      const arr = JSON.parse(first!.body);
+      assert.ok(Array.isArray(arr));
+      assert.deepEqual(arr.map((e: { request: { querystring: { i: string } } }) => e.request.querystring.i), ['0', '1', '2']);
+    } finally {
+      await rx.close();
+    }
+  });
+
+  test('a log endpoint that answers after 3 s never delays the client (answer well before it)', async () => {
+    const rx = await logReceiver(3000);
+    try {
+      await gw.putRoute('hl4', { uri: '/hl4', plugins: { 'http-logger': { batch_max_size: 1, uri: rx.uri, timeout: 10 } }, upstream: echoUpstream() });
+      await (await gw.fetch('/hl4')).text(); // warm
+      const started = Date.now();
+      const res = await gw.fetch('/hl4');
+      await res.text();
+      const took = Date.now() - started;
+      assert.equal(res.status, 200);
+      assert.ok(took < 2000, `the client waited ${took} ms`);
+      await rx.waitFor(2);
+    } finally {
+      await rx.close();
+    }
+  });
+
+  test('plugin_metadata log_format: custom entry with unknown variables as null, route_id appended', async () => {
+    const rx = await logReceiver();
+    try {
+      assert.ok((await gw.admin('PUT', '/plugin_metadata/http-logger', { log_format: { host: '$host', client_ip: '$remote_addr', nope: '$no_such_variable' } })).status < 300);
+      await gw.putRoute('hl5', { uri: '/hl5', plugins: { 'http-logger': { batch_max_size: 1, uri: rx.uri } }, upstream: echoUpstream() });
+      await (await gw.fetch('/hl5')).text();
+      const [first] = await rx.waitFor(1);
+      assert.deepEqual(JSON.parse(first!.body), { host: '127.0.0.1', client_ip: '127.0.0.1', nope: null, route_id: 'hl5' });
+    } finally {
+      await gw.admin('DELETE', '/plugin_metadata/http-logger');
+      await rx.close();
+    }
+  });
+});
+
+describe('file-logger (t/plugin/file-logger.t)', () => {
+  test('TEST 2-4: metadata log_format {host, client_ip}; the line decodes to host, client_ip and route_id', {
+    skip: RUNTIME === 'workerd' && 'Workers have no file system (README runtime table)',
+  }, async () => {
+    assert.ok((await gw.admin('PUT', '/plugin_metadata/file-logger', { log_format: { host: '$host', client_ip: '$remote_addr' } })).status < 300);
+    // Inside DATA_DIR: the one directory Deno's narrow permission set may write.
+    const path = join(gw.dataDir, 'file.log');
+    await gw.putRoute('fl1', { uri: '/fl1', plugins: { 'file-logger': { path } }, upstream: echoUpstream() });
+    await (await gw.fetch('/fl1')).text();
+    let text = '';
+    for (let i = 0; i < 100 && !text; i++) {
+      text = await readFile(path, 'utf8').catch(() => '');
+      if (!text) await new Promise((r) => setTimeout(r, 50));
+    }
+    const first = JSON.parse(text.split('\n')[0]!);
+    assert.equal(first.host, '127.0.0.1');
+    assert.equal(first.client_ip, '127.0.0.1');
+    assert.equal(first.route_id, 'fl1');
+    await gw.admin('DELETE', '/plugin_metadata/file-logger');
+  });
+});
+
+test('the Admin API lists the new plugins and serves their schemas', async () => {
+  const list = await gw.admin('GET', '/plugins/list');
+  for (const name of ['prometheus', 'http-logger', 'file-logger']) assert.ok(list.json.includes(name), name);
+  const schema = await gw.admin('GET', '/plugins/http-logger');
+  assert.equal(schema.status, 200);
+  assert.ok(schema.text.includes('uri'));
 });

@@ -14,6 +14,9 @@ import { createGateway, type Gateway } from '../../src/core/gateway.ts';
 import { compileLogFormat, isSecretName } from '../../src/core/observability/log-entry.ts';
 import { escapeLabelValue, labelText, MetricsRegistry } from '../../src/core/observability/metrics.ts';
 import { LATENCY_BUCKETS } from '../../src/core/observability/prometheus.ts';
+import { BatchProcessor, type BatchConf } from '../../src/core/observability/batch.ts';
+import { fileLogger } from '../../src/core/plugins/file-logger.ts';
+import { httpLogger } from '../../src/core/plugins/http-logger.ts';
 import { prometheus } from '../../src/core/plugins/prometheus.ts';
 import { createNodeForwarder, type NodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
@@ -323,5 +326,108 @@ describe('log_format', () => {
       route_id: '8',
       service_id: undefined,
     });
+  });
+});
+
+describe('batch processor (apisix/utils/batch-processor.lua)', () => {
+  const conf = (over: Partial<BatchConf> = {}): BatchConf => ({
+    name: 'test logger',
+    batch_max_size: 1000,
+    inactive_timeout: 5,
+    buffer_duration: 60,
+    max_retry_count: 0,
+    retry_delay: 0,
+    ...over,
+  });
+  const recording = () => {
+    const logged: string[] = [];
+    const logger = {
+      info() {},
+      warn: (m: string) => logged.push(`warn ${m}`),
+      error: (m: string, f?: Record<string, unknown>) => logged.push(`error ${m} ${JSON.stringify(f)}`),
+    };
+    return { logged, logger };
+  };
+
+  it('sends a batch as soon as it reaches batch_max_size; the rest after inactive_timeout', async () => {
+    const batches: number[][] = [];
+    const { logger } = recording();
+    const p = new BatchProcessor<number>(conf({ batch_max_size: 3, inactive_timeout: 1 }), async (e) => void batches.push(e), logger);
+    for (let i = 0; i < 4; i++) p.push(i);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(batches, [[0, 1, 2]]);
+    const last = p.push(4);
+    await last;
+    assert.deepEqual(batches, [[0, 1, 2], [3, 4]]);
+    assert.equal(p.stats.sent, 5);
+    assert.equal(p.stats.pending, 0);
+  });
+
+  it('retries max_retry_count times retry_delay apart, then drops the batch with an error log', async () => {
+    let calls = 0;
+    const { logged, logger } = recording();
+    const p = new BatchProcessor<number>(
+      conf({ batch_max_size: 2, max_retry_count: 2, retry_delay: 0 }),
+      async () => {
+        calls++;
+        throw new Error('connection refused');
+      },
+      logger,
+    );
+    p.push(1);
+    await p.push(2);
+    assert.equal(calls, 3);
+    assert.equal(p.stats.droppedFailed, 2);
+    assert.ok(logged.some((l) => l.includes('batch of 2 log entries dropped: connection refused (exceeded the max_retry_count)')), logged.join('\n'));
+  });
+
+  it('an endpoint that is down under load: memory bounded by max_pending_entries, drops counted and logged', async () => {
+    const { logged, logger } = recording();
+    const hung: (() => void)[] = [];
+    // Every send hangs (an endpoint that accepts and never answers) until released.
+    const p = new BatchProcessor<{ i: number }>(
+      conf({ batch_max_size: 100 }),
+      () => new Promise<void>((_, reject) => hung.push(() => reject(new Error('timeout')))),
+      logger,
+      1000,
+    );
+    for (let i = 0; i < 50_000; i++) p.push({ i });
+    assert.equal(p.stats.pending, 1000);
+    assert.equal(p.stats.droppedFull, 49_000);
+    const errs = logged.filter((l) => l.includes('backlog of 1000 is full'));
+    assert.equal(errs.length, 1, 'reported at most once a second');
+    assert.match(errs[0]!, /"dropped":1,"dropped_total":1/);
+    for (const release of hung) release();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(p.stats.pending, 0);
+    assert.equal(p.stats.droppedFailed, 1000);
+    assert.ok(p.push({ i: -1 }) !== undefined, 'room again once the backlog drained');
+  });
+});
+
+describe('logger schemas', () => {
+  it('http-logger: APISIX defaults; uri required', () => {
+    const c = v.parse(httpLogger.schema, { uri: 'http://127.0.0.1:1980/log' });
+    assert.equal(c.timeout, 3);
+    assert.equal(c.name, 'http logger');
+    assert.equal(c.batch_max_size, 1000);
+    assert.equal(c.inactive_timeout, 5);
+    assert.equal(c.buffer_duration, 60);
+    assert.equal(c.max_retry_count, 0);
+    assert.equal(c.retry_delay, 1);
+    assert.equal(c.concat_method, 'json');
+    assert.equal(c.include_req_body, false);
+    assert.equal(c.max_req_body_bytes, 524288);
+    assert.equal(v.safeParse(httpLogger.schema, {}).success, false);
+    assert.equal(v.safeParse(httpLogger.schema, { uri: '127.0.0.1:1980/log' }).success, false);
+    assert.equal(v.safeParse(httpLogger.schema, { uri: 'http://x', inactive_timeout: 0 }).success, false);
+    assert.deepEqual(httpLogger.secretFields, ['auth_header']);
+    assert.equal(httpLogger.priority, 410);
+    assert.equal((v.parse(httpLogger.metadataSchema!, {}) as { max_pending_entries: number }).max_pending_entries, 8192);
+  });
+  it('file-logger: priority 399, match at most 20 rules', () => {
+    assert.equal(fileLogger.priority, 399);
+    assert.equal(v.safeParse(fileLogger.schema, { path: 'a.log', match: [['arg_x', '==', '1']] }).success, true);
+    assert.equal(v.safeParse(fileLogger.schema, { path: 'a.log', match: Array(21).fill(['arg_x', '==', '1']) }).success, false);
   });
 });

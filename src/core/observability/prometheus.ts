@@ -50,6 +50,14 @@ export interface ObservabilityOptions {
   etcdReachable?: () => boolean;
   /** Further families computed at render time (process metrics of the runtime). */
   collectors?: readonly Collector[];
+  /** The runtime's file appender (file-logger); undefined where there is no file system (Workers). */
+  files?: FileAppender;
+}
+
+/** Appends lines to files (file-logger), in order, without blocking the event loop for long. */
+export interface FileAppender {
+  /** Append `text` to the file at `path` (opened in append mode, created when missing, kept open). */
+  append(path: string, text: string): void;
 }
 
 const NO_ROUTE: RouteInfo = { id: '', name: '', uri: '', host: '', serviceId: '', serviceName: '' };
@@ -248,12 +256,17 @@ export class Observability {
   readonly http: HttpMetrics;
   /** Every request the proxy got (`apisix_http_requests_total`). */
   requests = 0;
+  /** Host name of this node (log entries' `server.hostname`, `apisix_node_info`). */
+  readonly hostname: string;
+  readonly files: FileAppender | undefined;
   private cached: { text: string; at: number } | undefined;
   private rendering: Promise<string> | undefined;
   private readonly refreshMs: number;
 
   constructor(private readonly opts: ObservabilityOptions = {}) {
     this.http = new HttpMetrics(this.registry);
+    this.hostname = opts.hostname ?? '';
+    this.files = opts.files;
     this.refreshMs = opts.refreshIntervalMs ?? 15_000;
     const gauges: Collector = {
       collect: (out) => {

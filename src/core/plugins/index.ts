@@ -4,6 +4,8 @@ import { ipRestriction } from './ip-restriction.ts';
 import { keyAuth } from './key-auth.ts';
 import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
+import { fileLogger } from './file-logger.ts';
+import { httpLogger } from './http-logger.ts';
 import { prometheus } from './prometheus.ts';
 import { proxyRewrite } from './proxy-rewrite.ts';
 import { realIp } from './real-ip.ts';
@@ -26,6 +28,8 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   proxyRewrite,
   responseRewrite,
   prometheus,
+  httpLogger,
+  fileLogger,
 ];
 
 /**
@@ -42,7 +46,7 @@ export const HARMLESS_PLUGIN_NAMES: ReadonlySet<string> = new Set([
   // metrics and tracing
   'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info',
   // logging
-  'http-logger', 'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'file-logger', 'syslog',
+  'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'syslog',
   'sls-logger', 'google-cloud-logging', 'splunk-hec-logging', 'clickhouse-logger', 'loggly',
   'elasticsearch-logger', 'tencent-cloud-cls', 'loki-logger', 'skywalking-logger', 'error-log-logger', 'log-rotate',
 ]);
