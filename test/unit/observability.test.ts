@@ -12,7 +12,7 @@ import * as v from 'valibot';
 import { type RequestContext, silentLogger } from '../../src/core/context.ts';
 import { createGateway, type Gateway } from '../../src/core/gateway.ts';
 import { compileLogFormat, isSecretName } from '../../src/core/observability/log-entry.ts';
-import { escapeLabelValue, labelText, MetricsRegistry } from '../../src/core/observability/metrics.ts';
+import { chunksText, escapeLabelValue, labelText, MetricsRegistry } from '../../src/core/observability/metrics.ts';
 import { LATENCY_BUCKETS } from '../../src/core/observability/prometheus.ts';
 import { BatchProcessor, type BatchConf } from '../../src/core/observability/batch.ts';
 import { fileLogger } from '../../src/core/plugins/file-logger.ts';
@@ -62,7 +62,7 @@ describe('exposition format', () => {
     const h = r.histogram('t_ms', 'latency', [1, 5, 10]);
     const s = h.get('a="1"');
     for (const x of [0.5, 3, 3, 7, 100]) s.observe(x);
-    const text = await r.render();
+    const text = chunksText(await r.render());
     assert.match(text, /^# HELP t_total help\\nwith newline\n# TYPE t_total counter\nt_total\{a="1"\} 3\n/);
     assert.match(text, /# TYPE t_ms histogram\n/);
     assert.match(text, /t_ms_bucket\{a="1",le="1"\} 1\nt_ms_bucket\{a="1",le="5"\} 3\nt_ms_bucket\{a="1",le="10"\} 4\nt_ms_bucket\{a="1",le="\+Inf"\} 5\nt_ms_sum\{a="1"\} 113.5\nt_ms_count\{a="1"\} 5\n/);
@@ -74,10 +74,12 @@ describe('exposition format', () => {
     const c = r.counter('many', 'x');
     for (let i = 0; i < 100_000; i++) c.get(`route="${i}"`).value = i;
     let pauses = 0;
-    const text = await r.render(async () => {
-      pauses++;
-      await new Promise((res) => setImmediate(res));
-    });
+    const text = chunksText(
+      await r.render(async () => {
+        pauses++;
+        await new Promise((res) => setImmediate(res));
+      }),
+    );
     assert.ok(pauses >= 40, `paused ${pauses} times`);
     assert.equal(text.split('\n').filter((l) => l.startsWith('many{')).length, 100_000);
   });

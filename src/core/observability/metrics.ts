@@ -98,7 +98,7 @@ export interface Collector {
 }
 
 /** How many series are rendered between two yields to the event loop. */
-const SLICE = 2000;
+const SLICE = 250;
 
 export class MetricsRegistry {
   private readonly families: (Family<Series> | Family<HistogramSeries>)[] = [];
@@ -128,12 +128,19 @@ export class MetricsRegistry {
   }
 
   /**
-   * The exposition text. `yieldEvery` > 0 awaits `pause()` after that many series, so a large registry is
-   * rendered in slices between which requests are served.
+   * The exposition text as UTF-8 chunks (one per slice: joining one string of many MB costs more than building
+   * it). `yieldEvery` > 0 awaits `pause()` after that many series, so a large registry is rendered in slices between
+   * which requests are served.
    */
-  async render(pause: () => Promise<void> = macrotask, yieldEvery = SLICE): Promise<string> {
-    const out: string[] = [];
+  async render(pause: () => Promise<void> = macrotask, yieldEvery = SLICE): Promise<Uint8Array[]> {
+    const chunks: Uint8Array[] = [];
+    let out: string[] = [];
     let done = 0;
+    const cut = async () => {
+      chunks.push(encoder.encode(out.join('')));
+      out = [];
+      await pause();
+    };
     for (const f of this.families) {
       if (f.series.size === 0) continue;
       out.push(`# HELP ${f.name} ${escapeHelp(f.help)}\n# TYPE ${f.name} ${f.kind}\n`);
@@ -141,28 +148,40 @@ export class MetricsRegistry {
         const les = f.bounds.map((b) => formatValue(b));
         for (const s of f.series.values() as Iterable<HistogramSeries>) {
           const sep = s.labels ? ',' : '';
+          const pre = `${f.name}_bucket{${s.labels}${sep}le="`;
           let acc = 0;
           let text = '';
           for (let i = 0; i < les.length; i++) {
             acc += s.counts[i]!;
-            text += `${f.name}_bucket{${s.labels}${sep}le="${les[i]}"} ${acc}\n`;
+            text += `${pre}${les[i]}"} ${acc}\n`;
           }
-          text += `${f.name}_bucket{${s.labels}${sep}le="+Inf"} ${s.count}\n`;
+          text += `${pre}+Inf"} ${s.count}\n`;
           const l = s.labels ? `{${s.labels}}` : '';
           text += `${f.name}_sum${l} ${formatValue(s.sum)}\n${f.name}_count${l} ${s.count}\n`;
           out.push(text);
-          if (yieldEvery > 0 && ++done % yieldEvery === 0) await pause();
+          if (yieldEvery > 0 && ++done % yieldEvery === 0) await cut();
         }
       } else {
         for (const s of f.series.values() as Iterable<Series>) {
           out.push(s.labels ? `${f.name}{${s.labels}} ${formatValue(s.value)}\n` : `${f.name} ${formatValue(s.value)}\n`);
-          if (yieldEvery > 0 && ++done % yieldEvery === 0) await pause();
+          if (yieldEvery > 0 && ++done % yieldEvery === 0) await cut();
         }
       }
     }
     for (const c of this.collectors) c.collect(out);
-    return out.join('');
+    chunks.push(encoder.encode(out.join('')));
+    return chunks;
   }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The chunks of {@link MetricsRegistry.render} as one string (tests, small registries). */
+export function chunksText(chunks: readonly Uint8Array[]): string {
+  let s = '';
+  for (const c of chunks) s += decoder.decode(c);
+  return s;
 }
 
 /** Yield to the event loop (a timer turn, so I/O callbacks run in between). */

@@ -9,6 +9,7 @@
 import type { RequestContext, RouteInfo } from '../context.ts';
 import { FNGATE_VERSION } from '../version.ts';
 import {
+  chunksText,
   type Collector,
   type Family,
   formatValue,
@@ -259,8 +260,8 @@ export class Observability {
   /** Host name of this node (log entries' `server.hostname`, `apisix_node_info`). */
   readonly hostname: string;
   readonly files: FileAppender | undefined;
-  private cached: { text: string; at: number } | undefined;
-  private rendering: Promise<string> | undefined;
+  private cached: { chunks: Uint8Array[]; at: number } | undefined;
+  private rendering: Promise<Uint8Array[]> | undefined;
   private readonly refreshMs: number;
 
   constructor(private readonly opts: ObservabilityOptions = {}) {
@@ -295,16 +296,16 @@ export class Observability {
     for (const c of opts.collectors ?? []) this.registry.addCollector(c);
   }
 
-  /** The exposition text, rendered at most once per refresh interval (concurrent scrapes share one render). */
-  async metricsText(): Promise<string> {
+  /** The exposition text as UTF-8 chunks, rendered at most once per refresh interval (concurrent scrapes share one render). */
+  async metricsChunks(): Promise<Uint8Array[]> {
     const now = Date.now();
-    if (this.cached && now - this.cached.at < this.refreshMs) return this.cached.text;
+    if (this.cached && now - this.cached.at < this.refreshMs) return this.cached.chunks;
     if (!this.rendering) {
       this.rendering = this.registry.render().then(
-        (text) => {
-          this.cached = { text, at: Date.now() };
+        (chunks) => {
+          this.cached = { chunks, at: Date.now() };
           this.rendering = undefined;
-          return text;
+          return chunks;
         },
         (err) => {
           this.rendering = undefined;
@@ -313,6 +314,11 @@ export class Observability {
       );
     }
     return this.rendering;
+  }
+
+  /** The exposition text as one string. */
+  async metricsText(): Promise<string> {
+    return chunksText(await this.metricsChunks());
   }
 
   /**
@@ -327,8 +333,8 @@ export class Observability {
     if ((req.method !== 'GET' && req.method !== 'HEAD') || path !== '/apisix/prometheus/metrics') {
       return new Response(null, { status: 404 });
     }
-    const text = await this.metricsText();
-    return new Response(req.method === 'HEAD' ? null : text, {
+    const chunks = await this.metricsChunks();
+    return new Response(req.method === 'HEAD' ? null : new Blob(chunks as Uint8Array<ArrayBuffer>[]), {
       status: 200,
       headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' },
     });
