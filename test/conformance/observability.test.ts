@@ -383,3 +383,79 @@ test('the Admin API lists the new plugins and serves their schemas', async () =>
   assert.equal(schema.status, 200);
   assert.ok(schema.text.includes('uri'));
 });
+
+describe('opentelemetry (t/plugin/opentelemetry.t)', () => {
+  test('traceparent is continued to the upstream and the sampled span reaches an OTLP/HTTP receiver, decoded', async () => {
+    const rx = await logReceiver();
+    try {
+      const address = new URL(rx.uri).host;
+      assert.ok(
+        (await gw.admin('PUT', '/plugin_metadata/opentelemetry', { collector: { address }, batch_span_processor: { max_export_batch_size: 1 } })).status < 300,
+      );
+      await gw.putRoute('ot1', { uri: '/ot1', name: 'traced', plugins: { opentelemetry: { sampler: { name: 'always_on' } } }, upstream: echoUpstream() });
+      const trace = '4bf92f3577b34da6a3ce929d0e0e4736';
+      const parent = '00f067aa0ba902b7';
+      const res = await gw.fetch('/ot1', { headers: { traceparent: `00-${trace}-${parent}-01` } });
+      assert.equal(res.status, 200);
+      const echoed = (await res.json()) as { headers: Record<string, string> };
+      const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(echoed.headers.traceparent ?? '');
+      assert.ok(m, `upstream got traceparent ${echoed.headers.traceparent}`);
+      assert.equal(m[1], trace, 'the trace is continued');
+      assert.notEqual(m[2], parent, "the gateway's own span is the upstream's parent");
+      const [post] = await rx.waitFor(1);
+      assert.ok(post, 'no span exported');
+      assert.equal(post.url, '/v1/traces');
+      assert.equal(post.headers['content-type'], 'application/json');
+      const body = JSON.parse(post.body);
+      const span = body.resourceSpans[0].scopeSpans[0].spans[0];
+      assert.equal(span.traceId, trace);
+      assert.equal(span.spanId, m[2]);
+      assert.equal(span.parentSpanId, parent);
+      assert.equal(span.kind, 2);
+      assert.equal(span.name, 'GET /ot1');
+      const attrs = Object.fromEntries(span.attributes.map((a: { key: string; value: Record<string, string> }) => [a.key, Object.values(a.value)[0]]));
+      assert.equal(attrs['http.status_code'], '200');
+      assert.equal(attrs['apisix.route_id'], 'ot1');
+      assert.equal(attrs['apisix.route_name'], 'traced');
+      assert.ok(BigInt(span.endTimeUnixNano) >= BigInt(span.startTimeUnixNano));
+    } finally {
+      await gw.admin('DELETE', '/plugin_metadata/opentelemetry');
+      await rx.close();
+    }
+  });
+
+  test('sampler always_off (the default): traceparent still sent (flags 00), nothing exported', async () => {
+    const rx = await logReceiver();
+    try {
+      assert.ok((await gw.admin('PUT', '/plugin_metadata/opentelemetry', { collector: { address: new URL(rx.uri).host }, batch_span_processor: { max_export_batch_size: 1 } })).status < 300);
+      await gw.putRoute('ot2', { uri: '/ot2', plugins: { opentelemetry: {} }, upstream: echoUpstream() });
+      const res = await gw.fetch('/ot2');
+      const echoed = (await res.json()) as { headers: Record<string, string> };
+      assert.match(echoed.headers.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(rx.got.length, 0);
+    } finally {
+      await gw.admin('DELETE', '/plugin_metadata/opentelemetry');
+      await rx.close();
+    }
+  });
+
+  test('parent_base follows the parent: a sampled parent is exported, an unsampled one is not', async () => {
+    const rx = await logReceiver();
+    try {
+      assert.ok((await gw.admin('PUT', '/plugin_metadata/opentelemetry', { collector: { address: new URL(rx.uri).host }, batch_span_processor: { max_export_batch_size: 1 } })).status < 300);
+      await gw.putRoute('ot3', { uri: '/ot3', plugins: { opentelemetry: { sampler: { name: 'parent_base', options: { root: { name: 'always_off' } } } } }, upstream: echoUpstream() });
+      const no = await gw.fetch('/ot3', { headers: { traceparent: `00-${'a'.repeat(32)}-${'b'.repeat(16)}-00` } });
+      await no.text();
+      const yes = await gw.fetch('/ot3', { headers: { traceparent: `00-${'c'.repeat(32)}-${'d'.repeat(16)}-01` } });
+      await yes.text();
+      const got = await rx.waitFor(1);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(got.length, 1);
+      assert.equal(JSON.parse(got[0]!.body).resourceSpans[0].scopeSpans[0].spans[0].traceId, 'c'.repeat(32));
+    } finally {
+      await gw.admin('DELETE', '/plugin_metadata/opentelemetry');
+      await rx.close();
+    }
+  });
+});

@@ -237,13 +237,18 @@ export function requestLength(ctx: RequestContext): number {
   // "GET /path?query HTTP/1.1\r\n" and the blank line ending the head.
   let n = ctx.method.length + ctx.rawPath.length + (ctx.query ? ctx.query.length + 1 : 0) + 13;
   const raw = ctx.rawHeaders;
+  let cl: string | null = null;
   if (raw !== undefined) {
-    for (let i = 0; i < raw.length; i++) n += raw[i]!.length;
-    n += (raw.length / 2) * 4; // ": " and "\r\n"
+    // Not ctx.request.headers: on Node that makes @hono/node-server build a Headers object from the raw list.
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      n += name.length + raw[i + 1]!.length + 4; // ": " and "\r\n"
+      if (name.length === 14 && name.toLowerCase() === 'content-length') cl = raw[i + 1]!;
+    }
   } else {
     for (const [k, v] of ctx.request.headers) n += k.length + v.length + 4;
+    cl = ctx.request.headers.get('content-length');
   }
-  const cl = ctx.request.headers.get('content-length');
   if (cl !== null) {
     const len = Number(cl);
     if (Number.isFinite(len)) n += len;

@@ -6,6 +6,7 @@ import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
 import { fileLogger } from './file-logger.ts';
 import { httpLogger } from './http-logger.ts';
+import { opentelemetry } from './opentelemetry.ts';
 import { prometheus } from './prometheus.ts';
 import { proxyRewrite } from './proxy-rewrite.ts';
 import { realIp } from './real-ip.ts';
@@ -30,6 +31,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   prometheus,
   httpLogger,
   fileLogger,
+  opentelemetry,
 ];
 
 /**
@@ -44,7 +46,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
  */
 export const HARMLESS_PLUGIN_NAMES: ReadonlySet<string> = new Set([
   // metrics and tracing
-  'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info',
+  'zipkin', 'skywalking', 'datadog', 'node-status', 'server-info',
   // logging
   'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'syslog',
   'sls-logger', 'google-cloud-logging', 'splunk-hec-logging', 'clickhouse-logger', 'loggly',
