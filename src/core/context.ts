@@ -141,8 +141,9 @@ export class RequestContext {
   upstreamLatency: number | undefined = undefined;
   /** Keeps work started for this request (a logger's send) alive after the answer (Workers' `ctx.waitUntil`). */
   waitUntil: ((work: Promise<unknown>) => void) | undefined = undefined;
-  /** The answer's headers as sent (after header_filter), for the log phase. */
-  responseHeaders: Headers | undefined = undefined;
+  /** The answer as sent (after header_filter), for the log phase (read its headers only when needed: on Node
+   * reading them makes the runtime's Response build a Headers object). */
+  response: Response | undefined = undefined;
   /** Body bytes sent to the client so far (counted when a log handler runs). */
   bytesSent = 0;
   /** The consumer an auth plugin attached (undefined: anonymous). */

@@ -101,7 +101,7 @@ export function fullLogEntry(ctx: RequestContext, env: LogEnv, opts: EntryOption
   if (opts.reqBody !== undefined) request.body = opts.reqBody;
   const response: Record<string, unknown> = {
     status: ctx.status,
-    headers: ctx.responseHeaders ? headerObject(ctx.responseHeaders) : {},
+    headers: ctx.response ? headerObject(ctx.response.headers) : {},
     size: ctx.bytesSent,
   };
   if (opts.respBody !== undefined) response.body = opts.respBody;

@@ -13,6 +13,7 @@
  */
 import type { ConsumerInfo, Handler, Logger, RequestContext } from '../context.ts';
 import { exitBody, NULL_BODY_STATUS, pluginExit } from '../errors.ts';
+import { BODY_LENGTH } from '../upstream/headers.ts';
 import type { Expr } from '../expr.ts';
 import type { PhaseHandler, PhaseResult, PluginInstance, ResponseHead } from './types.ts';
 
@@ -239,7 +240,7 @@ function respond(
     const filters = pick(globals.headerFilter, list.headerFilter);
     if (filters.length) res = headerFilters(ctx, res, filters, env);
   }
-  ctx.responseHeaders = res.headers;
+  ctx.response = res;
   const bodyFilters =
     globals.bodyFilter.length || list.bodyFilter.length ? pick(globals.bodyFilter, list.bodyFilter) : [];
   const logs = globals.log.length || list.log.length ? pick(globals.log, list.log) : [];
@@ -306,7 +307,8 @@ function streamPhases(
   if (bodyFilters.length === 0 && source !== null) {
     // Log handlers only, and the body's length is known: log once the head is handed over rather than wrap the body
     // in a JavaScript stream (which costs the runtimes their native piping of the upstream's body: bench/observability.ts).
-    const declared = res.headers.get('content-length');
+    // The forwarder's note of the length first: reading res.headers makes Node's Response build a Headers object.
+    const declared = (res as { [BODY_LENGTH]?: string })[BODY_LENGTH] ?? res.headers.get('content-length');
     if (declared !== null && /^\d{1,15}$/.test(declared)) {
       ctx.bytesSent = Number(declared);
       queueMicrotask(log);
