@@ -32,6 +32,8 @@ const { values: flags } = parseArgs({
     runtimes: { type: 'string', default: 'node,bun' },
     routes: { type: 'string', default: '10000' },
     sections: { type: 'string', default: 'prometheus,accesslog,scrape' },
+    /** The global rule's plugins for section 1 (JSON): compare another plugin's cost on the same path. */
+    global: { type: 'string', default: '{"prometheus":{}}' },
   },
 });
 const PAIRS = Number(flags.pairs);
@@ -132,7 +134,7 @@ async function main() {
           for (let i = 0; i < PAIRS; i++) {
             const order = i % 2 === 0 ? ['A', 'B'] : ['B', 'A'];
             for (const which of order) {
-              if (which === 'B') await adminCall(gw, 'PUT', '/global_rules/prom', { plugins: { prometheus: {} } });
+              if (which === 'B') await adminCall(gw, 'PUT', '/global_rules/prom', { plugins: JSON.parse(flags.global!) });
               else await adminCall(gw, 'DELETE', '/global_rules/prom');
               await sleep(200);
               (which === 'A' ? a : b).push(await slice(gw, url));
@@ -143,7 +145,7 @@ async function main() {
           await stop(gw);
         }
       }
-      console.log(`\n### prometheus as a global rule, ${PAIRS} paired ${SLICE} s slices on one gateway (16 connections)\n`);
+      console.log(`\n### ${flags.global} as a global rule, ${PAIRS} paired ${SLICE} s slices on one gateway (16 connections)\n`);
       console.log(markdownTable(['runtime', 'without, CPU µs/req', 'with, CPU µs/req', 'B ÷ A (median [min–max])'], rows));
     }
 
