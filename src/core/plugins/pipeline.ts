@@ -303,18 +303,19 @@ function streamPhases(
     return out;
   };
   if (bodyFilters.length) res.headers.delete('content-length');
-  const source = res.body;
-  if (bodyFilters.length === 0 && source !== null) {
+  if (bodyFilters.length === 0) {
     // Log handlers only, and the body's length is known: log once the head is handed over rather than wrap the body
-    // in a JavaScript stream (which costs the runtimes their native piping of the upstream's body: bench/observability.ts).
-    // The forwarder's note of the length first: reading res.headers makes Node's Response build a Headers object.
+    // in a JavaScript stream, which costs the runtimes their native piping of the upstream's body. The forwarder's
+    // note of the length first: reading res.body or res.headers makes Node's Response build a full undici Response
+    // (bench/observability.ts).
     const declared = (res as { [BODY_LENGTH]?: string })[BODY_LENGTH] ?? res.headers.get('content-length');
     if (declared !== null && /^\d{1,15}$/.test(declared)) {
-      ctx.bytesSent = Number(declared);
+      if (!NULL_BODY_STATUS.has(res.status) && ctx.method !== 'HEAD') ctx.bytesSent = Number(declared);
       queueMicrotask(log);
       return res;
     }
   }
+  const source = res.body;
   if (source === null) {
     const tail = bodyFilters.length ? filter(EMPTY_CHUNK, true) : EMPTY_CHUNK;
     // The answer has no body: it is complete once the runtime has its head, right after this returns.
