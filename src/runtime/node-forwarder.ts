@@ -38,7 +38,7 @@
  */
 import { Agent, util as undiciUtil } from 'undici';
 import type { Dispatcher } from 'undici';
-import { connectionTokens, isHopByHop, markCleaned } from '../core/upstream/headers.ts';
+import { BODY_LENGTH, connectionTokens, isHopByHop, markCleaned } from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
 import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
@@ -192,7 +192,10 @@ function headersOf(raw: Buffer[]): Headers {
 
 function newResponse(body: BodyInit | null, status: number, headers: ResponseHeaders): Response {
   const res = new Response(body, { status, headers });
-  return headers instanceof Headers ? res : markCleaned(res);
+  if (headers instanceof Headers) return res;
+  const cl = headers['content-length'];
+  if (typeof cl === 'string') (res as { [BODY_LENGTH]?: string })[BODY_LENGTH] = cl;
+  return markCleaned(res);
 }
 
 /**
