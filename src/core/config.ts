@@ -4,8 +4,9 @@
  * resolved here, once, not per request; a rebuild recompiles only what changed or depends on what changed.
  */
 import type { StoreState } from '../store/types.ts';
-import type { ConsumerIndex, Logger } from './context.ts';
+import type { ConsumerIndex, Logger, RouteInfo } from './context.ts';
 import type { LimitBackends } from './limits/backend.ts';
+import type { Observability } from './observability/prometheus.ts';
 import type { Capabilities } from './plugins/check.ts';
 import type { PluginRegistry } from './plugins/index.ts';
 import type { PluginList, RoutePipeline } from './plugins/pipeline.ts';
@@ -28,6 +29,8 @@ export interface CompiledRoute {
   /** The route's `service_id` ('' without one). */
   serviceId: string;
   pipeline: RoutePipeline;
+  /** What observability reports of the route (names, matched pattern); the same object while the route is unchanged. */
+  info: RouteInfo;
 }
 
 /** One immutable, compiled view of the config. Swapped in one assignment; requests keep the one they started with. */
@@ -50,6 +53,7 @@ export interface CompileEnv {
   prefix: string;
   /** The gateway's rate-limit state (kept across snapshots); default: a local-only one per compiler. */
   limits?: LimitBackends;
+  obs?: Observability;
 }
 
 interface UpstreamEntry {

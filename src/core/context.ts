@@ -53,6 +53,23 @@ export interface UpstreamOverlay {
   host?: string;
 }
 
+/**
+ * A matched route as metrics and logs name it, fixed at config time (one object per compiled route, kept while
+ * the route is unchanged, so per-route state can be looked up by identity).
+ */
+export interface RouteInfo {
+  id: string;
+  /** The route's `name` ('' without one). */
+  name: string;
+  /** The route's path pattern (APISIX `matched_uri`; the first of `uris`). */
+  uri: string;
+  /** The route's host pattern when it has exactly one (`matched_host`), else ''. */
+  host: string;
+  serviceId: string;
+  /** The service's `name` ('' without one). */
+  serviceName: string;
+}
+
 /** Where {@link RequestContext.requestId} keeps the id (a var name no template can spell). */
 const REQUEST_ID_VAR = ' request_id';
 
@@ -112,6 +129,23 @@ export class RequestContext {
   routeId = '';
   /** `service_id` of the matched route; '' without one. */
   serviceId = '';
+  /** The matched route (undefined: nothing matched). */
+  route: RouteInfo | undefined = undefined;
+  /** Host (IP) of the upstream node the request went to (prometheus `node`); '' when none (a function, an exit). */
+  upstreamNode = '';
+  /** Port of that node. */
+  upstreamPort = 0;
+  /** The call upstream was made (APISIX: proxied), whether or not an answer came. */
+  proxied = false;
+  /** Milliseconds from the call upstream to its answer's head (`$upstream_response_time` × 1000). */
+  upstreamLatency: number | undefined = undefined;
+  /** Keeps work started for this request (a logger's send) alive after the answer (Workers' `ctx.waitUntil`). */
+  waitUntil: ((work: Promise<unknown>) => void) | undefined = undefined;
+  /** The answer as sent (after header_filter), for the log phase (read its headers only when needed: on Node
+   * reading them makes the runtime's Response build a Headers object). */
+  response: Response | undefined = undefined;
+  /** Body bytes sent to the client so far (counted when a log handler runs). */
+  bytesSent = 0;
   /** The consumer an auth plugin attached (undefined: anonymous). */
   consumer: ConsumerInfo | undefined = undefined;
   /** Upstream call edits (method, path, query, host). */
@@ -257,6 +291,16 @@ export class RequestContext {
         return this.consumer?.groupId;
       case 'upstream_status':
         return this.upstreamStatus;
+      case 'upstream_addr':
+        return this.upstreamNode ? `${this.upstreamNode}:${this.upstreamPort}` : undefined;
+      case 'upstream_response_time':
+        return this.upstreamLatency === undefined ? undefined : Math.round(this.upstreamLatency) / 1000;
+      case 'bytes_sent':
+        return this.bytesSent;
+      case 'route_name':
+        return this.route?.name || undefined;
+      case 'service_name':
+        return this.route?.serviceName || undefined;
       case 'status':
         return this.status || undefined;
       case 'content_type':

@@ -5,9 +5,11 @@ import { createAdmin } from './admin/index.ts';
 import { createSnapshotCompiler, type Snapshot } from './config.ts';
 import { consoleLogger, type Logger, RequestContext } from './context.ts';
 import { errorResponse } from './errors.ts';
+import { Observability, type ObservabilityOptions } from './observability/prometheus.ts';
 import { pluginRegistry } from './plugins/index.ts';
 import { type Capabilities, FULL_CAPABILITIES } from './plugins/check.ts';
-import { runPipeline } from './plugins/pipeline.ts';
+import { type CompiledPlugin, type PluginList, pluginList, runPipeline } from './plugins/pipeline.ts';
+import { fullLogEntry } from './observability/log-entry.ts';
 import type { AnyPlugin } from './plugins/types.ts';
 import { hostOf } from './router/host.ts';
 import { normalizePath } from './router/path.ts';
@@ -61,6 +63,15 @@ export interface GatewayOptions {
    * the resulting state for its whole life (PluginEnv.limits), so counters survive config changes.
    */
   limits?: LimitBackendsOptions;
+  /**
+   * The access log: when set, every request's APISIX log entry (apisix-wave2.md §9.1, credentials redacted) is
+   * handed over as one JSON line ending in a newline (ACCESS_LOG; the runtimes write it to stdout).
+   */
+  accessLog?: (line: string) => void;
+  /** Keeps a request's background work (logger sends) alive after its answer: Workers' `ctx.waitUntil`. */
+  waitUntil?: (req: Request, env: ServerEnv) => ((work: Promise<unknown>) => void) | undefined;
+  /** Metrics settings (host name, scrape cache, the runtime's connection and process metrics). */
+  observability?: ObservabilityOptions;
 }
 
 /**
@@ -86,6 +97,8 @@ export interface Gateway {
   refresh(): Promise<void>;
   /** The snapshot requests are served from now. */
   current(): Snapshot;
+  /** The metrics (prometheus) and the export server's fetch handler (`obs.serveMetrics`, on PROMETHEUS_PORT). */
+  obs: Observability;
   close(): Promise<void>;
 }
 
@@ -101,7 +114,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     ...(opts.capabilities ?? FULL_CAPABILITIES),
     limitPolicyRefusal: (policy) => policyRefusal(policy, limits),
   };
-  const compileEnv = { plugins, logger, prefix: store.prefix, capabilities, limits };
+  const obs = new Observability(opts.observability);
+  const compileEnv = { plugins, logger, prefix: store.prefix, capabilities, limits, obs };
   const keyring = opts.dataEncryptionKeys?.length ? await createKeyring(opts.dataEncryptionKeys) : undefined;
   // Secret fields are decrypted before compiling (WebCrypto is async, compiling is not).
   const secrets = createSecrets(plugins, keyring);
@@ -158,9 +172,35 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const clientSignal = opts.clientSignal ?? ((req: Request) => req.signal);
   const rawHeaders = opts.rawHeaders;
   const runEnv = { logger };
+  // The access log runs as the last log handler of the global list, so every answer (404s, exits) is logged.
+  const accessLog = opts.accessLog;
+  const logEnv = { hostname: opts.observability?.hostname ?? '' };
+  const accessLogger: CompiledPlugin | undefined = accessLog && {
+    name: '(access log)',
+    priority: Number.MIN_SAFE_INTEGER,
+    auth: false,
+    preferRoute: false,
+    instance: {
+      log(ctx) {
+        accessLog(`${JSON.stringify(fullLogEntry(ctx, logEnv))}\n`);
+      },
+    },
+  };
+  const withAccessLog = new WeakMap<PluginList, PluginList>();
+  const globalsOf = (list: PluginList): PluginList => {
+    if (!accessLogger) return list;
+    let out = withAccessLog.get(list);
+    if (!out) {
+      out = pluginList([...list.all, accessLogger]);
+      withAccessLog.set(list, out);
+    }
+    return out;
+  };
   const getBody = opts.getBody;
+  const waitUntil = opts.waitUntil;
 
   function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
+    obs.requests++;
     const url = req.url;
     const pathStart = url.indexOf('/', url.indexOf('//') + 2);
     const q = url.indexOf('?', pathStart);
@@ -187,6 +227,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       clientSignal: () => clientSignal(req, env),
       forward: forwarder,
     });
+    if (waitUntil) ctx.waitUntil = waitUntil(req, env);
     ctx.consumers = snap.consumers;
     ctx.metadata = snap.metadata;
     const m = snap.router.match({ method: req.method, host, path, remoteAddr: ctx.clientIp, ctx });
@@ -194,8 +235,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       ctx.params = m.params;
       ctx.routeId = m.data.id;
       ctx.serviceId = m.data.serviceId;
+      ctx.route = m.data.info;
     }
-    return runPipeline(ctx, snap.globals, m?.data.pipeline, notFound, runEnv);
+    return runPipeline(ctx, globalsOf(snap.globals), m?.data.pipeline, notFound, runEnv);
   }
 
   const internalError = (err: unknown): Response => {
@@ -241,6 +283,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     combined,
     refresh,
     current: () => snapshot,
+    obs,
     async close() {
       unwatch();
       await running;

@@ -27,8 +27,11 @@
 import { createGateway } from '../core/gateway.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
+import { hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
+import { nodeFileAppender } from './file-appender.ts';
+import { processCollector } from './process-metrics.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
 import {
   finishShutdown,
@@ -46,6 +49,8 @@ interface BunServer {
   readonly port: number;
   requestIP(req: Request): { address: string; family: string; port: number } | null;
   stop(closeActiveConnections?: boolean): Promise<void>;
+  /** Requests in flight. */
+  readonly pendingRequests: number;
 }
 
 interface BunServeOptions {
@@ -96,6 +101,7 @@ async function main(): Promise<void> {
   const logger = levelLogger(settings.logLevel);
   const store = await openStore(settings, logger);
   const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
+  let proxyServer: BunServer | undefined;
   const forwarder = createFetchForwarder({
     sharedClock: true,
     editHeadersInPlace: true,
@@ -115,6 +121,15 @@ async function main(): Promise<void> {
     capabilities: { runtime: 'bun', tlsVerifyOff: true, keepaliveRequests: false },
     // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
     limits: { redis: redisConnector(logger) },
+    observability: {
+      hostname: hostname(),
+      refreshIntervalMs: settings.prometheusRefreshMs,
+      // Bun.serve reports requests in flight, not connections: `writing` is the closest nginx state.
+      connections: () => ({ writing: proxyServer?.pendingRequests ?? 0 }),
+      collectors: [processCollector()],
+      files: nodeFileAppender(logger),
+    },
+    accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
   });
 
   const serve = (
@@ -148,8 +163,24 @@ async function main(): Promise<void> {
     return server;
   };
 
-  const proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
+  proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
+  let metricsServer: BunServer | undefined;
+  if (settings.prometheusPort !== undefined) {
+    try {
+      metricsServer = serve(
+        { fetch: (req) => gateway.obs.serveMetrics(req) },
+        settings.prometheusHost,
+        settings.prometheusPort,
+        'prometheus',
+      );
+    } catch (err) {
+      logger.error(
+        `prometheus: cannot listen on ${settings.prometheusHost}:${settings.prometheusPort} (${(err as Error).message}); metrics are not exported (PROMETHEUS_PORT)`,
+      );
+    }
+  }
 
   let stopping = false;
   const shutdown = (signal: string) => {
@@ -161,10 +192,14 @@ async function main(): Promise<void> {
       logger.warn('shutdown: grace period over, closing remaining connections');
       void proxyServer.stop(true);
       void adminServer.stop(true);
+      void metricsServer?.stop(true);
     }, grace);
     force.unref();
-    finishShutdown(Promise.all([proxyServer.stop(), adminServer.stop()]), [gateway, store], logger, (code) =>
-      process.exit(code),
+    finishShutdown(
+      Promise.all([proxyServer!.stop(), adminServer.stop(), metricsServer?.stop()]),
+      [gateway, store],
+      logger,
+      (code) => process.exit(code),
     );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));

@@ -43,6 +43,7 @@ import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upst
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
+import { processCollector } from './process-metrics.ts';
 import { framingError } from './framing.ts';
 import { closeAfterRefusal } from './refused-body.ts';
 import {
@@ -295,6 +296,50 @@ function serve(
   );
 }
 
+function denoHostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return '';
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * file-logger's appender on Deno: a file opened for append per path, written synchronously (small lines). Needs
+ * write permission for the path (`deno task start` grants DATA_DIR only); a refusal is reported once per path.
+ */
+function denoFileAppender(logger: Logger): { append(path: string, text: string): void } {
+  const files = new Map<string, Deno.FsFile>();
+  const failed = new Set<string>();
+  return {
+    append(path, text) {
+      if (failed.has(path)) return;
+      try {
+        let f = files.get(path);
+        if (!f) {
+          f = Deno.openSync(path, { append: true, create: true, mode: 0o600 });
+          files.set(path, f);
+        }
+        const bytes = encoder.encode(text);
+        let off = 0;
+        while (off < bytes.length) off += f.writeSync(bytes.subarray(off));
+      } catch (err) {
+        failed.add(path);
+        logger.error(`file-logger: cannot write ${path}: ${(err as Error).message}`);
+      }
+    },
+  };
+}
+
+/** One access-log line to stdout (synchronous, as console.log is). */
+function writeStdout(line: string): void {
+  const bytes = encoder.encode(line);
+  let off = 0;
+  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+}
+
 async function main(): Promise<void> {
   const command = 'deno task start   (or: deno run <flags> src/runtime/deno.ts)';
   const cli = parseCommandLine(Deno.args, ['--permission-flags']);
@@ -327,10 +372,34 @@ async function main(): Promise<void> {
     dataEncryptionKeys: settings.dataEncryptionKeys,
     // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
     limits: { redis: redisConnector(logger) },
+    observability: {
+      // Deno.hostname() needs --allow-sys, which the narrow permission set does not grant: no host name then.
+      hostname: denoHostname(),
+      refreshIntervalMs: settings.prometheusRefreshMs,
+      collectors: [processCollector()],
+      files: denoFileAppender(logger),
+    },
+    accessLog: settings.accessLog ? writeStdout : undefined,
   });
 
   const proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
+  let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (settings.prometheusPort !== undefined) {
+    try {
+      metricsServer = serve(
+        { fetch: (req) => gateway.obs.serveMetrics(req) },
+        settings.prometheusHost,
+        settings.prometheusPort,
+        'prometheus',
+      );
+    } catch (err) {
+      logger.error(
+        `prometheus: cannot listen on ${settings.prometheusHost}:${settings.prometheusPort} (${(err as Error).message}); metrics are not exported (PROMETHEUS_PORT)`,
+      );
+    }
+  }
 
   let stopping = false;
   const shutdown = (signal: string) => {
@@ -344,7 +413,7 @@ async function main(): Promise<void> {
     }, grace);
     Deno.unrefTimer(force);
     finishShutdown(
-      Promise.all([proxyServer.shutdown(), adminServer.shutdown()]),
+      Promise.all([proxyServer.shutdown(), adminServer.shutdown(), metricsServer?.shutdown()]),
       [gateway, store, forwarder],
       logger,
       (code) => Deno.exit(code),

@@ -38,7 +38,7 @@
  */
 import { Agent, util as undiciUtil } from 'undici';
 import type { Dispatcher } from 'undici';
-import { connectionTokens, isHopByHop, markCleaned, PLAIN_HEADERS } from '../core/upstream/headers.ts';
+import { BODY_LENGTH, connectionTokens, isHopByHop, markCleaned, PLAIN_HEADERS } from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
 import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
@@ -215,6 +215,8 @@ function newResponse(body: BodyInit | null, status: number, headers: ResponseHea
   if (headers instanceof Headers) return res;
   // The response phases edit this same record (RecordHeaders), which @hono/node-server then writes as it is.
   if (responseKeepsRecord()) (res as { [PLAIN_HEADERS]?: ResponseHeaders })[PLAIN_HEADERS] = headers;
+  const cl = headers['content-length'];
+  if (typeof cl === 'string') (res as { [BODY_LENGTH]?: string })[BODY_LENGTH] = cl;
   return markCleaned(res);
 }
 

@@ -5,12 +5,15 @@
  */
 import type { Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { hostname } from 'node:os';
 import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server';
 import { createGateway } from '../core/gateway.ts';
 import { redisConnector } from './redis.ts';
 import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { createHardenedServer, getRequestBody } from './node-http.ts';
+import { nodeFileAppender } from './file-appender.ts';
+import { processCollector } from './process-metrics.ts';
 import {
   finishShutdown,
   helpText,
@@ -43,6 +46,8 @@ async function main(): Promise<void> {
   const store = await openStore(settings, logger);
   const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
   const forwarder = createNodeForwarder();
+  // The proxy's connections, for apisix_nginx_http_current_connections (Node can say active/accepted/handled).
+  const conns = { active: 0, accepted: 0 };
   const gateway = await createGateway({
     store,
     forwarder,
@@ -63,6 +68,14 @@ async function main(): Promise<void> {
     dataEncryptionKeys: settings.dataEncryptionKeys,
     // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
     limits: { redis: redisConnector(logger) },
+    observability: {
+      hostname: hostname(),
+      refreshIntervalMs: settings.prometheusRefreshMs,
+      connections: () => ({ active: conns.active, accepted: conns.accepted, handled: conns.accepted }),
+      collectors: [processCollector()],
+      files: nodeFileAppender(logger),
+    },
+    accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
   });
   logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
   if (settings.dataEncryptionKeys) {
@@ -104,7 +117,28 @@ async function main(): Promise<void> {
 
   const proxyServer = await listen({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
   proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
+  proxyServer.on('connection', (sock: Socket) => {
+    conns.active++;
+    conns.accepted++;
+    sock.once('close', () => conns.active--);
+  });
   const adminServer = await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
+  let metricsServer: Server | undefined;
+  if (settings.prometheusPort !== undefined) {
+    try {
+      metricsServer = await listen(
+        { fetch: (req) => gateway.obs.serveMetrics(req) },
+        settings.prometheusHost,
+        settings.prometheusPort,
+        'prometheus',
+      );
+    } catch (err) {
+      logger.error(
+        `prometheus: cannot listen on ${settings.prometheusHost}:${settings.prometheusPort} (${(err as Error).message}); metrics are not exported (PROMETHEUS_PORT)`,
+      );
+    }
+  }
 
   const shutdown = (signal: string) => {
     if (stopping) return;
@@ -120,6 +154,7 @@ async function main(): Promise<void> {
       logger.warn('shutdown: grace period over, closing remaining connections');
       proxyServer.closeAllConnections();
       adminServer.closeAllConnections();
+      metricsServer?.closeAllConnections();
     }, grace);
     force.unref();
     // A connection whose response was already streaming when the signal came goes idle later: close those too.
@@ -134,7 +169,7 @@ async function main(): Promise<void> {
         s.closeIdleConnections();
       });
     finishShutdown(
-      Promise.all([closed(proxyServer), closed(adminServer)]),
+      Promise.all([closed(proxyServer), closed(adminServer), metricsServer && closed(metricsServer)]),
       [gateway, store, forwarder],
       logger,
       (code) => process.exit(code),

@@ -25,6 +25,13 @@ export interface Settings {
   etcdUser?: string;
   etcdPassword?: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** PROMETHEUS_HOST:PROMETHEUS_PORT of the metrics export server; port undefined = PROMETHEUS_PORT=off. */
+  prometheusHost: string;
+  prometheusPort: number | undefined;
+  /** PROMETHEUS_REFRESH_INTERVAL in ms: how long a rendered scrape is served from cache. */
+  prometheusRefreshMs: number;
+  /** ACCESS_LOG: one JSON line per request on stdout. */
+  accessLog: boolean;
 }
 
 export interface SettingDoc {
@@ -89,6 +96,27 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     default: '10',
     meaning: 'seconds requests in flight may take to finish after SIGTERM/SIGINT before their connections are closed',
   },
+  {
+    name: 'PROMETHEUS_HOST',
+    default: '127.0.0.1',
+    meaning: 'address the Prometheus export server listens on (Node, Deno, Bun; APISIX `export_addr`)',
+  },
+  {
+    name: 'PROMETHEUS_PORT',
+    default: '9091',
+    meaning:
+      'port of the Prometheus export server (`GET /apisix/prometheus/metrics`); `off` starts none. A port in use is logged and the gateway runs without it',
+  },
+  {
+    name: 'PROMETHEUS_REFRESH_INTERVAL',
+    default: '15',
+    meaning: 'seconds a rendered scrape is served from cache (APISIX `refresh_interval`); 0 renders on every scrape',
+  },
+  {
+    name: 'ACCESS_LOG',
+    default: 'on',
+    meaning: 'one JSON line per request on stdout with APISIX\'s log-entry fields (`on` or `off`)',
+  },
 ];
 
 export class SettingsError extends Error {
@@ -149,7 +177,22 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
   if (!Number.isFinite(shutdown) || shutdown < 0 || shutdown > 3600) {
     throw new SettingsError(`SHUTDOWN_TIMEOUT=${shutdownRaw} is not a number of seconds (0-3600)`);
   }
+  const promPortRaw = env.PROMETHEUS_PORT;
+  const prometheusPort = promPortRaw === 'off' ? undefined : port(env, 'PROMETHEUS_PORT', 9091);
+  const refreshRaw = env.PROMETHEUS_REFRESH_INTERVAL;
+  const refresh = refreshRaw === undefined || refreshRaw === '' ? 15 : Number(refreshRaw);
+  if (!Number.isFinite(refresh) || refresh < 0 || refresh > 3600) {
+    throw new SettingsError(`PROMETHEUS_REFRESH_INTERVAL=${refreshRaw} is not a number of seconds (0-3600)`);
+  }
+  const accessLogRaw = (env.ACCESS_LOG || 'on').toLowerCase();
+  if (!['on', 'off', 'true', 'false', '1', '0'].includes(accessLogRaw)) {
+    throw new SettingsError(`ACCESS_LOG=${env.ACCESS_LOG} is not on or off`);
+  }
   return {
+    prometheusHost: env.PROMETHEUS_HOST || '127.0.0.1',
+    prometheusPort,
+    prometheusRefreshMs: Math.round(refresh * 1000),
+    accessLog: ['on', 'true', '1'].includes(accessLogRaw),
     host: env.HOST || '0.0.0.0',
     proxyPort: port(env, 'PROXY_PORT', 9080),
     adminHost: env.ADMIN_HOST || '127.0.0.1',

@@ -150,6 +150,7 @@ async function boot(env: Env): Promise<Booted> {
     ADMIN_ALLOW: vars.ADMIN_ALLOW,
     DATA_ENCRYPTION_KEY: vars.DATA_ENCRYPTION_KEY,
     LOG_LEVEL: vars.LOG_LEVEL,
+    ACCESS_LOG: vars.ACCESS_LOG,
   });
   const logger = levelLogger(settings.logLevel);
   const { store, kv } = await openStore(env, vars, logger);
@@ -172,6 +173,13 @@ async function boot(env: Env): Promise<Booted> {
             'policy "local" needs the LIMITS Durable Object binding on Cloudflare Workers (see wrangler.toml): ' +
             "an isolate's own counters would limit nothing, as requests spread over isolates and locations",
         },
+    // Workers Logs / `wrangler tail` get one line per request. No metrics: a Worker has no scrape target.
+    accessLog: settings.accessLog ? (line) => console.log(line.trimEnd()) : undefined,
+    // Logger sends outlive the answer only through the request's ExecutionContext.
+    waitUntil: (req) => {
+      const ctx = executionContexts.get(req);
+      return ctx ? (work) => ctx.waitUntil(work) : undefined;
+    },
   });
   if (!settings.adminKeys) logger.info('ADMIN_KEY is not set: no Admin API (/apisix/admin/* is proxied like any path)');
   const app = settings.adminKeys ? gateway.combined : { fetch: (req: Request, e: Env) => gateway.serveProxy(req, e) };
@@ -193,6 +201,8 @@ export class LimitCounter {
     return this.object.fetch(req);
   }
 }
+/** The ExecutionContext of each request being served, for GatewayOptions.waitUntil. */
+const executionContexts = new WeakMap<Request, ExecutionContextLike>();
 
 export default {
   async fetch(request: Request, env: Env, ctx: ExecutionContextLike): Promise<Response> {
@@ -218,6 +228,7 @@ export default {
       ctx.waitUntil(fresh);
       await fresh;
     }
+    executionContexts.set(request, ctx);
     return booted.app.fetch(request, env, ctx as ExecutionContext);
   },
 };

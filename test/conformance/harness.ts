@@ -92,6 +92,9 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnde
     ADMIN_KEY: key,
     DATA_DIR: dataDir,
     LOG_LEVEL: 'warn',
+    // Off unless a test asks for them (they are on by default for `npm start`).
+    ACCESS_LOG: 'off',
+    PROMETHEUS_PORT: 'off',
     ...opts.env,
   };
   const launcher = (await import(`./launchers/${RUNTIME}.ts`)) as Launcher;

@@ -354,7 +354,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
       '/apisix/routes/prom',
       JSON.stringify({
         uri: '/prom',
-        plugins: { prometheus: {}, openfunction: { function_uri: fnUri('prom') } },
+        plugins: { zipkin: {}, openfunction: { function_uri: fnUri('prom') } },
         id: 'prom',
       }),
     );
@@ -398,19 +398,19 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
       ['B', B],
     ] as const) {
       const out = logs(gw);
-      const prom = count(out, 'route prom: plugin prometheus is not available');
+      const prom = count(out, 'route prom: plugin zipkin is not available');
       const ka = count(out, 'route ka: plugin ldap-auth is not available');
-      t.diagnostic(`${name}: prometheus warning ×${prom}, ldap-auth warning ×${ka}`);
-      assert.equal(prom, 1, `${name} logs the skipped prometheus plugin once, not on every rebuild:\n${out}`);
+      t.diagnostic(`${name}: zipkin warning ×${prom}, ldap-auth warning ×${ka}`);
+      assert.equal(prom, 1, `${name} logs the skipped zipkin plugin once, not on every rebuild:\n${out}`);
       assert.equal(ka, 1, `${name} logs the missing ldap-auth plugin once:\n${out}`);
     }
   });
 
-  test('global rules in etcd: a global plugin fngate lacks makes every request answer 503 until it is removed; a global prometheus is skipped', async (t) => {
+  test('global rules in etcd: a global plugin fngate lacks makes every request answer 503 until it is removed; a global zipkin is skipped', async (t) => {
     // A global plugin fngate does not have: one that only observes traffic can be skipped; one that may guard
     // access cannot, and serving every route without it would be worse than serving nothing.
     await etcdctlPut('/apisix/global_rules/', 'init_dir');
-    await etcdctlPut('/apisix/global_rules/obs', JSON.stringify({ id: 'obs', plugins: { prometheus: {} } }));
+    await etcdctlPut('/apisix/global_rules/obs', JSON.stringify({ id: 'obs', plugins: { zipkin: {} } }));
     await etcdctlPut('/apisix/routes/gr-1', JSON.stringify(fnRoute('/gr-1', 'gr-1')));
     for (const gw of [A, B]) await until(gw, '/gr-1', hello('gr-1'), { timeoutMs: 1000 });
 
@@ -444,7 +444,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
     ] as const) {
       const out = logs(gw);
       assert.equal(count(out, 'global rule guard: plugin ldap-auth is not available'), 1, `${name}:\n${out}`);
-      assert.equal(count(out, 'global rule obs: plugin prometheus is not available in fngate; it is skipped'), 1, `${name}:\n${out}`);
+      assert.equal(count(out, 'global rule obs: plugin zipkin is not available in fngate; it is skipped'), 1, `${name}:\n${out}`);
       t.diagnostic(`${name} logged: ${out.split('\n').find((l) => l.includes('global rule guard')) ?? ''}`);
     }
   });
@@ -846,7 +846,7 @@ describe('two gateways on one etcd', { skip: NO_ETCD }, () => {
   test('after all of the above, each config problem is still logged once per gateway', () => {
     for (const gw of [A, B]) {
       const out = logs(gw);
-      assert.equal(count(out, 'route prom: plugin prometheus is not available'), 1, out);
+      assert.equal(count(out, 'route prom: plugin zipkin is not available'), 1, out);
       assert.equal(count(out, 'route ka: plugin ldap-auth is not available'), 1, out);
     }
   });

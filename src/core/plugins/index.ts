@@ -11,6 +11,10 @@ import { limitCount } from './limit-count.ts';
 import { limitReq } from './limit-req.ts';
 import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
+import { fileLogger } from './file-logger.ts';
+import { httpLogger } from './http-logger.ts';
+import { opentelemetry } from './opentelemetry.ts';
+import { prometheus } from './prometheus.ts';
 import { proxyRewrite } from './proxy-rewrite.ts';
 import { realIp } from './real-ip.ts';
 import { redirect } from './redirect.ts';
@@ -38,6 +42,10 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   limitCount,
   limitReq,
   limitConn,
+  prometheus,
+  httpLogger,
+  fileLogger,
+  opentelemetry,
 ];
 
 /**
@@ -52,9 +60,9 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
  */
 export const HARMLESS_PLUGIN_NAMES: ReadonlySet<string> = new Set([
   // metrics and tracing
-  'prometheus', 'zipkin', 'skywalking', 'opentelemetry', 'datadog', 'node-status', 'server-info',
+  'zipkin', 'skywalking', 'datadog', 'node-status', 'server-info',
   // logging
-  'http-logger', 'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'file-logger', 'syslog',
+  'tcp-logger', 'udp-logger', 'kafka-logger', 'rocketmq-logger', 'syslog',
   'sls-logger', 'google-cloud-logging', 'splunk-hec-logging', 'clickhouse-logger', 'loggly',
   'elasticsearch-logger', 'tencent-cloud-cls', 'loki-logger', 'skywalking-logger', 'error-log-logger', 'log-rotate',
 ]);

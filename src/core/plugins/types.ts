@@ -2,6 +2,7 @@ import type * as v from 'valibot';
 import type { Logger, RequestContext } from '../context.ts';
 import type { LimitBackends } from '../limits/backend.ts';
 import type { Capabilities } from './check.ts';
+import type { Observability } from '../observability/prometheus.ts';
 
 /**
  * A plugin is one file: a name, a priority, a valibot schema checked when the config is written, and a factory
@@ -63,6 +64,8 @@ export interface PluginEnv {
    * of the conf and the client's key, never by the instance.
    */
   limits: LimitBackends;
+  /** The gateway's metrics and loggers (prometheus counts here); undefined outside a gateway. */
+  obs?: Observability;
 }
 
 /**

@@ -12,6 +12,7 @@ import { isSkippablePlugin, type PluginRegistry } from '../plugins/index.ts';
 import type { CompiledPlugin } from '../plugins/pipeline.ts';
 import type { LimitBackends } from '../limits/backend.ts';
 import { createLimitBackends } from '../limits/redis.ts';
+import type { Observability } from '../observability/prometheus.ts';
 import { isPlainObject } from '../schema/common.ts';
 
 export interface PluginCompileEnv {
@@ -20,6 +21,7 @@ export interface PluginCompileEnv {
   logger: Logger;
   /** The gateway's rate-limit state (PluginEnv.limits); default: a local-only one made for this cache. */
   limits?: LimitBackends;
+  obs?: Observability;
 }
 
 export interface PluginSet {
@@ -94,6 +96,7 @@ export class PluginCache {
             logger: this.env.logger,
             ownerKey,
             limits: this.limits,
+            obs: this.env.obs,
           });
         } catch (err) {
           return {

@@ -28,6 +28,8 @@ export interface SharedEntry {
   hosts?: string[];
   /** The service's `enable_websocket`, for routes that do not set theirs. */
   websocket?: boolean;
+  /** The service's `name` (prometheus `prefer_name`). */
+  name?: string;
   plugins: CompiledPlugin[];
   disabled?: string[];
   blocked?: string;
@@ -69,6 +71,7 @@ export function compileService(
   }
   if (Array.isArray(value.hosts)) entry.hosts = value.hosts.map(String);
   if (typeof value.enable_websocket === 'boolean') entry.websocket = value.enable_websocket;
+  if (typeof value.name === 'string') entry.name = value.name;
   if (entry.error) problems.push(entry.error);
   return entry;
 }
@@ -213,7 +216,19 @@ export function compileRouteEntry(
       remoteAddrs,
       priority: route.priority ?? 0,
       filter,
-      data: { id, serviceId, pipeline },
+      data: {
+        id,
+        serviceId,
+        pipeline,
+        info: {
+          id,
+          name: route.name ?? '',
+          uri: (route.uris ?? [route.uri!])[0] ?? '',
+          host: hosts?.length === 1 ? hosts[0]! : '',
+          serviceId,
+          serviceName: service?.name ?? '',
+        },
+      },
     };
     return entry;
   } catch (err) {

@@ -140,6 +140,8 @@ export async function forward(
   }
 
   let res: Response;
+  ctx.proxied = true;
+  const sent = performance.now();
   try {
     res = await ctx.forward({
       url: target.url,
@@ -159,6 +161,7 @@ export async function forward(
     if (opts?.throwOnConnect && isConnectFailure(err)) throw err;
     return failureResponse(err, target);
   }
+  ctx.upstreamLatency = performance.now() - sent;
   if ((res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] !== true) cleanResponseHeaders(res.headers);
   return res;
 }

@@ -121,6 +121,12 @@ export function isHopByHop(name: string): boolean {
  */
 export const HEADERS_CLEANED: unique symbol = Symbol.for('fngate.headersCleaned');
 
+/**
+ * The body length a forwarder declared for a Response it made (its Content-Length), so that the response phases
+ * can know it without reading `res.headers` (see {@link HEADERS_CLEANED} for why that is costly on Node).
+ */
+export const BODY_LENGTH: unique symbol = Symbol.for('fngate.bodyLength');
+
 /** Marks `res` as cleaned by its forwarder (see {@link HEADERS_CLEANED}); returns it. */
 export function markCleaned(res: Response): Response {
   (res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] = true;

@@ -67,6 +67,8 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf):
     const started = retryTimeoutMs > 0 && attempts > 1 ? Date.now() : 0;
     for (let attempt = 0; ; attempt++) {
       const node = picker.pick(attempt);
+      ctx.upstreamNode = node.host;
+      ctx.upstreamPort = node.port;
       let hostHeader: string | undefined;
       if (passHost === 'pass') hostHeader = ctx.request.headers.get('host') ?? undefined;
       else if (passHost === 'rewrite') hostHeader = conf.upstream_host;
