@@ -286,6 +286,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     obs,
     async close() {
       unwatch();
+      obs.close();
       await running;
       await limits.close();
     },

@@ -31,6 +31,7 @@ import { hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
+import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
 import {
@@ -109,6 +110,8 @@ async function main(): Promise<void> {
     honoursHost: true,
     extraInit: (r) => bunFetchExtras[(r.tlsVerify ? 2 : 0) + (r.keepalive.enabled ? 1 : 0)]!,
   });
+  // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
+  const accessLog = settings.accessLog ? lineWriter((text) => process.stdout.write(text)) : undefined;
   const gateway = await createGateway({
     store,
     forwarder,
@@ -129,7 +132,7 @@ async function main(): Promise<void> {
       collectors: [processCollector()],
       files: nodeFileAppender(logger),
     },
-    accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
+    accessLog: accessLog?.write,
   });
 
   const serve = (
@@ -197,7 +200,7 @@ async function main(): Promise<void> {
     force.unref();
     finishShutdown(
       Promise.all([proxyServer!.stop(), adminServer.stop(), metricsServer?.stop()]),
-      [gateway, store],
+      [gateway, accessLog, store],
       logger,
       (code) => process.exit(code),
     );

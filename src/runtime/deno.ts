@@ -43,6 +43,7 @@ import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upst
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
+import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import { framingError } from './framing.ts';
 import { closeAfterRefusal } from './refused-body.ts';
@@ -361,6 +362,8 @@ async function main(): Promise<void> {
   const store = await openStore(settings, dataDir, logger);
   const adminKeys = settings.adminKeys ?? [await ensureAdminKey(dataDir)];
   const forwarder = createDenoForwarder();
+  // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
+  const accessLog = settings.accessLog ? lineWriter(writeStdout) : undefined;
   const gateway = await createGateway({
     store,
     forwarder,
@@ -379,7 +382,7 @@ async function main(): Promise<void> {
       collectors: [processCollector()],
       files: denoFileAppender(logger),
     },
-    accessLog: settings.accessLog ? writeStdout : undefined,
+    accessLog: accessLog?.write,
   });
 
   const proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
@@ -414,7 +417,7 @@ async function main(): Promise<void> {
     Deno.unrefTimer(force);
     finishShutdown(
       Promise.all([proxyServer.shutdown(), adminServer.shutdown(), metricsServer?.shutdown()]),
-      [gateway, store, forwarder],
+      [gateway, accessLog, store, forwarder],
       logger,
       (code) => Deno.exit(code),
     );

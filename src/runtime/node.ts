@@ -13,6 +13,7 @@ import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { createHardenedServer, getRequestBody } from './node-http.ts';
 import { nodeFileAppender } from './file-appender.ts';
+import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import {
   finishShutdown,
@@ -48,6 +49,8 @@ async function main(): Promise<void> {
   const forwarder = createNodeForwarder();
   // The proxy's connections, for apisix_nginx_http_current_connections (Node can say active/accepted/handled).
   const conns = { active: 0, accepted: 0 };
+  // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
+  const accessLog = settings.accessLog ? lineWriter((text) => process.stdout.write(text)) : undefined;
   const gateway = await createGateway({
     store,
     forwarder,
@@ -75,7 +78,7 @@ async function main(): Promise<void> {
       collectors: [processCollector()],
       files: nodeFileAppender(logger),
     },
-    accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
+    accessLog: accessLog?.write,
   });
   logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
   if (settings.dataEncryptionKeys) {
@@ -170,7 +173,7 @@ async function main(): Promise<void> {
       });
     finishShutdown(
       Promise.all([closed(proxyServer), closed(adminServer), metricsServer && closed(metricsServer)]),
-      [gateway, store, forwarder],
+      [gateway, accessLog, store, forwarder],
       logger,
       (code) => process.exit(code),
     );

@@ -28,7 +28,7 @@ export interface Settings {
   /** PROMETHEUS_HOST:PROMETHEUS_PORT of the metrics export server; port undefined = PROMETHEUS_PORT=off. */
   prometheusHost: string;
   prometheusPort: number | undefined;
-  /** PROMETHEUS_REFRESH_INTERVAL in ms: how long a rendered scrape is served from cache. */
+  /** PROMETHEUS_REFRESH_INTERVAL in ms: time between two background renders of the metrics. */
   prometheusRefreshMs: number;
   /** ACCESS_LOG: one JSON line per request on stdout. */
   accessLog: boolean;
@@ -110,7 +110,8 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
   {
     name: 'PROMETHEUS_REFRESH_INTERVAL',
     default: '15',
-    meaning: 'seconds a rendered scrape is served from cache (APISIX `refresh_interval`); 0 renders on every scrape',
+    meaning:
+      'seconds between two renders of the metrics (APISIX `refresh_interval`): scrapes are answered from the latest render, made in the background while scrapes keep coming; 0 renders on every scrape',
   },
   {
     name: 'ACCESS_LOG',

@@ -13,7 +13,9 @@ import { type RequestContext, silentLogger } from '../../src/core/context.ts';
 import { createGateway, type Gateway } from '../../src/core/gateway.ts';
 import { compileLogFormat, isSecretName } from '../../src/core/observability/log-entry.ts';
 import { chunksText, escapeLabelValue, labelText, MetricsRegistry } from '../../src/core/observability/metrics.ts';
-import { LATENCY_BUCKETS } from '../../src/core/observability/prometheus.ts';
+import { LATENCY_BUCKETS, Observability } from '../../src/core/observability/prometheus.ts';
+import { lineWriter } from '../../src/runtime/line-writer.ts';
+import fc from 'fast-check';
 import { BatchProcessor, type BatchConf } from '../../src/core/observability/batch.ts';
 import { fileLogger } from '../../src/core/plugins/file-logger.ts';
 import { httpLogger } from '../../src/core/plugins/http-logger.ts';
@@ -82,6 +84,120 @@ describe('exposition format', () => {
     );
     assert.ok(pauses >= 40, `paused ${pauses} times`);
     assert.equal(text.split('\n').filter((l) => l.startsWith('many{')).length, 100_000);
+  });
+});
+
+describe('render as bytes', () => {
+  /** The exposition text built the plain way, string by string: the reference the byte writer must match. */
+  function reference(families: { name: string; kind: 'counter' | 'histogram'; bounds: number[]; series: [string, number[]][] }[]): string {
+    const num = (n: number) => (Number.isNaN(n) ? 'NaN' : n === Infinity ? '+Inf' : n === -Infinity ? '-Inf' : String(n));
+    let out = '';
+    for (const f of families) {
+      if (f.series.length === 0) continue;
+      out += `# HELP ${f.name} h\n# TYPE ${f.name} ${f.kind}\n`;
+      for (const [labels, values] of f.series) {
+        const l = labels ? `{${labels}}` : '';
+        if (f.kind === 'counter') out += `${f.name}${l} ${num(values[0]!)}\n`;
+        else {
+          let acc = 0;
+          const counts = f.bounds.map((b) => values.filter((x) => x <= b && !f.bounds.some((c) => c < b && x <= c)).length);
+          f.bounds.forEach((b, i) => {
+            acc += counts[i]!;
+            out += `${f.name}_bucket{${labels}${labels ? ',' : ''}le="${num(b)}"} ${acc}\n`;
+          });
+          out += `${f.name}_bucket{${labels}${labels ? ',' : ''}le="+Inf"} ${values.length}\n`;
+          out += `${f.name}_sum${l} ${num(values.reduce((a, b) => a + b, 0))}\n${f.name}_count${l} ${values.length}\n`;
+        }
+      }
+    }
+    return out;
+  }
+
+  it('matches the plain string rendering for any labels and values (property)', async () => {
+    const label = fc.string({ unit: 'grapheme', maxLength: 12 }).map((v) => `route="${escapeLabelValue(v)}"`);
+    const value = fc.oneof(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), fc.double(), fc.integer({ min: -1e6, max: 1e6 }), fc.constant(2 ** 60));
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.oneof(label, fc.constant('')), value), { maxLength: 20 }),
+        fc.array(fc.tuple(label, fc.array(fc.double({ min: 0, max: 100, noNaN: true }), { maxLength: 8 })), { maxLength: 10 }),
+        async (counters, histos) => {
+          const r = new MetricsRegistry();
+          const c = r.counter('c_total', 'h');
+          const seen = new Map<string, number>();
+          for (const [l, x] of counters) {
+            c.get(l).value = x;
+            seen.set(l, x);
+          }
+          const h = r.histogram('h_ms', 'h', [1, 5, 50]);
+          const hseen = new Map<string, number[]>();
+          for (const [l, xs] of histos) {
+            const s = h.get(l);
+            for (const x of xs) s.observe(x);
+            hseen.set(l, [...(hseen.get(l) ?? []), ...xs]);
+          }
+          const text = chunksText(await r.render(async () => {}, 3));
+          const want = reference([
+            { name: 'c_total', kind: 'counter', bounds: [], series: [...seen].map(([l, x]) => [l, [x]]) },
+            { name: 'h_ms', kind: 'histogram', bounds: [1, 5, 50], series: [...hseen] },
+          ]);
+          assert.equal(text, want);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('scrapes answered from the latest render', () => {
+  it('the first scrape waits for a render; later ones get the cached one, refreshed in the background', async () => {
+    const obs = new Observability({ refreshIntervalMs: 100 });
+    const c = obs.registry.counter('t_total', 'h');
+    const s = c.get('a="1"');
+    s.value = 1;
+    const scrape = async () => {
+      const res = await obs.serveMetrics(new Request('http://x/apisix/prometheus/metrics'));
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.equal(res.headers.get('content-length'), String(new TextEncoder().encode(text).byteLength));
+      return /t_total\{a="1"\} (\d+)/.exec(text)?.[1];
+    };
+    try {
+      assert.equal(await scrape(), '1');
+      s.value = 2;
+      // Within the refresh interval: the cached render, read twice (its chunks are not used up by the first read).
+      assert.equal(await scrape(), '1');
+      assert.equal(await scrape(), '1');
+      // After it, the background render has the new value without a scrape asking for it.
+      await new Promise((r) => setTimeout(r, 250));
+      const t0 = performance.now();
+      assert.equal(await scrape(), '2');
+      assert.ok(performance.now() - t0 < 1000);
+      const head = await obs.serveMetrics(new Request('http://x/apisix/prometheus/metrics', { method: 'HEAD' }));
+      assert.equal(head.status, 200);
+      assert.equal(head.body, null);
+    } finally {
+      obs.close();
+    }
+  });
+});
+
+describe('access log writer', () => {
+  it('gathers lines into one write per delay or per size bound, and writes the rest on close', async () => {
+    const writes: string[] = [];
+    const w = lineWriter((t) => writes.push(t), 20, 100);
+    w.write('a\n');
+    w.write('b\n');
+    assert.deepEqual(writes, []);
+    await new Promise((r) => setTimeout(r, 60));
+    assert.deepEqual(writes, ['a\nb\n']);
+    w.write('x'.repeat(60));
+    w.write('y'.repeat(60));
+    assert.deepEqual(writes.slice(1), ['x'.repeat(60) + 'y'.repeat(60)]);
+    w.write('last\n');
+    w.close();
+    assert.deepEqual(writes.slice(2), ['last\n']);
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(writes.length, 3);
   });
 });
 

@@ -4,6 +4,7 @@
  * API keys and tokens are replaced by {@link REDACTED} in headers and query arguments.
  */
 import type { RequestContext } from '../context.ts';
+import { plainHeadersOf } from '../upstream/headers.ts';
 import { FNGATE_VERSION } from '../version.ts';
 import { requestLength } from './prometheus.ts';
 
@@ -26,7 +27,7 @@ export interface LogEnv {
   hostname: string;
 }
 
-/** Header name → value (repeated → array), lower-case names, credentials redacted. */
+/** Header name → value (repeated ones joined by ", ", as `Headers` does), lower-case names, credentials redacted. */
 function headerObject(headers: Headers): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of headers) {
@@ -36,6 +37,40 @@ function headerObject(headers: Headers): Record<string, string | string[]> {
   const cookies = headers.getSetCookie?.() ?? [];
   if (cookies.length) out['set-cookie'] = cookies.length === 1 ? REDACTED : cookies.map(() => REDACTED);
   return out;
+}
+
+/**
+ * The same from the runtime's raw request header list (Node's `incoming.rawHeaders`: name, value, name, value…):
+ * reading `ctx.request.headers` there would make @hono/node-server build a `Headers` for this request alone.
+ */
+function rawHeaderObject(raw: readonly string[]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = Object.create(null);
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!.toLowerCase();
+    if (isSecretName(k)) {
+      out[k] = REDACTED;
+      continue;
+    }
+    const prev = out[k];
+    out[k] = prev === undefined ? raw[i + 1]! : `${prev}, ${raw[i + 1]!}`;
+  }
+  return out;
+}
+
+/** The same from a Node forwarder's plain response header record ({@link plainHeadersOf}), without a `Headers`. */
+function recordHeaderObject(record: Record<string, string | string[]>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = Object.create(null);
+  for (const k in record) {
+    const v = record[k]!;
+    if (k === 'set-cookie') out[k] = Array.isArray(v) ? (v.length === 1 ? REDACTED : v.map(() => REDACTED)) : REDACTED;
+    else out[k] = isSecretName(k) ? REDACTED : Array.isArray(v) ? v.join(', ') : v;
+  }
+  return out;
+}
+
+function responseHeaderObject(res: Response): Record<string, string | string[]> {
+  const record = plainHeadersOf(res);
+  return record !== undefined ? recordHeaderObject(record) : headerObject(res.headers);
 }
 
 function queryObject(query: string): Record<string, string | string[]> {
@@ -94,14 +129,14 @@ export function fullLogEntry(ctx: RequestContext, env: LogEnv, opts: EntryOption
     url: `${ctx.scheme}://${ctx.host}:${serverPort(ctx)}${uri}`,
     uri,
     method: ctx.method,
-    headers: headerObject(ctx.request.headers),
+    headers: ctx.rawHeaders !== undefined ? rawHeaderObject(ctx.rawHeaders) : headerObject(ctx.request.headers),
     querystring: queryObject(ctx.query),
     size: requestLength(ctx),
   };
   if (opts.reqBody !== undefined) request.body = opts.reqBody;
   const response: Record<string, unknown> = {
     status: ctx.status,
-    headers: ctx.response ? headerObject(ctx.response.headers) : {},
+    headers: ctx.response ? responseHeaderObject(ctx.response) : {},
     size: ctx.bytesSent,
   };
   if (opts.respBody !== undefined) response.body = opts.respBody;

@@ -38,6 +38,8 @@ export function formatValue(n: number): string {
 /** One counter or gauge series: its label text (fixed) and value. */
 export class Series {
   value = 0;
+  /** The label text as UTF-8, made by the first render. */
+  bytes: Uint8Array | undefined = undefined;
   constructor(readonly labels: string) {}
 }
 
@@ -46,6 +48,8 @@ export class HistogramSeries {
   readonly counts: Float64Array;
   sum = 0;
   count = 0;
+  /** The label text as UTF-8, made by the first render. */
+  bytes: Uint8Array | undefined = undefined;
   constructor(
     readonly labels: string,
     private readonly bounds: readonly number[],
@@ -128,49 +132,142 @@ export class MetricsRegistry {
   }
 
   /**
-   * The exposition text as UTF-8 chunks (one per slice: joining one string of many MB costs more than building
-   * it). `yieldEvery` > 0 awaits `pause()` after that many series, so a large registry is rendered in slices between
-   * which requests are served.
+   * The exposition text as UTF-8 chunks of about {@link CHUNK} bytes. It is written as bytes, not built as strings
+   * and then encoded: each series' label text is encoded once, on its first render, and every sample line is a few
+   * copies of those bytes and of the family's constant parts, and the value's digits (10,000 routes: ~480,000 lines,
+   * ~80 MB). `yieldEvery` > 0 awaits `pause()` after that many series, so a large registry is rendered in slices
+   * between which requests are served.
    */
   async render(pause: () => Promise<void> = macrotask, yieldEvery = SLICE): Promise<Uint8Array[]> {
-    const chunks: Uint8Array[] = [];
-    let out: string[] = [];
+    const w = new ByteWriter();
     let done = 0;
-    const cut = async () => {
-      chunks.push(encoder.encode(out.join('')));
-      out = [];
-      await pause();
-    };
     for (const f of this.families) {
       if (f.series.size === 0) continue;
-      out.push(`# HELP ${f.name} ${escapeHelp(f.help)}\n# TYPE ${f.name} ${f.kind}\n`);
+      w.text(`# HELP ${f.name} ${escapeHelp(f.help)}\n# TYPE ${f.name} ${f.kind}\n`);
       if (f.kind === 'histogram') {
-        const les = f.bounds.map((b) => formatValue(b));
+        const bucket = encoder.encode(`${f.name}_bucket{`);
+        const sum = encoder.encode(`${f.name}_sum`);
+        const count = encoder.encode(`${f.name}_count`);
+        const les = [...f.bounds.map((b) => formatValue(b)), '+Inf'].map((le) => encoder.encode(`le="${le}"} `));
+        const n = f.bounds.length;
         for (const s of f.series.values() as Iterable<HistogramSeries>) {
-          const sep = s.labels ? ',' : '';
-          const pre = `${f.name}_bucket{${s.labels}${sep}le="`;
+          const labels = (s.bytes ??= encoder.encode(s.labels));
+          const sep = labels.length > 0;
           let acc = 0;
-          let text = '';
-          for (let i = 0; i < les.length; i++) {
-            acc += s.counts[i]!;
-            text += `${pre}${les[i]}"} ${acc}\n`;
+          for (let i = 0; i <= n; i++) {
+            acc = i < n ? acc + s.counts[i]! : s.count;
+            w.bytes(bucket);
+            if (sep) {
+              w.bytes(labels);
+              w.byte(COMMA);
+            }
+            w.bytes(les[i]!);
+            w.number(acc);
+            w.byte(NEWLINE);
           }
-          text += `${pre}+Inf"} ${s.count}\n`;
-          const l = s.labels ? `{${s.labels}}` : '';
-          text += `${f.name}_sum${l} ${formatValue(s.sum)}\n${f.name}_count${l} ${s.count}\n`;
-          out.push(text);
-          if (yieldEvery > 0 && ++done % yieldEvery === 0) await cut();
+          w.bytes(sum);
+          w.labels(labels);
+          w.number(s.sum);
+          w.byte(NEWLINE);
+          w.bytes(count);
+          w.labels(labels);
+          w.number(s.count);
+          w.byte(NEWLINE);
+          if (yieldEvery > 0 && ++done % yieldEvery === 0) await pause();
         }
       } else {
+        const name = encoder.encode(f.name);
         for (const s of f.series.values() as Iterable<Series>) {
-          out.push(s.labels ? `${f.name}{${s.labels}} ${formatValue(s.value)}\n` : `${f.name} ${formatValue(s.value)}\n`);
-          if (yieldEvery > 0 && ++done % yieldEvery === 0) await cut();
+          w.bytes(name);
+          w.labels((s.bytes ??= encoder.encode(s.labels)));
+          w.number(s.value);
+          w.byte(NEWLINE);
+          if (yieldEvery > 0 && ++done % yieldEvery === 0) await pause();
         }
       }
     }
+    const out: string[] = [];
     for (const c of this.collectors) c.collect(out);
-    chunks.push(encoder.encode(out.join('')));
-    return chunks;
+    w.text(out.join(''));
+    return w.finish();
+  }
+}
+
+/** Bytes per chunk of a render. */
+const CHUNK = 256 * 1024;
+const COMMA = 0x2c;
+const NEWLINE = 0x0a;
+const SPACE = 0x20;
+
+/** Appends bytes to fixed-size chunks. */
+class ByteWriter {
+  private readonly chunks: Uint8Array[] = [];
+  private buf = new Uint8Array(CHUNK);
+  private pos = 0;
+
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    if (this.pos > 0) this.chunks.push(this.buf.subarray(0, this.pos));
+    this.buf = new Uint8Array(Math.max(CHUNK, n));
+    this.pos = 0;
+  }
+
+  byte(b: number): void {
+    this.room(1);
+    this.buf[this.pos++] = b;
+  }
+
+  bytes(b: Uint8Array): void {
+    const n = b.length;
+    this.room(n);
+    const buf = this.buf;
+    let p = this.pos;
+    // Short label parts: a loop beats a call into set() for a few dozen bytes.
+    if (n < 48) for (let i = 0; i < n; i++) buf[p++] = b[i]!;
+    else {
+      buf.set(b, p);
+      p += n;
+    }
+    this.pos = p;
+  }
+
+  /** `{labels} ` or, without labels, ` `. */
+  labels(b: Uint8Array): void {
+    if (b.length > 0) {
+      this.byte(0x7b);
+      this.bytes(b);
+      this.byte(0x7d);
+    }
+    this.byte(SPACE);
+  }
+
+  text(s: string): void {
+    this.bytes(encoder.encode(s));
+  }
+
+  /** A sample value as Prometheus prints it; whole numbers digit by digit. */
+  number(v: number): void {
+    if (!Number.isSafeInteger(v) || v < 0) {
+      this.text(formatValue(v));
+      return;
+    }
+    this.room(16);
+    const buf = this.buf;
+    if (v === 0) {
+      buf[this.pos++] = 0x30;
+      return;
+    }
+    let digits = 0;
+    for (let x = v; x > 0; x = Math.floor(x / 10)) digits++;
+    let p = this.pos + digits;
+    this.pos = p;
+    for (let x = v; x > 0; x = Math.floor(x / 10)) buf[--p] = 0x30 + (x % 10);
+  }
+
+  finish(): Uint8Array[] {
+    if (this.pos > 0) this.chunks.push(this.buf.subarray(0, this.pos));
+    this.pos = 0;
+    return this.chunks;
   }
 }
 

@@ -61,6 +61,9 @@ export interface FileAppender {
   append(path: string, text: string): void;
 }
 
+/** Background renders go on while a scrape came within this long (or ten refresh intervals, if longer). */
+export const KEEP_RENDERING_MS = 5 * 60_000;
+
 const NO_ROUTE: RouteInfo = { id: '', name: '', uri: '', host: '', serviceId: '', serviceName: '' };
 
 /** The series of one response source/consumer/node combination under one route. */
@@ -268,6 +271,9 @@ export class Observability {
   private cached: { chunks: Uint8Array[]; at: number } | undefined;
   private rendering: Promise<Uint8Array[]> | undefined;
   private readonly refreshMs: number;
+  private lastScrape = 0;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private closed = false;
 
   constructor(private readonly opts: ObservabilityOptions = {}) {
     this.http = new HttpMetrics(this.registry);
@@ -301,10 +307,23 @@ export class Observability {
     for (const c of opts.collectors ?? []) this.registry.addCollector(c);
   }
 
-  /** The exposition text as UTF-8 chunks, rendered at most once per refresh interval (concurrent scrapes share one render). */
+  /**
+   * The exposition text as UTF-8 chunks. As APISIX (which renders in a timer every `refresh_interval` and answers
+   * scrapes from that cache), a scrape is answered from the latest render, and renders happen in the background,
+   * every refresh interval, in slices between which requests are served, for as long as someone scrapes (see
+   * {@link KEEP_RENDERING_MS}). The first scrape, and the first after a long pause, wait for a render. With a
+   * refresh interval of 0 every scrape renders (tests).
+   */
   async metricsChunks(): Promise<Uint8Array[]> {
-    const now = Date.now();
-    if (this.cached && now - this.cached.at < this.refreshMs) return this.cached.chunks;
+    if (this.refreshMs === 0) return this.render();
+    this.lastScrape = Date.now();
+    const chunks = this.cached?.chunks ?? (await this.render());
+    this.schedule();
+    return chunks;
+  }
+
+  /** One render at a time: concurrent callers share it. */
+  private render(): Promise<Uint8Array[]> {
     if (!this.rendering) {
       this.rendering = this.registry.render().then(
         (chunks) => {
@@ -319,6 +338,34 @@ export class Observability {
       );
     }
     return this.rendering;
+  }
+
+  /** The next background render, one refresh interval after the last one; none once scrapes stopped coming. */
+  private schedule(): void {
+    if (this.timer !== undefined || this.closed || this.cached === undefined) return;
+    const wait = Math.max(0, this.cached.at + this.refreshMs - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.closed) return;
+      if (Date.now() - this.lastScrape > Math.max(KEEP_RENDERING_MS, 10 * this.refreshMs)) {
+        // Nobody scrapes any more: stop, and let the next scrape render afresh rather than serve old figures.
+        this.cached = undefined;
+        return;
+      }
+      this.render().then(
+        () => this.schedule(),
+        () => this.schedule(),
+      );
+    }, wait);
+    // Not a reason to keep the process alive (Node, Bun; Deno has Deno.unrefTimer, left to its entry's shutdown).
+    (this.timer as { unref?: () => void }).unref?.();
+  }
+
+  /** Stops the background renders (gateway close). */
+  close(): void {
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   /** The exposition text as one string. */
@@ -339,9 +386,19 @@ export class Observability {
       return new Response(null, { status: 404 });
     }
     const chunks = await this.metricsChunks();
-    return new Response(req.method === 'HEAD' ? null : new Blob(chunks as Uint8Array<ArrayBuffer>[]), {
-      status: 200,
-      headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' },
+    let length = 0;
+    for (const c of chunks) length += c.byteLength;
+    const headers = { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': String(length) };
+    if (req.method === 'HEAD') return new Response(null, { status: 200, headers });
+    // The cached chunks handed out one by one as the client reads (a Blob would copy a text that may be tens of MB
+    // at once); each is copied as it goes, since a runtime may take over (detach) the buffers it is given.
+    let i = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (i < chunks.length) controller.enqueue(chunks[i++]!.slice());
+        else controller.close();
+      },
     });
+    return new Response(body, { status: 200, headers });
   };
 }
