@@ -151,7 +151,7 @@ export class MetricsRegistry {
         const les = [...f.bounds.map((b) => formatValue(b)), '+Inf'].map((le) => encoder.encode(`le="${le}"} `));
         const n = f.bounds.length;
         for (const s of f.series.values() as Iterable<HistogramSeries>) {
-          const labels = (s.bytes ??= encoder.encode(s.labels));
+          const labels = labelBytes(s);
           const sep = labels.length > 0;
           let acc = 0;
           for (let i = 0; i <= n; i++) {
@@ -179,7 +179,7 @@ export class MetricsRegistry {
         const name = encoder.encode(f.name);
         for (const s of f.series.values() as Iterable<Series>) {
           w.bytes(name);
-          w.labels((s.bytes ??= encoder.encode(s.labels)));
+          w.labels(labelBytes(s));
           w.number(s.value);
           w.byte(NEWLINE);
           if (yieldEvery > 0 && ++done % yieldEvery === 0) await pause();
@@ -191,6 +191,12 @@ export class MetricsRegistry {
     w.text(out.join(''));
     return w.finish();
   }
+}
+
+/** A series' label text as UTF-8, encoded on its first render and kept. */
+function labelBytes(s: Series | HistogramSeries): Uint8Array {
+  if (s.bytes === undefined) s.bytes = encoder.encode(s.labels);
+  return s.bytes;
 }
 
 /** Bytes per chunk of a render. */

@@ -13,6 +13,24 @@ import { compileTemplate } from '../template.ts';
 
 export const POLICIES = ['local', 'redis', 'redis-cluster'] as const;
 
+/** A count, window or connection number: fixed, or a `$var` template resolved per request. */
+export type Amount = (ctx: RequestContext) => number | undefined;
+
+/**
+ * Compile a limit's amount (APISIX 3.15+ accepts `"$http_x_limit"` style strings for count/time_window/conn/burst):
+ * a number is returned as is; a template is resolved per request and its number kept when `valid` says so, else
+ * undefined (the plugin then refuses or passes, as its `allow_degradation` says).
+ */
+export function compileAmount(a: number | string, valid: (n: number) => boolean): Amount {
+  if (typeof a === 'number') return () => a;
+  const tpl = compileTemplate(a);
+  return (ctx) => {
+    const text = tpl(ctx.varReader).trim();
+    const n = text === '' ? Number.NaN : Number(text);
+    return valid(n) ? n : undefined;
+  };
+}
+
 /** The redis fields every limit plugin accepts (both policies' sets; which are required depends on `policy`). */
 export const redisFields = {
   redis_host: v.optional(v.pipe(v.string(), v.minLength(2))),

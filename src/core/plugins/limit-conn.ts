@@ -6,6 +6,8 @@ import { MAX_DURATION_S } from '../schema/common.ts';
 import { INTEGER } from '../schema/format.ts';
 import { compileTemplate } from '../template.ts';
 import {
+  type Amount,
+  compileAmount,
   backendFor,
   clientGone,
   compileKey,
@@ -57,17 +59,8 @@ const schema = v.pipe(
 
 type Conf = v.InferOutput<typeof schema>;
 
-type Amount = (ctx: RequestContext) => number | undefined;
-
-function compileAmount(a: number | string, allowZero: boolean): Amount {
-  if (typeof a === 'number') return () => a;
-  const tpl = compileTemplate(a);
-  return (ctx) => {
-    const text = tpl(ctx.varReader).trim();
-    const n = text === '' ? Number.NaN : Number(text);
-    return Number.isInteger(n) && (allowZero ? n >= 0 : n > 0) && n <= MAX_CONN ? n : undefined;
-  };
-}
+/** A connection number: a whole number up to MAX_CONN (positive for `conn`, or 0 too for `burst`). */
+const connAmount = (allowZero: boolean) => (n: number) => Number.isInteger(n) && (allowZero ? n >= 0 : n > 0) && n <= MAX_CONN;
 
 interface Rule {
   conn: Amount;
@@ -94,12 +87,12 @@ export const limitConn: PluginDefinition<Conf> = {
     const unitDelay = conf.default_conn_delay!;
     const rules: Rule[] =
       conf.rules === undefined
-        ? [{ conn: compileAmount(conf.conn!, false), burst: compileAmount(conf.burst!, true), key: compileKey(conf.key!, conf.key_type) }]
+        ? [{ conn: compileAmount(conf.conn!, connAmount(false)), burst: compileAmount(conf.burst!, connAmount(true)), key: compileKey(conf.key!, conf.key_type) }]
         : conf.rules.map((r, i) => {
             const tpl = compileTemplate(r.key);
             return {
-              conn: compileAmount(r.conn, false),
-              burst: compileAmount(r.burst, true),
+              conn: compileAmount(r.conn, connAmount(false)),
+              burst: compileAmount(r.burst, connAmount(true)),
               key: (ctx: RequestContext) => {
                 let resolved = 0;
                 const out = tpl((name) => {

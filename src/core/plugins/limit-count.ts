@@ -6,6 +6,8 @@ import { MAX_DURATION_S } from '../schema/common.ts';
 import { INTEGER } from '../schema/format.ts';
 import { compileTemplate } from '../template.ts';
 import {
+  type Amount,
+  compileAmount,
   backendFor,
   compileKey,
   counterPrefix,
@@ -96,18 +98,8 @@ const metadataSchema = v.object({
   reset_header: v.optional(v.string(), HEADER_DEFAULTS.reset_header),
 });
 
-/** A count or window: fixed, or resolved per request (undefined when it does not resolve to a positive number). */
-type Amount = (ctx: RequestContext) => number | undefined;
-
-function compileAmount(a: number | string, max: number): Amount {
-  if (typeof a === 'number') return () => a;
-  const tpl = compileTemplate(a);
-  return (ctx) => {
-    const text = tpl(ctx.varReader).trim();
-    const n = text === '' ? Number.NaN : Number(text);
-    return Number.isFinite(n) && n > 0 && n <= max ? n : undefined;
-  };
-}
+/** A count or window: a positive number up to `max`. */
+const positiveUpTo = (max: number) => (n: number) => Number.isFinite(n) && n > 0 && n <= max;
 
 interface Rule {
   count: Amount;
@@ -164,8 +156,8 @@ export const limitCount: PluginDefinition<Conf> = {
       const keyOf: KeyOf = compileKey(conf.key, conf.key_type);
       rules = [
         {
-          count: compileAmount(conf.count!, Number.MAX_SAFE_INTEGER),
-          window: compileAmount(conf.time_window!, MAX_DURATION_S),
+          count: compileAmount(conf.count!, positiveUpTo(Number.MAX_SAFE_INTEGER)),
+          window: compileAmount(conf.time_window!, positiveUpTo(MAX_DURATION_S)),
           key: keyOf,
         },
       ];
@@ -173,8 +165,8 @@ export const limitCount: PluginDefinition<Conf> = {
       rules = conf.rules.map((r, i) => {
         const tpl = compileTemplate(r.key);
         return {
-          count: compileAmount(r.count, Number.MAX_SAFE_INTEGER),
-          window: compileAmount(r.time_window, MAX_DURATION_S),
+          count: compileAmount(r.count, positiveUpTo(Number.MAX_SAFE_INTEGER)),
+          window: compileAmount(r.time_window, positiveUpTo(MAX_DURATION_S)),
           // APISIX: a rule key is resolved with resolve_var; when no variable in it resolved, the rule is skipped.
           key: (ctx: RequestContext) => {
             if (!r.key.includes('$')) return r.key;
