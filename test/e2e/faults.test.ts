@@ -12,7 +12,6 @@ import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node
 import { createServer as createNetServer, connect, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { WebSocket } from 'undici';
 import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
 import { type FunctionServers, startFunction, startFunctions } from '../functions/functions.ts';
 import { INSPECTABLE, inspectMemory } from '../helpers/inspector.ts';
