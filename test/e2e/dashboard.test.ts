@@ -255,6 +255,40 @@ describe('dashboard in Chromium', { skip }, () => {
     await p.close();
   });
 
+  test('keyboard only, labels on every control, every kind lists without an error, dark scheme', async () => {
+    const dark = await browser.newContext({ viewport: { width: 1000, height: 700 }, colorScheme: 'dark' });
+    dark.setDefaultTimeout(10_000);
+    const p = await dark.newPage();
+    p.on('pageerror', (e) => consoleErrors.push(e.message));
+    await p.goto(`${gw.adminUrl}/ui/`);
+    // Sign in without a mouse: Tab to the key field, type, Enter.
+    await p.keyboard.press('Tab');
+    assert.equal(await p.evaluate(() => document.activeElement?.id), 'admin-key');
+    await p.keyboard.type(gw.key);
+    await p.keyboard.press('Enter');
+    await p.getByRole('heading', { name: 'Routes' }).waitFor();
+    const bg = await p.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(bg, 'rgb(15, 20, 25)', 'prefers-color-scheme: dark');
+    // Open a route's editor by keyboard: focus its Edit button, Enter.
+    await p.getByRole('button', { name: 'Edit future' }).focus();
+    await p.keyboard.press('Enter');
+    await p.getByLabel('Path', { exact: true }).waitFor();
+    const unlabelled = await p.evaluate(() =>
+      [...document.querySelectorAll('input, select, textarea')]
+        .filter((el) => (el as HTMLInputElement).labels?.length === 0 && !el.getAttribute('aria-label'))
+        .map((el) => el.outerHTML),
+    );
+    assert.deepEqual(unlabelled, []);
+    await shot('route-dark', p);
+    for (const kind of ['Routes', 'Upstreams', 'Services', 'Consumers', 'Consumer groups', 'Plugin configs', 'Global rules', 'Plugin metadata']) {
+      await p.getByRole('navigation').getByRole('button', { name: kind, exact: true }).click();
+      await p.getByRole('heading', { name: kind, exact: true }).waitFor();
+      await p.locator('table').waitFor();
+      assert.equal(await p.locator('main .error').count(), 0, `${kind}: ${await p.locator('main .error').allTextContents()}`);
+    }
+    await dark.close();
+  });
+
   test('no console errors and no CSP violations in any page', () => {
     assert.deepEqual(consoleErrors.filter((e) => !/status of 40[014]/.test(e)), []);
   });
