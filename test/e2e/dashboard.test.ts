@@ -163,7 +163,7 @@ describe('dashboard in Chromium', { skip }, () => {
     });
   });
 
-  test('list: a stored <img onerror> name is text, disable/enable, search, delete', async () => {
+  test('list: a stored <img onerror> name is text, search, disable, delete (the function route too)', async () => {
     const xss = await gw.admin('PUT', '/routes/xss', { name: XSS_NAME, uri: '/xss', plugins: { openfunction: { function_uri: fns.urls['function-sample'] } } });
     assert.equal(xss.status, 201, xss.text);
     await page.getByRole('navigation').getByRole('button', { name: 'Routes' }).click();
@@ -189,6 +189,12 @@ describe('dashboard in Chromium', { skip }, () => {
     await page.getByRole('button', { name: 'Really delete xss' }).click();
     await row.waitFor({ state: 'detached' });
     assert.equal((await gw.admin('GET', '/routes/xss')).status, 404);
+    // And the function route made through the form: gone from the proxy too.
+    const id = await page.locator('tbody tr', { hasText: 'hello-fn' }).getAttribute('data-id');
+    await page.getByRole('button', { name: `Delete ${id}`, exact: true }).click();
+    await page.getByRole('button', { name: `Really delete ${id}` }).click();
+    await page.locator(`tr[data-id="${id}"]`).waitFor({ state: 'detached' });
+    await waitFor(async () => (await gw.fetch('/dash/world')).status === 404);
   });
 
   test('a route with a plugin this gateway does not know is shown and editable as JSON, not dropped', async () => {
