@@ -412,6 +412,8 @@ function Editor(props: {
   const rest: Obj = { ...draft };
   if (kind.plugins) delete rest.plugins;
   if (kind.dir === 'routes') for (const f of ROUTE_FORM_FIELDS) delete rest[f];
+  // The id of a stored item is its path: shown in the title, not editable here.
+  if (props.id !== undefined) delete rest[kind.idField];
   const fieldError = (f: string) => (serverError && !serverError.plugin && serverError.field === f ? serverError.text : undefined);
 
   return (
@@ -467,6 +469,7 @@ function Editor(props: {
           const keep: Obj = {};
           if (kind.plugins && draft.plugins !== undefined) keep.plugins = draft.plugins;
           if (kind.dir === 'routes') for (const f of ROUTE_FORM_FIELDS) if (draft[f] !== undefined) keep[f] = draft[f];
+          if (props.id !== undefined && draft[kind.idField] !== undefined) keep[kind.idField] = draft[kind.idField];
           setDraft({ ...v, ...keep });
         }}
         serverText={serverError && !serverError.plugin && serverError.field && !ROUTE_FORM_FIELDS.includes(serverError.field) ? serverError.text : undefined}
@@ -775,7 +778,7 @@ function FieldInput(props: { id: string; field: Field; value: unknown; error: st
     return (
       <div>
         <label class="inline">
-          <input id={id} type="checkbox" checked={props.value === true} onChange={(e: Event) => props.onChange((e.target as HTMLInputElement).checked)} />
+          <input id={id} type="checkbox" checked={(props.value ?? field.default) === true} onChange={(e: Event) => props.onChange((e.target as HTMLInputElement).checked)} />
           {label}
         </label>
         {errorEl}
