@@ -295,6 +295,27 @@ describe('dashboard in Chromium', { skip }, () => {
     await dark.close();
   });
 
+  test('paging and the URI filter are the Admin API\'s own (page_size 10)', async () => {
+    for (let i = 1; i <= 12; i++) {
+      await gw.putRoute(`page-${i}`, { uri: `/page/${i}`, plugins: { openfunction: { function_uri: fns.urls['function-sample'] } } });
+    }
+    const total = (await gw.admin('GET', '/routes')).json.total as number;
+    await page.getByRole('navigation').getByRole('button', { name: 'Routes' }).click();
+    await page.getByText(`Page 1 of ${Math.ceil(total / 10)} (${total} in all)`).waitFor();
+    assert.equal(await page.locator('tbody tr').count(), 10);
+    await page.getByRole('button', { name: 'Next' }).click();
+    await page.getByText(`Page 2 of ${Math.ceil(total / 10)}`).waitFor();
+    await page.getByLabel('URI contains').fill('^/page/1');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.getByText('Page 1 of 1 (4 in all)').waitFor();
+    assert.deepEqual((await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-id')))).sort(), [
+      'page-1',
+      'page-10',
+      'page-11',
+      'page-12',
+    ]);
+  });
+
   test('no console errors and no CSP violations in any page', () => {
     assert.deepEqual(consoleErrors.filter((e) => !/status of 40[014]/.test(e)), []);
   });
