@@ -365,6 +365,14 @@ function Editor(props: {
   const [serverError, setServerError] = useState<ServerError | null>(null);
   const [saved, setSaved] = useState(props.note ?? '');
   const [loadError, setLoadError] = useState('');
+  /** plugin_metadata: the plugin's metadata schema, for the live errors (none when the plugin has no such schema). */
+  const [metaSchema, setMetaSchema] = useState<Schema | undefined>(undefined);
+  const metaOf = kind.dir === 'plugin_metadata' ? (props.id ?? newId) : '';
+  useEffect(() => {
+    setMetaSchema(undefined);
+    if (!metaOf) return;
+    admin('GET', `/schema/plugins/${encodeURIComponent(metaOf)}?schema_type=metadata`).then(setMetaSchema, () => {});
+  }, [metaOf]);
 
   useEffect(() => {
     if (props.id === undefined) return;
@@ -472,6 +480,7 @@ function Editor(props: {
           if (props.id !== undefined && draft[kind.idField] !== undefined) keep[kind.idField] = draft[kind.idField];
           setDraft({ ...v, ...keep });
         }}
+        schema={metaSchema}
         serverText={serverError && !serverError.plugin && serverError.field && !ROUTE_FORM_FIELDS.includes(serverError.field) ? serverError.text : undefined}
       />
       <div class="row">

@@ -316,6 +316,19 @@ describe('dashboard in Chromium', { skip }, () => {
     ]);
   });
 
+  test('plugin metadata: the metadata schema\'s live errors, then saved', async () => {
+    await page.getByRole('navigation').getByRole('button', { name: 'Plugin metadata' }).click();
+    await page.getByRole('button', { name: 'New' }).click();
+    await page.getByLabel('Plugin', { exact: true }).selectOption('cors');
+    const json = page.getByLabel('Plugin metadata fields (JSON)');
+    await json.fill('{"allow_origins": 5}');
+    await page.locator('.live-errors').getByText('allow_origins wrong type: expected object, got number').waitFor();
+    await json.fill('{"allow_origins": {"dash": "http://a.example"}}');
+    await page.locator('.live-errors').waitFor({ state: 'detached' });
+    await save(page, /^Saved \/apisix\/plugin_metadata\/cors$/);
+    assert.deepEqual((await gw.admin('GET', '/plugin_metadata/cors')).json.value.allow_origins, { dash: 'http://a.example' });
+  });
+
   test('no console errors and no CSP violations in any page', () => {
     assert.deepEqual(consoleErrors.filter((e) => !/status of 40[014]/.test(e)), []);
   });
