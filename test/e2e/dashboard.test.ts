@@ -31,7 +31,8 @@ describe('dashboard in Chromium', { skip }, () => {
   before(async () => {
     fns = await startFunctions();
     gw = await startGateway();
-    const executablePath = execFileSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).trim();
+    // Where systemSkip found it: on the PATH, else Debian's /usr/lib/chromium.
+    const executablePath = execFileSync('sh', ['-c', 'command -v chromium || echo /usr/lib/chromium/chromium'], { encoding: 'utf8' }).trim();
     // --no-sandbox: the suite runs as root in CI containers, where Chromium's sandbox cannot start.
     browser = await chromium.launch({ executablePath, headless: true, args: ['--no-sandbox'] });
     context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
