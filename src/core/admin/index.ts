@@ -1,4 +1,4 @@
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { Hono } from 'hono';
 import { type ConfigStore, StoreError } from '../../store/types.ts';
 import type { Logger } from '../context.ts';
@@ -11,6 +11,7 @@ import { type AuthLimitOptions, AuthLimiter, clientBucket, compileAllowList, dis
 import { ADMIN_HEADERS, adminError, BadBody, BodyTooLarge } from './json.ts';
 import { resourceRegistry, validPathId } from './resources.ts';
 import { schemaEndpoints } from './schemas.ts';
+import { serveUi } from './ui.ts';
 
 /** Writes that would store a key (APISIX gives these an etcd lease when `?ttl=` is set). */
 const WRITE_METHODS = new Set(['PUT', 'POST', 'PATCH']);
@@ -60,13 +61,19 @@ export function createAdmin(opts: AdminOptions): Hono {
   // Before anything else, on every admin path (HEAD and OPTIONS too, as nginx's `allow`/`deny` would):
   // the address allow list. Registered on the admin paths only, so that a combined app (Workers) does not
   // run it for proxied requests.
-  app.use('/apisix/admin/*', async (c, next) => {
+  // The dashboard (/ui/) too: only clients the Admin API would serve get its pages.
+  const allowed: MiddlewareHandler = async (c, next) => {
     if (allow) {
       const ip = clientIp(c);
       if (!allow.match(ip)) return adminError(403, `access from ${displayIp(ip) || 'an unknown address'} is not allowed`);
     }
     await next();
-  });
+  };
+  app.use('/apisix/admin/*', allowed);
+  app.use('/ui', allowed);
+  app.use('/ui/*', allowed);
+  app.all('/ui', (c) => serveUi(c.req.raw));
+  app.all('/ui/*', (c) => serveUi(c.req.raw));
 
   app.options('/apisix/admin/*', () =>
     new Response(null, {
