@@ -14,6 +14,7 @@ import { ensureAdminKey, openStore } from './node-common.ts';
 import { createHardenedServer, getRequestBody } from './node-http.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { processCollector } from './process-metrics.ts';
+import { nodeWebSocketConnector, serveUpgrades } from './websocket-node.ts';
 import {
   finishShutdown,
   helpText,
@@ -76,6 +77,8 @@ async function main(): Promise<void> {
       files: nodeFileAppender(logger),
     },
     accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
+    // enable_websocket routes: the upgrade goes through the gateway, then the two sockets are piped (websocket-node.ts).
+    websocket: nodeWebSocketConnector(),
   });
   logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
   if (settings.dataEncryptionKeys) {
@@ -117,6 +120,7 @@ async function main(): Promise<void> {
 
   const proxyServer = await listen({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
   proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
+  const websockets = serveUpgrades(proxyServer, gateway.serveProxy);
   proxyServer.on('connection', (sock: Socket) => {
     conns.active++;
     conns.accepted++;
@@ -153,6 +157,7 @@ async function main(): Promise<void> {
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
       proxyServer.closeAllConnections();
+      websockets.closeAll();
       adminServer.closeAllConnections();
       metricsServer?.closeAllConnections();
     }, grace);
