@@ -105,7 +105,7 @@ async function hello(o: Opened): Promise<{ path: string; headers: Record<string,
   return JSON.parse((m as string).slice(6));
 }
 
-describe('WebSocket proxying (enable_websocket)', { skip: RUNTIME !== 'node' && 'not yet implemented on this runtime (501)' }, () => {
+describe('WebSocket proxying (enable_websocket)', { skip: RUNTIME === 'workerd' && 'not yet implemented on this runtime (501)' }, () => {
   test('text and binary frames both ways through an upstream route; subprotocol and headers reach the function', async () => {
     await ok('PUT', '/routes/ws', { uri: '/echo/*', enable_websocket: true, upstream: upstream() });
     const o = opened(await connect('/echo/a?x=1', { headers: { 'x-client': 'c1' }, protocols: ['chat.v1', 'chat.v2'] }));
@@ -223,9 +223,11 @@ describe('WebSocket proxying (enable_websocket)', { skip: RUNTIME !== 'node' && 
     const { code } = await o.closed;
     const waited = Date.now() - started;
     assert.ok(waited >= 500 && waited < 6000, `closed after ${waited} ms of silence`);
-    // Node closes the connection as nginx does (the client sees 1006); the frame relays send a close frame.
+    // Node closes the connection as nginx does (the client sees 1006).
     if (RUNTIME === 'node') assert.equal(code, 1006);
-    else assert.ok(code === 1001 || code === 1006, `close code ${code}`);
+    // Deno, Bun, Workers relay frames: Bun drops the connection (1006); Deno's API can only close with a frame, and
+    // no code but 1000 and 3000-4999 may be set, so it closes without one (1005).
+    else assert.ok(code === 1005 || code === 1006, `close code ${code}`);
   });
 
   test('an unreachable upstream answers 502 (function: 503), as for a plain request', async () => {
