@@ -97,8 +97,7 @@ export function webSocketClientConnector(): WebSocketConnector {
         reject(new UpstreamError('connect', (err as Error).message));
         return;
       }
-      ws.binaryType = 'arraybuffer';
-      const side: RelayUpstream = { ws, early: [], protocol: '', idleMs: req.timeout };
+      const side = upstreamSide(ws, req.timeout);
       let settled = false;
       const timer = setTimeout(
         () => {
@@ -109,17 +108,6 @@ export function webSocketClientConnector(): WebSocketConnector {
         },
         (req.connectTimeout ?? 0) + req.timeout,
       );
-      let onMessage: ((data: Data) => void) | undefined;
-      let onClose: ((code: number, reason: string) => void) | undefined;
-      side.start = (m, c) => {
-        onMessage = m;
-        onClose = c;
-      };
-      ws.onmessage = (e) => (onMessage ? onMessage(e.data) : side.early.push(e.data));
-      ws.onclose = (e) => {
-        if (onClose) onClose(e.code, e.reason);
-        else side.earlyClose = { code: e.code, reason: e.reason };
-      };
       ws.onerror = (e) => {
         if (settled) return;
         settled = true;
@@ -143,6 +131,31 @@ export function webSocketClientConnector(): WebSocketConnector {
         resolve(upgraded(headers, side));
       };
     });
+}
+
+/**
+ * The upstream side of an accepted WebSocket: what it sends or its close before the relay starts is kept for it.
+ */
+export function upstreamSide(ws: WebSocket, idleMs: number, protocol = ''): RelayUpstream {
+  ws.binaryType = 'arraybuffer';
+  const side: RelayUpstream = { ws, early: [], protocol, idleMs };
+  let onMessage: ((data: Data) => void) | undefined;
+  let onClose: ((code: number, reason: string) => void) | undefined;
+  side.start = (m, c) => {
+    onMessage = m;
+    onClose = c;
+  };
+  ws.addEventListener('message', (e) => {
+    const data = (e as MessageEvent).data as Data;
+    if (onMessage) onMessage(data);
+    else side.early.push(data);
+  });
+  ws.addEventListener('close', (e) => {
+    const { code, reason } = e as CloseEvent;
+    if (onClose) onClose(code, reason);
+    else side.earlyClose = { code, reason };
+  });
+  return side;
 }
 
 /** The close `code` as one the WebSocket API can send on (else none), the reason cut to the 123 bytes a frame holds. */
