@@ -28,10 +28,17 @@ import type { ForwardRequest } from './upstream/types.ts';
  */
 export type WebSocketConnector = (req: ForwardRequest, request: Request, env: unknown) => Promise<Response>;
 
-/** Is this a WebSocket upgrade request (`Upgrade: websocket`, any case, among other tokens)? */
-export function isWebSocketUpgrade(headers: Headers): boolean {
+/**
+ * Is this a WebSocket opening handshake (RFC 6455 §4.1): a GET with `Upgrade: websocket` and `Connection: upgrade`
+ * (any case, among other tokens)? Anything less is served as a plain request (its Upgrade header dropped), as the
+ * runtimes' servers would not upgrade it either (Node's hands it to the ordinary handler).
+ */
+export function isWebSocketUpgrade(method: string, headers: Headers): boolean {
+  if (method !== 'GET') return false;
   const upgrade = headers.get('upgrade');
-  return upgrade !== null && /(^|[\s,])websocket([\s,]|$)/i.test(upgrade);
+  if (upgrade === null || !/(^|[\s,])websocket([\s,]|$)/i.test(upgrade)) return false;
+  const connection = headers.get('connection');
+  return connection !== null && /(^|[\s,])upgrade([\s,]|$)/i.test(connection);
 }
 
 /**
@@ -40,7 +47,7 @@ export function isWebSocketUpgrade(headers: Headers): boolean {
  * goes on as usual.
  */
 export function websocketCall(ctx: RequestContext): Response | undefined {
-  if (!isWebSocketUpgrade(ctx.request.headers)) return undefined;
+  if (!isWebSocketUpgrade(ctx.method, ctx.request.headers)) return undefined;
   const connect = ctx.websocket;
   if (connect === undefined) {
     return errorResponse(501, 'WebSocket proxying is not available on this runtime (the route has enable_websocket: true)');

@@ -5,22 +5,23 @@
  * the idle timeout, an unreachable upstream.
  */
 import assert from 'node:assert/strict';
-import type { IncomingMessage } from 'node:http';
+import { type IncomingMessage, request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { refusedPort } from '../helpers/process.ts';
 import { startWebSocketFunction, type WebSocketFunction } from '../functions/websocket.ts';
-import { type GatewayUnderTest, gatewayPerFile, RUNTIME } from './harness.ts';
+import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
+// Only the WebSocket function: the suite needs none of the HTTP test functions.
 let gw: GatewayUnderTest;
-gatewayPerFile((g) => {
-  gw = g;
-});
 let fn: WebSocketFunction;
 before(async () => {
-  fn = await startWebSocketFunction();
+  [fn, gw] = await Promise.all([startWebSocketFunction(), startGateway()]);
 });
-after(() => fn.close());
+after(async () => {
+  await gw?.stop();
+  await fn?.close();
+});
 
 const node = () => `127.0.0.1:${fn.port}`;
 const upstream = () => ({ type: 'roundrobin', nodes: { [node()]: 1 } });
@@ -181,6 +182,28 @@ describe('WebSocket proxying (enable_websocket)', () => {
     assert.equal(r.status, 200);
     assert.deepEqual(JSON.parse(r.body), { plain: true, upgrade: null, url: '/plain/x' });
     assert.equal(fn.accepted, accepted, 'the function never upgraded');
+  });
+
+  test('on an enable_websocket route, Upgrade: websocket without Connection: upgrade is a plain request', async () => {
+    await ok('PUT', '/routes/ws', { uri: '/echo/*', enable_websocket: true, upstream: upstream() });
+    const u = new URL(gw.proxyUrl);
+    const got = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const r = httpRequest(
+        { host: u.hostname, port: u.port, path: '/echo/half', headers: { upgrade: 'websocket', connection: 'close' } },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => {
+            body += d;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      r.on('error', reject);
+      r.end();
+    });
+    assert.equal(got.status, 200, got.body);
+    assert.deepEqual(JSON.parse(got.body), { plain: true, upgrade: null, url: '/echo/half' });
   });
 
   test('an auth plugin runs before the upgrade: no key, 401 and nothing forwarded; with the key, frames flow', async () => {
