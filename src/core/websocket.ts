@@ -82,7 +82,8 @@ export function upgradeOf<T>(res: Response): T | undefined {
 
 /**
  * The most bytes a frame-relaying runtime (Deno, Bun, Workers) lets wait for a side that does not read before it
- * closes the tunnel (1009 toward the client): those runtimes' WebSocket APIs cannot stop reading the other side.
+ * closes both sides (without a close code: 1009 is not one the WebSocket API may send): those runtimes' WebSocket
+ * APIs cannot stop reading the other side.
  */
 export const WEBSOCKET_BUFFER_LIMIT = 16 * 1024 * 1024;
 

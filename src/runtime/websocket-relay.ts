@@ -199,7 +199,7 @@ export function relay(up: RelayUpstream, down: Downstream): RelayHandle {
     if (done) return;
     last = Date.now();
     if (down.buffered() + byteLength(data) > WEBSOCKET_BUFFER_LIMIT) {
-      // The client does not read: 1009 ("message too big") is the closest code the API may not send; close plainly.
+      // The client does not read: close both (1009 would say why, but the API may not send it).
       closeBoth(undefined, '');
       return;
     }
