@@ -164,6 +164,19 @@ describe('WebSocket proxying (enable_websocket)', () => {
     assert.ok(fn.closes.includes(4001), `the function saw ${fn.closes.join(', ')}`);
   });
 
+  test("the upstream's connection dropping (no close frame) closes the client's", async () => {
+    await ok('PUT', '/routes/ws', { uri: '/echo/*', enable_websocket: true, upstream: upstream() });
+    const o = opened(await connect('/echo/drop'));
+    await hello(o);
+    o.ws.send('drop');
+    const started = Date.now();
+    const { code } = await o.closed;
+    assert.ok(Date.now() - started < 5000);
+    // Node drops the client's connection too (1006, as nginx); the relays cannot, and close without a code (1005),
+    // except Bun, which drops it (1006).
+    assert.ok(code === 1006 || (RUNTIME !== 'node' && code === 1005), `close code ${code}`);
+  });
+
   test("the upstream's refusal of the upgrade reaches the client with its status", async () => {
     await ok('PUT', '/routes/ws-deny', { uri: '/deny', enable_websocket: true, upstream: upstream() });
     const r = refused(await connect('/deny'));

@@ -3,7 +3,8 @@
  * backpressure bench:
  *
  * - `/echo…`: every message back with its type (text stays text, binary stays binary); a text message
- *   `close:<code>:<reason>` makes the server close with that code and reason; the first message is
+ *   `close:<code>:<reason>` makes the server close with that code and reason, `drop` makes it drop the connection
+ *   without a close frame; the first message is
  *   `hello <JSON>` with the path, the upgrade request's headers and the subprotocol chosen.
  * - `/deny…`: refuses the upgrade with 403, a header `x-refused: yes` and a body `refused by the function`.
  * - `/flood…`: sends 64 KiB binary messages without end, but only while its own socket's buffer is under 1 MiB
@@ -92,6 +93,10 @@ export async function startWebSocketFunction(port = 0, host = '127.0.0.1'): Prom
           const m = /^close:(\d+):(.*)$/s.exec(data.toString());
           if (m) {
             ws.close(Number(m[1]), m[2]);
+            return;
+          }
+          if (data.toString() === 'drop') {
+            ws.terminate();
             return;
           }
         }
