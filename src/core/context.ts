@@ -1,5 +1,6 @@
 import type { CompiledPlugin } from './plugins/pipeline.ts';
 import type { Forwarder } from './upstream/types.ts';
+import type { WebSocketConnector } from './websocket.ts';
 
 /**
  * A consumer an auth plugin found for the request (APISIX `ctx.consumer`): the stored consumer, resolved at config
@@ -88,6 +89,10 @@ export interface RequestContextInit {
   getBody?: () => ReadableStream<Uint8Array> | null;
   clientSignal: () => AbortSignal | undefined;
   forward: Forwarder;
+  /** What the runtime's server handed over with the request (GatewayOptions: `env`), for the WebSocket connector. */
+  env?: unknown;
+  /** The runtime's WebSocket connector (src/core/websocket.ts); undefined where the runtime has none. */
+  websocket?: WebSocketConnector;
 }
 
 /**
@@ -122,7 +127,10 @@ export class RequestContext {
   readonly getBody: (() => ReadableStream<Uint8Array> | null) | undefined;
   /** The signal that fires when the client went away, made when asked for (see ForwardRequest.clientSignal). */
   readonly clientSignal: () => AbortSignal | undefined;
-  readonly forward: Forwarder;
+  /** The call's client; a WebSocket upgrade to an `enable_websocket` route swaps in the connector (websocketCall). */
+  forward: Forwarder;
+  readonly env: unknown;
+  readonly websocket: WebSocketConnector | undefined;
   /** Captures of the matched route (`:ext` for a trailing `*`). */
   params: Record<string, string> = NO_PARAMS;
   /** Id of the matched route; '' before routing or when nothing matched. */
@@ -187,6 +195,8 @@ export class RequestContext {
     this.getBody = init.getBody;
     this.clientSignal = init.clientSignal;
     this.forward = init.forward;
+    this.env = init.env;
+    this.websocket = init.websocket;
     this.startTime = performance.now();
   }
 

@@ -17,6 +17,7 @@ import { createLimitBackends, type LimitBackendsOptions } from './limits/redis.t
 import { policyRefusal } from './plugins/limit-common.ts';
 import { createKeyring, createSecrets } from './secrets.ts';
 import type { Forwarder } from './upstream/types.ts';
+import type { WebSocketConnector } from './websocket.ts';
 
 export interface GatewayOptions {
   store: ConfigStore;
@@ -72,6 +73,11 @@ export interface GatewayOptions {
   waitUntil?: (req: Request, env: ServerEnv) => ((work: Promise<unknown>) => void) | undefined;
   /** Metrics settings (host name, scrape cache, the runtime's connection and process metrics). */
   observability?: ObservabilityOptions;
+  /**
+   * The runtime's WebSocket connector for `enable_websocket` routes (src/core/websocket.ts; Node: a socket pipe,
+   * Deno, Bun, Workers: a frame relay). Undefined: an upgrade to such a route answers 501.
+   */
+  websocket?: WebSocketConnector;
 }
 
 /**
@@ -197,6 +203,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     return out;
   };
   const getBody = opts.getBody;
+  const websocket = opts.websocket;
   const waitUntil = opts.waitUntil;
 
   function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
@@ -226,6 +233,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       getBody: getBody && req.method === 'GET' ? () => getBody(req, env) : undefined,
       clientSignal: () => clientSignal(req, env),
       forward: forwarder,
+      env,
+      websocket,
     });
     if (waitUntil) ctx.waitUntil = waitUntil(req, env);
     ctx.consumers = snap.consumers;

@@ -25,6 +25,7 @@
  *   Idle keep-alive connections are closed after the same 255 s.
  */
 import { createGateway } from '../core/gateway.ts';
+import { bunWebSocketConnector, bunWebSocketHandlers, finishBunUpgrades } from './websocket-bun.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { hostname } from 'node:os';
@@ -52,6 +53,7 @@ interface BunServer {
   stop(closeActiveConnections?: boolean): Promise<void>;
   /** Requests in flight. */
   readonly pendingRequests: number;
+  upgrade(req: Request, opts: { data: unknown; headers?: Headers }): boolean;
 }
 
 interface BunServeOptions {
@@ -62,6 +64,7 @@ interface BunServeOptions {
   maxRequestBodySize?: number;
   development?: boolean;
   fetch(req: Request, server: BunServer): Response | Promise<Response>;
+  websocket?: typeof bunWebSocketHandlers;
   error?(err: Error): Response | Promise<Response>;
 }
 
@@ -133,6 +136,8 @@ async function main(): Promise<void> {
       files: nodeFileAppender(logger),
     },
     accessLog: accessLog?.write,
+    // enable_websocket routes: a frame relay (websocket-bun.ts).
+    websocket: bunWebSocketConnector(),
   });
 
   const serve = (
@@ -147,6 +152,7 @@ async function main(): Promise<void> {
       idleTimeout: IDLE_TIMEOUT_S,
       maxRequestBodySize: MAX_REQUEST_BODY,
       development: false,
+      websocket: bunWebSocketHandlers,
       // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
       fetch: closeAfterRefusal((req: Request, srv: BunServer) => framingError(req) ?? app.fetch(req, srv), {
         holdAnswer: true,
@@ -166,7 +172,7 @@ async function main(): Promise<void> {
     return server;
   };
 
-  proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
+  proxyServer = serve({ fetch: finishBunUpgrades(gateway.serveProxy, originalRequest) }, settings.host, settings.proxyPort, 'proxy');
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: BunServer | undefined;

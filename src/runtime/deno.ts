@@ -37,6 +37,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from '../core/context.ts';
 import { errorResponse } from '../core/errors.ts';
 import { createGateway } from '../core/gateway.ts';
+import { denoWebSocketConnector, finishDenoUpgrades } from './websocket-deno.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
@@ -383,9 +384,11 @@ async function main(): Promise<void> {
       files: denoFileAppender(logger),
     },
     accessLog: accessLog?.write,
+    // enable_websocket routes: a frame relay (websocket-deno.ts).
+    websocket: denoWebSocketConnector(),
   });
 
-  const proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
+  const proxyServer = serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;

@@ -50,7 +50,7 @@ function answer(res: ServerResponse, status: number, message: string): void {
 }
 
 /** What node:http lets through but the gateway refuses, or undefined. */
-function refusal(req: IncomingMessage): [number, string] | undefined {
+export function refusal(req: IncomingMessage): [number, string] | undefined {
   const host = req.headers.host;
   if (host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
     return [400, 'bad request: an HTTP/1.1 request needs a Host header'];

@@ -15,6 +15,7 @@ import { createHardenedServer, getRequestBody } from './node-http.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
+import { nodeWebSocketConnector, serveUpgrades } from './websocket-node.ts';
 import {
   finishShutdown,
   helpText,
@@ -79,6 +80,8 @@ async function main(): Promise<void> {
       files: nodeFileAppender(logger),
     },
     accessLog: accessLog?.write,
+    // enable_websocket routes: the upgrade goes through the gateway, then the two sockets are piped (websocket-node.ts).
+    websocket: nodeWebSocketConnector(),
   });
   logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
   if (settings.dataEncryptionKeys) {
@@ -120,6 +123,7 @@ async function main(): Promise<void> {
 
   const proxyServer = await listen({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
   proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
+  const websockets = serveUpgrades(proxyServer, gateway.serveProxy);
   proxyServer.on('connection', (sock: Socket) => {
     conns.active++;
     conns.accepted++;
@@ -156,6 +160,7 @@ async function main(): Promise<void> {
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
       proxyServer.closeAllConnections();
+      websockets.closeAll();
       adminServer.closeAllConnections();
       metricsServer?.closeAllConnections();
     }, grace);

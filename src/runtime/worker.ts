@@ -46,6 +46,7 @@ import { MemoryStore } from '../store/memory.ts';
 import { type StandaloneFormat, StandaloneStore } from '../store/standalone.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { levelLogger, readSettings, SettingsError } from './settings.ts';
+import { finishWorkerUpgrade, workerWebSocketConnector } from './websocket-worker.ts';
 
 export interface Env {
   GATEWAY_KV?: KVNamespaceLike;
@@ -175,6 +176,8 @@ async function boot(env: Env): Promise<Booted> {
         },
     // Workers Logs / `wrangler tail` get one line per request. No metrics: a Worker has no scrape target.
     accessLog: settings.accessLog ? (line) => console.log(line.trimEnd()) : undefined,
+    // enable_websocket routes: fetch with Upgrade upstream, a WebSocketPair to the client (websocket-worker.ts).
+    websocket: workerWebSocketConnector(),
     // Logger sends outlive the answer only through the request's ExecutionContext.
     waitUntil: (req) => {
       const ctx = executionContexts.get(req);
@@ -229,6 +232,7 @@ export default {
       await fresh;
     }
     executionContexts.set(request, ctx);
-    return booted.app.fetch(request, env, ctx as ExecutionContext);
+    const res = booted.app.fetch(request, env, ctx as ExecutionContext);
+    return finishWorkerUpgrade(res instanceof Promise ? await res : res);
   },
 };

@@ -6,14 +6,11 @@
  * byte for byte (fetch would resolve `..` / `%2e%2e` itself and cannot set Host). Runs on every runtime.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
-import { connect } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type FunctionServer, type FunctionServers, startFunction, startFunctions } from '../functions/functions.ts';
 import { type BlackHole, startBlackHole } from '../helpers/blackhole.ts';
-import { refusedPort, rmDir, tmpDir } from '../helpers/process.ts';
+import { refusedPort } from '../helpers/process.ts';
 import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
 let gw: GatewayUnderTest;
@@ -809,78 +806,5 @@ describe('upstreams', () => {
     const res = await req('/lone0');
     assert.equal(res.status, 200, res.text);
     assert.equal(res.json.url, '/lone0');
-  });
-});
-
-/** Sends a WebSocket handshake to `proxyUrl` + `path` over a raw socket; resolves with what came back (up to 1.5 s). */
-function upgradeRequest(proxyUrl: string, path: string): Promise<string> {
-  const u = new URL(proxyUrl);
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const s = connect(Number(u.port), u.hostname, () => {
-      s.write(
-        `GET ${path} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
-      );
-    });
-    s.setEncoding('latin1');
-    s.on('data', (d: string) => {
-      buf += d;
-      // The whole error body is in: done.
-      if (/\r\n\r\n[\s\S]*\}/.test(buf)) s.destroy();
-    });
-    s.on('error', reject);
-    s.on('close', () => resolve(buf));
-    setTimeout(() => s.destroy(), 1500);
-  });
-}
-
-describe('enable_websocket (WebSocket proxying is not implemented)', () => {
-  test('the Admin API refuses enable_websocket: true on routes and services with 400 naming it; false is accepted', async () => {
-    const up = { nodes: { [node(echo1())]: 1 } };
-    const route = await gw.admin('PUT', '/routes/ws', { uri: '/ws', upstream: up, enable_websocket: true });
-    assert.equal(route.status, 400, route.text);
-    assert.equal(
-      route.json.error_msg,
-      'invalid configuration: property "enable_websocket" validation failed: not supported by fngate: WebSocket proxying is not implemented yet',
-    );
-    const svc = await gw.admin('PUT', '/services/ws', { upstream: up, enable_websocket: true });
-    assert.equal(svc.status, 400, svc.text);
-    assert.match(svc.json.error_msg, /"enable_websocket" validation failed: not supported by fngate/);
-    assert.equal((await gw.admin('PUT', '/routes/ws', { uri: '/ws', upstream: up, enable_websocket: false })).status, 201);
-    const res = await req('/ws');
-    assert.equal(res.status, 200, res.text);
-  });
-
-  test('a route stored with enable_websocket: true (a config file): upgrade requests 501, its other requests are served', async () => {
-    const dir = await tmpDir('fngate-conf-ws-');
-    const file = join(dir, 'apisix.yaml');
-    await writeFile(
-      file,
-      [
-        'routes:',
-        '  - id: ws',
-        '    uri: /ws',
-        '    enable_websocket: true',
-        '    upstream:',
-        '      type: roundrobin',
-        '      nodes:',
-        `        "${node(echo1())}": 1`,
-        '#END',
-        '',
-      ].join('\n'),
-    );
-    const sgw = await startGateway({ env: { CONFIG_FILE: file } });
-    try {
-      const plain = await fetch(`${sgw.proxyUrl}/ws`);
-      assert.equal(plain.status, 200);
-      assert.equal(((await plain.json()) as { url: string }).url, '/ws');
-      const answer = await upgradeRequest(sgw.proxyUrl, '/ws');
-      assert.match(answer, /^HTTP\/1\.1 501 /, answer);
-      assert.match(answer, /WebSocket proxying is not implemented/);
-    } finally {
-      await sgw.stop();
-      await rmDir(dir);
-    }
   });
 });

@@ -158,22 +158,3 @@ describe('upstream fields a runtime cannot honour, written where the Admin API c
     assert.deepEqual(compile([route('kr2', { upstream: pooled })]).problems, []);
   });
 });
-
-describe('enable_websocket: true written where the Admin API could not refuse it', () => {
-  test("a route's own, or its service's: one problem logged, the route served", () => {
-    const snap = compile([
-      route('ws', { enable_websocket: true }),
-      item('services/s-ws', { id: 's-ws', enable_websocket: true }),
-      route('ws-svc', { service_id: 's-ws' }),
-      route('ws-off', { service_id: 's-ws', enable_websocket: false }),
-    ]);
-    for (const id of ['ws', 'ws-svc']) {
-      assert.ok(
-        snap.problems.some((p) => p.startsWith(`route ${id}: enable_websocket is not supported by fngate`) && p.includes('answer 501')),
-        snap.problems.join('\n'),
-      );
-    }
-    assert.ok(!snap.problems.some((p) => p.startsWith('route ws-off:')), 'the route overrides its service');
-    assert.ok(snap.router.match({ method: 'GET', host: 'gw.test', path: '/ws', remoteAddr: '127.0.0.1', ctx: {} }));
-  });
-});

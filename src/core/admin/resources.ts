@@ -16,7 +16,7 @@ import {
   upstreamCapabilityProblem,
 } from '../plugins/check.ts';
 import type { PluginRegistry } from '../plugins/index.ts';
-import { check, idProblem, isPlainObject, pluginsSchema, websocketProblem } from '../schema/common.ts';
+import { check, idProblem, isPlainObject, pluginsSchema } from '../schema/common.ts';
 import { consumerGroupSchema, consumerSchema, credentialSchema, USERNAME_PATTERN } from '../schema/consumer.ts';
 import { globalRuleSchema } from '../schema/global-rule.ts';
 import { pluginConfigSchema } from '../schema/plugin-config.ts';
@@ -176,8 +176,6 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       async validate(value) {
         const res = checkRoute(value);
         if (!res.ok) return res.message;
-        const ws = websocketProblem(value);
-        if (ws) return ws;
         const cannot = upstreamCapabilityProblem(res.value.upstream, caps);
         if (cannot) return `invalid configuration: property "upstream" validation failed: ${cannot}`;
         const bad = checkPlugins(value);
@@ -229,8 +227,6 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
       async validate(value) {
         const res = checkService(value);
         if (!res.ok) return res.message;
-        const ws = websocketProblem(value);
-        if (ws) return ws;
         const cannot = upstreamCapabilityProblem(res.value.upstream, caps);
         if (cannot) return `invalid configuration: property "upstream" validation failed: ${cannot}`;
         const upId = res.value.upstream_id;

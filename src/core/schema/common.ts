@@ -125,19 +125,6 @@ export function isPlainObject(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
-/** Why the Admin API refuses `enable_websocket: true` (routes, services); `false` is accepted. */
-export const WEBSOCKET_UNSUPPORTED = 'not supported by fngate: WebSocket proxying is not implemented yet';
-
-/**
- * The Admin API's refusal of a route's or service's `enable_websocket: true`, or undefined. Not a schema rule: one
- * already stored (by APISIX in etcd, in a config file) is still served, its upgrade requests answered 501.
- */
-export function websocketProblem(value: Record<string, unknown>): string | undefined {
-  return value.enable_websocket === true
-    ? `invalid configuration: property "enable_websocket" validation failed: ${WEBSOCKET_UNSUPPORTED}`
-    : undefined;
-}
-
 /** A field fngate does not implement: refused with a clear message instead of being silently ignored. */
 export function unsupported(why: string) {
   return v.custom<never>(() => false, `not supported by fngate: ${why}`);

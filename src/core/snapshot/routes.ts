@@ -1,5 +1,6 @@
 /** Routes, services and plugin configs → what the router serves (see config.ts). */
 
+import { websocketCall } from '../websocket.ts';
 import type { CompiledRoute, CompileEnv } from '../config.ts';
 import type { Handler, RequestContext } from '../context.ts';
 import { errorResponse } from '../errors.ts';
@@ -99,13 +100,6 @@ export interface Deps {
   upstreams: Map<string, UpstreamConf>;
 }
 
-/** A WebSocket upgrade request, which fngate cannot proxy: 501 rather than an answer the client cannot use. */
-function refuseUpgrade(ctx: RequestContext): Response | undefined {
-  const upgrade = ctx.request.headers.get('upgrade');
-  if (upgrade === null || !/\bwebsocket\b/i.test(upgrade)) return undefined;
-  return errorResponse(501, 'WebSocket proxying is not implemented in fngate (the route has enable_websocket: true)');
-}
-
 /** A pipeline that runs no route plugin and answers `handler` (the global rules still run). */
 const fixedPipeline = (handler: Handler): RoutePipeline => routePipeline(EMPTY_LIST, handler);
 
@@ -184,15 +178,10 @@ export function compileRouteEntry(
           if (cannot) problems.push(`route ${id}: ${cannot}; the route is served without it`);
           call = upstreamHandler(upstream, route.timeout);
         }
-        // APISIX: the route's `enable_websocket` unless unset, then the service's. fngate does not proxy WebSocket
-        // (the Admin API refuses `true`); one stored elsewhere is served, but an upgrade is never half-served.
+        // APISIX: the route's `enable_websocket` unless unset, then the service's. An upgrade to such a route makes
+        // its call through the runtime's WebSocket connector (src/core/websocket.ts), after the access phase.
         const websocket = route.enable_websocket ?? service?.websocket;
-        if (websocket) {
-          problems.push(
-            `route ${id}: enable_websocket is not supported by fngate (WebSocket proxying is not implemented yet); its upgrade requests answer 501, its other requests are served`,
-          );
-        }
-        pipeline = routePipeline(pluginList([...merged.values()]), call, websocket ? refuseUpgrade : undefined);
+        pipeline = routePipeline(pluginList([...merged.values()]), call, websocket ? websocketCall : undefined);
       }
     }
     let filter: RouteSpec<CompiledRoute>['filter'];
