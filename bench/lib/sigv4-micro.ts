@@ -3,7 +3,7 @@
  * with fngate's `signCall` (aws4fetch + WebCrypto, the signing key cached as in a route), `--rounds` times, and
  * prints one JSON line {runtime, us: [µs per signature of each round]}. Used by bench/serverless.ts.
  */
-import { signCall } from '../../src/core/plugins/aws-lambda.ts';
+import { SigningKeys, signCall } from '../../src/core/plugins/aws-lambda.ts';
 import type { FunctionCall } from '../../src/core/plugins/serverless.ts';
 
 const argv: string[] = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? (globalThis as unknown as { process: { argv: string[] } }).process.argv.slice(2);
@@ -14,7 +14,7 @@ const arg = (name: string, def: number) => {
 const n = arg('n', 5000);
 const rounds = arg('rounds', 7);
 const iam = { accesskey: 'AKIDEXAMPLE', secretkey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY', aws_region: 'us-east-1', service: 'lambda' };
-const cache = new Map<string, ArrayBuffer>();
+const keys = new SigningKeys(iam);
 const body = new TextEncoder().encode('{"hello":"world"}'.repeat(8));
 const url = 'https://abcdefghij.lambda-url.us-east-1.on.aws/fn/hello%20world?b=2&a=1&flag';
 
@@ -22,7 +22,7 @@ async function round(count: number): Promise<number> {
   const t0 = performance.now();
   for (let i = 0; i < count; i++) {
     const call: FunctionCall = { url, method: 'POST', headers: [] };
-    await signCall(call, body, iam, cache);
+    await signCall(call, body, iam, keys);
   }
   return ((performance.now() - t0) * 1000) / count;
 }

@@ -205,7 +205,7 @@ describe('bad answers: 502 with a clear body and a log line, never a crash', () 
     await gw.putRoute('lambda', { uri: '/lambda/*', plugins: { 'aws-lambda': { function_uri: fn.urls.lambda, proxy_integration_response: true } } });
     for (const [what, msg] of cases) {
       const r = await json(`/lambda/${what}`);
-      assert.equal(r.status, 502, what);
+      assert.equal(r.status, 502, `${what}: ${JSON.stringify(r.body).slice(0, 300)}`);
       assert.match(r.body.error_msg, msg, what);
     }
     await logShows(/aws-lambda: the function's answer cannot be used: not valid JSON/);

@@ -6,18 +6,19 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { amzDate, canonicalQuery, mapProxyIntegration, signCall } from '../../src/core/plugins/aws-lambda.ts';
+import { amzDate, canonicalQuery, mapProxyIntegration, SigningKeys, signCall } from '../../src/core/plugins/aws-lambda.ts';
 import { actionUrl, mapResult } from '../../src/core/plugins/openwhisk.ts';
 import { BadAnswer } from '../../src/core/plugins/serverless.ts';
 import type { FunctionCall } from '../../src/core/plugins/serverless.ts';
 import { AWS_KEYS, verifySigV4 } from '../functions/platforms.ts';
 
 const IAM = { accesskey: 'AKIDEXAMPLE', secretkey: AWS_KEYS.AKIDEXAMPLE!, aws_region: 'us-east-1', service: 'execute-api' };
+const keys = new SigningKeys(IAM);
 
 /** Sign a call and hand what would go on the wire to the oracle. */
-async function signAndVerify(url: string, method = 'GET', body = Buffer.alloc(0), host?: string): Promise<string | undefined> {
+async function signAndVerify(url: string, method = 'GET', body = Buffer.alloc(0), host?: string, datetime?: string): Promise<string | undefined> {
   const call: FunctionCall = { url, method, headers: [] };
-  await signCall(call, new Uint8Array(body), IAM, new Map(), host);
+  await signCall(call, new Uint8Array(body), IAM, keys, host, datetime);
   const u = new URL(call.url);
   const headers: Record<string, string> = { host: host ?? u.host };
   for (const [k, v] of call.headers) headers[k] = v;
@@ -39,6 +40,10 @@ describe('SigV4 (aws4fetch) against @smithy/signature-v4', () => {
     for (const u of urls) assert.equal(await signAndVerify(u), undefined, u);
     assert.equal(await signAndVerify('https://h.example/p?x=1', 'POST', Buffer.from('body ✓')), undefined);
     assert.equal(await signAndVerify('https://h.example/p', 'PUT', Buffer.alloc(0), 'rewritten.example'), undefined);
+    // The day's key is derived again when the date changes (and back).
+    for (const d of ['20150830T123600Z', '20150831T000000Z', '20150830T235959Z']) {
+      assert.equal(await signAndVerify('https://h.example/p', 'GET', Buffer.alloc(0), undefined, d), undefined, d);
+    }
   });
 
   test('generated paths and queries verify (fast-check)', async () => {
@@ -56,7 +61,7 @@ describe('SigV4 (aws4fetch) against @smithy/signature-v4', () => {
 
   test('a tampered request fails the oracle (the check can fail)', async () => {
     const call: FunctionCall = { url: 'https://h.example/p?a=1', method: 'GET', headers: [] };
-    await signCall(call, new Uint8Array(0), IAM, new Map());
+    await signCall(call, new Uint8Array(0), IAM, keys);
     const headers: Record<string, string> = { host: 'h.example' };
     for (const [k, v] of call.headers) headers[k] = v;
     assert.match((await verifySigV4({ method: 'GET', url: '/p?a=2', headers }, Buffer.alloc(0))) ?? '', /signature mismatch/);

@@ -41,7 +41,7 @@ const schema = v.strictObject({
   proxy_integration_response: v.optional(v.boolean(), false),
 });
 
-interface Iam {
+export interface Iam {
   accesskey: string;
   secretkey: string;
   aws_region: string;
@@ -130,6 +130,58 @@ export function amzDate(now = new Date()): string {
   return now.toISOString().replace(/[:-]|\.\d{3}/g, '');
 }
 
+const enc = new TextEncoder();
+/** SHA-256 of no bytes: a GET's payload hash, without a WebCrypto call. */
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+async function hmac(key: BufferSource, data: string): Promise<ArrayBuffer> {
+  const k = await crypto.subtle.importKey('raw', key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  return crypto.subtle.sign('HMAC', k, enc.encode(data));
+}
+
+/**
+ * The signing key of one day, imported once: `HMAC("AWS4"+secret, date) → region → service → "aws4_request"`.
+ * One per route config (the secret, region and service are the config's), so it holds one day at a time.
+ */
+export class SigningKeys {
+  private date = '';
+  private key: Promise<CryptoKey> | undefined;
+  constructor(private readonly iam: Iam) {}
+  get(date: string): Promise<CryptoKey> {
+    if (date !== this.date || !this.key) {
+      const { secretkey, aws_region, service } = this.iam;
+      this.date = date;
+      this.key = (async () => {
+        const kDate = await hmac(enc.encode(`AWS4${secretkey}`), date);
+        const kSigning = await hmac(await hmac(await hmac(kDate, aws_region), service), 'aws4_request');
+        return crypto.subtle.importKey('raw', kSigning, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+      })();
+      // A failed derivation is not kept.
+      this.key.catch(() => {
+        this.key = undefined;
+      });
+    }
+    return this.key;
+  }
+}
+
+/**
+ * aws4fetch's signer (its canonical request, the part that is easy to get wrong), with the day's signing key
+ * imported once per route instead of once per request: one HMAC per signature.
+ */
+class Signer extends AwsV4Signer {
+  constructor(
+    init: ConstructorParameters<typeof AwsV4Signer>[0],
+    private readonly keys: SigningKeys,
+  ) {
+    super(init);
+  }
+  override async signature(): Promise<string> {
+    const key = await this.keys.get(this.datetime.slice(0, 8));
+    return hex(await crypto.subtle.sign('HMAC', key, enc.encode(await this.stringToSign())));
+  }
+}
+
 /**
  * Signs one call with SigV4 (aws4fetch's `AwsV4Signer`, WebCrypto on every runtime). The body is hashed whole
  * (AWS Lambda Function URLs and API Gateway refuse `UNSIGNED-PAYLOAD`), the hash goes in `x-amz-content-sha256`.
@@ -139,7 +191,7 @@ export async function signCall(
   call: FunctionCall,
   body: Uint8Array<ArrayBuffer>,
   iam: Iam,
-  cache: Map<string, ArrayBuffer>,
+  keys: SigningKeys,
   host?: string,
   datetime = amzDate(),
 ): Promise<void> {
@@ -149,18 +201,20 @@ export async function signCall(
   call.url = qs ? `${u.origin}${u.pathname}?${qs}` : `${u.origin}${u.pathname}`;
   // The Host header sent is the URL's authority unless a plugin set one (proxy-rewrite `host`): sign that one.
   if (host !== undefined) u.host = host;
-  const sha = hex(await crypto.subtle.digest('SHA-256', body));
-  const signer = new AwsV4Signer({
-    method: call.method,
-    url: u.toString(),
-    headers: { 'x-amz-content-sha256': sha },
-    accessKeyId: iam.accesskey,
-    secretAccessKey: iam.secretkey,
-    region: iam.aws_region,
-    service: iam.service,
-    cache,
-    datetime,
-  });
+  const sha = body.byteLength === 0 ? EMPTY_SHA256 : hex(await crypto.subtle.digest('SHA-256', body));
+  const signer = new Signer(
+    {
+      method: call.method,
+      url: u.toString(),
+      headers: { 'x-amz-content-sha256': sha },
+      accessKeyId: iam.accesskey,
+      secretAccessKey: iam.secretkey,
+      region: iam.aws_region,
+      service: iam.service,
+      datetime,
+    },
+    keys,
+  );
   const signed = await signer.sign();
   for (const name of ['authorization', 'x-amz-date', 'x-amz-content-sha256']) {
     call.headers.push([name, signed.headers.get(name) ?? '']);
@@ -247,8 +301,8 @@ export const awsLambda: PluginDefinition<Conf> = {
   create(conf, env) {
     const apikey = conf.authorization?.apikey;
     const iam = conf.authorization?.iam;
-    // The derived signing key, per date (aws4fetch caches it here): one per config.
-    const cache = new Map<string, ArrayBuffer>();
+    // The day's signing key, derived and imported once per config.
+    const keys = iam === undefined ? undefined : new SigningKeys(iam);
     const limit = conf.max_req_body_size;
     return {
       proxy: serverlessForwarder(conf, {
@@ -264,7 +318,7 @@ export const awsLambda: PluginDefinition<Conf> = {
                 if (iam === undefined || ctx.header('authorization') !== undefined) return undefined;
                 const body = await bufferBody(ctx, call.method, limit);
                 if (body instanceof Response) return body;
-                await signCall(call, body, iam, cache, ctx.upstream.host);
+                await signCall(call, body, iam, keys!, ctx.upstream.host);
                 return undefined;
               },
         answer: conf.proxy_integration_response ? proxyIntegrationAnswer(env.logger) : undefined,
