@@ -60,9 +60,10 @@ for (const rt of runtimes) {
   );
   const line = out.split('\n').find((l) => l.startsWith('{'));
   if (!line) throw new Error(`${rt} printed no result:\n${out}`);
-  const us = (JSON.parse(line) as { us: number[] }).us;
+  const { us, wallUs } = JSON.parse(line) as { us: number[]; wallUs: number[] };
   const s = spread(us);
-  signRows.push([rt, fixed(s.median, 1), `${fixed(s.min, 1)}–${fixed(s.max, 1)}`, us.map((x) => fixed(x, 0)).join(' ')]);
+  const w = spread(wallUs);
+  signRows.push([rt, fixed(s.median, 1), `${fixed(s.min, 1)}–${fixed(s.max, 1)}`, us.map((x) => fixed(x, 0)).join(' '), `${fixed(w.median, 1)} [${fixed(w.min, 0)}–${fixed(w.max, 0)}]`]);
   console.error(`${rt}: SigV4 ${fixed(s.median, 1)} µs per signature`);
 }
 
@@ -127,8 +128,8 @@ try {
   await upstream.stop();
 }
 
-console.log(`\nSigV4 signing (signCall: aws4fetch AwsV4Signer + WebCrypto, key cached), µs per signature, ${rounds} rounds of ${n}, pinned to one core\n`);
-console.log(markdownTable(['runtime', 'median µs', 'range', 'rounds'], signRows));
+console.log(`\nSigV4 signing (signCall: aws4fetch AwsV4Signer + WebCrypto, key cached), process CPU µs per signature, ${rounds} rounds of ${n}, pinned to one core\n`);
+console.log(markdownTable(['runtime', 'CPU µs median', 'range', 'rounds', 'wall µs median [range]'], signRows));
 console.log(`\nNode gateway CPU µs per request (process tree), ${pairs} pairs of ${sliceS} s wrk slices (-c${connections}), same nginx upstream\n`);
 console.log(markdownTable(['pair', 'openfunction', 'aws-lambda (SigV4)', 'aws ÷ openfunction'], pairRows));
 const rs = spread(ratios);
