@@ -10,7 +10,7 @@ import { request as httpRequest } from 'node:http';
 import { describe, test } from 'node:test';
 import type { FunctionServers } from '../functions/functions.ts';
 import { OPENWHISK_TOKEN } from '../functions/platforms.ts';
-import { type GatewayUnderTest, gatewayPerFile } from './harness.ts';
+import { type GatewayUnderTest, gatewayPerFile, RUNTIME } from './harness.ts';
 
 let gw: GatewayUnderTest;
 let fn: FunctionServers;
@@ -157,6 +157,38 @@ describe('aws-lambda (t/plugin/aws-lambda.t)', () => {
     const up = await chunkedPost('/aws', [Buffer.alloc(800), Buffer.alloc(800)]);
     assert.equal(up.status, 413);
   });
+
+  test('SigV4 signs the method a plugin rewrote (proxy-rewrite method)', async () => {
+    await gw.putRoute('aws', {
+      uri: '/aws',
+      plugins: {
+        'proxy-rewrite': { method: 'PUT' },
+        'aws-lambda': { function_uri: `${fn.urls.aws}/generic`, authorization: { iam: IAM } },
+      },
+    });
+    const r = await json('/aws?a=1', { method: 'POST', body: 'payload' });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.method, 'PUT');
+    assert.equal(r.body.verified, true, r.body.reason);
+  });
+
+  test(
+    'SigV4 signs the Host a plugin set (proxy-rewrite host)',
+    { skip: RUNTIME === 'workerd' && "a Worker's fetch sends the URL's host, never a Host header (README runtime table)" },
+    async () => {
+      await gw.putRoute('aws', {
+        uri: '/aws',
+        plugins: {
+          'proxy-rewrite': { host: 'fn.example.internal' },
+          'aws-lambda': { function_uri: `${fn.urls.aws}/generic`, authorization: { iam: IAM } },
+        },
+      });
+      const r = await json('/aws?a=1');
+      assert.equal(r.status, 200);
+      assert.equal(r.body.headers.host, 'fn.example.internal');
+      assert.equal(r.body.verified, true, r.body.reason);
+    },
+  );
 
   test("a client's own Authorization is not replaced by a signature", async () => {
     await gw.putRoute('aws', { uri: '/aws', plugins: { 'aws-lambda': { function_uri: `${fn.urls.aws}/generic`, authorization: { iam: IAM } } } });

@@ -40,6 +40,9 @@ describe('SigV4 (aws4fetch) against @smithy/signature-v4', () => {
     for (const u of urls) assert.equal(await signAndVerify(u), undefined, u);
     assert.equal(await signAndVerify('https://h.example/p?x=1', 'POST', Buffer.from('body ✓')), undefined);
     assert.equal(await signAndVerify('https://h.example/p', 'PUT', Buffer.alloc(0), 'rewritten.example'), undefined);
+    // A Host without a port replaces the URL's host:port whole.
+    assert.equal(await signAndVerify('http://127.0.0.1:8080/p', 'GET', Buffer.alloc(0), 'fn.example'), undefined);
+    assert.equal(await signAndVerify('http://127.0.0.1:8080/p', 'GET', Buffer.alloc(0), 'fn.example:9000'), undefined);
     // The day's key is derived again when the date changes (and back).
     for (const d of ['20150830T123600Z', '20150831T000000Z', '20150830T235959Z']) {
       assert.equal(await signAndVerify('https://h.example/p', 'GET', Buffer.alloc(0), undefined, d), undefined, d);

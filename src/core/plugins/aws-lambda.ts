@@ -200,7 +200,12 @@ export async function signCall(
   u.search = qs;
   call.url = qs ? `${u.origin}${u.pathname}?${qs}` : `${u.origin}${u.pathname}`;
   // The Host header sent is the URL's authority unless a plugin set one (proxy-rewrite `host`): sign that one.
-  if (host !== undefined) u.host = host;
+  if (host !== undefined) {
+    // The URL `host` setter keeps the old port when the new value has none: set name and port apart.
+    const h = new URL(`${u.protocol}//${host}`);
+    u.hostname = h.hostname;
+    u.port = h.port;
+  }
   const sha = body.byteLength === 0 ? EMPTY_SHA256 : hex(await crypto.subtle.digest('SHA-256', body));
   const signer = new Signer(
     {
