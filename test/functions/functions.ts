@@ -29,6 +29,8 @@
  *   redirect         302 `Location: /elsewhere`, body `moved`
  *   gzip             `hello gzip\n` × 100, gzip-encoded (with Content-Length) iff Accept-Encoding allows gzip
  *   status           `/<code>` (last path segment) → that status, body `status <code>`; bad code → 400
+ *   aws, lambda, openwhisk   function platforms (SigV4-checking AWS endpoint, Lambda proxy-integration answers,
+ *                    OpenWhisk's action endpoint): see platforms.ts
  *
  * `slow`, `stream` and `upload` also answer `GET /__stats` → `{aborted, completed}` (responses whose
  * client went away before the response ended / responses that ended normally) and `DELETE /__stats`
@@ -42,6 +44,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
+import * as platforms from './platforms.ts';
 
 export const FUNCTION_NAMES = [
   'function-sample',
@@ -55,6 +58,9 @@ export const FUNCTION_NAMES = [
   'redirect',
   'gzip',
   'status',
+  'aws',
+  'lambda',
+  'openwhisk',
 ] as const;
 
 export type FunctionName = (typeof FUNCTION_NAMES)[number];
@@ -370,6 +376,10 @@ const handlers: Record<FunctionName, Handler> = {
     if (!(code >= 200 && code <= 599)) return send(res, 400, `invalid status ${JSON.stringify(last)}`);
     send(res, code, `status ${code}`);
   },
+
+  aws: (req, res) => platforms.aws(req, res),
+  lambda: (req, res, { url }) => platforms.lambda(req, res, url),
+  openwhisk: (req, res, { url }) => platforms.openwhisk(req, res, url),
 };
 
 function acceptsGzip(header: string | undefined): boolean {

@@ -57,6 +57,9 @@ export const PORT_OFFSETS: Record<FunctionName, number> = {
   redirect: 8,
   gzip: 9,
   status: 10,
+  aws: 11,
+  lambda: 12,
+  openwhisk: 13,
 };
 
 export interface ServePlan {
@@ -171,6 +174,9 @@ const NOTES: Record<FunctionName, string> = {
   redirect: '302 Location: /elsewhere',
   gzip: 'gzip iff Accept-Encoding: gzip',
   status: '/<code> -> that status',
+  aws: 'SigV4 check (@smithy/signature-v4) -> JSON {verified, reason, ...}',
+  lambda: 'Lambda proxy-integration answers: /ok, /multi, /base64, ...',
+  openwhisk: 'POST /api/v1/namespaces/<ns>/actions/[<pkg>/]<action> (Basic auth)',
 };
 
 export function formatTable(servers: readonly FunctionServer[]): string {

@@ -399,7 +399,7 @@ describe('startFunctions / startFunction', () => {
     try {
       assert.equal(f.ports.echo, port);
       assert.equal(f.urls.echo, `http://127.0.0.1:${port}`);
-      assert.equal(Object.keys(f.urls).length, 11);
+      assert.equal(Object.keys(f.urls).length, 14);
       await assert.rejects(startFunctions({ ports: { echo: port } }), /EADDRINUSE/);
     } finally {
       await f.close();
@@ -444,8 +444,8 @@ describe('serve.ts', () => {
     assert.equal(ports['test-uri'], 30584);
     assert.equal(ports['test-body'], 30585);
     assert.equal(ports['function-sample'], 30586);
-    assert.equal(plan.functions.length, 11);
-    assert.equal(new Set(Object.values(ports)).size, 11);
+    assert.equal(plan.functions.length, 14);
+    assert.equal(new Set(Object.values(ports)).size, 14);
   });
   test('--walkthrough, --only/--port, --base-port, --help and errors', () => {
     assert.deepEqual(parseServeArgs(['--walkthrough']), {

@@ -129,6 +129,32 @@ describe('secret fields of plugins', () => {
     assert.deepEqual(paths.get('openfunction'), [['authorization', 'service_token']]);
   });
 
+  test('the function platforms declare APISIX encrypt_fields; openwhisk.t TEST 5 and aws-lambda fields sealed', async () => {
+    assert.deepEqual(paths.get('openwhisk'), [['service_token']]);
+    assert.deepEqual(paths.get('azure-functions'), [['authorization', 'apikey']]);
+    assert.deepEqual(paths.get('aws-lambda'), [
+      ['authorization', 'apikey'],
+      ['authorization', 'iam', 'accesskey'],
+      ['authorization', 'iam', 'secretkey'],
+    ]);
+    const secrets = createSecrets(registry, await createKeyring(APISIX_KEYRING));
+    const plain = {
+      uri: '/x',
+      plugins: {
+        openwhisk: { api_host: 'http://127.0.0.1:3233', service_token: OPENWHISK_TOKEN, namespace: 'guest', action: 'a' },
+        'aws-lambda': { function_uri: 'https://x.example', authorization: { apikey: 'k1', iam: { accesskey: 'ak', secretkey: 'sk' } } },
+      },
+    };
+    // biome-ignore lint/suspicious/noExplicitAny: reading into a sealed copy
+    const sealed = (await secrets.seal(plain)).plugins as Record<string, Record<string, any>>;
+    assert.equal(sealed.openwhisk!.service_token, OPENWHISK_CIPHERTEXT);
+    const aws = sealed['aws-lambda']!.authorization;
+    assert.equal(aws.apikey, nodeEncrypt(APISIX_KEYRING[0]!, 'k1'));
+    assert.equal(aws.iam.accesskey, nodeEncrypt(APISIX_KEYRING[0]!, 'ak'));
+    assert.equal(aws.iam.secretkey, nodeEncrypt(APISIX_KEYRING[0]!, 'sk'));
+    assert.deepEqual(await secrets.open({ ...plain, plugins: sealed }), plain);
+  });
+
   test('seal encrypts only the declared fields, in a copy; open restores them', async () => {
     const secrets = createSecrets(registry, await createKeyring(APISIX_KEYRING));
     assert.equal(secrets.enabled, true);

@@ -11,6 +11,9 @@ import { limitCount } from './limit-count.ts';
 import { limitReq } from './limit-req.ts';
 import { mocking } from './mocking.ts';
 import { openfunction } from './openfunction.ts';
+import { openwhisk } from './openwhisk.ts';
+import { awsLambda } from './aws-lambda.ts';
+import { azureFunctions } from './azure-functions.ts';
 import { fileLogger } from './file-logger.ts';
 import { httpLogger } from './http-logger.ts';
 import { opentelemetry } from './opentelemetry.ts';
@@ -25,6 +28,9 @@ import type { AnyPlugin } from './types.ts';
 /** Every plugin fngate ships, by name. */
 export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   openfunction,
+  openwhisk,
+  azureFunctions,
+  awsLambda,
   cors,
   ipRestriction,
   keyAuth,

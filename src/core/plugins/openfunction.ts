@@ -33,13 +33,11 @@ export const openfunction: PluginDefinition<Conf> = {
   create(conf) {
     const token = conf.authorization?.service_token;
     // Computed once per config snapshot, not per request.
-    const authorization = token === undefined ? undefined : `Basic ${textToBase64(token)}`;
     return {
-      proxy: serverlessForwarder(
-        conf,
-        'function',
-        authorization === undefined ? undefined : [['authorization', authorization]],
-      ),
+      proxy: serverlessForwarder(conf, {
+        label: 'function',
+        headers: token === undefined ? undefined : [['authorization', `Basic ${textToBase64(token)}`]],
+      }),
     };
   },
 };

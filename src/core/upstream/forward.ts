@@ -14,6 +14,10 @@ import { type ForwardRequest, UpstreamError } from './types.ts';
 export interface ForwardTarget {
   /** Absolute URL to call, query included. */
   url: string;
+  /** The method to send instead of the client's (openwhisk always POSTs). */
+  method?: string;
+  /** Send only `setHeaders`, none of the client's headers (openwhisk, as APISIX). */
+  ownHeadersOnly?: boolean;
   /** Host header to send instead of the URL's authority. */
   hostHeader?: string;
   /** The read timeout, ms; with the connect and send timeouts see {@link ForwardRequest}. */
@@ -103,8 +107,8 @@ export async function forward(
 ): Promise<Response> {
   const req = ctx.request;
   // The plugins' edits (RequestContext.upstream, .headerOverlay) apply to every call, whatever the runtime.
-  const method = ctx.upstream?.method ?? ctx.method;
-  const headers = requestHeadersForUpstream(
+  const method = target.method ?? ctx.upstream?.method ?? ctx.method;
+  const headers = target.ownHeadersOnly ? [...(target.setHeaders ?? [])] : requestHeadersForUpstream(
     req.headers,
     { clientIp: ctx.clientIp, scheme: ctx.scheme, host: req.headers.get('host') },
     target.setHeaders,
