@@ -5,6 +5,7 @@ import type { RequestContext } from '../context.ts';
 import { forward } from '../upstream/forward.ts';
 import type { HeaderList } from '../upstream/headers.ts';
 import { encodePath } from '../upstream/path.ts';
+import { type ColdStartConf, coldStartPolicy, coldStartSchema } from '../upstream/retry.ts';
 
 /**
  * The forwarding piece shared by every function-as-a-service plugin (openfunction today; azure-functions,
@@ -26,7 +27,28 @@ export function isHttpUrl(s: string): boolean {
 /** Schema fields every serverless plugin shares (APISIX generic-upstream), with APISIX's defaults. */
 export const serverlessEntries = {
   function_uri: v.pipe(v.string(), v.check(isHttpUrl, 'must be a valid http(s) URL')),
-  timeout: v.optional(durationMs(100), 3000),
+  /**
+   * APISIX: one number, ms, bounding the whole wait for the answer's head. fngate extension: an object
+   * `{connect, send, read}` in ms (APISIX's upstream names, nginx's meaning): `connect` for the TCP (+TLS) connect,
+   * `send` the longest gap between writes of the request, `read` (default 3000) from the request's end to the
+   * answer's head and then between body chunks. `connect` takes precedence over `connect_timeout`.
+   */
+  timeout: v.optional(
+    v.union([
+      durationMs(100),
+      v.strictObject({
+        connect: v.optional(durationMs(1)),
+        send: v.optional(durationMs(1)),
+        read: v.optional(durationMs(100), 3000),
+      }),
+    ]),
+    3000,
+  ),
+  /**
+   * fngate extension: retry while the function starts (scale from zero): refused connects and the activator's
+   * 502/503, with capped exponential backoff and jitter, within `deadline`; see src/core/upstream/retry.ts.
+   */
+  cold_start: v.optional(coldStartSchema),
   /**
    * fngate extension: the connect timeout, ms. Without it `timeout` bounds the whole wait for the answer's head
    * (connect, send, first byte); with it the connect gets its own bound and `timeout` starts once connected, so a
@@ -42,7 +64,8 @@ export const serverlessEntries = {
 
 export interface ServerlessConf {
   function_uri: string;
-  timeout: number;
+  timeout: number | { connect?: number; send?: number; read: number };
+  cold_start?: ColdStartConf;
   connect_timeout?: number;
   ssl_verify: boolean;
   keepalive: boolean;
@@ -80,10 +103,13 @@ export function serverlessForwarder(conf: ServerlessConf, label: string, setHead
     const own = ctx.upstream.query ?? ctx.query;
     const query = fn.query && own ? `${fn.query}&${own}` : fn.query || own;
     const url = query ? `${fn.origin}${path}?${query}` : `${fn.origin}${path}`;
+    const t = conf.timeout;
     return forward(ctx, {
       url,
-      timeout: conf.timeout,
-      connectTimeout: conf.connect_timeout,
+      timeout: typeof t === 'number' ? t : t.read,
+      connectTimeout: (typeof t === 'number' ? undefined : t.connect) ?? conf.connect_timeout,
+      sendTimeout: typeof t === 'number' ? undefined : t.send,
+      retry: conf.cold_start && coldStartPolicy(conf.cold_start),
       tlsVerify: conf.ssl_verify,
       keepalive,
       maxBodySize: conf.max_req_body_size,
