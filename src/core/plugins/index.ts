@@ -10,6 +10,7 @@ import { limitConn } from './limit-conn.ts';
 import { limitCount } from './limit-count.ts';
 import { limitReq } from './limit-req.ts';
 import { mocking } from './mocking.ts';
+import { cloudevents } from './cloudevents.ts';
 import { openfunction } from './openfunction.ts';
 import { fileLogger } from './file-logger.ts';
 import { httpLogger } from './http-logger.ts';
@@ -46,6 +47,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   httpLogger,
   fileLogger,
   opentelemetry,
+  cloudevents,
 ];
 
 /**
