@@ -13,7 +13,10 @@ import {
   retryableFailure,
   withRetries,
 } from '../../src/core/upstream/retry.ts';
-import { UpstreamError } from '../../src/core/upstream/types.ts';
+import type { RequestContext } from '../../src/core/context.ts';
+import { serverlessForwarder } from '../../src/core/plugins/serverless.ts';
+import { forward } from '../../src/core/upstream/forward.ts';
+import { type ForwardRequest, UpstreamError } from '../../src/core/upstream/types.ts';
 
 const conf = (c: Record<string, unknown> = {}) => v.parse(coldStartSchema, c);
 
@@ -192,5 +195,95 @@ describe('withRetries', () => {
     });
     assert.ok('stillStarting' in out);
     assert.equal(out.attempts, 3);
+  });
+});
+
+describe('forward() with a retry policy (a forwarder that records its calls)', () => {
+  type Req = ForwardRequest;
+  type Ctx = RequestContext;
+
+  /** A POST whose body comes in `chunks` (no Content-Length: chunked); the forwarder refuses the first `refuse` calls. */
+  function setup(chunks: number[], refuse: number) {
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (const n of chunks) c.enqueue(new Uint8Array(n).fill(97));
+        c.close();
+      },
+    });
+    const request = new Request('http://gw.test/up', { method: 'POST', body, duplex: 'half' } as RequestInit);
+    const calls: { headers: [string, string][]; bytes: number; req: Req }[] = [];
+    const ctx = {
+      request,
+      method: 'POST',
+      clientIp: '127.0.0.1',
+      scheme: 'http',
+      params: {},
+      upstream: {},
+      query: '',
+      clientSignal: () => undefined,
+      forward: async (req: Req) => {
+        const bytes = req.body ? (await new Response(req.body).arrayBuffer()).byteLength : 0;
+        calls.push({ headers: req.headers.slice(), bytes, req });
+        // The forwarder owns its list: an edit must not leak into the next call's.
+        req.headers.push(['x-edited', String(calls.length)]);
+        if (calls.length <= refuse) throw new UpstreamError('connect', 'refused');
+        return new Response('ok');
+      },
+    } as unknown as Ctx;
+    return { ctx, calls };
+  }
+  const base = {
+    url: 'http://fn.test/',
+    timeout: 1000,
+    tlsVerify: true,
+    keepalive: { enabled: true, idleTimeoutMs: 1000, poolSize: 1 },
+    label: 'function',
+  };
+  const policy = coldStartPolicy(conf({ initial_delay: 1, max_delay: 2, replay_body_limit: 100 }));
+
+  test('a chunked body within replay_body_limit is buffered and sent whole on every call, each with its own header list', async () => {
+    const { ctx, calls } = setup([40, 40], 2);
+    const res = await forward(ctx, { ...base, retry: policy });
+    assert.equal(res.status, 200);
+    assert.deepEqual(
+      calls.map((c) => c.bytes),
+      [80, 80, 80],
+    );
+    for (const c of calls) assert.equal(c.headers.filter(([n]) => n === 'x-edited').length, 0);
+  });
+
+  test('a body over replay_body_limit is sent once, whole (what was read first, then the rest): the refusal is the answer', async () => {
+    const { ctx, calls } = setup([60, 60, 60], 1);
+    const res = await forward(ctx, { ...base, retry: policy });
+    assert.equal(res.status, 503);
+    assert.deepEqual(
+      calls.map((c) => c.bytes),
+      [180],
+    );
+  });
+
+  test('serverless timeout {connect, send, read}: the three bounds, connect before connect_timeout; a number stays the one APISIX bound', async () => {
+    const run = async (extra: Record<string, unknown>) => {
+      const { ctx, calls } = setup([], 0);
+      const conf = {
+        function_uri: 'http://fn.test/',
+        ssl_verify: true,
+        keepalive: true,
+        keepalive_timeout: 60000,
+        keepalive_pool: 5,
+        max_req_body_size: 1024,
+        timeout: 3000,
+        ...extra,
+      };
+      await serverlessForwarder(conf as never, 'function')(ctx);
+      const r = calls[0]!.req;
+      return [r.connectTimeout, r.sendTimeout, r.timeout];
+    };
+    assert.deepEqual(
+      await run({ timeout: { connect: 100, send: 200, read: 300 }, connect_timeout: 50 }),
+      [100, 200, 300],
+    );
+    assert.deepEqual(await run({ timeout: { read: 300 }, connect_timeout: 50 }), [50, undefined, 300]);
+    assert.deepEqual(await run({ timeout: 3000 }), [undefined, undefined, 3000]);
   });
 });
