@@ -111,6 +111,7 @@ async function main(): Promise<void> {
     editHeadersInPlace: true,
     compressed: 'keep',
     honoursHost: true,
+    refused: bunRefused,
     extraInit: (r) => bunFetchExtras[(r.tlsVerify ? 2 : 0) + (r.keepalive.enabled ? 1 : 0)]!,
   });
   // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
@@ -219,3 +220,12 @@ main().catch((err) => {
   console.error(startupError(err));
   process.exit(1);
 });
+
+/**
+ * Bun's fetch rejects with a `code`: `ECONNREFUSED` (older Bun: `ConnectionRefused`) or `FailedToOpenSocket` when
+ * nothing was written; `ECONNRESET` when the connection broke after connecting (maybe sent).
+ */
+function bunRefused(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ECONNREFUSED' || code === 'ConnectionRefused' || code === 'FailedToOpenSocket';
+}

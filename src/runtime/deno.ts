@@ -235,6 +235,7 @@ export function createDenoForwarder(): DenoForwarder {
     // Deno decodes gzip and br even when Accept-Encoding is passed on; other codings arrive as sent.
     decodes: ['gzip', 'br'],
     honoursHost: true,
+    refused: denoRefused,
     extraInit: (r) => ({ client: clientFor(r.keepalive) }),
     collectGarbage: exposedGc ? { everyBytes: STREAM_GC_BYTES, collect: () => exposedGc({ type: 'minor' }) } : undefined,
   });
@@ -433,3 +434,13 @@ main().catch((err) => {
   console.error(startupError(err));
   Deno.exit(1);
 });
+
+/**
+ * Deno's fetch names the phase that failed in its cause: `client error (Connect)` (refused, unreachable, DNS: nothing
+ * was written) versus `client error (SendRequest)` (connected, then the connection broke: maybe sent). Probed on
+ * Deno 2 against a closed port and a listener that resets after reading the request.
+ */
+function denoRefused(err: unknown): boolean {
+  const cause = (err as { cause?: unknown } | null)?.cause;
+  return cause instanceof Error && cause.message.includes('client error (Connect)');
+}

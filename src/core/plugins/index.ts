@@ -10,6 +10,7 @@ import { limitConn } from './limit-conn.ts';
 import { limitCount } from './limit-count.ts';
 import { limitReq } from './limit-req.ts';
 import { mocking } from './mocking.ts';
+import { cloudevents } from './cloudevents.ts';
 import { openfunction } from './openfunction.ts';
 import { openwhisk } from './openwhisk.ts';
 import { awsLambda } from './aws-lambda.ts';
@@ -52,6 +53,7 @@ export const BUILTIN_PLUGINS: readonly AnyPlugin[] = [
   httpLogger,
   fileLogger,
   opentelemetry,
+  cloudevents,
 ];
 
 /**

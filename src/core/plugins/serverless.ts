@@ -6,6 +6,7 @@ import { INTEGER } from '../schema/format.ts';
 import { forward } from '../upstream/forward.ts';
 import type { HeaderList } from '../upstream/headers.ts';
 import { encodePath } from '../upstream/path.ts';
+import { type ColdStartConf, coldStartPolicy, coldStartSchema } from '../upstream/retry.ts';
 
 /**
  * The one forwarder behind every function-as-a-service plugin (openfunction, azure-functions, aws-lambda,
@@ -29,7 +30,28 @@ export function isHttpUrl(s: string): boolean {
 /** Schema fields every serverless plugin shares (APISIX generic-upstream), with APISIX's defaults. */
 export const serverlessEntries = {
   function_uri: v.pipe(v.string(), v.check(isHttpUrl, 'must be a valid http(s) URL')),
-  timeout: v.optional(durationMs(100), 3000),
+  /**
+   * APISIX: one number, ms, bounding the whole wait for the answer's head. fngate extension: an object
+   * `{connect, send, read}` in ms (APISIX's upstream names, nginx's meaning): `connect` for the TCP (+TLS) connect,
+   * `send` the longest gap between writes of the request, `read` (default 3000) from the request's end to the
+   * answer's head and then between body chunks. `connect` takes precedence over `connect_timeout`.
+   */
+  timeout: v.optional(
+    v.union([
+      durationMs(100),
+      v.strictObject({
+        connect: v.optional(durationMs(1)),
+        send: v.optional(durationMs(1)),
+        read: v.optional(durationMs(100), 3000),
+      }),
+    ]),
+    3000,
+  ),
+  /**
+   * fngate extension: retry while the function starts (scale from zero): refused connects and the activator's
+   * 502/503, with capped exponential backoff and jitter, within `deadline`; see src/core/upstream/retry.ts.
+   */
+  cold_start: v.optional(coldStartSchema),
   /**
    * fngate extension: the connect timeout, ms. Without it `timeout` bounds the whole wait for the answer's head
    * (connect, send, first byte); with it the connect gets its own bound and `timeout` starts once connected, so a
@@ -48,7 +70,8 @@ export const { function_uri: _functionUri, ...transportEntries } = serverlessEnt
 
 export interface ServerlessConf {
   function_uri: string;
-  timeout: number;
+  timeout: number | { connect?: number; send?: number; read: number };
+  cold_start?: ColdStartConf;
   connect_timeout?: number;
   ssl_verify: boolean;
   keepalive: boolean;
@@ -128,7 +151,7 @@ export function functionUrl(functionUri: string): (ctx: RequestContext) => strin
 
 /**
  * The call to the function (a plugin's `proxy`): the platform's URL, method and headers, the shared transport
- * settings, then the platform's answer mapping.
+ * settings (timeouts, cold-start retries, TLS, keep-alive), then the platform's answer mapping.
  */
 export function serverlessForwarder(
   conf: TransportConf & { function_uri?: string },
@@ -138,7 +161,29 @@ export function serverlessForwarder(
   const urlOf = platform.url ?? functionUrl(conf.function_uri ?? '');
   const { prepare, answer, label } = platform;
   const fixed = platform.headers;
-  const call = async (ctx: RequestContext): Promise<Response> => {
+  const t = conf.timeout;
+  const timeouts = {
+    timeout: typeof t === 'number' ? t : t.read,
+    connectTimeout: (typeof t === 'number' ? undefined : t.connect) ?? conf.connect_timeout,
+    sendTimeout: typeof t === 'number' ? undefined : t.send,
+  };
+  const retry = conf.cold_start && coldStartPolicy(conf.cold_start);
+  const send = (ctx: RequestContext, url: string, method: string | undefined, setHeaders: HeaderList | undefined) =>
+    forward(ctx, {
+      url,
+      method,
+      ownHeadersOnly: platform.ownHeadersOnly,
+      ...timeouts,
+      retry,
+      tlsVerify: conf.ssl_verify,
+      keepalive,
+      maxBodySize: conf.max_req_body_size,
+      setHeaders,
+      label,
+    });
+  // openfunction: nothing decided per request, nothing mapped: the call itself, with no extra promise.
+  if (!prepare && !answer) return (ctx) => send(ctx, urlOf(ctx), platform.method, fixed);
+  return async (ctx: RequestContext): Promise<Response> => {
     let url = urlOf(ctx);
     let setHeaders = fixed;
     let method = platform.method;
@@ -150,22 +195,10 @@ export function serverlessForwarder(
       setHeaders = c.headers.length ? c.headers : undefined;
       if (platform.method) method = c.method;
     }
-    const res = await forward(ctx, {
-      url,
-      method,
-      ownHeadersOnly: platform.ownHeadersOnly,
-      timeout: conf.timeout,
-      connectTimeout: conf.connect_timeout,
-      tlsVerify: conf.ssl_verify,
-      keepalive,
-      maxBodySize: conf.max_req_body_size,
-      setHeaders,
-      label,
-    });
+    const res = await send(ctx, url, method, setHeaders);
     // `upstreamLatency` is set only when the function answered: the forwarder's own errors are never mapped.
     return answer && ctx.upstreamLatency !== undefined ? answer(res, ctx) : res;
   };
-  return call;
 }
 
 // ---- Answer mapping helpers (Lambda proxy integration, OpenWhisk results) ----

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { coldStartSchema } from '../upstream/retry.ts';
 import { INTEGER } from './format.ts';
 import {
   check,
@@ -50,6 +51,8 @@ export const upstreamSchema = v.strictObject({
   timeout: v.optional(timeoutSchema),
   retries: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(0))),
   retry_timeout: v.optional(durationSeconds('non-negative')),
+  /** fngate extension: retry while the upstream starts (src/core/upstream/retry.ts); durations in ms. */
+  cold_start: v.optional(coldStartSchema),
   keepalive_pool: v.optional(
     v.strictObject({
       size: v.optional(v.pipe(v.number(INTEGER), v.integer(), v.minValue(1))),

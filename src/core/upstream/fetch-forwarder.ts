@@ -1,7 +1,16 @@
 import { CONTENT_LENGTH, cleanedResponsePairs, cleanResponseHeaders, markCleaned, removeHeaders } from './headers.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError, type UpstreamErrorKind } from './types.ts';
 
+const never = (): boolean => false;
+
 export interface FetchForwarderOptions {
+  /**
+   * Whether a `fetch` rejection says the connection was refused or could not be made, i.e. the request was surely not
+   * written (Deno: a `client error (Connect)`, Bun: `ECONNREFUSED`). Any other rejection before the answer is still a
+   * `connect` failure (503), marked `maybeSent`, so a cold-start retry never re-sends it. Default: none is known
+   * (workerd reports "Network connection lost." for both).
+   */
+  refused?: (err: unknown) => boolean;
   /** The runtime's fetch (default: the global one). */
   fetch?: typeof fetch;
   /**
@@ -140,11 +149,11 @@ class Call {
    * Ends the call after `err` and says why it failed: its own timeout, the client going away (the call was
    * aborted), or else `otherwise`.
    */
-  failure(err: unknown, otherwise: UpstreamErrorKind, message: string): UpstreamError {
+  failure(err: unknown, otherwise: UpstreamErrorKind, message: string, maybeSent?: boolean): UpstreamError {
     this.end();
     if (this.timedOut) return new UpstreamError('timeout', this.stalled(), { cause: err });
     if (this.ac.signal.aborted) return new UpstreamError('aborted', 'client went away', { cause: err });
-    return new UpstreamError(otherwise, message, { cause: err });
+    return new UpstreamError(otherwise, message, { cause: err, maybeSent });
   }
 
   stalled(): string {
@@ -229,6 +238,7 @@ function sharedClock(): Clock {
  */
 export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
   const doFetch = opts.fetch ?? fetch;
+  const refused = opts.refused ?? never;
   const decodes = new Set(opts.decodes ?? ['gzip', 'deflate', 'br']);
   const strip = opts.compressed === 'strip';
   const clock = opts.sharedClock ? sharedClock() : timerClock;
@@ -266,7 +276,9 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
       if (opts.extraInit) Object.assign(init, opts.extraInit(req));
       res = await doFetch(req.url, init as RequestInit);
     } catch (err) {
-      const failure = call.failure(err, 'connect', describe(err));
+      // fetch rejects a refused connect and one that broke after the request went out alike; only what the runtime
+      // recognises as refused (`refused`) is a `connect` failure for sure, any other may have reached the upstream.
+      const failure = call.failure(err, 'connect', describe(err), !refused(err));
       throw bodyError instanceof UpstreamError ? bodyError : failure;
     }
     const coding = res.headers.get('content-encoding')?.trim().toLowerCase();

@@ -9,6 +9,7 @@ import {
   removeHeaders,
   requestHeadersForUpstream,
 } from './headers.ts';
+import { type RetryPolicy, withRetries } from './retry.ts';
 import { type ForwardRequest, UpstreamError } from './types.ts';
 
 export interface ForwardTarget {
@@ -34,6 +35,11 @@ export interface ForwardTarget {
   label: string;
   /** Status when no connection could be made (503 for functions as APISIX; 502 for upstream nodes as nginx). */
   connectStatus?: number;
+  /**
+   * When the call is made again (src/core/upstream/retry.ts): an upstream's node failover, a `cold_start` retry.
+   * Absent: one call.
+   */
+  retry?: RetryPolicy;
 }
 
 /**
@@ -98,12 +104,13 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
 /**
  * Sends the client's request to `target` and returns the upstream's answer, streamed, minus
  * hop-by-hop headers. Transport failures become gateway errors: 503 cannot connect, 504 timed out,
- * 502 broken answer, 413 body over the limit.
+ * 502 broken answer, 413 body over the limit. With `target.retry` a failed call that can be made again is
+ * (see retry.ts), to `opts.next(attempt)` when given (the upstream's next node), else to `target` again.
  */
 export async function forward(
   ctx: RequestContext,
   target: ForwardTarget,
-  opts?: { throwOnConnect?: boolean },
+  opts?: { next?: (attempt: number) => ForwardTarget },
 ): Promise<Response> {
   const req = ctx.request;
   // The plugins' edits (RequestContext.upstream, .headerOverlay) apply to every call, whatever the runtime.
@@ -143,6 +150,29 @@ export async function forward(
     }
   }
 
+  const policy = target.retry;
+  if (policy !== undefined && policy.attempts > 1) {
+    if (body === null) return forwardWithRetries(ctx, target, opts?.next, policy, method, headers, null);
+    if (policy.replayBodyLimit > 0) {
+      const declared = req.headers.get('content-length');
+      if (declared === null || Number(declared) <= policy.replayBodyLimit) {
+        let read: Uint8Array | ReadableStream<Uint8Array>;
+        try {
+          read = await readUpTo(body, policy.replayBodyLimit);
+        } catch (err) {
+          return failureResponse(
+            err instanceof UpstreamError ? err : new UpstreamError('aborted', 'client went away'),
+            target,
+          );
+        }
+        if (read instanceof Uint8Array)
+          return forwardWithRetries(ctx, target, opts?.next, policy, method, headers, read);
+        // Larger than the bound: sent once, as it streams (what was read first goes ahead of the rest).
+        body = read;
+      }
+    }
+  }
+
   let res: Response;
   ctx.proxied = true;
   const sent = performance.now();
@@ -162,7 +192,6 @@ export async function forward(
       keepalive: target.keepalive,
     });
   } catch (err) {
-    if (opts?.throwOnConnect && isConnectFailure(err)) throw err;
     return failureResponse(err, target);
   }
   ctx.upstreamLatency = performance.now() - sent;
@@ -170,13 +199,117 @@ export async function forward(
   return res;
 }
 
-function tooLarge(limit: number): Response {
-  return errorResponse(413, `request body is larger than the ${limit} bytes allowed`);
+/** The calls of a replayable request (no body, or `bytes` read whole) under `policy`. */
+async function forwardWithRetries(
+  ctx: RequestContext,
+  first: ForwardTarget,
+  next: ((attempt: number) => ForwardTarget) | undefined,
+  policy: RetryPolicy,
+  method: string,
+  headers: HeaderList,
+  bytes: Uint8Array | null,
+): Promise<Response> {
+  // The forwarder owns (and may edit) the list it is given: each call gets its own copy of the pairs.
+  const pristine = headers.slice();
+  let target = first;
+  ctx.proxied = true;
+  const sent = performance.now();
+  const outcome = await withRetries(policy, {
+    call(attempt, remainingMs) {
+      if (attempt > 0 && next !== undefined) target = next(attempt);
+      // A connect that would end past the deadline is cut at it.
+      const ct = target.connectTimeout;
+      const connectTimeout = ct !== undefined && remainingMs < ct ? Math.max(1, Math.ceil(remainingMs)) : ct;
+      return ctx.forward({
+        url: target.url,
+        method,
+        headers: attempt === 0 ? headers : pristine.slice(),
+        hostHeader: ctx.upstream?.host ?? target.hostHeader,
+        body: bytes === null ? null : bytesStream(bytes),
+        clientSignal: ctx.clientSignal,
+        timeout: target.timeout,
+        connectTimeout,
+        sendTimeout: target.sendTimeout,
+        tlsVerify: target.tlsVerify,
+        keepalive: target.keepalive,
+      });
+    },
+    aborted: () => ctx.clientSignal()?.aborted === true,
+  });
+  if ('response' in outcome) {
+    const res = outcome.response;
+    ctx.upstreamLatency = performance.now() - sent;
+    if ((res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] !== true) cleanResponseHeaders(res.headers);
+    return res;
+  }
+  if ('stillStarting' in outcome) {
+    return errorResponse(
+      504,
+      `the ${target.label} was still starting: no answer within the cold-start deadline of ${policy.deadlineMs} ms ` +
+        `(${outcome.attempts} attempts in ${Math.round(outcome.elapsedMs)} ms; last: ${outcome.last})`,
+    );
+  }
+  return failureResponse(outcome.error, target);
 }
 
-/** The request never reached the upstream (refused, unreachable, connect timed out): it may go to another node. */
-export function isConnectFailure(err: unknown): err is UpstreamError {
-  return err instanceof UpstreamError && (err.kind === 'connect' || err.kind === 'connect-timeout');
+function bytesStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (bytes.byteLength > 0) controller.enqueue(bytes);
+      controller.close();
+    },
+  });
+}
+
+/**
+ * Reads `body` whole when it has at most `limit` bytes (the bytes), else returns a stream of what was read followed by
+ * the rest, unread. Errors of `body` (the client went away, `body-too-large`) are thrown.
+ */
+export async function readUpTo(
+  body: ReadableStream<Uint8Array>,
+  limit: number,
+): Promise<Uint8Array | ReadableStream<Uint8Array>> {
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    size += value.byteLength;
+    if (size > limit) {
+      let i = 0;
+      return new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (i < chunks.length) {
+            controller.enqueue(chunks[i]!);
+            chunks[i++] = EMPTY;
+            return;
+          }
+          const r = await reader.read();
+          if (r.done) controller.close();
+          else controller.enqueue(r.value);
+        },
+        cancel(reason) {
+          return reader.cancel(reason);
+        },
+      });
+    }
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+const EMPTY = new Uint8Array(0);
+
+function tooLarge(limit: number): Response {
+  return errorResponse(413, `request body is larger than the ${limit} bytes allowed`);
 }
 
 /** The gateway's answer to a failed call: 503/502 cannot connect, 504 timed out, 502 broken answer, 413 too large. */

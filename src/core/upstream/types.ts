@@ -75,7 +75,11 @@ export interface ForwardRequest {
 export type Forwarder = (req: ForwardRequest) => Promise<Response>;
 
 export type UpstreamErrorKind =
-  /** Could not connect: refused, DNS failure, unreachable, TLS handshake refused. -> 503 */
+  /**
+   * Could not connect: refused, DNS failure, unreachable, TLS handshake refused. -> 503. The request was not written,
+   * unless the error says `maybeSent` (a client that cannot tell a refused connection from one that broke after the
+   * request went out: a WHATWG fetch reports both as one TypeError).
+   */
   | 'connect'
   /** No response headers within `timeout`, or a body or an upload that stalled. -> 504 */
   | 'timeout'
@@ -90,11 +94,17 @@ export type UpstreamErrorKind =
 
 export class UpstreamError extends Error {
   override name = 'UpstreamError';
+  /**
+   * A `connect` failure the client could not prove happened before the request was written (see `connect`): the
+   * function may have received it, so it is never re-sent by a cold-start retry (src/core/upstream/retry.ts).
+   */
+  readonly maybeSent: boolean;
   constructor(
     readonly kind: UpstreamErrorKind,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; maybeSent?: boolean },
   ) {
     super(message, options);
+    this.maybeSent = options?.maybeSent ?? false;
   }
 }

@@ -2,8 +2,9 @@ import type { Handler } from '../context.ts';
 import { errorResponse } from '../errors.ts';
 import { normalizeNodes, type UpstreamConf } from '../schema/upstream.ts';
 import { createPicker } from './balancer.ts';
-import { failureResponse, type ForwardTarget, forward, isConnectFailure, requestBody } from './forward.ts';
+import { type ForwardTarget, forward } from './forward.ts';
 import { encodePath } from './path.ts';
+import { coldStartPolicy, failoverPolicy, type RetryPolicy } from './retry.ts';
 
 /** APISIX's upstream default: nginx's 60 s proxy timeouts. */
 const DEFAULT_TIMEOUT_S = 60;
@@ -20,7 +21,9 @@ export interface TimeoutConf {
  * request with its path unchanged. On a connect failure (refused, or timed out) a body-less request is retried on
  * the next node (`retries`, default nodes - 1), as APISIX does, until `retry_timeout` seconds have passed since the
  * first attempt (0 or unset: no limit). The timeouts are the route's `timeout`, else the upstream's, else nginx's 60 s
- * each: connect, send and read apart.
+ * each: connect, send and read apart. With `cold_start` (fngate extension) the retry becomes the cold-start one
+ * (src/core/upstream/retry.ts): with backoff, also on 502/503 answers and for small buffered bodies, until
+ * `cold_start.deadline` (instead of `retry_timeout`), at most `retries` times when it is set, walking the nodes.
  */
 export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf): Handler {
   const nodes = normalizeNodes(conf);
@@ -43,7 +46,12 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf):
     poolSize: pool?.size ?? 320,
     maxRequests: pool?.requests,
   };
-  const retries = Math.min(conf.retries ?? picker.size - 1, picker.size - 1);
+  const failover = Math.min(conf.retries ?? picker.size - 1, picker.size - 1);
+  const retry: RetryPolicy | undefined = conf.cold_start
+    ? coldStartPolicy(conf.cold_start, conf.retries === undefined ? Number.POSITIVE_INFINITY : conf.retries + 1)
+    : failover > 0
+      ? failoverPolicy(failover, retryTimeoutMs)
+      : undefined;
   const origins = new Map<string, string>();
   const originOf = (host: string, port: number) => {
     const key = `${host}:${port}`;
@@ -55,24 +63,21 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf):
     return o;
   };
 
-  return async (ctx) => {
-    const retryable = requestBody(ctx) === null;
-    const attempts = retryable ? retries + 1 : 1;
+  return (ctx) => {
     // The path the router matched (decoded, dot segments resolved), re-encoded: the node must never see
     // a different path than the one the route's conditions were checked against. A plugin's rewrite
     // (RequestContext.upstream: proxy-rewrite) replaces it.
     const path = ctx.upstream.path ?? (ctx.path === ctx.rawPath ? ctx.rawPath : encodePath(ctx.path));
     const query = ctx.upstream.query ?? ctx.query;
     const pathAndQuery = query ? `${path}?${query}` : path;
-    const started = retryTimeoutMs > 0 && attempts > 1 ? Date.now() : 0;
-    for (let attempt = 0; ; attempt++) {
+    const targetFor = (attempt: number): ForwardTarget => {
       const node = picker.pick(attempt);
       ctx.upstreamNode = node.host;
       ctx.upstreamPort = node.port;
       let hostHeader: string | undefined;
       if (passHost === 'pass') hostHeader = ctx.request.headers.get('host') ?? undefined;
       else if (passHost === 'rewrite') hostHeader = conf.upstream_host;
-      const target: ForwardTarget = {
+      return {
         url: originOf(node.host, node.port) + pathAndQuery,
         hostHeader,
         timeout,
@@ -83,15 +88,11 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf):
         label: 'upstream',
         // nginx/APISIX: no node could be reached -> 502 Bad Gateway.
         connectStatus: 502,
+        retry,
       };
-      try {
-        return await forward(ctx, target, { throwOnConnect: attempt + 1 < attempts });
-      } catch (err) {
-        if (!isConnectFailure(err)) throw err;
-        // A connect failure with attempts left: the next node, unless `retry_timeout` has run out (nginx's
-        // proxy_next_upstream_timeout): then the last failure is the answer.
-        if (started !== 0 && Date.now() - started >= retryTimeoutMs) return failureResponse(err, target);
-      }
-    }
+    };
+    // A connect failure with attempts left: the next node, unless `retry_timeout` has run out (nginx's
+    // proxy_next_upstream_timeout): then the last failure is the answer (retry.ts).
+    return forward(ctx, targetFor(0), { next: targetFor });
   };
 }
