@@ -29,6 +29,7 @@ import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { hostname } from 'node:os';
 import { framingError } from './framing.ts';
+import { nodeTlsValidator } from './tls-check.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { processCollector } from './process-metrics.ts';
@@ -117,6 +118,8 @@ async function main(): Promise<void> {
     clientIp: (req, env) => (env as BunServer).requestIP(originalRequest(req))?.address ?? '',
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // ssls: certificates and keys parsed and matched with node:crypto when the Admin API stores them.
+    tlsValidator: nodeTlsValidator(),
     // Bun's fetch has no per-request pool settings (see above): `keepalive_pool.requests` is refused.
     capabilities: { runtime: 'bun', tlsVerifyOff: true, keepaliveRequests: false },
     // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).

@@ -45,6 +45,7 @@ import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
 import { processCollector } from './process-metrics.ts';
 import { framingError } from './framing.ts';
+import { nodeTlsValidator } from './tls-check.ts';
 import { closeAfterRefusal } from './refused-body.ts';
 import {
   finishShutdown,
@@ -370,6 +371,8 @@ async function main(): Promise<void> {
     capabilities: { runtime: 'deno', tlsVerifyOff: false, keepaliveRequests: false },
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // ssls: certificates and keys parsed and matched with node:crypto when the Admin API stores them.
+    tlsValidator: nodeTlsValidator(),
     // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
     limits: { redis: redisConnector(logger) },
     observability: {
