@@ -11,7 +11,7 @@
  *   from its certificate callback, which makes OpenSSL send `internal_error` (80); Node has no way to send that one.
  * - A change of `ssls` builds new secure contexts (`tls.createSecureContext`) and swaps the table: handshakes from
  *   then on get the new certificate, connections already open keep theirs. No restart, nothing dropped.
- * - Bounded: a handshake must finish within HANDSHAKE_TIMEOUT_MS, at most MAX_PENDING_HANDSHAKES run at once (more
+ * - Bounded: a handshake must finish within TLS_HANDSHAKE_TIMEOUT (Node's default is 120 s), at most MAX_PENDING_HANDSHAKES run at once (more
  *   are closed at accept), idle connections close after the keep-alive timeout, and an HTTP/2 session may have at
  *   most H2_MAX_STREAMS streams at once; a stream the client resets aborts its function call (the request's signal),
  *   and Node ends sessions that reset streams faster than it serves them (its CVE-2023-44487 mitigation).
@@ -31,8 +31,6 @@ import type { Logger } from '../core/context.ts';
 import type { SniTable, SslEntry } from '../core/ssl.ts';
 import { createHardenedServer } from './node-http.ts';
 
-/** A TLS handshake that has not finished after this long is dropped (Node's default is 120 s). */
-export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Connections accepted but not yet through their handshake; beyond this, new ones are closed at once. */
 export const MAX_PENDING_HANDSHAKES = 1024;
 /** SETTINGS_MAX_CONCURRENT_STREAMS of an HTTP/2 session (nginx's `http2_max_concurrent_streams`). */
@@ -110,6 +108,8 @@ export interface TlsPortOptions {
   onChange: (fn: (table: SniTable) => void) => void;
   logger: Logger;
   keepAliveTimeoutMs: number;
+  /** TLS_HANDSHAKE_TIMEOUT. */
+  handshakeTimeoutMs: number;
   /** Called for each accepted connection (metrics, drain bookkeeping). */
   onConnection?: (sock: Socket) => void;
 }
@@ -154,7 +154,7 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
   const server = createTlsServer(
     {
       ALPNProtocols: ['h2', 'http/1.1'],
-      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      handshakeTimeout: opts.handshakeTimeoutMs,
       SNICallback(servername, cb) {
         const entry = table.match(servername);
         const ctx = entry && contexts.get(entry);
@@ -183,8 +183,10 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
     raw.once('close', () => pending.delete(key));
     opts.onConnection?.(raw);
   });
+  // With a listener here Node leaves the socket open (a handshake timeout included): close it.
   server.on('tlsClientError', (err: Error, sock: TLSSocket) => {
     pending.delete(peer(sock));
+    sock.destroy();
     logger.info('tls: handshake failed', { error: err.message, remote: sock.remoteAddress });
   });
 

@@ -148,6 +148,7 @@ async function main(): Promise<void> {
         onChange: gateway.onSniChange,
         logger,
         keepAliveTimeoutMs: KEEPALIVE_TIMEOUT_MS,
+        handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
         onConnection: (sock) => {
           sockets.add(sock);
           sock.once('close', () => sockets.delete(sock));

@@ -37,6 +37,8 @@ export interface Settings {
   /** ADMIN_TLS_CERT / ADMIN_TLS_KEY: PEM files; both set = the Admin API speaks HTTPS only. */
   adminTlsCert?: string;
   adminTlsKey?: string;
+  /** TLS_HANDSHAKE_TIMEOUT in ms: a TLS handshake on the proxy's TLS port must finish within this. */
+  tlsHandshakeTimeoutMs: number;
 }
 
 export interface SettingDoc {
@@ -59,6 +61,11 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     default: '9443',
     meaning:
       "TLS port of the proxy (Node, Deno, Bun), HTTP/1.1 and HTTP/2 by ALPN where the runtime can; the certificate is chosen by SNI from the `ssls` resources; `off` starts none. A port in use is logged and the gateway runs without it",
+  },
+  {
+    name: 'TLS_HANDSHAKE_TIMEOUT',
+    default: '10',
+    meaning: 'seconds a TLS handshake on `PROXY_HTTPS_PORT` may take before the connection is closed (slow or stalled handshakes)',
   },
   {
     name: 'ADMIN_TLS_CERT / ADMIN_TLS_KEY',
@@ -207,6 +214,11 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
   if ((adminTlsCert === undefined) !== (adminTlsKey === undefined)) {
     throw new SettingsError('ADMIN_TLS_CERT and ADMIN_TLS_KEY go together: set both for an HTTPS Admin API, or neither');
   }
+  const handshakeRaw = env.TLS_HANDSHAKE_TIMEOUT;
+  const handshake = handshakeRaw === undefined || handshakeRaw === '' ? 10 : Number(handshakeRaw);
+  if (!Number.isFinite(handshake) || handshake <= 0 || handshake > 3600) {
+    throw new SettingsError(`TLS_HANDSHAKE_TIMEOUT=${handshakeRaw} is not a number of seconds (above 0, at most 3600)`);
+  }
   const accessLogRaw = (env.ACCESS_LOG || 'on').toLowerCase();
   if (!['on', 'off', 'true', 'false', '1', '0'].includes(accessLogRaw)) {
     throw new SettingsError(`ACCESS_LOG=${env.ACCESS_LOG} is not on or off`);
@@ -215,6 +227,7 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
     proxyHttpsPort,
     adminTlsCert,
     adminTlsKey,
+    tlsHandshakeTimeoutMs: Math.round(handshake * 1000),
     prometheusHost: env.PROMETHEUS_HOST || '127.0.0.1',
     prometheusPort,
     prometheusRefreshMs: Math.round(refresh * 1000),

@@ -7,9 +7,11 @@ import { createDecipheriv } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
 import { connect as h2connect } from 'node:http2';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
+import { type FunctionServer, startFunction } from '../functions/functions.ts';
 import { certFor, NO_OPENSSL } from '../helpers/tls.ts';
 import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
@@ -131,11 +133,13 @@ describe('ssls Admin API', { skip: NO_OPENSSL }, () => {
   });
 });
 
-describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP }, () => {
+describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP, timeout: 60_000 }, () => {
   let gw: GatewayUnderTest;
   let port: number;
   before(async () => {
-    gw = await startGateway({ env: { PROXY_HTTPS_PORT: '0', DATA_ENCRYPTION_KEY: ENCRYPTION_KEY } });
+    gw = await startGateway({
+      env: { PROXY_HTTPS_PORT: '0', DATA_ENCRYPTION_KEY: ENCRYPTION_KEY, TLS_HANDSHAKE_TIMEOUT: '1' },
+    });
     port = tlsPortOf(gw);
     await gw.putRoute('1', { uri: '/tls', plugins: { mocking: { response_example: 'over tls' } } });
     await gw.putRoute('2', { uri: '/scheme', plugins: { 'response-rewrite': { headers: { set: { 'x-scheme': '$scheme' } } }, mocking: { response_example: 'x' } } });
@@ -229,6 +233,53 @@ describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP }, () => {
       assert.equal(body, 'h2 ok');
     } finally {
       session.close();
+    }
+  });
+
+  test('a handshake that stalls is closed after TLS_HANDSHAKE_TIMEOUT (1 s here)', async () => {
+    const started = Date.now();
+    await new Promise<void>((resolve, reject) => {
+      const sock = createConnection({ host: '127.0.0.1', port });
+      // Half a ClientHello's record header, then nothing.
+      sock.once('connect', () => sock.write(Buffer.from([0x16, 0x03, 0x01])));
+      sock.once('close', () => resolve());
+      sock.once('error', () => undefined);
+      setTimeout(() => reject(new Error('the stalled handshake was still open after 8 s')), 8000).unref();
+    });
+    const took = Date.now() - started;
+    assert.ok(took >= 800, `closed after ${took} ms, before the timeout`);
+  });
+
+  test('HTTP/2 rapid reset: 128 streams per session, and every reset stream aborts its function call', { skip: RUNTIME !== 'node' && `${RUNTIME}: no HTTP/2 on its TLS port (README)` }, async () => {
+    const slow: FunctionServer = await startFunction('slow');
+    await gw.putRoute('4', { uri: '/slow', upstream: { nodes: { [`127.0.0.1:${slow.port}`]: 1 } } });
+    const session = h2connect(`https://127.0.0.1:${port}`, { servername: 'c.example.com', rejectUnauthorized: false });
+    session.on('error', () => undefined);
+    try {
+      await new Promise<void>((resolve) => session.once('remoteSettings', () => resolve()));
+      assert.equal(session.remoteSettings.maxConcurrentStreams, 128);
+      // Open and reset at once, 400 times (CVE-2023-44487's pattern), each asking for a 30 s answer.
+      for (let i = 0; i < 400 && !session.destroyed && !session.closed; i++) {
+        const stream = session.request({ ':path': '/slow?delay=30000', ':authority': 'c.example.com' });
+        stream.on('error', () => undefined);
+        stream.close(0x8 /* NGHTTP2_CANCEL */);
+        if (i % 50 === 49) await new Promise((r) => setImmediate(r));
+      }
+      // The calls that reached the function are aborted, not left running for 30 s.
+      const deadline = Date.now() + 10_000;
+      let open = Number.POSITIVE_INFINITY;
+      while (Date.now() < deadline) {
+        open = await new Promise<number>((r) => slow.server.getConnections((_e, n) => r(n)));
+        if (open === 0) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.equal(open, 0, 'function connections still open 10 s after their streams were reset');
+      // And the gateway still serves.
+      const res = await get(port, 'a.example.com', '/tls');
+      assert.equal(res.status, 200);
+    } finally {
+      session.destroy();
+      await slow.close();
     }
   });
 });
