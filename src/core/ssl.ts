@@ -111,6 +111,8 @@ export function checkSslConf(value: Record<string, unknown>, validator: TlsValid
 /** One server certificate set of the SNI table, keys decrypted. */
 export interface SslEntry {
   id: string;
+  /** Its SNI names as stored (`sni` or `snis`), for servers that take names rather than a callback (Bun). */
+  names: readonly string[];
   /** `cert`/`key` first, then `certs[i]`/`keys[i]` (e.g. an RSA and an ECDSA chain). */
   pairs: readonly { cert: string; key: string }[];
   /** `ssl_protocols`, when set. */
@@ -178,6 +180,7 @@ export async function compileSniTable(
     }
     const entry: SslEntry = {
       id,
+      names: s.type === 'client' ? [] : (s.snis ?? [s.sni!]).map(normalizeSni),
       pairs: certs.map((cert, i) => ({ cert, key: keys[i]! })),
       protocols: s.ssl_protocols,
     };

@@ -17,6 +17,7 @@ import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
 const WHY_NOT: Partial<Record<typeof RUNTIME, string>> = {
   workerd: 'Cloudflare terminates TLS in front of a Worker: there is no TLS port (PROXY_HTTPS_PORT) to test',
+  deno: 'not implemented yet on Deno: Deno.serve takes one certificate and has no SNI hook (README, Runtimes)',
 };
 const PORT_SKIP = WHY_NOT[RUNTIME] ?? NO_OPENSSL;
 const ENCRYPTION_KEY = 'fngate-tls-key16';
@@ -27,11 +28,14 @@ const wild = NO_OPENSSL ? undefined : certFor('*.example.com');
 const other = NO_OPENSSL ? undefined : certFor('other.test');
 const expired = NO_OPENSSL ? undefined : certFor('old.example.com', { expired: true });
 
-/** The port of the TLS listener the gateway printed. */
-function tlsPortOf(gw: GatewayUnderTest): number {
-  const m = /fngate proxy \(TLS\) listening on https:\/\/\S+:(\d+)\n/.exec(gw.proc.stdout());
-  if (!m) throw new Error(`no TLS listener in the gateway's output:\n${gw.proc.stdout()}`);
-  return Number(m[1]);
+/** The port of the TLS listener the gateway printed (Bun starts it with the first ssl: waits up to 5 s). */
+async function tlsPortOf(gw: GatewayUnderTest): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const m = /fngate proxy \(TLS\) listening on https:\/\/\S+:(\d+)\n/.exec(gw.proc.stdout());
+    if (m) return Number(m[1]);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no TLS listener in the gateway's output:\n${gw.proc.stdout()}`);
 }
 
 /** Handshake with `servername`; the certificate the gateway showed, or the error that ended the handshake. */
@@ -80,13 +84,18 @@ describe('ssls Admin API', { skip: NO_OPENSSL }, () => {
 
   test('a bad certificate or key is refused with 400 naming the problem, and nothing is stored', async () => {
     const cases: [string, Record<string, unknown>, RegExp][] = [
-      ['key of another certificate', { cert: a!.cert, key: other!.key, sni: 'a.example.com' }, /key does not match the certificate/],
       ['junk before the PEM', { cert: `junk\n${a!.cert}`, key: a!.key, sni: 'a.example.com' }, /^failed to parse cert: junk outside the PEM blocks/],
       ['junk in the key', { cert: a!.cert, key: a!.key.replace(/\n(.{8})/, '\n!!!!$1'), sni: 'a.example.com' }, /^failed to parse key: /],
       ['no sni', { cert: a!.cert, key: a!.key }, /^invalid configuration: .*"sni" or "snis"/],
       ['certs without keys', { cert: a!.cert, key: a!.key, sni: 'a.example.com', certs: [wild!.cert] }, /^mismatched number of certs and keys$/],
-      ['second pair mismatched', { cert: a!.cert, key: a!.key, sni: 'a.example.com', certs: [wild!.cert], keys: [other!.key] }, /^failed to handle cert-key pair\[1\]: the key does not match/],
     ];
+    // Workers checks the PEM structure only (no X.509 parser in the Worker bundle): README, Runtimes.
+    if (RUNTIME !== 'workerd') {
+      cases.push(
+        ['key of another certificate', { cert: a!.cert, key: other!.key, sni: 'a.example.com' }, /key does not match the certificate/],
+        ['second pair mismatched', { cert: a!.cert, key: a!.key, sni: 'a.example.com', certs: [wild!.cert], keys: [other!.key] }, /^failed to handle cert-key pair\[1\]: the key does not match/],
+      );
+    }
     if (RUNTIME !== 'workerd') cases.push(['expired', { cert: expired!.cert, key: expired!.key, sni: 'old.example.com' }, /^certificate expired: CN=old\.example\.com is valid until Jan {1,2}2 00:00:00 2020 GMT$/]);
     for (const [what, body, message] of cases) {
       const res = await gw.admin('PUT', '/ssls/bad', body);
@@ -140,11 +149,11 @@ describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP, timeout: 60_0
     gw = await startGateway({
       env: { PROXY_HTTPS_PORT: '0', DATA_ENCRYPTION_KEY: ENCRYPTION_KEY, TLS_HANDSHAKE_TIMEOUT: '1' },
     });
-    port = tlsPortOf(gw);
     await gw.putRoute('1', { uri: '/tls', plugins: { mocking: { response_example: 'over tls' } } });
     await gw.putRoute('2', { uri: '/scheme', plugins: { 'response-rewrite': { headers: { set: { 'x-scheme': '$scheme' } } }, mocking: { response_example: 'x' } } });
     assert.equal((await gw.admin('PUT', '/ssls/1', { cert: a!.cert, key: a!.key, sni: 'a.example.com' })).status, 201);
     assert.equal((await gw.admin('PUT', '/ssls/2', { cert: wild!.cert, key: wild!.key, sni: '*.example.com' })).status, 201);
+    port = await tlsPortOf(gw);
   });
   after(() => gw?.stop());
 
@@ -157,6 +166,12 @@ describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP, timeout: 60_0
     assert.equal(w.subject.CN, '*.example.com');
     for (const name of ['x.y.example.com', 'example.com', 'other.test', undefined]) {
       const res = await handshake(port, name);
+      if (RUNTIME === 'bun') {
+        // Bun serves its default context (the first exact name) rather than refusing (README, Runtimes).
+        assert.ok(!(res instanceof Error), `${name}: ${String(res)}`);
+        assert.equal(res.subject.CN, 'a.example.com');
+        continue;
+      }
       assert.ok(res instanceof Error, `${name}: a handshake without a matching certificate must fail`);
       assert.match(res.message, /alert handshake failure|ECONNRESET|socket disconnected/i, `${name}: ${res.message}`);
     }
@@ -173,10 +188,14 @@ describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP, timeout: 60_0
       const before = first.cn;
       const put = await gw.admin('PUT', '/ssls/1', { cert: a2!.cert, key: a2!.key, sni: 'a.example.com' });
       assert.equal(put.status, 200, put.text);
-      const again = await get(port, 'a.example.com', '/tls', agent);
-      assert.equal(again.status, 200);
-      assert.ok(again.reused, 'the same connection served the request after the change');
-      assert.equal(again.cn, before);
+      // Bun replaces its TLS server on a change, which closes an idle kept-alive connection (README, Runtimes): a
+      // request sent on it then gets a reset. Elsewhere the same connection carries on with its certificate.
+      if (RUNTIME !== 'bun') {
+        const again = await get(port, 'a.example.com', '/tls', agent);
+        assert.equal(again.status, 200);
+        assert.ok(again.reused, 'the same connection served the request after the change');
+        assert.equal(again.cn, before);
+      }
       // A new handshake gets the new certificate (compare the certificates themselves: both say a.example.com).
       const fresh = await handshake(port, 'a.example.com');
       assert.ok(!(fresh instanceof Error));
@@ -236,7 +255,7 @@ describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP, timeout: 60_0
     }
   });
 
-  test('a handshake that stalls is closed after TLS_HANDSHAKE_TIMEOUT (1 s here)', async () => {
+  test('a handshake that stalls is closed after TLS_HANDSHAKE_TIMEOUT (1 s here)', { skip: RUNTIME === 'bun' && 'Bun.serve has no handshake timeout; its idleTimeout (255 s) bounds a stalled handshake (README)' }, async () => {
     const started = Date.now();
     await new Promise<void>((resolve, reject) => {
       const sock = createConnection({ host: '127.0.0.1', port });
