@@ -5,7 +5,7 @@
  * (1 KiB answer); the target is pinned to core 1, the upstream and wrk share core 0 (as `npm run bench`).
  * CPU per request is the target's process tree's CPU time over the window ÷ requests served.
  *
- *   npm run build && npx tsx bench/tls.ts [--seconds 5] [--rounds 1] [--runtimes node]
+ *   npm run build && npx tsx bench/tls.ts [--seconds 5] [--rounds 1] [--runtimes node] [--tls-first]
  *
  * Certificates: an EC P-256 key and a self-signed certificate made with the openssl CLI for SNI `127.0.0.1` (wrk
  * sends the URL's host as SNI); fngate gets it through the Admin API (`ssls`), nginx from files.
@@ -25,6 +25,8 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '1' },
     runtimes: { type: 'string', default: 'node' },
+    /** Measure the TLS windows before the plain ones (to see an order effect). */
+    'tls-first': { type: 'boolean', default: false },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -151,10 +153,16 @@ try {
     for (const start of targets) {
       const t = await start();
       try {
-        const kPlain = await measure(t, `${t.plain}/hello/world`, false);
-        const kTls = await measure(t, `${t.tls}/hello/world`, false);
-        const cPlain = await measure(t, `${t.plain}/hello/world`, true);
-        const cTls = await measure(t, `${t.tls}/hello/world`, true);
+        const pair = async (close: boolean) => {
+          if (!args['tls-first']) {
+            const plain = await measure(t, `${t.plain}/hello/world`, close);
+            return [plain, await measure(t, `${t.tls}/hello/world`, close)] as const;
+          }
+          const tls = await measure(t, `${t.tls}/hello/world`, close);
+          return [await measure(t, `${t.plain}/hello/world`, close), tls] as const;
+        };
+        const [kPlain, kTls] = await pair(false);
+        const [cPlain, cTls] = await pair(true);
         const errors = kPlain.errors + kTls.errors + cPlain.errors + cTls.errors;
         rows.push(
           `| ${t.name} (round ${round}) | ${fmt(kPlain.rps)} / ${fmt(kPlain.cpuUs, 1)} | ${fmt(kTls.rps)} / ${fmt(kTls.cpuUs, 1)} | ${fmt(kTls.cpuUs / kPlain.cpuUs, 2)} | ${fmt(cPlain.rps)} / ${fmt(cPlain.cpuUs, 1)} | ${fmt(cTls.rps)} / ${fmt(cTls.cpuUs, 1)} | ${fmt(cTls.cpuUs - cPlain.cpuUs, 1)} | ${errors} |`,
