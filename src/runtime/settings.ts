@@ -60,7 +60,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'PROXY_HTTPS_PORT',
     default: '9443',
     meaning:
-      "TLS port of the proxy (Node, Deno, Bun), HTTP/1.1 and HTTP/2 by ALPN where the runtime can; the certificate is chosen by SNI from the `ssls` resources; `off` starts none. A port in use is logged and the gateway runs without it",
+      "TLS port of the proxy (Node, Bun; not yet on Deno), HTTP/1.1 and HTTP/2 by ALPN where the runtime can; the certificate is chosen by SNI from the `ssls` resources; `off` starts none. A port in use is logged and the gateway runs without it",
   },
   {
     name: 'TLS_HANDSHAKE_TIMEOUT',
@@ -70,7 +70,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
   {
     name: 'ADMIN_TLS_CERT / ADMIN_TLS_KEY',
     default: '(unset)',
-    meaning: 'PEM files of a certificate chain and its key: set both and the Admin API speaks HTTPS only (read at start)',
+    meaning: 'PEM files of a certificate chain and its key: set both and the Admin API speaks HTTPS only (read at start; Node only so far)',
   },
   {
     name: 'ADMIN_KEY',
