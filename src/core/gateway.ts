@@ -16,6 +16,7 @@ import { normalizePath } from './router/path.ts';
 import { createLimitBackends, type LimitBackendsOptions } from './limits/redis.ts';
 import { policyRefusal } from './plugins/limit-common.ts';
 import { createKeyring, createSecrets } from './secrets.ts';
+import { compileSniTable, type SniTable, sslVersionOf, type TlsValidator } from './ssl.ts';
 import type { Forwarder } from './upstream/types.ts';
 import type { WebSocketConnector } from './websocket.ts';
 
@@ -78,6 +79,11 @@ export interface GatewayOptions {
    * Deno, Bun, Workers: a frame relay). Undefined: an upgrade to such a route answers 501.
    */
   websocket?: WebSocketConnector;
+  /**
+   * The runtime's X.509 check of `ssls` certificates and keys (Node, Deno, Bun: node:crypto, src/runtime/tls-check.ts);
+   * without it (Workers) the Admin API checks the PEM structure only.
+   */
+  tlsValidator?: TlsValidator;
 }
 
 /**
@@ -103,6 +109,10 @@ export interface Gateway {
   refresh(): Promise<void>;
   /** The snapshot requests are served from now. */
   current(): Snapshot;
+  /** The server certificates of the current config, by SNI (`ssls`), for a runtime that terminates TLS. */
+  sniTable(): SniTable;
+  /** Called with the new table whenever an `ssls` object changed (after the snapshot swap). Returns an unsubscribe. */
+  onSniChange(fn: (table: SniTable) => void): () => void;
   /** The metrics (prometheus) and the export server's fetch handler (`obs.serveMetrics`, on PROMETHEUS_PORT). */
   obs: Observability;
   close(): Promise<void>;
@@ -129,7 +139,22 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   // Each distinct problem is logged once, not on every rebuild (a fleet on etcd rebuilds often).
   let reported = new Set<string>();
   const compile = createSnapshotCompiler(compileEnv);
-  let snapshot: Snapshot = build(await secrets.openState(await store.load()));
+  const initial = await store.load();
+  let snapshot: Snapshot = build(await secrets.openState(initial));
+  // The ssls' SNI table, rebuilt only when an ssl object changed; runtimes with a TLS port listen for changes.
+  let sni = await compileSniTable(initial, store.prefix, keyring, logger);
+  const sniListeners = new Set<(table: SniTable) => void>();
+  async function updateSni(state: Awaited<ReturnType<ConfigStore['load']>>): Promise<void> {
+    if (sslVersionOf(state, store.prefix) === sni.version) return;
+    sni = await compileSniTable(state, store.prefix, keyring, logger);
+    for (const fn of sniListeners) {
+      try {
+        fn(sni);
+      } catch (err) {
+        logger.error('tls: applying the changed ssls failed', { error: (err as Error).message });
+      }
+    }
+  }
 
   function build(state: Awaited<ReturnType<ConfigStore['load']>>): Snapshot {
     const started = performance.now();
@@ -161,7 +186,10 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
           const forced = forceNext;
           forceNext = false;
           const state = await store.load();
-          if (forced || state.revision !== snapshot.revision) snapshot = build(await secrets.openState(state));
+          if (forced || state.revision !== snapshot.revision) {
+            snapshot = build(await secrets.openState(state));
+            await updateSni(state);
+          }
         } while (again);
       } catch (err) {
         logger.error('config reload failed; still serving the previous config', { error: (err as Error).message });
@@ -275,6 +303,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     clientIp: (c: Context) => clientIp(c.req.raw, c.env),
     allow: opts.adminAllow,
     keyring,
+    tlsValidator: opts.tlsValidator,
   });
   admin.onError((err) => {
     logger.error('admin: unexpected error', { error: err.message });
@@ -292,6 +321,11 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     combined,
     refresh,
     current: () => snapshot,
+    sniTable: () => sni,
+    onSniChange(fn) {
+      sniListeners.add(fn);
+      return () => sniListeners.delete(fn);
+    },
     obs,
     async close() {
       unwatch();

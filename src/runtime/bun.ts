@@ -30,6 +30,8 @@ import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { hostname } from 'node:os';
 import { framingError } from './framing.ts';
+import { nodeTlsValidator } from './tls-check.ts';
+import { type BunTlsEntry, bunTlsPort } from './bun-tls.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
@@ -124,6 +126,10 @@ async function main(): Promise<void> {
     clientIp: (req, env) => (env as BunServer).requestIP(originalRequest(req))?.address ?? '',
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // ssls: certificates and keys parsed and matched with node:crypto when the Admin API stores them.
+    tlsValidator: nodeTlsValidator(),
+    // Bun's Request URL says https on the TLS port.
+    scheme: (req) => (req.url.charCodeAt(4) === 115 /* https: */ ? 'https' : 'http'),
     // Bun's fetch has no per-request pool settings (see above): `keepalive_pool.requests` is refused.
     capabilities: { runtime: 'bun', tlsVerifyOff: true, keepaliveRequests: false },
     // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
@@ -146,8 +152,10 @@ async function main(): Promise<void> {
     hostname: string,
     port: number,
     what: string,
+    tls?: { tls: BunTlsEntry[]; reusePort: true },
   ) => {
     const server = Bun.serve({
+      ...tls,
       hostname,
       port,
       idleTimeout: IDLE_TIMEOUT_S,
@@ -169,11 +177,28 @@ async function main(): Promise<void> {
       },
     });
     const host = server.hostname.includes(':') ? `[${server.hostname}]` : server.hostname;
-    console.log(`fngate ${what} listening on http://${host}:${server.port}`);
+    console.log(`fngate ${what} listening on ${tls ? 'https' : 'http'}://${host}:${server.port}`);
     return server;
   };
 
   proxyServer = serve({ fetch: finishBunUpgrades(gateway.serveProxy, originalRequest) }, settings.host, settings.proxyPort, 'proxy');
+  // The TLS port (PROXY_HTTPS_PORT): one Bun.serve per set of certificates, replaced on change (src/runtime/bun-tls.ts).
+  let tlsPort: ReturnType<typeof bunTlsPort<BunServer>> | undefined;
+  if (settings.proxyHttpsPort !== undefined) {
+    try {
+      tlsPort = bunTlsPort({
+        port: settings.proxyHttpsPort,
+        start: (tls, port) => serve({ fetch: gateway.serveProxy }, settings.host, port, 'proxy (TLS)', { tls, reusePort: true }),
+        table: gateway.sniTable,
+        onChange: gateway.onSniChange,
+        logger,
+      });
+    } catch (err) {
+      logger.error(
+        `tls: cannot listen on ${settings.host}:${settings.proxyHttpsPort} (${(err as Error).message}); the proxy serves no TLS (PROXY_HTTPS_PORT)`,
+      );
+    }
+  }
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: BunServer | undefined;
@@ -203,10 +228,11 @@ async function main(): Promise<void> {
       void proxyServer.stop(true);
       void adminServer.stop(true);
       void metricsServer?.stop(true);
+      void tlsPort?.stop(true);
     }, grace);
     force.unref();
     finishShutdown(
-      Promise.all([proxyServer!.stop(), adminServer.stop(), metricsServer?.stop()]),
+      Promise.all([proxyServer!.stop(), adminServer.stop(), metricsServer?.stop(), tlsPort?.stop()]),
       [gateway, accessLog, store],
       logger,
       (code) => process.exit(code),

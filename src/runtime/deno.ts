@@ -47,6 +47,7 @@ import { permissionFlags } from './deno-permissions.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import { framingError } from './framing.ts';
+import { nodeTlsValidator } from './tls-check.ts';
 import { closeAfterRefusal } from './refused-body.ts';
 import {
   finishShutdown,
@@ -375,6 +376,8 @@ async function main(): Promise<void> {
     capabilities: { runtime: 'deno', tlsVerifyOff: false, keepaliveRequests: false },
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
+    // ssls: certificates and keys parsed and matched with node:crypto when the Admin API stores them.
+    tlsValidator: nodeTlsValidator(),
     // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
     limits: { redis: redisConnector(logger) },
     observability: {

@@ -4,6 +4,7 @@
  * The forwarding client is an undici Agent (see node-forwarder.ts for why not the global fetch).
  */
 import type { Server, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server';
@@ -16,6 +17,8 @@ import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import { nodeWebSocketConnector, serveUpgrades } from './websocket-node.ts';
+import { nodeTlsValidator } from './tls-check.ts';
+import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
 import {
   finishShutdown,
   helpText,
@@ -59,11 +62,15 @@ async function main(): Promise<void> {
     logger,
     clientIp: (_req, env) => (env as HttpBindings).incoming.socket.remoteAddress ?? '',
     // Not `req.signal`: @hono/node-server makes an AbortController for it on first access (~3 % of the CPU per
-    // proxied request in the profile); this one listens to the connection's `close` only when needed.
-    clientSignal: (_req, env) => {
+    // proxied request in the profile); this one listens to the connection's `close` only when needed. An HTTP/2
+    // stream can end (a reset) while its connection lives on: there `req.signal`, which follows the stream.
+    clientSignal: (req, env) => {
       const { incoming, outgoing } = env as HttpBindings;
-      return clientSignal(incoming, outgoing);
+      return incoming.httpVersionMajor === 2 ? req.signal : clientSignal(incoming, outgoing);
     },
+    scheme: (_req, env) => ((env as HttpBindings).incoming.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+    // ssls: certificates and keys are parsed and matched with node:crypto when the Admin API stores them.
+    tlsValidator: nodeTlsValidator(),
     // Not an iteration of `req.headers`, which makes @hono/node-server build (validate, sort) an undici Headers.
     rawHeaders: (_req, env) => (env as HttpBindings).incoming.rawHeaders,
     // A GET body, which @hono/node-server's Request drops (WHATWG), forwarded as APISIX does.
@@ -100,6 +107,7 @@ async function main(): Promise<void> {
     hostname: string,
     port: number,
     what: string,
+    tls?: { cert: string; key: string },
   ) =>
     new Promise<Server>((resolveListen, reject) => {
       const fetch = (req: Request, env: Bindings) => {
@@ -108,10 +116,13 @@ async function main(): Promise<void> {
       };
       // node:http with issue 18's hardening (header count, protocol errors with a JSON body, CONNECT, codings,
       // absolute-form targets, Expect: 100-continue): src/runtime/node-http.ts.
-      const createServer = createHardenedServer as unknown as typeof import('node:http').createServer;
-      const server = serve({ fetch, hostname, port, createServer }, (info: AddressInfo) => {
+      const createServer = tls
+        ? (createHttpsServer as unknown as typeof import('node:http').createServer)
+        : (createHardenedServer as unknown as typeof import('node:http').createServer);
+      const options = { fetch, hostname, port, createServer, ...(tls ? { serverOptions: tls } : {}) };
+      const server = serve(options as Parameters<typeof serve>[0], (info: AddressInfo) => {
         const host = info.family === 'IPv6' ? `[${info.address}]` : info.address;
-        console.log(`fngate ${what} listening on http://${host}:${info.port}`);
+        console.log(`fngate ${what} listening on ${tls ? 'https' : 'http'}://${host}:${info.port}`);
         resolveListen(server as Server);
       });
       server.once('error', reject);
@@ -129,7 +140,36 @@ async function main(): Promise<void> {
     conns.accepted++;
     sock.once('close', () => conns.active--);
   });
-  const adminServer = await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The TLS port (PROXY_HTTPS_PORT): certificates by SNI from ssls, HTTP/2 by ALPN (src/runtime/node-tls.ts).
+  let tlsPort: TlsPort | undefined;
+  if (settings.proxyHttpsPort !== undefined) {
+    try {
+      tlsPort = await listenTlsPort({
+        host: settings.host,
+        port: settings.proxyHttpsPort,
+        fetch: (req, env) => {
+          if (stopping && 'shouldKeepAlive' in env.outgoing) (env.outgoing as ServerResponse).shouldKeepAlive = false;
+          return gateway.serveProxy(req, env);
+        },
+        table: gateway.sniTable,
+        onChange: gateway.onSniChange,
+        logger,
+        keepAliveTimeoutMs: KEEPALIVE_TIMEOUT_MS,
+        handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
+        onConnection: (sock) => {
+          sockets.add(sock);
+          sock.once('close', () => sockets.delete(sock));
+        },
+      });
+    } catch (err) {
+      logger.error(
+        `tls: cannot listen on ${settings.host}:${settings.proxyHttpsPort} (${(err as Error).message}); the proxy serves no TLS (PROXY_HTTPS_PORT)`,
+      );
+    }
+  }
+  const adminTls =
+    settings.adminTlsCert && settings.adminTlsKey ? adminTlsOptions(settings.adminTlsCert, settings.adminTlsKey) : undefined;
+  const adminServer = await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API', adminTls);
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: Server | undefined;
   if (settings.prometheusPort !== undefined) {
@@ -162,6 +202,7 @@ async function main(): Promise<void> {
       proxyServer.closeAllConnections();
       websockets.closeAll();
       adminServer.closeAllConnections();
+      tlsPort?.closeAll();
       metricsServer?.closeAllConnections();
     }, grace);
     force.unref();
@@ -169,6 +210,7 @@ async function main(): Promise<void> {
     const idleSweep = setInterval(() => {
       proxyServer.closeIdleConnections();
       adminServer.closeIdleConnections();
+      tlsPort?.closeIdle();
     }, 100);
     idleSweep.unref();
     const closed = (s: Server) =>
@@ -177,7 +219,7 @@ async function main(): Promise<void> {
         s.closeIdleConnections();
       });
     finishShutdown(
-      Promise.all([closed(proxyServer), closed(adminServer), metricsServer && closed(metricsServer)]),
+      Promise.all([closed(proxyServer), closed(adminServer), metricsServer && closed(metricsServer), tlsPort?.close()]),
       [gateway, accessLog, store, forwarder],
       logger,
       (code) => process.exit(code),

@@ -32,6 +32,13 @@ export interface Settings {
   prometheusRefreshMs: number;
   /** ACCESS_LOG: one JSON line per request on stdout. */
   accessLog: boolean;
+  /** PROXY_HTTPS_PORT: the proxy's TLS port (certificates from `ssls`); undefined = `off`. */
+  proxyHttpsPort: number | undefined;
+  /** ADMIN_TLS_CERT / ADMIN_TLS_KEY: PEM files; both set = the Admin API speaks HTTPS only. */
+  adminTlsCert?: string;
+  adminTlsKey?: string;
+  /** TLS_HANDSHAKE_TIMEOUT in ms: a TLS handshake on the proxy's TLS port must finish within this. */
+  tlsHandshakeTimeoutMs: number;
 }
 
 export interface SettingDoc {
@@ -49,6 +56,22 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
   { name: 'PROXY_PORT', default: '9080', meaning: 'port of the proxy (routes are served here)' },
   { name: 'ADMIN_HOST', default: '127.0.0.1', meaning: 'address the Admin API listens on (loopback only by default)' },
   { name: 'ADMIN_PORT', default: '9180', meaning: 'port of the Admin API (`/apisix/admin/...`)' },
+  {
+    name: 'PROXY_HTTPS_PORT',
+    default: '9443',
+    meaning:
+      "TLS port of the proxy (Node, Bun; not yet on Deno), HTTP/1.1 and HTTP/2 by ALPN where the runtime can; the certificate is chosen by SNI from the `ssls` resources; `off` starts none. A port in use is logged and the gateway runs without it",
+  },
+  {
+    name: 'TLS_HANDSHAKE_TIMEOUT',
+    default: '10',
+    meaning: 'seconds a TLS handshake on `PROXY_HTTPS_PORT` may take before the connection is closed (slow or stalled handshakes)',
+  },
+  {
+    name: 'ADMIN_TLS_CERT / ADMIN_TLS_KEY',
+    default: '(unset)',
+    meaning: 'PEM files of a certificate chain and its key: set both and the Admin API speaks HTTPS only (read at start; Node only so far)',
+  },
   {
     name: 'ADMIN_KEY',
     default: '(generated)',
@@ -185,11 +208,27 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
   if (!Number.isFinite(refresh) || refresh < 0 || refresh > 3600) {
     throw new SettingsError(`PROMETHEUS_REFRESH_INTERVAL=${refreshRaw} is not a number of seconds (0-3600)`);
   }
+  const httpsRaw = env.PROXY_HTTPS_PORT;
+  const proxyHttpsPort = httpsRaw === 'off' ? undefined : port(env, 'PROXY_HTTPS_PORT', 9443);
+  const adminTlsCert = env.ADMIN_TLS_CERT || undefined;
+  const adminTlsKey = env.ADMIN_TLS_KEY || undefined;
+  if ((adminTlsCert === undefined) !== (adminTlsKey === undefined)) {
+    throw new SettingsError('ADMIN_TLS_CERT and ADMIN_TLS_KEY go together: set both for an HTTPS Admin API, or neither');
+  }
+  const handshakeRaw = env.TLS_HANDSHAKE_TIMEOUT;
+  const handshake = handshakeRaw === undefined || handshakeRaw === '' ? 10 : Number(handshakeRaw);
+  if (!Number.isFinite(handshake) || handshake <= 0 || handshake > 3600) {
+    throw new SettingsError(`TLS_HANDSHAKE_TIMEOUT=${handshakeRaw} is not a number of seconds (above 0, at most 3600)`);
+  }
   const accessLogRaw = (env.ACCESS_LOG || 'on').toLowerCase();
   if (!['on', 'off', 'true', 'false', '1', '0'].includes(accessLogRaw)) {
     throw new SettingsError(`ACCESS_LOG=${env.ACCESS_LOG} is not on or off`);
   }
   return {
+    proxyHttpsPort,
+    adminTlsCert,
+    adminTlsKey,
+    tlsHandshakeTimeoutMs: Math.round(handshake * 1000),
     prometheusHost: env.PROMETHEUS_HOST || '127.0.0.1',
     prometheusPort,
     prometheusRefreshMs: Math.round(refresh * 1000),

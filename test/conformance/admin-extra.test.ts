@@ -207,7 +207,6 @@ describe('documented differences of the Admin API', () => {
 
   for (const resource of [
     'credentials',
-    'ssls',
     'protos',
     'secrets',
     'stream_routes',

@@ -95,6 +95,7 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnde
     // Off unless a test asks for them (they are on by default for `npm start`).
     ACCESS_LOG: 'off',
     PROMETHEUS_PORT: 'off',
+    PROXY_HTTPS_PORT: 'off',
     ...opts.env,
   };
   const launcher = (await import(`./launchers/${RUNTIME}.ts`)) as Launcher;

@@ -3,7 +3,7 @@
  * that a client must refuse (or accept only with verification off).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -35,6 +35,54 @@ export function selfSignedCert(): { key: Buffer; cert: Buffer } {
       { stdio: 'ignore' },
     );
     return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A fresh EC key and a self-signed certificate for `cn` (also its DNS SAN), in PEM, made at test time. `expired`:
+ * valid only on 2020-01-01 (through `openssl ca`, since `openssl req -days` cannot date one in the past).
+ */
+export function certFor(cn: string, opts: { expired?: boolean } = {}): { key: string; cert: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'fngate-tls-'));
+  const at = (f: string) => join(dir, f);
+  try {
+    if (!opts.expired) {
+      execFileSync(
+        'openssl',
+        [
+          ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+          ...['-keyout', at('key.pem'), '-out', at('cert.pem'), '-days', '2'],
+          ...['-subj', `/CN=${cn}`, '-addext', `subjectAltName=DNS:${cn}`],
+        ],
+        { stdio: 'ignore' },
+      );
+    } else {
+      writeFileSync(
+        at('ca.cnf'),
+        '[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n',
+      );
+      writeFileSync(at('index.txt'), '');
+      writeFileSync(at('serial'), '01\n');
+      execFileSync(
+        'openssl',
+        [
+          ...['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+          ...['-keyout', at('key.pem'), '-out', at('req.csr'), '-subj', `/CN=${cn}`],
+        ],
+        { stdio: 'ignore' },
+      );
+      execFileSync(
+        'openssl',
+        [
+          ...['ca', '-batch', '-config', 'ca.cnf', '-selfsign', '-keyfile', 'key.pem', '-in', 'req.csr'],
+          ...['-out', 'cert.pem', '-notext', '-startdate', '20200101000000Z', '-enddate', '20200102000000Z'],
+        ],
+        { stdio: 'ignore', cwd: dir },
+      );
+    }
+    return { key: readFileSync(at('key.pem'), 'utf8'), cert: readFileSync(at('cert.pem'), 'utf8') };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

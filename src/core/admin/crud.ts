@@ -48,6 +48,9 @@ export function createCrud(opts: CrudOptions): (t: Target, ctx: Ctx) => Promise<
   const keyOf = (dir: string, id: string) => `${prefix}/${dir}/${id}`;
   const envelope = (item: StoredItem) => ({ key: item.key, value: item.value, createdIndex: item.createdIndex, modifiedIndex: item.modifiedIndex });
   const notFound = () => json(404, { message: 'Key not found', error_msg: 'Key not found' });
+  const seal = (kind: ResourceKind, v: Record<string, unknown>) => (kind.seal ? kind.seal(v) : secrets.seal(v));
+  const open = (kind: ResourceKind, v: Record<string, unknown>) => (kind.open ? kind.open(v) : secrets.open(v));
+  const shown = async (kind: ResourceKind, v: Record<string, unknown>) => (kind.present ? kind.present(v) : secrets.open(v));
   const readOnly = () => (store.readOnly ? adminError(405, store.readOnly) : undefined);
   const parentExists = async (t: Target) =>
     t.parent === undefined || ((await store.get(keyOf('consumers', t.parent))) ?? (await store.getLatest?.(keyOf('consumers', t.parent)))) !== undefined;
@@ -113,13 +116,13 @@ export function createCrud(opts: CrudOptions): (t: Target, ctx: Ctx) => Promise<
       items.sort((a, b) => a.createdIndex - b.createdIndex);
       items = items.slice((p - 1) * size, p * size);
     }
-    const shown = await Promise.all(items.map(async (i) => envelope({ ...i, value: await secrets.open(i.value) })));
-    return json(200, { total, list: shown });
+    const out = await Promise.all(items.map(async (i) => envelope({ ...i, value: await shown(t.kind, i.value) })));
+    return json(200, { total, list: out });
   }
 
   async function getOne(t: Target, id: string): Promise<Response> {
     const item = await store.get(keyOf(t.dir, id));
-    return item ? json(200, envelope({ ...item, value: await secrets.open(item.value) })) : notFound();
+    return item ? json(200, envelope({ ...item, value: await shown(t.kind, item.value) })) : notFound();
   }
 
   /** Parse and check a JSON body. Returns the object, or an error Response. */
@@ -233,10 +236,10 @@ export function createCrud(opts: CrudOptions): (t: Target, ctx: Ctx) => Promise<
     const res = await casWrite(
       keyOf(t.dir, finalId),
       async (current) => {
-        if (!kind.timestamps) return secrets.seal(value);
+        if (!kind.timestamps) return seal(kind, value);
         const tm = now();
         const createTime = current?.value.create_time;
-        return secrets.seal({ ...value, create_time: typeof createTime === 'number' ? createTime : tm, update_time: tm });
+        return seal(kind, { ...value, create_time: typeof createTime === 'number' ? createTime : tm, update_time: tm });
       },
       PUT_ATTEMPTS,
     );
@@ -259,7 +262,7 @@ export function createCrud(opts: CrudOptions): (t: Target, ctx: Ctx) => Promise<
     if (err) return adminError(400, err);
     const newId = String(await store.nextId()).padStart(20, '0');
     const tm = now();
-    const value = await secrets.seal({ ...body, id: newId, create_time: tm, update_time: tm });
+    const value = await seal(t.kind, { ...body, id: newId, create_time: tm, update_time: tm });
     const { item } = await store.put(keyOf(t.dir, newId), value, { expect: 0 });
     await opts.afterWrite();
     return json(201, { key: item.key, value: item.value });
@@ -281,7 +284,7 @@ export function createCrud(opts: CrudOptions): (t: Target, ctx: Ctx) => Promise<
       missing = !current;
       if (!current) return notFound();
       // Merged and validated in plaintext (a patch may leave a stored secret untouched), sealed again after.
-      const currentValue = await secrets.open(current.value);
+      const currentValue = await open(kind, current.value);
       let next: Record<string, unknown> | string;
       if (sub.length === 0) {
         next = mergePatch(currentValue, body as Record<string, unknown>);
@@ -294,7 +297,7 @@ export function createCrud(opts: CrudOptions): (t: Target, ctx: Ctx) => Promise<
       next.id = current.value.id ?? id;
       if (next.create_time === undefined && current.value.create_time !== undefined) next.create_time = current.value.create_time;
       const err = await kind.validate(next, { id, parent: t.parent });
-      return err ? adminError(400, err) : secrets.seal(next);
+      return err ? adminError(400, err) : seal(kind, next);
     });
     if (res instanceof Response) return missing ? notFound() : res;
     return json(200, { key: res.item.key, value: res.item.value });

@@ -5,6 +5,7 @@ import type { Logger } from '../context.ts';
 import type { Capabilities } from '../plugins/check.ts';
 import type { PluginRegistry } from '../plugins/index.ts';
 import { createSecrets, type Keyring } from '../secrets.ts';
+import type { TlsValidator } from '../ssl.ts';
 import { keyChecker, presentedKey } from './auth.ts';
 import { ADMIN_BODY_LIMIT, type Ctx, createCrud, isNumeric, type Target } from './crud.ts';
 import { type AuthLimitOptions, AuthLimiter, clientBucket, compileAllowList, displayIp } from './guard.ts';
@@ -41,6 +42,8 @@ export interface AdminOptions {
    * show them decrypted, write answers show what was stored (ciphertext), as APISIX. Undefined: plaintext.
    */
   keyring?: Keyring;
+  /** The runtime's X.509 check of ssls (src/core/ssl.ts). */
+  tlsValidator?: TlsValidator;
 }
 
 export function createAdmin(opts: AdminOptions): Hono {
@@ -52,7 +55,14 @@ export function createAdmin(opts: AdminOptions): Hono {
   const clientIp = opts.clientIp ?? (() => '');
   const limiter = new AuthLimiter(opts.authLimit);
 
-  const kinds = resourceRegistry({ store, plugins, capabilities: opts.capabilities, secrets });
+  const kinds = resourceRegistry({
+    store,
+    plugins,
+    capabilities: opts.capabilities,
+    secrets,
+    keyring: opts.keyring,
+    tlsValidator: opts.tlsValidator,
+  });
   const endpoints = schemaEndpoints(plugins, kinds.values());
   const crud = createCrud({ store, secrets, logger, now, afterWrite: opts.afterWrite });
 

@@ -23,7 +23,9 @@ import { pluginConfigSchema } from '../schema/plugin-config.ts';
 import { checkRoute, routeSchema } from '../schema/route.ts';
 import { checkService, serviceSchema } from '../schema/service.ts';
 import { checkUpstream, upstreamSchema } from '../schema/upstream.ts';
-import type { Secrets } from '../secrets.ts';
+import type { Keyring, Secrets } from '../secrets.ts';
+import { checkSslConf, sslKeyCipher, type TlsValidator } from '../ssl.ts';
+import { sslSchema } from '../schema/ssl.ts';
 
 export type Method = 'GET' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
 
@@ -60,6 +62,12 @@ export interface ResourceKind {
   validate(value: Record<string, unknown>, at: Place): Promise<string | undefined>;
   /** Why the item may not be deleted now (unless `?force=true`), or undefined. */
   inUse?(id: string): Promise<string | undefined>;
+  /** Encryption at rest for this kind instead of the plugin secret fields' (ssls: `key`, `keys`). */
+  seal?(value: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** The inverse of {@link ResourceKind.seal} (a PATCH merges and checks plaintext). */
+  open?(value: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** What a GET shows of a stored value, unopened (ssls: without the private keys, as APISIX). */
+  present?(value: Record<string, unknown>): Record<string, unknown>;
 }
 
 export interface RegistryOptions {
@@ -67,6 +75,10 @@ export interface RegistryOptions {
   plugins: PluginRegistry;
   capabilities?: Capabilities;
   secrets: Secrets;
+  /** DATA_ENCRYPTION_KEY, for the private keys of ssls. */
+  keyring?: Keyring;
+  /** The runtime's X.509 check of ssls (src/core/ssl.ts); without it only the PEM structure is checked. */
+  tlsValidator?: TlsValidator;
 }
 
 /** A valid path id of a kind: ids for most, usernames for consumers, plugin names for plugin_metadata. */
@@ -157,6 +169,8 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
     }
     return undefined;
   }
+
+  const sslKeys = sslKeyCipher(opts.keyring);
 
   const schemaCheck = (schema: v.GenericSchema, value: unknown) => {
     const res = check(schema, value);
@@ -359,6 +373,26 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
         const { id: _, ...conf } = value;
         const res = checkPluginConf(plugins, at.id, conf, caps, 'metadata');
         return res.ok ? undefined : `invalid configuration: ${res.message}`;
+      },
+    },
+    {
+      // apisix/admin/ssl.lua + apisix/ssl.lua `check_ssl_conf`; keys encrypted with the keyring (resource.lua).
+      dir: 'ssls',
+      kind: 'ssl',
+      schemaName: 'ssl',
+      schema: sslSchema,
+      idField: 'id',
+      unsupported: set(),
+      timestamps: true,
+      missingId: 'missing ssl id',
+      async validate(value) {
+        return checkSslConf(await sslKeys.open(value), opts.tlsValidator);
+      },
+      seal: (value) => sslKeys.seal(value),
+      open: (value) => sslKeys.open(value),
+      present(value) {
+        const { key: _k, keys: _ks, ...shown } = value;
+        return shown;
       },
     },
   ];
