@@ -72,6 +72,11 @@ export interface GatewayOptions {
   waitUntil?: (req: Request, env: ServerEnv) => ((work: Promise<unknown>) => void) | undefined;
   /** Metrics settings (host name, scrape cache, the runtime's connection and process metrics). */
   observability?: ObservabilityOptions;
+  /**
+   * false: this gateway serves only the Admin API (the primary of WORKERS > 1, whose workers serve the proxy), so
+   * it compiles no snapshot of the config (its `serveProxy` answers 404 for everything). Default true.
+   */
+  proxy?: boolean;
 }
 
 /**
@@ -123,7 +128,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   // Each distinct problem is logged once, not on every rebuild (a fleet on etcd rebuilds often).
   let reported = new Set<string>();
   const compile = createSnapshotCompiler(compileEnv);
-  let snapshot: Snapshot = build(await secrets.openState(await store.load()));
+  const compiles = opts.proxy !== false;
+  const initial = await store.load();
+  let snapshot: Snapshot = compiles ? build(await secrets.openState(initial)) : compile({ revision: initial.revision, items: [] });
 
   function build(state: Awaited<ReturnType<ConfigStore['load']>>): Snapshot {
     const started = performance.now();
@@ -143,6 +150,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   let again = false;
   let forceNext = false;
   function refresh(force = false): Promise<void> {
+    if (!compiles) return Promise.resolve();
     if (force) forceNext = true;
     if (running) {
       again = true;

@@ -99,6 +99,8 @@ async function main(): Promise<void> {
   }
   const settings = readSettings(process.env);
   const logger = levelLogger(settings.logLevel);
+  // WORKERS and the status API are Node's so far (src/runtime/workers-node.ts, README "Workers and health").
+  if (settings.workers > 1) logger.warn(`WORKERS=${settings.workers}: Bun serves from one process (WORKERS is Node's so far)`);
   const store = await openStore(settings, logger);
   const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
   let proxyServer: BunServer | undefined;

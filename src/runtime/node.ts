@@ -5,7 +5,7 @@
  */
 import type { Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server';
 import { createGateway } from '../core/gateway.ts';
 import { redisConnector } from './redis.ts';
@@ -14,6 +14,8 @@ import { ensureAdminKey, openStore } from './node-common.ts';
 import { createHardenedServer, getRequestBody } from './node-http.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { processCollector } from './process-metrics.ts';
+import { statusHandler, storeReadiness } from './status.ts';
+import { nodeCluster } from './workers-node.ts';
 import {
   finishShutdown,
   helpText,
@@ -41,10 +43,15 @@ async function main(): Promise<void> {
     process.stdout.write(helpText(command));
     return;
   }
-  const settings = readSettings(process.env);
+  const settings = readSettings(process.env, availableParallelism());
   const logger = levelLogger(settings.logLevel);
-  const store = await openStore(settings, logger);
-  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
+  // WORKERS > 1 (src/runtime/workers-node.ts): the primary serves the Admin, status and metrics ports and owns the
+  // store; each worker serves the proxy from the primary's replicated state.
+  const role = nodeCluster(settings, logger);
+  const realStore = role.kind === 'worker' ? undefined : await openStore(settings, logger);
+  const store = role.kind === 'worker' ? role.store : role.kind === 'primary' ? role.wrapStore(realStore!) : realStore!;
+  const adminKeys =
+    role.kind === 'worker' ? [] : (settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)]);
   const forwarder = createNodeForwarder();
   // The proxy's connections, for apisix_nginx_http_current_connections (Node can say active/accepted/handled).
   const conns = { active: 0, accepted: 0 };
@@ -76,9 +83,10 @@ async function main(): Promise<void> {
       files: nodeFileAppender(logger),
     },
     accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
+    proxy: role.kind !== 'primary',
   });
-  logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
-  if (settings.dataEncryptionKeys) {
+  if (role.kind !== 'worker') logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
+  if (settings.dataEncryptionKeys && role.kind !== 'worker') {
     logger.info(
       `secrets: plugin secret fields are encrypted at rest (${settings.dataEncryptionKeys.length} key(s) in DATA_ENCRYPTION_KEY)`,
     );
@@ -115,30 +123,55 @@ async function main(): Promise<void> {
       });
     });
 
-  const proxyServer = await listen({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
-  proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
-  proxyServer.on('connection', (sock: Socket) => {
-    conns.active++;
-    conns.accepted++;
-    sock.once('close', () => conns.active--);
-  });
-  const adminServer = await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
-  // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
-  let metricsServer: Server | undefined;
-  if (settings.prometheusPort !== undefined) {
-    try {
-      metricsServer = await listen(
-        { fetch: (req) => gateway.obs.serveMetrics(req) },
-        settings.prometheusHost,
-        settings.prometheusPort,
-        'prometheus',
-      );
-    } catch (err) {
-      logger.error(
-        `prometheus: cannot listen on ${settings.prometheusHost}:${settings.prometheusPort} (${(err as Error).message}); metrics are not exported (PROMETHEUS_PORT)`,
-      );
-    }
+  // The primary of WORKERS > 1 serves no proxy; a worker serves nothing else.
+  const proxyServer =
+    role.kind === 'primary'
+      ? undefined
+      : await listen({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
+  if (proxyServer) {
+    proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
+    proxyServer.on('connection', (sock: Socket) => {
+      conns.active++;
+      conns.accepted++;
+      sock.once('close', () => conns.active--);
+    });
   }
+  const adminServer =
+    role.kind === 'worker' ? undefined : await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The Prometheus export and status servers: a port in use is reported, not fatal (several gateways on one host).
+  const optional = async (fetch: (req: Request) => Response | Promise<Response>, host: string, port: number, what: string, name: string) => {
+    try {
+      return await listen({ fetch }, host, port, what);
+    } catch (err) {
+      logger.error(`${what}: cannot listen on ${host}:${port} (${(err as Error).message}); not served (${name})`);
+      return undefined;
+    }
+  };
+  const metricsServer =
+    settings.prometheusPort === undefined || role.kind === 'worker'
+      ? undefined
+      : await optional(
+          role.kind === 'primary' ? role.serveMetrics : (req) => gateway.obs.serveMetrics(req),
+          settings.prometheusHost,
+          settings.prometheusPort,
+          'prometheus',
+          'PROMETHEUS_PORT',
+        );
+  // The status API (APISIX's /status, /status/ready): the config is loaded once the gateway exists; with WORKERS,
+  // ready once every worker serves it; with etcd, while the watch is up or within its grace.
+  const storeNotReady = storeReadiness(realStore ?? {});
+  const statusServer =
+    settings.statusPort === undefined || role.kind === 'worker'
+      ? undefined
+      : await optional(
+          statusHandler(() => (role.kind === 'primary' ? role.notReady() : undefined) ?? storeNotReady()),
+          settings.statusHost,
+          settings.statusPort,
+          'status API',
+          'STATUS_PORT',
+        );
+  if (role.kind === 'primary') role.start(store);
+  if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
   const shutdown = (signal: string) => {
     if (stopping) return;
@@ -152,15 +185,16 @@ async function main(): Promise<void> {
     logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
-      proxyServer.closeAllConnections();
-      adminServer.closeAllConnections();
+      proxyServer?.closeAllConnections();
+      adminServer?.closeAllConnections();
       metricsServer?.closeAllConnections();
+      statusServer?.closeAllConnections();
     }, grace);
     force.unref();
     // A connection whose response was already streaming when the signal came goes idle later: close those too.
     const idleSweep = setInterval(() => {
-      proxyServer.closeIdleConnections();
-      adminServer.closeIdleConnections();
+      proxyServer?.closeIdleConnections();
+      adminServer?.closeIdleConnections();
     }, 100);
     idleSweep.unref();
     const closed = (s: Server) =>
@@ -169,7 +203,13 @@ async function main(): Promise<void> {
         s.closeIdleConnections();
       });
     finishShutdown(
-      Promise.all([closed(proxyServer), closed(adminServer), metricsServer && closed(metricsServer)]),
+      Promise.all([
+        proxyServer && closed(proxyServer),
+        adminServer && closed(adminServer),
+        metricsServer && closed(metricsServer),
+        // The primary's status API answers until the workers are gone (a probe sees the instance until then).
+        role.kind === 'primary' ? role.stop(signal as NodeJS.Signals).then(() => statusServer && closed(statusServer)) : statusServer && closed(statusServer),
+      ]),
       [gateway, store, forwarder],
       logger,
       (code) => process.exit(code),
@@ -177,6 +217,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone'));
+  if (role.kind === 'primary') {
+    role.onFatal = (why) => {
+      logger.error(`workers: ${why}`);
+      void role.stop('SIGTERM').then(() => process.exit(1));
+    };
+  }
 }
 
 main().catch((err) => {

@@ -95,6 +95,9 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnde
     // Off unless a test asks for them (they are on by default for `npm start`).
     ACCESS_LOG: 'off',
     PROMETHEUS_PORT: 'off',
+    STATUS_PORT: 'off',
+    // One process: `limit-count` `local` counters and the like are per worker (test/e2e/workers.test.ts has WORKERS).
+    WORKERS: '1',
     ...opts.env,
   };
   const launcher = (await import(`./launchers/${RUNTIME}.ts`)) as Launcher;
