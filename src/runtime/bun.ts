@@ -27,11 +27,13 @@
 import { createGateway } from '../core/gateway.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { processCollector } from './process-metrics.ts';
+import { statusHandler, storeReadiness } from './status.ts';
+import { freeProxyPort, nodeCluster } from './workers-node.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
 import {
   finishShutdown,
@@ -60,6 +62,8 @@ interface BunServeOptions {
   idleTimeout?: number;
   maxRequestBodySize?: number;
   development?: boolean;
+  /** SO_REUSEPORT (Linux): several processes listen on one port and the kernel spreads the connections. */
+  reusePort?: boolean;
   fetch(req: Request, server: BunServer): Response | Promise<Response>;
   error?(err: Error): Response | Promise<Response>;
 }
@@ -97,12 +101,14 @@ async function main(): Promise<void> {
     process.stdout.write(helpText(command));
     return;
   }
-  const settings = readSettings(process.env);
+  const settings = readSettings(process.env, availableParallelism());
   const logger = levelLogger(settings.logLevel);
-  // WORKERS and the status API are Node's so far (src/runtime/workers-node.ts, README "Workers and health").
-  if (settings.workers > 1) logger.warn(`WORKERS=${settings.workers}: Bun serves from one process (WORKERS is Node's so far)`);
-  const store = await openStore(settings, logger);
-  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
+  // WORKERS > 1: Bun's node:cluster, each worker its own Bun.serve with `reusePort` (src/runtime/workers-node.ts).
+  const role = nodeCluster(settings, logger);
+  const realStore = role.kind === 'worker' ? undefined : await openStore(settings, logger);
+  const store = role.kind === 'worker' ? role.store : role.kind === 'primary' ? role.wrapStore(realStore!) : realStore!;
+  const adminKeys =
+    role.kind === 'worker' ? [] : (settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)]);
   let proxyServer: BunServer | undefined;
   const forwarder = createFetchForwarder({
     sharedClock: true,
@@ -132,6 +138,7 @@ async function main(): Promise<void> {
       files: nodeFileAppender(logger),
     },
     accessLog: settings.accessLog ? (line) => process.stdout.write(line) : undefined,
+    proxy: role.kind !== 'primary',
   });
 
   const serve = (
@@ -146,6 +153,8 @@ async function main(): Promise<void> {
       idleTimeout: IDLE_TIMEOUT_S,
       maxRequestBodySize: MAX_REQUEST_BODY,
       development: false,
+      // Workers share the proxy port through SO_REUSEPORT (Linux spreads the connections).
+      reusePort: role.kind === 'worker',
       // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
       fetch: closeAfterRefusal((req: Request, srv: BunServer) => framingError(req) ?? app.fetch(req, srv), {
         holdAnswer: true,
@@ -165,24 +174,42 @@ async function main(): Promise<void> {
     return server;
   };
 
-  proxyServer = serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
-  const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
-  // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
-  let metricsServer: BunServer | undefined;
-  if (settings.prometheusPort !== undefined) {
+  proxyServer =
+    role.kind === 'primary' ? undefined : serve({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
+  const adminServer = role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The Prometheus export and status servers: a port in use is reported, not fatal (several gateways on one host).
+  const optional = (fetch: (req: Request) => Response | Promise<Response>, host: string, port: number, what: string, name: string) => {
     try {
-      metricsServer = serve(
-        { fetch: (req) => gateway.obs.serveMetrics(req) },
-        settings.prometheusHost,
-        settings.prometheusPort,
-        'prometheus',
-      );
+      return serve({ fetch }, host, port, what);
     } catch (err) {
-      logger.error(
-        `prometheus: cannot listen on ${settings.prometheusHost}:${settings.prometheusPort} (${(err as Error).message}); metrics are not exported (PROMETHEUS_PORT)`,
-      );
+      logger.error(`${what}: cannot listen on ${host}:${port} (${(err as Error).message}); not served (${name})`);
+      return undefined;
     }
-  }
+  };
+  const metricsServer =
+    settings.prometheusPort === undefined || role.kind === 'worker'
+      ? undefined
+      : optional(
+          role.kind === 'primary' ? role.serveMetrics : (req) => gateway.obs.serveMetrics(req),
+          settings.prometheusHost,
+          settings.prometheusPort,
+          'prometheus',
+          'PROMETHEUS_PORT',
+        );
+  const storeNotReady = storeReadiness(realStore ?? {});
+  const statusServer =
+    settings.statusPort === undefined || role.kind === 'worker'
+      ? undefined
+      : optional(
+          statusHandler(() => (role.kind === 'primary' ? role.notReady() : undefined) ?? storeNotReady()),
+          settings.statusHost,
+          settings.statusPort,
+          'status API',
+          'STATUS_PORT',
+        );
+  // SO_REUSEPORT workers cannot share a port 0: the primary picks one for all of them.
+  if (role.kind === 'primary') role.start(store, settings.proxyPort === 0 ? { PROXY_PORT: String(await freeProxyPort(settings.host)) } : {});
+  if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
   let stopping = false;
   const shutdown = (signal: string) => {
@@ -192,13 +219,19 @@ async function main(): Promise<void> {
     logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
-      void proxyServer.stop(true);
-      void adminServer.stop(true);
+      void proxyServer?.stop(true);
+      void adminServer?.stop(true);
       void metricsServer?.stop(true);
+      void statusServer?.stop(true);
     }, grace);
     force.unref();
     finishShutdown(
-      Promise.all([proxyServer!.stop(), adminServer.stop(), metricsServer?.stop()]),
+      Promise.all([
+        proxyServer?.stop(),
+        adminServer?.stop(),
+        metricsServer?.stop(),
+        role.kind === 'primary' ? role.stop(signal as NodeJS.Signals).then(() => statusServer?.stop()) : statusServer?.stop(),
+      ]),
       [gateway, store],
       logger,
       (code) => process.exit(code),
@@ -206,6 +239,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone'));
+  if (role.kind === 'primary') {
+    role.onFatal = (why) => {
+      logger.error(`workers: ${why}`);
+      void role.stop('SIGTERM').then(() => process.exit(1));
+    };
+  }
 }
 
 main().catch((err) => {

@@ -121,12 +121,12 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'WORKERS',
     default: '(cores)',
     meaning:
-      'Node: proxy worker processes sharing PROXY_PORT (node:cluster), default the cores available to the process; `1` serves everything from one process. One primary serves the Admin API, status API and metrics and is the only store writer; an Admin API write is answered once every worker serves it. Bun and Deno: one process (a warning when set above 1)',
+      'Node and Bun: proxy worker processes sharing PROXY_PORT (node:cluster; Bun: with `reusePort`), default the cores available to the process; `1` serves everything from one process. One primary serves the Admin API, status API and metrics and is the only store writer; an Admin API write is answered once every worker serves it. Deno: one process',
   },
   {
     name: 'STATUS_HOST',
     default: '127.0.0.1',
-    meaning: 'address the status API listens on (Node; APISIX `apisix.status.ip`; 0.0.0.0 for Kubernetes probes)',
+    meaning: 'address the status API listens on (Node, Bun; APISIX `apisix.status.ip`; 0.0.0.0 for Kubernetes probes)',
   },
   {
     name: 'STATUS_PORT',

@@ -9,6 +9,7 @@
  * which drain as a single process does (src/runtime/node.ts); the primary exits once all of them have.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { type AddressInfo, createServer } from 'node:net';
 import type { Logger } from '../core/context.ts';
 import { mergeExpositions } from '../core/observability/merge.ts';
 import type { ConfigStore } from '../store/types.ts';
@@ -26,8 +27,8 @@ export interface PrimaryRole {
   kind: 'primary';
   /** The store for the primary's gateway/Admin API: writes resolve once every worker serves them. */
   wrapStore(store: ConfigStore): ConfigStore;
-  /** Fork the workers (after the store is open: they get its prefix). */
-  start(store: ConfigStore): void;
+  /** Fork the workers (after the store is open: they get its prefix), with `env` added to their environment. */
+  start(store: ConfigStore, env?: Record<string, string>): void;
   /** The status API's readiness: undefined when every worker serves the config. */
   notReady(): string | undefined;
   /** The export server's handler: every worker's metrics, summed. */
@@ -79,6 +80,7 @@ function workerRole(): WorkerRole {
 function primaryRole(count: number, logger: Logger): PrimaryRole {
   let replicator: Replicator | undefined;
   let prefix = '/apisix';
+  let extraEnv: Record<string, string> = {};
   let stopping = false;
   let earlyDeaths = 0;
   /** Workers that said hello (APISIX's "status report"), and those serving (listening with the config). */
@@ -88,7 +90,7 @@ function primaryRole(count: number, logger: Logger): PrimaryRole {
   const metricsWaiters = new Map<number, (text: string) => void>();
 
   const fork = () => {
-    const worker = cluster.fork({ FNGATE_STORE_PREFIX: prefix });
+    const worker = cluster.fork({ ...extraEnv, FNGATE_STORE_PREFIX: prefix });
     const started = Date.now();
     worker.on('message', (msg: unknown) => {
       if (!isToPrimary(msg)) return;
@@ -149,8 +151,9 @@ function primaryRole(count: number, logger: Logger): PrimaryRole {
       replicator = new Replicator(store, ACK_TIMEOUT_MS, logger);
       return replicator.wrap();
     },
-    start(store) {
+    start(store, env = {}) {
       prefix = store.prefix;
+      extraEnv = env;
       logger.info(`workers: starting ${count} proxy workers (WORKERS)`);
       for (let i = 0; i < count; i++) fork();
     },
@@ -203,4 +206,19 @@ function primaryRole(count: number, logger: Logger): PrimaryRole {
     },
   };
   return role;
+}
+
+/**
+ * A free port for the proxy when PROXY_PORT=0 and the workers listen with SO_REUSEPORT themselves (Bun): each
+ * would get its own port 0 otherwise. Taken by listening and closing, so another process could take it in between.
+ */
+export function freeProxyPort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }

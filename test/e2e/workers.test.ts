@@ -3,6 +3,7 @@
 // Run: npm run build && node --import tsx --test --test-concurrency=1 test/e2e/workers.test.ts
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { request } from 'node:http';
 import { after, before, test } from 'node:test';
 import { type FunctionServers, startFunctions } from '../functions/functions.ts';
@@ -82,12 +83,12 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
   }
 }
 
-async function startCluster(env: Record<string, string> = {}) {
+async function startCluster(env: Record<string, string> = {}, runtime: 'node' | 'bun' = 'node') {
   const dataDir = await tmpDir('fngate-workers-');
   dirs.push(dataDir);
   const proc = await startProcess({
-    cmd: process.execPath,
-    args: ['dist/runtime/node.js'],
+    cmd: runtime === 'node' ? process.execPath : join(ROOT, 'node_modules/.bin/bun'),
+    args: runtime === 'node' ? ['dist/runtime/node.js'] : ['run', 'src/runtime/bun.ts'],
     cwd: ROOT,
     env: {
       DATA_DIR: dataDir,
@@ -118,6 +119,14 @@ async function startCluster(env: Record<string, string> = {}) {
   await until('both workers to listen', async () => (LISTENING_LOG.test(proc.stdout()) ? true : undefined));
   const { proxyUrl, adminUrl } = listeningUrls(proc);
   const metricsUrl = /fngate prometheus listening on (http:\/\/\S+:\d+)\n/.exec(proc.stdout())![1]!;
+  if (runtime === 'bun') {
+    // Every worker listens on the same port (the primary picked it for PROXY_PORT=0).
+    await until('both Bun workers to listen', async () =>
+      (proc.stdout().match(/fngate proxy listening on /g) ?? []).length === 2 ? true : undefined,
+    );
+    const ports = new Set([...proc.stdout().matchAll(/fngate proxy listening on http:\/\/\S+:(\d+)\n/g)].map((m) => m[1]));
+    assert.equal(ports.size, 1, proc.stdout());
+  }
   return { proc, proxyUrl: proxyUrl.replace('0.0.0.0', '127.0.0.1'), adminUrl, statusUrl, metricsUrl, early };
 }
 
@@ -210,4 +219,25 @@ test('WORKERS=1: one process, the status API ready once the config is loaded', a
   const gw = await startCluster({ WORKERS: '1' });
   assert.deepEqual(await children(gw.proc.pid), []);
   assert.deepEqual(await get(`${gw.statusUrl}/status/ready`), { status: 200, body: '{"status":"ok"}' });
+});
+
+test('Bun, WORKERS=2 (node:cluster, Bun.serve reusePort): every write is served by every worker; metrics summed', async () => {
+  const gw = await startCluster({}, 'bun');
+  assert.equal(gw.early[0]!.status, 503, JSON.stringify(gw.early));
+  let requests = 0;
+  for (let round = 0; round < 20; round++) {
+    const put = await admin(gw.adminUrl, 'PUT', '/routes/r', {
+      uri: '/v',
+      plugins: { 'response-rewrite': { body: `round ${round}` } },
+      upstream: { type: 'roundrobin', nodes: { [`127.0.0.1:${fns.ports.echo}`]: 1 } },
+    });
+    assert.ok(put.status === 200 || put.status === 201, put.text);
+    const answers = await Promise.all(Array.from({ length: 16 }, () => get(`${gw.proxyUrl}/v`)));
+    requests += answers.length;
+    for (const a of answers) assert.deepEqual(a, { status: 200, body: `round ${round}` }, `round ${round}`);
+  }
+  const metrics = await (await fetch(`${gw.metricsUrl}/apisix/prometheus/metrics`)).text();
+  assert.equal(Number(/^apisix_http_requests_total (\d+)$/m.exec(metrics)?.[1]), requests);
+  process.kill(gw.proc.pid, 'SIGTERM');
+  assert.deepEqual(await gw.proc.waitExit(), { code: 0, signal: null });
 });
