@@ -27,9 +27,10 @@ function run(label, testArgs, env = {}) {
   const res = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...testArgs], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'inherit'],
-    // The access log, the Prometheus export server (port 9091) and the TLS port (9443) are on by default for `npm start`; the gateways
-    // the tests start run without them unless a test asks (test/conformance/observability.test.ts).
-    env: { ...process.env, ACCESS_LOG: 'off', PROMETHEUS_PORT: 'off', PROXY_HTTPS_PORT: 'off', ...env },
+    // The access log, the Prometheus export server (port 9091), the TLS port (9443), the status API (7085) and one
+    // worker per core are the defaults of `npm start`; the gateways the tests start run without them unless a test
+    // asks (test/conformance/observability.test.ts, tls.test.ts, test/e2e/workers.test.ts).
+    env: { ...process.env, ACCESS_LOG: 'off', PROMETHEUS_PORT: 'off', PROXY_HTTPS_PORT: 'off', STATUS_PORT: 'off', WORKERS: '1', ...env },
     maxBuffer: 256 * 1024 * 1024,
   });
   const out = res.stdout.toString();

@@ -84,6 +84,11 @@ export interface GatewayOptions {
    * without it (Workers) the Admin API checks the PEM structure only.
    */
   tlsValidator?: TlsValidator;
+  /**
+   * false: this gateway serves only the Admin API (the primary of WORKERS > 1, whose workers serve the proxy), so
+   * it compiles no snapshot of the config (its `serveProxy` answers 404 for everything). Default true.
+   */
+  proxy?: boolean;
 }
 
 /**
@@ -140,7 +145,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   let reported = new Set<string>();
   const compile = createSnapshotCompiler(compileEnv);
   const initial = await store.load();
-  let snapshot: Snapshot = build(await secrets.openState(initial));
+  const compiles = opts.proxy !== false;
+  let snapshot: Snapshot = compiles ? build(await secrets.openState(initial)) : compile({ revision: initial.revision, items: [] });
   // The ssls' SNI table, rebuilt only when an ssl object changed; runtimes with a TLS port listen for changes.
   let sni = await compileSniTable(initial, store.prefix, keyring, logger);
   const sniListeners = new Set<(table: SniTable) => void>();
@@ -174,6 +180,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   let again = false;
   let forceNext = false;
   function refresh(force = false): Promise<void> {
+    if (!compiles) return Promise.resolve();
     if (force) forceNext = true;
     if (running) {
       again = true;

@@ -28,7 +28,7 @@ import { createGateway } from '../core/gateway.ts';
 import { bunWebSocketConnector, bunWebSocketHandlers, finishBunUpgrades } from './websocket-bun.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
 import { type BunTlsEntry, bunTlsPort } from './bun-tls.ts';
@@ -36,6 +36,8 @@ import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
+import { statusHandler, storeReadiness } from './status.ts';
+import { freeProxyPort, nodeCluster } from './workers-node.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
 import {
   finishShutdown,
@@ -65,6 +67,8 @@ interface BunServeOptions {
   idleTimeout?: number;
   maxRequestBodySize?: number;
   development?: boolean;
+  /** SO_REUSEPORT (Linux): several processes listen on one port and the kernel spreads the connections. */
+  reusePort?: boolean;
   fetch(req: Request, server: BunServer): Response | Promise<Response>;
   websocket?: typeof bunWebSocketHandlers;
   error?(err: Error): Response | Promise<Response>;
@@ -103,10 +107,14 @@ async function main(): Promise<void> {
     process.stdout.write(helpText(command));
     return;
   }
-  const settings = readSettings(process.env);
+  const settings = readSettings(process.env, availableParallelism());
   const logger = levelLogger(settings.logLevel);
-  const store = await openStore(settings, logger);
-  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
+  // WORKERS > 1: Bun's node:cluster, each worker its own Bun.serve with `reusePort` (src/runtime/workers-node.ts).
+  const role = nodeCluster(settings, logger);
+  const realStore = role.kind === 'worker' ? undefined : await openStore(settings, logger);
+  const store = role.kind === 'worker' ? role.store : role.kind === 'primary' ? role.wrapStore(realStore!) : realStore!;
+  const adminKeys =
+    role.kind === 'worker' ? [] : (settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)]);
   let proxyServer: BunServer | undefined;
   const forwarder = createFetchForwarder({
     sharedClock: true,
@@ -145,6 +153,7 @@ async function main(): Promise<void> {
     accessLog: accessLog?.write,
     // enable_websocket routes: a frame relay (websocket-bun.ts).
     websocket: bunWebSocketConnector(),
+    proxy: role.kind !== 'primary',
   });
 
   const serve = (
@@ -162,6 +171,9 @@ async function main(): Promise<void> {
       maxRequestBodySize: MAX_REQUEST_BODY,
       development: false,
       websocket: bunWebSocketHandlers,
+      // Workers share the proxy port through SO_REUSEPORT (Linux spreads the connections); so does a TLS port being
+      // replaced (bun-tls.ts).
+      reusePort: tls !== undefined || role.kind === 'worker',
       // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
       fetch: closeAfterRefusal((req: Request, srv: BunServer) => framingError(req) ?? app.fetch(req, srv), {
         holdAnswer: true,
@@ -181,10 +193,13 @@ async function main(): Promise<void> {
     return server;
   };
 
-  proxyServer = serve({ fetch: finishBunUpgrades(gateway.serveProxy, originalRequest) }, settings.host, settings.proxyPort, 'proxy');
+  proxyServer =
+    role.kind === 'primary'
+      ? undefined
+      : serve({ fetch: finishBunUpgrades(gateway.serveProxy, originalRequest) }, settings.host, settings.proxyPort, 'proxy');
   // The TLS port (PROXY_HTTPS_PORT): one Bun.serve per set of certificates, replaced on change (src/runtime/bun-tls.ts).
   let tlsPort: ReturnType<typeof bunTlsPort<BunServer>> | undefined;
-  if (settings.proxyHttpsPort !== undefined) {
+  if (settings.proxyHttpsPort !== undefined && role.kind !== 'primary') {
     try {
       tlsPort = bunTlsPort({
         port: settings.proxyHttpsPort,
@@ -199,23 +214,40 @@ async function main(): Promise<void> {
       );
     }
   }
-  const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
-  // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
-  let metricsServer: BunServer | undefined;
-  if (settings.prometheusPort !== undefined) {
+  const adminServer = role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The Prometheus export and status servers: a port in use is reported, not fatal (several gateways on one host).
+  const optional = (fetch: (req: Request) => Response | Promise<Response>, host: string, port: number, what: string, name: string) => {
     try {
-      metricsServer = serve(
-        { fetch: (req) => gateway.obs.serveMetrics(req) },
-        settings.prometheusHost,
-        settings.prometheusPort,
-        'prometheus',
-      );
+      return serve({ fetch }, host, port, what);
     } catch (err) {
-      logger.error(
-        `prometheus: cannot listen on ${settings.prometheusHost}:${settings.prometheusPort} (${(err as Error).message}); metrics are not exported (PROMETHEUS_PORT)`,
-      );
+      logger.error(`${what}: cannot listen on ${host}:${port} (${(err as Error).message}); not served (${name})`);
+      return undefined;
     }
-  }
+  };
+  const metricsServer =
+    settings.prometheusPort === undefined || role.kind === 'worker'
+      ? undefined
+      : optional(
+          role.kind === 'primary' ? role.serveMetrics : (req) => gateway.obs.serveMetrics(req),
+          settings.prometheusHost,
+          settings.prometheusPort,
+          'prometheus',
+          'PROMETHEUS_PORT',
+        );
+  const storeNotReady = storeReadiness(realStore ?? {});
+  const statusServer =
+    settings.statusPort === undefined || role.kind === 'worker'
+      ? undefined
+      : optional(
+          statusHandler(() => (role.kind === 'primary' ? role.notReady() : undefined) ?? storeNotReady()),
+          settings.statusHost,
+          settings.statusPort,
+          'status API',
+          'STATUS_PORT',
+        );
+  // SO_REUSEPORT workers cannot share a port 0: the primary picks one for all of them.
+  if (role.kind === 'primary') role.start(store, settings.proxyPort === 0 ? { PROXY_PORT: String(await freeProxyPort(settings.host)) } : {});
+  if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
   let stopping = false;
   const shutdown = (signal: string) => {
@@ -225,14 +257,21 @@ async function main(): Promise<void> {
     logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
-      void proxyServer.stop(true);
-      void adminServer.stop(true);
+      void proxyServer?.stop(true);
+      void adminServer?.stop(true);
       void metricsServer?.stop(true);
       void tlsPort?.stop(true);
+      void statusServer?.stop(true);
     }, grace);
     force.unref();
     finishShutdown(
-      Promise.all([proxyServer!.stop(), adminServer.stop(), metricsServer?.stop(), tlsPort?.stop()]),
+      Promise.all([
+        proxyServer?.stop(),
+        adminServer?.stop(),
+        metricsServer?.stop(),
+        tlsPort?.stop(),
+        role.kind === 'primary' ? role.stop(signal as NodeJS.Signals).then(() => statusServer?.stop()) : statusServer?.stop(),
+      ]),
       [gateway, accessLog, store],
       logger,
       (code) => process.exit(code),
@@ -240,6 +279,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone'));
+  if (role.kind === 'primary') {
+    role.onFatal = (why) => {
+      logger.error(`workers: ${why}`);
+      void role.stop('SIGTERM').then(() => process.exit(1));
+    };
+  }
 }
 
 main().catch((err) => {

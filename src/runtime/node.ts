@@ -6,7 +6,7 @@
 import type { Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server';
 import { createGateway } from '../core/gateway.ts';
 import { redisConnector } from './redis.ts';
@@ -19,6 +19,8 @@ import { processCollector } from './process-metrics.ts';
 import { nodeWebSocketConnector, serveUpgrades } from './websocket-node.ts';
 import { nodeTlsValidator } from './tls-check.ts';
 import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
+import { statusHandler, storeReadiness } from './status.ts';
+import { nodeCluster } from './workers-node.ts';
 import {
   finishShutdown,
   helpText,
@@ -46,10 +48,15 @@ async function main(): Promise<void> {
     process.stdout.write(helpText(command));
     return;
   }
-  const settings = readSettings(process.env);
+  const settings = readSettings(process.env, availableParallelism());
   const logger = levelLogger(settings.logLevel);
-  const store = await openStore(settings, logger);
-  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)];
+  // WORKERS > 1 (src/runtime/workers-node.ts): the primary serves the Admin, status and metrics ports and owns the
+  // store; each worker serves the proxy from the primary's replicated state.
+  const role = nodeCluster(settings, logger);
+  const realStore = role.kind === 'worker' ? undefined : await openStore(settings, logger);
+  const store = role.kind === 'worker' ? role.store : role.kind === 'primary' ? role.wrapStore(realStore!) : realStore!;
+  const adminKeys =
+    role.kind === 'worker' ? [] : (settings.adminKeys ?? [await ensureAdminKey(settings.dataDir, logger)]);
   const forwarder = createNodeForwarder();
   // The proxy's connections, for apisix_nginx_http_current_connections (Node can say active/accepted/handled).
   const conns = { active: 0, accepted: 0 };
@@ -89,9 +96,10 @@ async function main(): Promise<void> {
     accessLog: accessLog?.write,
     // enable_websocket routes: the upgrade goes through the gateway, then the two sockets are piped (websocket-node.ts).
     websocket: nodeWebSocketConnector(),
+    proxy: role.kind !== 'primary',
   });
-  logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
-  if (settings.dataEncryptionKeys) {
+  if (role.kind !== 'worker') logger.info(`admin API: clients allowed from ${settings.adminAllow.join(', ')} (ADMIN_ALLOW)`);
+  if (settings.dataEncryptionKeys && role.kind !== 'worker') {
     logger.info(
       `secrets: plugin secret fields are encrypted at rest (${settings.dataEncryptionKeys.length} key(s) in DATA_ENCRYPTION_KEY)`,
     );
@@ -132,17 +140,23 @@ async function main(): Promise<void> {
       });
     });
 
-  const proxyServer = await listen({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
-  proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
-  const websockets = serveUpgrades(proxyServer, gateway.serveProxy);
-  proxyServer.on('connection', (sock: Socket) => {
-    conns.active++;
-    conns.accepted++;
-    sock.once('close', () => conns.active--);
-  });
+  // The primary of WORKERS > 1 serves no proxy (neither port); a worker serves nothing else.
+  const proxyServer =
+    role.kind === 'primary'
+      ? undefined
+      : await listen({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
+  const websockets = proxyServer && serveUpgrades(proxyServer, gateway.serveProxy);
+  if (proxyServer) {
+    proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
+    proxyServer.on('connection', (sock: Socket) => {
+      conns.active++;
+      conns.accepted++;
+      sock.once('close', () => conns.active--);
+    });
+  }
   // The TLS port (PROXY_HTTPS_PORT): certificates by SNI from ssls, HTTP/2 by ALPN (src/runtime/node-tls.ts).
   let tlsPort: TlsPort | undefined;
-  if (settings.proxyHttpsPort !== undefined) {
+  if (settings.proxyHttpsPort !== undefined && role.kind !== 'primary') {
     try {
       tlsPort = await listenTlsPort({
         host: settings.host,
@@ -169,23 +183,42 @@ async function main(): Promise<void> {
   }
   const adminTls =
     settings.adminTlsCert && settings.adminTlsKey ? adminTlsOptions(settings.adminTlsCert, settings.adminTlsKey) : undefined;
-  const adminServer = await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API', adminTls);
-  // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
-  let metricsServer: Server | undefined;
-  if (settings.prometheusPort !== undefined) {
+  const adminServer =
+    role.kind === 'worker' ? undefined : await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API', adminTls);
+  // The Prometheus export and status servers: a port in use is reported, not fatal (several gateways on one host).
+  const optional = async (fetch: (req: Request) => Response | Promise<Response>, host: string, port: number, what: string, name: string) => {
     try {
-      metricsServer = await listen(
-        { fetch: (req) => gateway.obs.serveMetrics(req) },
-        settings.prometheusHost,
-        settings.prometheusPort,
-        'prometheus',
-      );
+      return await listen({ fetch }, host, port, what);
     } catch (err) {
-      logger.error(
-        `prometheus: cannot listen on ${settings.prometheusHost}:${settings.prometheusPort} (${(err as Error).message}); metrics are not exported (PROMETHEUS_PORT)`,
-      );
+      logger.error(`${what}: cannot listen on ${host}:${port} (${(err as Error).message}); not served (${name})`);
+      return undefined;
     }
-  }
+  };
+  const metricsServer =
+    settings.prometheusPort === undefined || role.kind === 'worker'
+      ? undefined
+      : await optional(
+          role.kind === 'primary' ? role.serveMetrics : (req) => gateway.obs.serveMetrics(req),
+          settings.prometheusHost,
+          settings.prometheusPort,
+          'prometheus',
+          'PROMETHEUS_PORT',
+        );
+  // The status API (APISIX's /status, /status/ready): the config is loaded once the gateway exists; with WORKERS,
+  // ready once every worker serves it; with etcd, while the watch is up or within its grace.
+  const storeNotReady = storeReadiness(realStore ?? {});
+  const statusServer =
+    settings.statusPort === undefined || role.kind === 'worker'
+      ? undefined
+      : await optional(
+          statusHandler(() => (role.kind === 'primary' ? role.notReady() : undefined) ?? storeNotReady()),
+          settings.statusHost,
+          settings.statusPort,
+          'status API',
+          'STATUS_PORT',
+        );
+  if (role.kind === 'primary') role.start(store);
+  if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
   const shutdown = (signal: string) => {
     if (stopping) return;
@@ -199,17 +232,18 @@ async function main(): Promise<void> {
     logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
-      proxyServer.closeAllConnections();
-      websockets.closeAll();
-      adminServer.closeAllConnections();
+      proxyServer?.closeAllConnections();
+      websockets?.closeAll();
+      adminServer?.closeAllConnections();
       tlsPort?.closeAll();
       metricsServer?.closeAllConnections();
+      statusServer?.closeAllConnections();
     }, grace);
     force.unref();
     // A connection whose response was already streaming when the signal came goes idle later: close those too.
     const idleSweep = setInterval(() => {
-      proxyServer.closeIdleConnections();
-      adminServer.closeIdleConnections();
+      proxyServer?.closeIdleConnections();
+      adminServer?.closeIdleConnections();
       tlsPort?.closeIdle();
     }, 100);
     idleSweep.unref();
@@ -219,7 +253,14 @@ async function main(): Promise<void> {
         s.closeIdleConnections();
       });
     finishShutdown(
-      Promise.all([closed(proxyServer), closed(adminServer), metricsServer && closed(metricsServer), tlsPort?.close()]),
+      Promise.all([
+        proxyServer && closed(proxyServer),
+        adminServer && closed(adminServer),
+        metricsServer && closed(metricsServer),
+        tlsPort?.close(),
+        // The primary's status API answers until the workers are gone (a probe sees the instance until then).
+        role.kind === 'primary' ? role.stop(signal as NodeJS.Signals).then(() => statusServer && closed(statusServer)) : statusServer && closed(statusServer),
+      ]),
       [gateway, accessLog, store, forwarder],
       logger,
       (code) => process.exit(code),
@@ -227,6 +268,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone'));
+  if (role.kind === 'primary') {
+    role.onFatal = (why) => {
+      logger.error(`workers: ${why}`);
+      void role.stop('SIGTERM').then(() => process.exit(1));
+    };
+  }
 }
 
 main().catch((err) => {

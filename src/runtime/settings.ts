@@ -39,6 +39,11 @@ export interface Settings {
   adminTlsKey?: string;
   /** TLS_HANDSHAKE_TIMEOUT in ms: a TLS handshake on the proxy's TLS port must finish within this. */
   tlsHandshakeTimeoutMs: number;
+  /** WORKERS: proxy processes/threads sharing the proxy port (1 = one process serving everything). */
+  workers: number;
+  /** STATUS_HOST:STATUS_PORT of the status API (`/status`, `/status/ready`); port undefined = STATUS_PORT=off. */
+  statusHost: string;
+  statusPort: number | undefined;
 }
 
 export interface SettingDoc {
@@ -137,6 +142,23 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
       'seconds between two renders of the metrics (APISIX `refresh_interval`): scrapes are answered from the latest render, made in the background while scrapes keep coming; 0 renders on every scrape',
   },
   {
+    name: 'WORKERS',
+    default: '(cores)',
+    meaning:
+      'Node and Bun: proxy worker processes sharing PROXY_PORT (node:cluster; Bun: with `reusePort`), default the cores available to the process; `1` serves everything from one process. One primary serves the Admin API, status API and metrics and is the only store writer; an Admin API write is answered once every worker serves it. Deno: one process',
+  },
+  {
+    name: 'STATUS_HOST',
+    default: '127.0.0.1',
+    meaning: 'address the status API listens on (Node, Bun; APISIX `apisix.status.ip`; 0.0.0.0 for Kubernetes probes)',
+  },
+  {
+    name: 'STATUS_PORT',
+    default: '7085',
+    meaning:
+      'port of the status API as APISIX\'s: `/status` (alive) and `/status/ready` (200 once the config is loaded by every worker and the etcd watch is healthy, else 503); `off` starts none. A port in use is logged and the gateway runs without it',
+  },
+  {
     name: 'ACCESS_LOG',
     default: 'on',
     meaning: 'one JSON line per request on stdout with APISIX\'s log-entry fields (`on` or `off`)',
@@ -163,7 +185,11 @@ const list = (raw: string | undefined) =>
     .map((s) => s.trim())
     .filter(Boolean);
 
-export function readSettings(env: Record<string, string | undefined>): Settings {
+/**
+ * `cores`: what WORKERS defaults to (the entry passes `os.availableParallelism()`; 1 where the runtime has no
+ * workers).
+ */
+export function readSettings(env: Record<string, string | undefined>, cores = 1): Settings {
   const logLevel = (env.LOG_LEVEL || 'info') as Settings['logLevel'];
   if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) {
     throw new SettingsError(`LOG_LEVEL=${logLevel} is not one of debug, info, warn, error, silent`);
@@ -224,11 +250,20 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
   if (!['on', 'off', 'true', 'false', '1', '0'].includes(accessLogRaw)) {
     throw new SettingsError(`ACCESS_LOG=${env.ACCESS_LOG} is not on or off`);
   }
+  const workersRaw = env.WORKERS;
+  const workers = workersRaw === undefined || workersRaw === '' ? Math.max(1, Math.floor(cores)) : Number(workersRaw);
+  if (!/^\d{1,4}$/.test(workersRaw || '1') || !Number.isInteger(workers) || workers < 1 || workers > 1024) {
+    throw new SettingsError(`WORKERS=${workersRaw} is not a number of workers (1-1024)`);
+  }
+  const statusPort = env.STATUS_PORT === 'off' ? undefined : port(env, 'STATUS_PORT', 7085);
   return {
     proxyHttpsPort,
     adminTlsCert,
     adminTlsKey,
     tlsHandshakeTimeoutMs: Math.round(handshake * 1000),
+    workers,
+    statusHost: env.STATUS_HOST || '127.0.0.1',
+    statusPort,
     prometheusHost: env.PROMETHEUS_HOST || '127.0.0.1',
     prometheusPort,
     prometheusRefreshMs: Math.round(refresh * 1000),

@@ -309,6 +309,13 @@ export class EtcdStore implements ConfigStore {
   /** The watch loop is waiting after etcd was unreachable: an answer from etcd to any request ends the wait. */
   private wakeWhenReachable = false;
   private loop: Promise<void> | undefined;
+  /** Since when the watch has been interrupted (until a re-read succeeds); undefined while it is healthy. */
+  private downSince: number | undefined;
+
+  /** For the status API's readiness (src/runtime/status.ts): since when the watch is down, if it is. */
+  watchDownSince(): number | undefined {
+    return this.downSince;
+  }
 
   private constructor(opts: EtcdStoreOptions) {
     if (!opts || !Array.isArray(opts.endpoints) || opts.endpoints.length === 0) {
@@ -642,6 +649,7 @@ export class EtcdStore implements ConfigStore {
         try {
           await this.resync();
           needResync = false;
+          this.downSince = undefined;
           this.log.info('etcd: config re-read', { revision: this.watchRev, items: this.items.size });
         } catch (err) {
           if (this.closed) break;
@@ -674,6 +682,7 @@ export class EtcdStore implements ConfigStore {
         continue;
       }
       needResync = true;
+      this.downSince ??= Date.now();
       if (outcome.established) failures = 0;
       failures++;
       const delay = this.backoffDelay(failures);

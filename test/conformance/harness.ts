@@ -96,6 +96,9 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnde
     ACCESS_LOG: 'off',
     PROMETHEUS_PORT: 'off',
     PROXY_HTTPS_PORT: 'off',
+    STATUS_PORT: 'off',
+    // One process: `limit-count` `local` counters and the like are per worker (test/e2e/workers.test.ts has WORKERS).
+    WORKERS: '1',
     ...opts.env,
   };
   const launcher = (await import(`./launchers/${RUNTIME}.ts`)) as Launcher;
