@@ -40,6 +40,8 @@ async function launch(runtime: string): Promise<{ gw: Launched; dataDir: string 
       ADMIN_KEY: KEY,
       DATA_DIR: dataDir,
       LOG_LEVEL: 'warn',
+      // One proxy process, none of `npm start`'s extra ports.
+      WORKERS: '1', STATUS_PORT: 'off', PROXY_HTTPS_PORT: 'off',
       ACCESS_LOG: 'off',
       PROMETHEUS_PORT: 'off',
     },

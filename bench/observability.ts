@@ -69,6 +69,8 @@ async function startGateway(runtime: string, env: Record<string, string>): Promi
       ADMIN_KEY: KEY,
       DATA_DIR: dataDir,
       LOG_LEVEL: 'warn',
+      // One proxy process, none of `npm start`'s extra ports.
+      WORKERS: '1', STATUS_PORT: 'off', PROXY_HTTPS_PORT: 'off',
       PROMETHEUS_PORT: 'off',
       ACCESS_LOG: 'off',
       ...env,

@@ -99,6 +99,8 @@ export async function startSetup(extraEnv: Record<string, string> = {}, pool = 5
       ADMIN_KEY: key,
       DATA_DIR: dataDir,
       LOG_LEVEL: 'warn',
+      // One proxy process, none of `npm start`'s extra ports.
+      WORKERS: '1', STATUS_PORT: 'off', PROXY_HTTPS_PORT: 'off',
       ...extraEnv,
     },
     readyUrl: `http://127.0.0.1:${adminPort}/apisix/admin`,

@@ -108,6 +108,8 @@ async function fngateTarget(runtime: string, upstreamPort: number): Promise<Targ
       ADMIN_KEY: KEY,
       DATA_DIR: join(dir, `data-${runtime}`),
       LOG_LEVEL: 'error',
+      WORKERS: '1',
+      STATUS_PORT: 'off',
       ACCESS_LOG: 'off',
       PROMETHEUS_PORT: 'off',
     },

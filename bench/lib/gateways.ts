@@ -78,6 +78,10 @@ async function gatewayEnv(ctx: LaunchContext): Promise<{ env: Record<string, str
     ADMIN_PORT: String(adminPort),
     ADMIN_KEY: ctx.adminKey ?? 'bench-admin-key-0123456789abcdef',
     LOG_LEVEL: ctx.logLevel ?? 'warn',
+    // One process, and none of `npm start`'s extra ports: the figures are those of one proxy process.
+    ACCESS_LOG: 'off',
+    PROMETHEUS_PORT: 'off',
+    WORKERS: '1', STATUS_PORT: 'off', PROXY_HTTPS_PORT: 'off',
     ...ctx.env,
   };
   if (ctx.dataDir) env.DATA_DIR = ctx.dataDir;
