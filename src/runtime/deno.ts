@@ -69,6 +69,38 @@ export const ENV_NAMES: readonly string[] = [
   // Read by node-redis (the rate limits' Redis client) when it connects; without the permission it cannot.
   'REDIS_DEBUG_MAINTENANCE',
   'REDIS_EMIT_DIAGNOSTICS',
+  // Read by the OpenTelemetry SDK (the opentelemetry plugin) when it builds an exporter and its spans: without the
+  // permission Deno throws NotCapable instead of answering undefined.
+  ...[
+    'EXPORTER_OTLP_TRACES_TIMEOUT',
+    'EXPORTER_OTLP_TIMEOUT',
+    'EXPORTER_OTLP_TRACES_COMPRESSION',
+    'EXPORTER_OTLP_COMPRESSION',
+    'EXPORTER_OTLP_TRACES_ENDPOINT',
+    'EXPORTER_OTLP_ENDPOINT',
+    'EXPORTER_OTLP_TRACES_HEADERS',
+    'EXPORTER_OTLP_HEADERS',
+    'EXPORTER_OTLP_TRACES_CERTIFICATE',
+    'EXPORTER_OTLP_CERTIFICATE',
+    'EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE',
+    'EXPORTER_OTLP_CLIENT_CERTIFICATE',
+    'EXPORTER_OTLP_TRACES_CLIENT_KEY',
+    'EXPORTER_OTLP_CLIENT_KEY',
+    'BSP_EXPORT_TIMEOUT',
+    'BSP_SCHEDULE_DELAY',
+    'BSP_MAX_QUEUE_SIZE',
+    'BSP_MAX_EXPORT_BATCH_SIZE',
+    'TRACES_SAMPLER',
+    'TRACES_SAMPLER_ARG',
+    'ATTRIBUTE_VALUE_LENGTH_LIMIT',
+    'ATTRIBUTE_COUNT_LIMIT',
+    'SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT',
+    'SPAN_ATTRIBUTE_COUNT_LIMIT',
+    'SPAN_LINK_COUNT_LIMIT',
+    'SPAN_EVENT_COUNT_LIMIT',
+    'SPAN_ATTRIBUTE_PER_EVENT_COUNT_LIMIT',
+    'SPAN_ATTRIBUTE_PER_LINK_COUNT_LIMIT',
+  ].map((n) => `OTEL_${n}`),
 ];
 
 /**

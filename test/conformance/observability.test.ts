@@ -413,7 +413,10 @@ describe('opentelemetry (t/plugin/opentelemetry.t)', () => {
       assert.equal(span.parentSpanId, parent);
       assert.equal(span.kind, 2);
       assert.equal(span.name, 'GET /ot1');
-      const attrs = Object.fromEntries(span.attributes.map((a: { key: string; value: Record<string, string> }) => [a.key, Object.values(a.value)[0]]));
+      // OTLP/JSON: an int64 may be a decimal string or a JSON number (the SDK's serializer writes numbers).
+      const attrs = Object.fromEntries(span.attributes.map((a: { key: string; value: Record<string, unknown> }) => [a.key, String(Object.values(a.value)[0])]));
+      const status = span.attributes.find((a: { key: string }) => a.key === 'http.status_code');
+      assert.deepEqual(Object.keys(status.value), ['intValue']);
       assert.equal(attrs['http.status_code'], '200');
       assert.equal(attrs['apisix.route_id'], 'ot1');
       assert.equal(attrs['apisix.route_name'], 'traced');
@@ -434,6 +437,34 @@ describe('opentelemetry (t/plugin/opentelemetry.t)', () => {
       assert.match(echoed.headers.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(rx.got.length, 0);
+    } finally {
+      await gw.admin('DELETE', '/plugin_metadata/opentelemetry');
+      await rx.close();
+    }
+  });
+
+  test('trace_id_ratio: fraction 1 exports every trace, 0 none; additional_attributes and header prefixes become span attributes', async () => {
+    const rx = await logReceiver();
+    try {
+      assert.ok((await gw.admin('PUT', '/plugin_metadata/opentelemetry', { collector: { address: new URL(rx.uri).host }, batch_span_processor: { max_export_batch_size: 1 } })).status < 300);
+      const extra = { additional_attributes: ['request_uri', 'arg_missing'], additional_header_prefix_attributes: ['X-Tenant-'] };
+      await gw.putRoute('ot4', { uri: '/ot4', plugins: { opentelemetry: { sampler: { name: 'trace_id_ratio', options: { fraction: 0 } }, ...extra } }, upstream: echoUpstream() });
+      await gw.putRoute('ot5', { uri: '/ot5', plugins: { opentelemetry: { sampler: { name: 'trace_id_ratio', options: { fraction: 1 } }, ...extra } }, upstream: echoUpstream() });
+      for (let i = 0; i < 3; i++) await (await gw.fetch('/ot4?n=1')).text();
+      const res = await gw.fetch('/ot5?n=1', { headers: { 'x-tenant-id': 'acme', 'x-other': 'no' } });
+      const echoed = (await res.json()) as { headers: Record<string, string> };
+      assert.match(echoed.headers.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      const got = await rx.waitFor(1);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(got.length, 1, 'only the fraction-1 route exported');
+      const span = JSON.parse(got[0]!.body).resourceSpans[0].scopeSpans[0].spans[0];
+      assert.equal(span.name, 'GET /ot5');
+      assert.equal(span.traceId, echoed.headers.traceparent!.slice(3, 35), 'a new trace, the id sent upstream');
+      assert.equal(span.parentSpanId ?? '', '');
+      const attrs = Object.fromEntries(span.attributes.map((a: { key: string; value: Record<string, unknown> }) => [a.key, String(Object.values(a.value)[0])]));
+      assert.equal(attrs.request_uri, '/ot5?n=1');
+      assert.equal(attrs['x-tenant-id'], 'acme');
+      assert.ok(!('arg_missing' in attrs) && !('x-other' in attrs));
     } finally {
       await gw.admin('DELETE', '/plugin_metadata/opentelemetry');
       await rx.close();

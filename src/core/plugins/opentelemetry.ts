@@ -1,6 +1,21 @@
+import { type Context, createContextKey, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import { type ExportResult, ExportResultCode, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  type IdGenerator,
+  ParentBasedSampler,
+  type ReadableSpan,
+  type Sampler,
+  type SpanExporter,
+  TraceIdRatioBasedSampler,
+} from '@opentelemetry/sdk-trace-base';
 import * as v from 'valibot';
-import type { RequestContext } from '../context.ts';
-import { BatchProcessor } from '../observability/batch.ts';
+import type { Logger, RequestContext } from '../context.ts';
 import { safeRecord } from '../schema/common.ts';
 import { INTEGER } from '../schema/format.ts';
 import type { PluginDefinition } from './types.ts';
@@ -67,10 +82,6 @@ interface Metadata {
 
 const DEFAULT_META: Metadata = { collector: { address: '127.0.0.1:4318', request_timeout: 3 }, batch_span_processor: {} };
 
-const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
-const ZERO_TRACE = '0'.repeat(32);
-const ZERO_SPAN = '0'.repeat(16);
-
 function randomHex(bytes: number): string {
   const b = crypto.getRandomValues(new Uint8Array(bytes));
   let s = '';
@@ -78,52 +89,123 @@ function randomHex(bytes: number): string {
   return s;
 }
 
-interface SpanState {
-  traceId: string;
-  spanId: string;
-  parentSpanId: string;
-  sampled: boolean;
-  startNs: bigint;
+/** Ids from crypto.getRandomValues (the SDK's default generator uses Math.random). */
+const idGenerator: IdGenerator = { generateTraceId: () => randomHex(16), generateSpanId: () => randomHex(8) };
+
+function simple(name: string, fraction: number): Sampler {
+  if (name === 'always_on') return new AlwaysOnSampler();
+  if (name === 'trace_id_ratio') return new TraceIdRatioBasedSampler(fraction);
+  return new AlwaysOffSampler();
 }
 
-type Sampler = (traceId: string, parentSampled: boolean | undefined) => boolean;
-
-/** trace_id_ratio as OpenTelemetry: the trace id's low 8 bytes below fraction × 2^64 (here: 56 bits, enough). */
-function ratio(fractionValue: number): Sampler {
-  const bound = Math.floor(fractionValue * 2 ** 56);
-  return (traceId) => Number.parseInt(traceId.slice(18, 32), 16) < bound;
-}
-
-function simple(name: string, f: number): Sampler {
-  if (name === 'always_on') return () => true;
-  if (name === 'trace_id_ratio') return ratio(f);
-  return () => false;
-}
-
+/** APISIX's sampler names mapped onto the SDK's samplers (parent_base: the parent's decision, else `root`). */
 function samplerOf(conf: Conf['sampler']): Sampler {
   if (conf.name !== 'parent_base') return simple(conf.name, conf.options.fraction);
   const root = conf.options.root;
-  const rootSampler = root ? simple(root.name, root.options.fraction) : () => false;
-  return (traceId, parentSampled) => (parentSampled === undefined ? rootSampler(traceId, undefined) : parentSampled);
+  return new ParentBasedSampler({ root: root ? simple(root.name, root.options.fraction) : new AlwaysOffSampler() });
 }
 
-const nowNs = () => BigInt(Date.now()) * 1_000_000n;
+/**
+ * The route's sampler travels in the span's context: one provider (and batch) per collector serves every route, each
+ * with its own sampler.
+ */
+const SAMPLER = createContextKey('fngate.opentelemetry.sampler');
+const routeSampler: Sampler = {
+  shouldSample: (context, ...rest) => ((context.getValue(SAMPLER) as Sampler | undefined) ?? new AlwaysOffSampler()).shouldSample(context, ...rest),
+  toString: () => 'fngate route sampler',
+};
 
-type AnyValue = { stringValue: string } | { intValue: string };
-const attr = (key: string, value: string | number): { key: string; value: AnyValue } => ({
-  key,
-  value: typeof value === 'number' ? { intValue: String(value) } : { stringValue: value },
-});
+/**
+ * The OTLP exporter, plus what a Worker needs: a promise per span that settles once the batch holding it was
+ * exported (or failed), for `ctx.waitUntil`; and failures logged (the SDK only reports them to its `diag`).
+ */
+class WatchedExporter implements SpanExporter {
+  private waiters: (() => void)[] = [];
+  constructor(
+    private readonly inner: SpanExporter,
+    private readonly url: string,
+    private readonly logger: Logger,
+  ) {}
+  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    this.inner.export(spans, (result) => {
+      if (result.code !== ExportResultCode.SUCCESS)
+        this.logger.error(`opentelemetry: ${spans.length} spans dropped, sending them to ${this.url} failed: ${result.error?.message ?? 'unknown error'}`);
+      for (const w of waiters) w();
+      done(result);
+    });
+  }
+  nextExport(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush?.() ?? Promise.resolve();
+  }
+}
 
-/** One exporter per collector configuration (metadata object), shared by every route. */
-const exporters = new WeakMap<object, BatchProcessor<Record<string, unknown>>>();
+interface Pipeline {
+  tracer: Tracer;
+  exporter: WatchedExporter;
+}
+
+/** One provider, batch and exporter per collector configuration (metadata object), shared by every route. */
+const pipelines = new WeakMap<object, Pipeline>();
+
+function pipelineOf(md: Metadata, hostname: string, logger: Logger): Pipeline {
+  let p = pipelines.get(md);
+  if (p) return p;
+  const address = md.collector.address;
+  const url = `${/^https?:\/\//.test(address) ? address : `http://${address}`}/v1/traces`;
+  const attributes: Record<string, string> = { 'service.name': 'APISIX', ...md.resource };
+  if (!md.resource?.['service.name']) attributes.hostname = hostname;
+  const exporter = new WatchedExporter(
+    new OTLPTraceExporter({ url, headers: { ...md.collector.request_headers }, timeoutMillis: md.collector.request_timeout * 1000 }),
+    url,
+    logger,
+  );
+  const bsp = md.batch_span_processor;
+  const provider = new BasicTracerProvider({
+    resource: resourceFromAttributes(attributes),
+    sampler: routeSampler,
+    idGenerator,
+    spanProcessors: [
+      new BatchSpanProcessor(exporter, {
+        maxExportBatchSize: bsp.max_export_batch_size ?? 16,
+        scheduledDelayMillis: (bsp.inactive_timeout ?? 2) * 1000,
+        maxQueueSize: bsp.max_queue_size ?? 1024,
+        exportTimeoutMillis: md.collector.request_timeout * 1000,
+      }),
+    ],
+  });
+  p = { tracer: provider.getTracer('fngate-opentelemetry', '0.1'), exporter };
+  pipelines.set(md, p);
+  return p;
+}
+
+const propagator = new W3CTraceContextPropagator();
+const headerGetter = {
+  keys: () => ['traceparent', 'tracestate'],
+  get: (ctx: RequestContext, key: string) => ctx.header(key) ?? undefined,
+};
+const headerSetter = { set: (ctx: RequestContext, key: string, value: string) => ctx.setHeader(key, value) };
+
+interface SpanState {
+  span: Span;
+  exporter: WatchedExporter;
+}
 
 /**
  * `opentelemetry` (APISIX priority 12009): continues the client's W3C trace (`traceparent`) or starts one, always
  * sends `traceparent` to the upstream or function (also when not sampled, flags `00`), and exports a server span
  * per sampled request by OTLP/HTTP (JSON encoding) to `plugin_metadata/opentelemetry` `collector.address`
- * (`/v1/traces`), batched. Samplers as APISIX: `always_off` (default), `always_on`, `trace_id_ratio`
- * (`options.fraction`), `parent_base` (the parent's decision, else `options.root`).
+ * (`/v1/traces`), batched. Spans, samplers, the W3C propagator, the batch and the exporter are the OpenTelemetry
+ * JS SDK's (`@opentelemetry/sdk-trace-base`, `exporter-trace-otlp-http`). Samplers as APISIX: `always_off`
+ * (default), `always_on`, `trace_id_ratio` (`options.fraction`), `parent_base` (the parent's decision, else
+ * `options.root`).
  */
 export const opentelemetry: PluginDefinition<Conf> = {
   name: 'opentelemetry',
@@ -132,108 +214,47 @@ export const opentelemetry: PluginDefinition<Conf> = {
   schema: schema as v.GenericSchema<unknown, Conf>,
   metadataSchema,
   create(conf, env) {
-    const sample = samplerOf(conf.sampler);
-    const exporterOf = (md: Metadata): BatchProcessor<Record<string, unknown>> => {
-      let p = exporters.get(md);
-      if (!p) {
-        const address = md.collector.address;
-        const url = `${/^https?:\/\//.test(address) ? address : `http://${address}`}/v1/traces`;
-        const resource = [attr('service.name', 'APISIX'), ...Object.entries(md.resource ?? {}).map(([k, val]) => attr(k, val))];
-        if (!md.resource?.['service.name']) resource.push(attr('hostname', env.obs?.hostname ?? ''));
-        const bsp = md.batch_span_processor;
-        p = new BatchProcessor<Record<string, unknown>>(
-          {
-            name: 'opentelemetry',
-            batch_max_size: bsp.max_export_batch_size ?? 16,
-            inactive_timeout: bsp.inactive_timeout ?? 2,
-            buffer_duration: 60,
-            max_retry_count: 0,
-            retry_delay: 0,
-          },
-          async (spans) => {
-            const res = await fetch(url, {
-              method: 'POST',
-              headers: { 'content-type': 'application/json', ...md.collector.request_headers },
-              body: JSON.stringify({
-                resourceSpans: [
-                  {
-                    resource: { attributes: resource },
-                    scopeSpans: [{ scope: { name: 'fngate-opentelemetry', version: '0.1' }, spans }],
-                  },
-                ],
-              }),
-              signal: AbortSignal.timeout(md.collector.request_timeout * 1000),
-            });
-            await res.body?.cancel().catch(() => {});
-            if (res.status >= 400) throw new Error(`${url} answered ${res.status}`);
-          },
-          env.logger,
-          bsp.max_queue_size ?? 1024,
-        );
-        exporters.set(md, p);
-      }
-      return p;
-    };
+    const sampler = samplerOf(conf.sampler);
+    const hostname = env.obs?.hostname ?? '';
     const instance = {
       rewrite(ctx: RequestContext) {
-        const incoming = ctx.header('traceparent');
-        const m = incoming ? TRACEPARENT.exec(incoming.trim().toLowerCase()) : null;
-        let traceId: string;
-        let parentSpanId = '';
-        let parentSampled: boolean | undefined;
-        if (m && m[1] !== 'ff' && m[2] !== ZERO_TRACE && m[3] !== ZERO_SPAN) {
-          traceId = m[2]!;
-          parentSpanId = m[3]!;
-          parentSampled = (Number.parseInt(m[4]!, 16) & 1) === 1;
-        } else traceId = randomHex(16);
-        const state: SpanState = {
-          traceId,
-          spanId: randomHex(8),
-          parentSpanId,
-          sampled: sample(traceId, parentSampled),
-          startNs: nowNs(),
-        };
-        ctx.setStateOf(instance, state);
-        ctx.setHeader('traceparent', `00-${traceId}-${state.spanId}-${state.sampled ? '01' : '00'}`);
+        const md = (ctx.metadata.get('opentelemetry') as Metadata | undefined) ?? DEFAULT_META;
+        const { tracer, exporter } = pipelineOf(md, hostname, env.logger);
+        const parent: Context = propagator.extract(ROOT_CONTEXT.setValue(SAMPLER, sampler), ctx, headerGetter);
+        const span = tracer.startSpan(ctx.route ? `${ctx.method} ${ctx.route.uri}` : ctx.method, { kind: SpanKind.SERVER }, parent);
+        ctx.setStateOf(instance, { span, exporter } satisfies SpanState);
+        propagator.inject(trace.setSpan(ROOT_CONTEXT, span), ctx, headerSetter);
         return undefined;
       },
       log(ctx: RequestContext) {
         const s = ctx.stateOf<SpanState>(instance);
-        if (!s?.sampled) return;
-        const md = (ctx.metadata.get('opentelemetry') as Metadata | undefined) ?? DEFAULT_META;
-        const attributes = [
-          attr('net.host.name', ctx.host),
-          attr('http.method', ctx.method),
-          attr('http.scheme', ctx.scheme),
-          attr('http.target', ctx.rawPath),
-          attr('http.user_agent', ctx.header('user-agent') ?? ''),
-          attr('http.status_code', ctx.status),
-        ];
+        if (!s?.span.isRecording()) return;
+        const { span } = s;
+        span.setAttributes({
+          'net.host.name': ctx.host,
+          'http.method': ctx.method,
+          'http.scheme': ctx.scheme,
+          'http.target': ctx.rawPath,
+          'http.user_agent': ctx.header('user-agent') ?? '',
+          'http.status_code': ctx.status,
+        });
         if (ctx.route) {
-          attributes.push(attr('apisix.route_id', ctx.route.id), attr('apisix.route_name', ctx.route.name), attr('http.route', ctx.route.uri));
-          if (ctx.route.serviceId) attributes.push(attr('apisix.service_id', ctx.route.serviceId));
+          span.updateName(`${ctx.method} ${ctx.route.uri}`);
+          span.setAttributes({ 'apisix.route_id': ctx.route.id, 'apisix.route_name': ctx.route.name, 'http.route': ctx.route.uri });
+          if (ctx.route.serviceId) span.setAttribute('apisix.service_id', ctx.route.serviceId);
         }
         for (const name of conf.additional_attributes ?? []) {
           const val = ctx.getVar(name);
-          if (val !== undefined) attributes.push(attr(name, String(val)));
+          if (val !== undefined) span.setAttribute(name, String(val));
         }
         for (const prefix of conf.additional_header_prefix_attributes ?? []) {
           const p = prefix.toLowerCase();
-          for (const [k, val] of ctx.request.headers) if (k.startsWith(p)) attributes.push(attr(k, val));
+          for (const [k, val] of ctx.request.headers) if (k.startsWith(p)) span.setAttribute(k, val);
         }
-        const span: Record<string, unknown> = {
-          traceId: s.traceId,
-          spanId: s.spanId,
-          name: ctx.route ? `${ctx.method} ${ctx.route.uri}` : ctx.method,
-          kind: 2, // SERVER
-          startTimeUnixNano: String(s.startNs),
-          endTimeUnixNano: String(nowNs()),
-          attributes,
-          status: ctx.status >= 500 ? { code: 2, message: `${ctx.status}` } : { code: 0 },
-        };
-        if (s.parentSpanId) span.parentSpanId = s.parentSpanId;
-        const done = exporterOf(md).push(span);
-        if (done && ctx.waitUntil) ctx.waitUntil(done);
+        if (ctx.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: `${ctx.status}` });
+        const done = ctx.waitUntil ? s.exporter.nextExport() : undefined;
+        span.end();
+        if (done) ctx.waitUntil!(done);
       },
     };
     return instance;
