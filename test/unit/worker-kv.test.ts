@@ -71,7 +71,7 @@ async function startWorker(opts: WorkerOptions): Promise<Miniflare> {
     compatibilityDate: date,
     compatibilityFlags: ['enable_request_signal'],
     kvNamespaces: opts.kv === false ? [] : ['GATEWAY_KV'],
-    bindings: { LOG_LEVEL: 'error', ...opts.bindings },
+    bindings: { LOG_LEVEL: 'error', ACCESS_LOG: 'off', ...opts.bindings },
   });
   await mf.ready;
   return mf;

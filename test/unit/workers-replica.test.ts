@@ -22,7 +22,8 @@ function fakeWorker(id: number, replicator: Replicator, rebuildMs: number) {
   end.started(
     async () => {
       const state = await store.load();
-      await new Promise((r) => setTimeout(r, rebuildMs));
+      // Unref'd: the stuck worker's minute-long rebuild must not keep the test process alive after the tests.
+      await new Promise((r) => setTimeout(r, rebuildMs).unref());
       served = state.revision;
     },
     async () => '',
