@@ -191,6 +191,7 @@ export const limitCount: PluginDefinition<Conf> = {
       return degrade ? undefined : pluginExit(500, body);
     };
     const self = {} as { headers?: true };
+    const single = conf.rules === undefined ? rules[0] : undefined;
 
     /** Record a decision's headers; the rejection when it is one. */
     const decide = (ctx: RequestContext, limit: number, rule: Rule, d: CountDecision): Response | undefined => {
@@ -243,6 +244,12 @@ export const limitCount: PluginDefinition<Conf> = {
 
     return {
       access(ctx) {
+        if (single !== undefined) {
+          // One limit (no `rules`): its key, or APISIX's 500 when it resolves to nothing.
+          const k = single.key(ctx);
+          if (k === undefined) return failed(ctx, 'no rule applies to the request');
+          return run(ctx, [k], 0);
+        }
         const keys = rules.map((r) => r.key(ctx));
         // APISIX: no rule whose key resolved → "failed to get rate limit rules" → 500 (or a pass).
         if (keys.every((k) => k === undefined)) return failed(ctx, 'no rule applies to the request');
