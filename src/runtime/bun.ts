@@ -36,6 +36,7 @@ import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
+import { localNames } from './local-names.ts';
 import { statusHandler, storeReadiness } from './status.ts';
 import { freeProxyPort, nodeCluster } from './workers-node.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
@@ -145,6 +146,8 @@ async function main(): Promise<void> {
     observability: {
       hostname: hostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
+      // The export server answers CORS for the dashboard's origin (the Admin API's) only.
+      dashboard: { host: settings.adminHost, port: settings.adminPort, tls: false, localNames: localNames() },
       // Bun.serve reports requests in flight, not connections: `writing` is the closest nginx state.
       connections: () => ({ writing: proxyServer?.pendingRequests ?? 0 }),
       collectors: [processCollector()],
@@ -228,7 +231,7 @@ async function main(): Promise<void> {
     settings.prometheusPort === undefined || role.kind === 'worker'
       ? undefined
       : optional(
-          role.kind === 'primary' ? role.serveMetrics : (req) => gateway.obs.serveMetrics(req),
+          role.kind === 'primary' ? (req) => role.serveMetrics(req, gateway.obs.exportCors(req)) : (req) => gateway.obs.serveMetrics(req),
           settings.prometheusHost,
           settings.prometheusPort,
           'prometheus',

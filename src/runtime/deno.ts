@@ -46,6 +46,7 @@ import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
+import { localNames } from './local-names.ts';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
 import { closeAfterRefusal } from './refused-body.ts';
@@ -384,6 +385,8 @@ async function main(): Promise<void> {
       // Deno.hostname() needs --allow-sys, which the narrow permission set does not grant: no host name then.
       hostname: denoHostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
+      // The export server answers CORS for the dashboard's origin (the Admin API's) only.
+      dashboard: { host: settings.adminHost, port: settings.adminPort, tls: false, localNames: localNames() },
       collectors: [processCollector()],
       files: denoFileAppender(logger),
     },

@@ -16,6 +16,7 @@ import { createHardenedServer, getRequestBody } from './node-http.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
+import { localNames } from './local-names.ts';
 import { nodeWebSocketConnector, serveUpgrades } from './websocket-node.ts';
 import { nodeTlsValidator } from './tls-check.ts';
 import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
@@ -89,6 +90,8 @@ async function main(): Promise<void> {
     observability: {
       hostname: hostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
+      // The export server answers CORS for the dashboard's origin (the Admin API's) only.
+      dashboard: { host: settings.adminHost, port: settings.adminPort, tls: !!(settings.adminTlsCert && settings.adminTlsKey), localNames: localNames() },
       connections: () => ({ active: conns.active, accepted: conns.accepted, handled: conns.accepted }),
       collectors: [processCollector()],
       files: nodeFileAppender(logger),
@@ -198,7 +201,7 @@ async function main(): Promise<void> {
     settings.prometheusPort === undefined || role.kind === 'worker'
       ? undefined
       : await optional(
-          role.kind === 'primary' ? role.serveMetrics : (req) => gateway.obs.serveMetrics(req),
+          role.kind === 'primary' ? (req) => role.serveMetrics(req, gateway.obs.exportCors(req)) : (req) => gateway.obs.serveMetrics(req),
           settings.prometheusHost,
           settings.prometheusPort,
           'prometheus',

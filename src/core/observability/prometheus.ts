@@ -8,6 +8,7 @@
  */
 import type { RequestContext, RouteInfo } from '../context.ts';
 import { FNGATE_VERSION } from '../version.ts';
+import { type AdminOrigin, dashboardOrigins, exportCorsHeaders } from './export-cors.ts';
 import {
   chunksText,
   type Collector,
@@ -53,6 +54,8 @@ export interface ObservabilityOptions {
   collectors?: readonly Collector[];
   /** The runtime's file appender (file-logger); undefined where there is no file system (Workers). */
   files?: FileAppender;
+  /** Where the Admin API (and so the dashboard) is served: the one origin family the export server answers CORS for. */
+  dashboard?: AdminOrigin;
 }
 
 /** Appends lines to files (file-logger), in order, without blocking the event loop for long. */
@@ -274,9 +277,11 @@ export class Observability {
   private lastScrape = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
+  private readonly corsOrigins: ReadonlySet<string>;
 
   constructor(private readonly opts: ObservabilityOptions = {}) {
     this.http = new HttpMetrics(this.registry);
+    this.corsOrigins = opts.dashboard ? dashboardOrigins(opts.dashboard) : new Set();
     this.hostname = opts.hostname ?? '';
     this.files = opts.files;
     this.refreshMs = opts.refreshIntervalMs ?? 15_000;
@@ -373,9 +378,15 @@ export class Observability {
     return chunksText(await this.metricsChunks());
   }
 
+  /** CORS headers of an export-server answer: the dashboard's origin may read it, no other (export-cors.ts). */
+  exportCors(req: Request): Record<string, string> {
+    return exportCorsHeaders(req.headers.get('origin'), this.corsOrigins);
+  }
+
   /**
    * The export server (APISIX `enable_export_server`, port 9091): GET `/apisix/prometheus/metrics` answers the
-   * metrics; any other method or path 404 with an empty body, as APISIX's.
+   * metrics (readable by the dashboard's origin, {@link exportCors}); any other method or path 404 with an empty
+   * body, as APISIX's.
    */
   serveMetrics = async (req: Request): Promise<Response> => {
     const url = req.url;
@@ -388,7 +399,11 @@ export class Observability {
     const chunks = await this.metricsChunks();
     let length = 0;
     for (const c of chunks) length += c.byteLength;
-    const headers = { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': String(length) };
+    const headers = {
+      'content-type': 'text/plain; version=0.0.4; charset=utf-8',
+      'content-length': String(length),
+      ...this.exportCors(req),
+    };
     if (req.method === 'HEAD') return new Response(null, { status: 200, headers });
     // The cached chunks handed out one by one as the client reads (a Blob would copy a text that may be tens of MB
     // at once); each is copied as it goes, since a runtime may take over (detach) the buffers it is given.
