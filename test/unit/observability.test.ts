@@ -209,7 +209,7 @@ describe('export server CORS: the dashboard\'s origin only (export-cors.ts)', ()
     }
   });
   it('serveMetrics sends them: the dashboard reads the metrics, another page does not; no options, no CORS', async () => {
-    const obs = new Observability({ refreshIntervalMs: 0, dashboard: { host: '127.0.0.1', port: 9180, tls: false } });
+    const obs = new Observability({ refreshIntervalMs: 0, dashboard: () => ({ host: '127.0.0.1', port: 9180, tls: false }) });
     const get = (o: Observability, origin?: string) =>
       o.serveMetrics(new Request('http://127.0.0.1:9091/apisix/prometheus/metrics', { headers: origin ? { origin } : {} }));
     const ok = await get(obs, 'http://127.0.0.1:9180');

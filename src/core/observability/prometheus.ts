@@ -54,8 +54,11 @@ export interface ObservabilityOptions {
   collectors?: readonly Collector[];
   /** The runtime's file appender (file-logger); undefined where there is no file system (Workers). */
   files?: FileAppender;
-  /** Where the Admin API (and so the dashboard) is served: the one origin family the export server answers CORS for. */
-  dashboard?: AdminOrigin;
+  /**
+   * Where the Admin API (and so the dashboard) is served: the origins the export server answers CORS for. Asked at
+   * each scrape (the port is known once the Admin API listens: ADMIN_PORT=0 takes a free one).
+   */
+  dashboard?: () => AdminOrigin | undefined;
 }
 
 /** Appends lines to files (file-logger), in order, without blocking the event loop for long. */
@@ -277,11 +280,10 @@ export class Observability {
   private lastScrape = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
-  private readonly corsOrigins: ReadonlySet<string>;
+  private cors: { admin: string; origins: ReadonlySet<string> } | undefined;
 
   constructor(private readonly opts: ObservabilityOptions = {}) {
     this.http = new HttpMetrics(this.registry);
-    this.corsOrigins = opts.dashboard ? dashboardOrigins(opts.dashboard) : new Set();
     this.hostname = opts.hostname ?? '';
     this.files = opts.files;
     this.refreshMs = opts.refreshIntervalMs ?? 15_000;
@@ -380,7 +382,10 @@ export class Observability {
 
   /** CORS headers of an export-server answer: the dashboard's origin may read it, no other (export-cors.ts). */
   exportCors(req: Request): Record<string, string> {
-    return exportCorsHeaders(req.headers.get('origin'), this.corsOrigins);
+    const admin = this.opts.dashboard?.();
+    const key = admin ? JSON.stringify(admin) : '';
+    if (this.cors?.admin !== key) this.cors = { admin: key, origins: admin ? dashboardOrigins(admin) : new Set() };
+    return exportCorsHeaders(req.headers.get('origin'), this.cors.origins);
   }
 
   /**
