@@ -36,6 +36,7 @@ import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
+import { localNames } from './local-names.ts';
 import { statusHandler, storeReadiness } from './status.ts';
 import { freeProxyPort, nodeCluster } from './workers-node.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
@@ -126,6 +127,9 @@ async function main(): Promise<void> {
   });
   // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
   const accessLog = settings.accessLog ? lineWriter((text) => process.stdout.write(text)) : undefined;
+  // The Admin API's address, for the export server's CORS (set once it listens; ADMIN_PORT=0 takes a free port).
+  let adminServer: BunServer | undefined;
+  const names = localNames();
   const gateway = await createGateway({
     store,
     forwarder,
@@ -145,6 +149,8 @@ async function main(): Promise<void> {
     observability: {
       hostname: hostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
+      // The export server answers CORS for the dashboard's origin (the Admin API's) only.
+      dashboard: () => (adminServer ? { host: settings.adminHost, port: adminServer.port, tls: false, localNames: names } : undefined),
       // Bun.serve reports requests in flight, not connections: `writing` is the closest nginx state.
       connections: () => ({ writing: proxyServer?.pendingRequests ?? 0 }),
       collectors: [processCollector()],
@@ -214,7 +220,7 @@ async function main(): Promise<void> {
       );
     }
   }
-  const adminServer = role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  adminServer = role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
   // The Prometheus export and status servers: a port in use is reported, not fatal (several gateways on one host).
   const optional = (fetch: (req: Request) => Response | Promise<Response>, host: string, port: number, what: string, name: string) => {
     try {
@@ -228,7 +234,7 @@ async function main(): Promise<void> {
     settings.prometheusPort === undefined || role.kind === 'worker'
       ? undefined
       : optional(
-          role.kind === 'primary' ? role.serveMetrics : (req) => gateway.obs.serveMetrics(req),
+          role.kind === 'primary' ? (req) => role.serveMetrics(req, gateway.obs.exportCors(req)) : (req) => gateway.obs.serveMetrics(req),
           settings.prometheusHost,
           settings.prometheusPort,
           'prometheus',

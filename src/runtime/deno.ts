@@ -46,6 +46,7 @@ import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
+import { localNames } from './local-names.ts';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
 import { closeAfterRefusal } from './refused-body.ts';
@@ -399,6 +400,9 @@ async function main(): Promise<void> {
   const forwarder = createDenoForwarder();
   // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
   const accessLog = settings.accessLog ? lineWriter(writeStdout) : undefined;
+  // The Admin API's address, for the export server's CORS (set once it listens; ADMIN_PORT=0 takes a free port).
+  let adminServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+  const names = localNames();
   const gateway = await createGateway({
     store,
     forwarder,
@@ -416,6 +420,8 @@ async function main(): Promise<void> {
       // Deno.hostname() needs --allow-sys, which the narrow permission set does not grant: no host name then.
       hostname: denoHostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
+      // The export server answers CORS for the dashboard's origin (the Admin API's) only.
+      dashboard: () => (adminServer ? { host: settings.adminHost, port: adminServer.addr.port, tls: false, localNames: names } : undefined),
       collectors: [processCollector()],
       files: denoFileAppender(logger),
     },
@@ -425,7 +431,7 @@ async function main(): Promise<void> {
   });
 
   const proxyServer = serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
-  const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (settings.prometheusPort !== undefined) {
@@ -455,7 +461,7 @@ async function main(): Promise<void> {
     }, grace);
     Deno.unrefTimer(force);
     finishShutdown(
-      Promise.all([proxyServer.shutdown(), adminServer.shutdown(), metricsServer?.shutdown()]),
+      Promise.all([proxyServer.shutdown(), adminServer?.shutdown(), metricsServer?.shutdown()]),
       [gateway, accessLog, store, forwarder],
       logger,
       (code) => Deno.exit(code),

@@ -16,6 +16,7 @@ import { createHardenedServer, getRequestBody } from './node-http.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
+import { localNames } from './local-names.ts';
 import { nodeWebSocketConnector, serveUpgrades } from './websocket-node.ts';
 import { nodeTlsValidator } from './tls-check.ts';
 import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
@@ -62,6 +63,9 @@ async function main(): Promise<void> {
   const conns = { active: 0, accepted: 0 };
   // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
   const accessLog = settings.accessLog ? lineWriter((text) => process.stdout.write(text)) : undefined;
+  // The Admin API's address, for the export server's CORS (set once it listens; ADMIN_PORT=0 takes a free port).
+  let adminServer: Server | undefined;
+  const names = localNames();
   const gateway = await createGateway({
     store,
     forwarder,
@@ -89,6 +93,11 @@ async function main(): Promise<void> {
     observability: {
       hostname: hostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
+      // The export server answers CORS for the dashboard's origin (the Admin API's) only.
+      dashboard: () => {
+        const port = (adminServer?.address() as AddressInfo | null)?.port;
+        return port === undefined ? undefined : { host: settings.adminHost, port, tls: !!(settings.adminTlsCert && settings.adminTlsKey), localNames: names };
+      },
       connections: () => ({ active: conns.active, accepted: conns.accepted, handled: conns.accepted }),
       collectors: [processCollector()],
       files: nodeFileAppender(logger),
@@ -183,7 +192,7 @@ async function main(): Promise<void> {
   }
   const adminTls =
     settings.adminTlsCert && settings.adminTlsKey ? adminTlsOptions(settings.adminTlsCert, settings.adminTlsKey) : undefined;
-  const adminServer =
+  adminServer =
     role.kind === 'worker' ? undefined : await listen(gateway.admin, settings.adminHost, settings.adminPort, 'admin API', adminTls);
   // The Prometheus export and status servers: a port in use is reported, not fatal (several gateways on one host).
   const optional = async (fetch: (req: Request) => Response | Promise<Response>, host: string, port: number, what: string, name: string) => {
@@ -198,7 +207,7 @@ async function main(): Promise<void> {
     settings.prometheusPort === undefined || role.kind === 'worker'
       ? undefined
       : await optional(
-          role.kind === 'primary' ? role.serveMetrics : (req) => gateway.obs.serveMetrics(req),
+          role.kind === 'primary' ? (req) => role.serveMetrics(req, gateway.obs.exportCors(req)) : (req) => gateway.obs.serveMetrics(req),
           settings.prometheusHost,
           settings.prometheusPort,
           'prometheus',

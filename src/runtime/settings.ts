@@ -133,7 +133,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'PROMETHEUS_PORT',
     default: '9091',
     meaning:
-      'port of the Prometheus export server (`GET /apisix/prometheus/metrics`); `off` starts none. A port in use is logged and the gateway runs without it',
+      'port of the Prometheus export server (`GET /apisix/prometheus/metrics`); `off` starts none. A port in use is logged and the gateway runs without it. Answers CORS for the Admin API\'s origin only (the dashboard\'s metrics view)',
   },
   {
     name: 'PROMETHEUS_REFRESH_INTERVAL',

@@ -32,7 +32,8 @@ export interface PrimaryRole {
   /** The status API's readiness: undefined when every worker serves the config. */
   notReady(): string | undefined;
   /** The export server's handler: every worker's metrics, summed. */
-  serveMetrics(req: Request): Promise<Response>;
+  /** `extraHeaders`: the export server's CORS headers for this request (Observability.exportCors). */
+  serveMetrics(req: Request, extraHeaders?: Record<string, string>): Promise<Response>;
   /** Pass the signal to every worker; resolves when all have exited. */
   stop(signal: NodeJS.Signals): Promise<void>;
   /** Called when the primary must give up (workers keep dying): the entry exits 1. */
@@ -162,7 +163,7 @@ function primaryRole(count: number, logger: Logger): PrimaryRole {
       for (const id of reported) if (!ready.has(id)) return `worker id: ${id} has not received configuration`;
       return undefined;
     },
-    async serveMetrics(req) {
+    async serveMetrics(req, extraHeaders) {
       const url = new URL(req.url);
       if ((req.method !== 'GET' && req.method !== 'HEAD') || url.pathname !== '/apisix/prometheus/metrics') {
         return new Response(null, { status: 404 });
@@ -187,7 +188,7 @@ function primaryRole(count: number, logger: Logger): PrimaryRole {
       );
       return new Response(req.method === 'HEAD' ? null : mergeExpositions(parts), {
         status: 200,
-        headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' },
+        headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', ...extraHeaders },
       });
     },
     stop(signal) {

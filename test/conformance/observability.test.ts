@@ -85,6 +85,22 @@ describe('prometheus (t/plugin/prometheus.t, prometheus2.t)', { skip: NO_SCRAPE 
     assert.equal((await fetch(`${base}/metrics`)).status, 404);
   });
 
+  test('fngate: CORS for the dashboard only: the Admin API\'s origin (its bound port) is echoed, any other gets none', async () => {
+    const url = `${await metricsUrl()}/apisix/prometheus/metrics`;
+    const admin = new URL(gw.adminUrl);
+    for (const origin of [admin.origin, `http://localhost:${admin.port}`]) {
+      const res = await fetch(url, { headers: { origin } });
+      assert.equal(res.headers.get('access-control-allow-origin'), origin);
+      assert.equal(res.headers.get('vary'), 'Origin');
+      await res.text();
+    }
+    for (const origin of [gw.proxyUrl, 'http://evil.example', `http://evil.example:${admin.port}`, 'null']) {
+      const res = await fetch(url, { headers: { origin } });
+      assert.equal(res.headers.get('access-control-allow-origin'), null, origin);
+      await res.text();
+    }
+  });
+
   test('prometheus2.t: as a global rule, an unmatched request is counted with empty route labels; consumer jack via key-auth', async () => {
     assert.equal((await gw.admin('PUT', '/global_rules/prom', { plugins: { prometheus: {} } })).status < 300, true);
     assert.equal((await gw.admin('PUT', '/consumers', { username: 'jack', plugins: { 'key-auth': { key: 'auth-one' } } })).status < 300, true);

@@ -1,7 +1,8 @@
 // The dashboard at /ui/ on the Admin API port, driven in a real headless Chromium (Debian `chromium`, through
 // playwright-core; no browser is downloaded): sign in, create a function route through the form, call it through
 // the proxy with "try it", an invalid plugin value answered by the Admin API's own message, an unknown plugin kept
-// and editable as JSON, a stored `<img onerror>` shown as text, delete, a wrong key. One browser for the file.
+// and editable as JSON, a stored `<img onerror>` shown as text, delete, a wrong key, the per-route metrics view (the
+// gateway's prometheus export server on a free port, read by the page through CORS). One browser for the file.
 // FNGATE_SCREENSHOTS=1 also writes the main screens to docs/screenshots/ (the README links them).
 // Run: npm run build && node --import tsx --test --test-concurrency=1 test/e2e/dashboard.test.ts
 import assert from 'node:assert/strict';
@@ -12,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { type GatewayUnderTest, ROOT, startGateway } from '../conformance/harness.ts';
 import { type FunctionServers, startFunctions } from '../functions/functions.ts';
-import { waitFor } from '../helpers/process.ts';
+import { freePort, waitFor } from '../helpers/process.ts';
 import { systemSkip } from '../helpers/system.ts';
 
 const skip = systemSkip('dashboard (test/e2e/dashboard.test.ts)', ['chromium'], ['chromium']);
@@ -27,10 +28,13 @@ describe('dashboard in Chromium', { skip }, () => {
   let page: Page;
   /** Console errors and CSP violations seen in any page of the file: none are expected. */
   const consoleErrors: string[] = [];
+  let metricsUrl: string;
 
   before(async () => {
     fns = await startFunctions();
-    gw = await startGateway();
+    const promPort = await freePort();
+    metricsUrl = `http://127.0.0.1:${promPort}/apisix/prometheus/metrics`;
+    gw = await startGateway({ env: { PROMETHEUS_PORT: String(promPort), PROMETHEUS_REFRESH_INTERVAL: '0' } });
     // Where systemSkip found it: on the PATH, else Debian's /usr/lib/chromium.
     const executablePath = execFileSync('sh', ['-c', 'command -v chromium || echo /usr/lib/chromium/chromium'], { encoding: 'utf8' }).trim();
     // --no-sandbox: the suite runs as root in CI containers, where Chromium's sandbox cannot start.
@@ -328,6 +332,74 @@ describe('dashboard in Chromium', { skip }, () => {
     await page.locator('.live-errors').waitFor({ state: 'detached' });
     await save(page, /^Saved \/apisix\/plugin_metadata\/cors$/);
     assert.deepEqual((await gw.admin('GET', '/plugin_metadata/cors')).json.value.allow_origins, { dash: 'http://a.example' });
+  });
+
+  test('metrics view: per-route requests, errors and latency from the export server, which lets only this origin read it', async () => {
+    await gw.putRoute('metered', {
+      name: 'metered-fn',
+      uri: '/metered/*',
+      plugins: { prometheus: {}, openfunction: { function_uri: fns.urls['function-sample'] } },
+    });
+    // An upstream nobody listens on: 502s, counted as errors.
+    const closed = await freePort();
+    await gw.putRoute('metered-down', {
+      uri: '/metered-down',
+      plugins: { prometheus: {} },
+      upstream: { type: 'roundrobin', nodes: { [`127.0.0.1:${closed}`]: 1 } },
+    });
+    for (let i = 0; i < 3; i++) assert.equal((await gw.fetch(`/metered/m${i}`)).status, 200);
+    for (let i = 0; i < 2; i++) assert.equal((await gw.fetch('/metered-down')).status, 502);
+
+    // Outside the browser: CORS for the Admin API's origin, none for another page's.
+    const adminOrigin = new URL(gw.adminUrl).origin;
+    const mine = await fetch(metricsUrl, { headers: { origin: adminOrigin } });
+    assert.equal(mine.headers.get('access-control-allow-origin'), adminOrigin);
+    assert.equal(mine.headers.get('vary'), 'Origin');
+    await mine.text();
+    const other = await fetch(metricsUrl, { headers: { origin: 'http://evil.example' } });
+    assert.equal(other.headers.get('access-control-allow-origin'), null);
+    await other.text();
+
+    // The default URL is this host's port 9091; this gateway's export server is on another port. The setting is read
+    // from localStorage when the view opens (it loads at once), as an edit in the view stores it (below).
+    assert.equal(await page.evaluate(() => localStorage.getItem('fngate.metricsUrl')), null);
+    await page.evaluate((url) => localStorage.setItem('fngate.metricsUrl', url), metricsUrl);
+    await page.getByRole('navigation').getByRole('button', { name: 'Metrics' }).click();
+    await page.getByRole('heading', { name: 'Metrics per route' }).waitFor();
+    assert.equal(await page.getByLabel('Metrics URL').inputValue(), metricsUrl);
+    const row = page.locator('#metrics-table tr[data-route="metered"]');
+    await row.waitFor();
+    assert.equal(await row.locator('td.requests').textContent(), '3');
+    const cells = await row.locator('td').allTextContents();
+    assert.deepEqual(cells.slice(0, 5), ['metered', '3', '0', '0', '0.0 %']);
+    assert.match(cells[5]!, /^\d+(\.\d)?$/, `p50 ${cells[5]}`);
+    const down = await page.locator('#metrics-table tr[data-route="metered-down"] td').allTextContents();
+    assert.deepEqual(down.slice(0, 5), ['metered-down', '2', '0', '2', '100.0 %']);
+    await shot('metrics');
+    // Refreshed on demand: one more request is seen after Refresh.
+    await gw.fetch('/metered/again');
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    await waitFor(async () => (await row.locator('td.requests').textContent()) === '4');
+
+    // Nothing listening there (PROMETHEUS_PORT off, Workers): the reason, not a table. Its own page, since the
+    // browser logs the refused connection as a console error.
+    const p = await context.newPage();
+    await p.goto(`${gw.adminUrl}/ui/`);
+    if ((await p.getByLabel('Admin key').count()) > 0) {
+      await p.getByLabel('Admin key').fill(gw.key);
+      await p.getByRole('button', { name: 'Sign in' }).click();
+    }
+    await p.getByRole('navigation').getByRole('button', { name: 'Metrics' }).click();
+    await p.locator('#metrics-table').waitFor();
+    const off = `http://127.0.0.1:${closed}/apisix/prometheus/metrics`;
+    await p.getByLabel('Metrics URL').fill(off);
+    await p.getByRole('button', { name: 'Refresh' }).click();
+    const error = p.locator('#metrics-error');
+    await error.waitFor();
+    assert.match((await error.textContent()) ?? '', /^metrics unavailable \(http:\/\/127\.0\.0\.1:\d+\/apisix\/prometheus\/metrics could not be read/);
+    assert.equal(await p.locator('#metrics-table').count(), 0);
+    assert.equal(await p.evaluate(() => localStorage.getItem('fngate.metricsUrl')), off, 'an edited URL is stored');
+    await p.close();
   });
 
   test('no console errors and no CSP violations in any page', () => {

@@ -163,7 +163,15 @@ test('WORKERS=2: every Admin API write is served by every worker on the next req
   for (const a of gone) assert.equal(a.status, 404);
 
   // One export for both workers: the request counts add up to every request made (one worker alone has half).
-  const metrics = await (await fetch(`${gw.metricsUrl}/apisix/prometheus/metrics`)).text();
+  // The dashboard (the Admin API's origin) may read the merged export from the browser; another page may not.
+  const adminOrigin = new URL(gw.adminUrl).origin;
+  const scrape = await fetch(`${gw.metricsUrl}/apisix/prometheus/metrics`, { headers: { origin: adminOrigin } });
+  assert.equal(scrape.headers.get('access-control-allow-origin'), adminOrigin);
+  assert.equal(scrape.headers.get('vary'), 'Origin');
+  const metrics = await scrape.text();
+  const evil = await fetch(`${gw.metricsUrl}/apisix/prometheus/metrics`, { headers: { origin: 'http://evil.example' } });
+  assert.equal(evil.headers.get('access-control-allow-origin'), null);
+  await evil.text();
   const total = Number(/^apisix_http_requests_total (\d+)$/m.exec(metrics)?.[1]);
   assert.equal(total, requests, metrics.slice(0, 2000));
   const status200 = [...metrics.matchAll(/^apisix_http_status\{code="200",route="r"[^}]*\} (\d+)$/gm)].reduce(

@@ -8,6 +8,9 @@ import { readFile } from 'node:fs/promises';
 import { describe, test } from 'node:test';
 import { DEFAULT_ADMIN_ALLOW } from '../../src/core/admin/guard.ts';
 import { UI_ASSETS, UI_INDEX } from '../../src/core/admin/ui-assets.ts';
+import { labelText } from '../../src/core/observability/metrics.ts';
+import { LATENCY_LABELS, Observability, STATUS_LABELS } from '../../src/core/observability/prometheus.ts';
+import { bucketQuantile, defaultMetricsUrl, parseExposition, routeStats } from '../../src/ui/metrics.ts';
 import { fieldValue, formFields, namedIn, validate } from '../../src/ui/schema.ts';
 import { testAdmin } from '../helpers/admin.ts';
 
@@ -136,6 +139,82 @@ describe('/ui/ on the Admin API app', () => {
       assert.equal(res.status, 403, path);
       assert.deepEqual(await res.json(), { error_msg: 'access from 192.0.2.7 is not allowed' });
     }
+  });
+});
+
+describe('metrics view: exposition reader and per-route summary (src/ui/metrics.ts)', () => {
+  test('samples with labels (escapes unread), values incl. +Inf/NaN, timestamps ignored, comments skipped', () => {
+    const text = [
+      '# HELP x_total a help line with "quotes"',
+      '# TYPE x_total counter',
+      'x_total{route="a\\\\\\"b\\nc",code="200"} 3',
+      'x_total{route="",code="404",} 1.5e1 1700000000000',
+      'up 1',
+      'h_bucket{le="+Inf"} +Inf',
+      'g NaN',
+      '',
+    ].join('\n');
+    const samples = parseExposition(text);
+    assert.deepEqual(samples.slice(0, 3), [
+      { name: 'x_total', labels: { route: 'a\\"b\nc', code: '200' }, value: 3 },
+      { name: 'x_total', labels: { route: '', code: '404' }, value: 15 },
+      { name: 'up', labels: {}, value: 1 },
+    ]);
+    assert.equal(samples[3]!.value, Number.POSITIVE_INFINITY);
+    assert.ok(Number.isNaN(samples[4]!.value));
+  });
+  test('an answer that is not metrics is refused, naming the line', () => {
+    assert.throws(() => parseExposition('<!doctype html>\n<p>hi</p>'), /line 1: not a metric sample/);
+    assert.throws(() => parseExposition('ok 1\nx{a="1} 2'), /line 2: unterminated label value/);
+    assert.throws(() => parseExposition('x{a=1} 2'), /line 1: bad label/);
+    assert.throws(() => parseExposition('x abc'), /line 1: bad value "abc"/);
+  });
+  test('quantiles as PromQL histogram_quantile: linear in the bucket, first from 0, the +Inf bucket gives the last bound', () => {
+    const b = (pairs: [number, number][]) => new Map(pairs);
+    assert.equal(bucketQuantile(0.5, b([[10, 0], [20, 10], [Number.POSITIVE_INFINITY, 10]])), 15);
+    assert.equal(bucketQuantile(0.5, b([[10, 4], [Number.POSITIVE_INFINITY, 4]])), 5);
+    assert.equal(bucketQuantile(0.95, b([[10, 1], [20, 1], [Number.POSITIVE_INFINITY, 10]])), 20);
+    assert.equal(bucketQuantile(0.5, b([[10, 0], [Number.POSITIVE_INFINITY, 0]])), undefined);
+    assert.equal(bucketQuantile(0.5, b([[10, 3]])), undefined, 'no +Inf bucket: not a histogram');
+  });
+  test('per route from what the gateway\'s own exporter renders: requests, 4xx/5xx, p50/p95 of type="request" only', async () => {
+    const obs = new Observability({ refreshIntervalMs: 0 });
+    const status = (route: string, code: string, consumer: string, n: number) => {
+      obs.http.status.get(labelText(STATUS_LABELS, [code, route, '/x', '', '', consumer, '', '', '', '', 'upstream'])).value += n;
+    };
+    const latency = (type: string, route: string, consumer: string, values: number[]) => {
+      const s = obs.http.latency.get(labelText(LATENCY_LABELS, [type, route, '', consumer, '', '', '', '']));
+      for (const v of values) s.observe(v);
+    };
+    status('r1', '200', '', 6);
+    status('r1', '200', 'jack', 1);
+    status('r1', '404', '', 2);
+    status('r1', '502', '', 1);
+    status('', '404', '', 3);
+    status('quo"te', '200', '', 1);
+    // r1: 10 requests, 8 at 5-10 ms (one consumer's series among them), 2 at 150 ms; upstream latency must not count.
+    latency('request', 'r1', '', [6, 7, 8, 9, 6, 7, 8, 150, 150]);
+    latency('request', 'r1', 'jack', [9]);
+    latency('upstream', 'r1', '', Array(50).fill(40000));
+    const rows = routeStats(parseExposition(await obs.metricsText()));
+    assert.deepEqual(
+      rows.map((r) => [r.route, r.requests, r.status4xx, r.status5xx, r.errorRate]),
+      [
+        ['r1', 10, 2, 1, 0.3],
+        ['', 3, 3, 0, 1],
+        ['quo"te', 1, 0, 0, 0],
+      ],
+    );
+    const r1 = rows[0]!;
+    // Cumulative buckets: le=5 → 0, le=10 → 8, le=100 → 8, le=200 → 10. p50: rank 5 in (5, 10] = 5 + 5 × 5/8.
+    assert.equal(r1.p50, 5 + (5 * 5) / 8);
+    // p95: rank 9.5 in (100, 200] = 100 + 100 × 1.5/2.
+    assert.equal(r1.p95, 175);
+    assert.equal(rows[1]!.p50, undefined);
+  });
+  test('default metrics URL: this page\'s host, port 9091', () => {
+    assert.equal(defaultMetricsUrl({ protocol: 'http:', hostname: '127.0.0.1' }), 'http://127.0.0.1:9091/apisix/prometheus/metrics');
+    assert.equal(defaultMetricsUrl({ protocol: 'https:', hostname: '::1' }), 'https://[::1]:9091/apisix/prometheus/metrics');
   });
 });
 

@@ -14,6 +14,7 @@ import { createGateway, type Gateway } from '../../src/core/gateway.ts';
 import { compileLogFormat, isSecretName } from '../../src/core/observability/log-entry.ts';
 import { chunksText, escapeLabelValue, labelText, MetricsRegistry } from '../../src/core/observability/metrics.ts';
 import { LATENCY_BUCKETS, Observability } from '../../src/core/observability/prometheus.ts';
+import { dashboardOrigins, exportCorsHeaders } from '../../src/core/observability/export-cors.ts';
 import { lineWriter } from '../../src/runtime/line-writer.ts';
 import fc from 'fast-check';
 import { BatchProcessor, type BatchConf } from '../../src/core/observability/batch.ts';
@@ -178,6 +179,49 @@ describe('scrapes answered from the latest render', () => {
     } finally {
       obs.close();
     }
+  });
+});
+
+describe('export server CORS: the dashboard\'s origin only (export-cors.ts)', () => {
+  it('the origins of ADMIN_HOST:ADMIN_PORT; localhost with a loopback address; the default port left out', () => {
+    assert.deepEqual([...dashboardOrigins({ host: '127.0.0.1', port: 9180, tls: false })], ['http://127.0.0.1:9180', 'http://localhost:9180']);
+    assert.deepEqual([...dashboardOrigins({ host: '::1', port: 9180, tls: false })], ['http://[::1]:9180', 'http://localhost:9180']);
+    assert.deepEqual([...dashboardOrigins({ host: 'Admin.Example', port: 443, tls: true })], ['https://admin.example']);
+    assert.deepEqual([...dashboardOrigins({ host: '10.1.2.3', port: 80, tls: false, localNames: ['gw1'] })], ['http://10.1.2.3']);
+  });
+  it('a wildcard ADMIN_HOST: the loopback names and the names of this machine', () => {
+    assert.deepEqual([...dashboardOrigins({ host: '0.0.0.0', port: 9180, tls: false, localNames: ['gw1', '10.1.2.3', 'fe80::1%eth0', ''] })], [
+      'http://localhost:9180',
+      'http://127.0.0.1:9180',
+      'http://[::1]:9180',
+      'http://gw1:9180',
+      'http://10.1.2.3:9180',
+      'http://[fe80::1]:9180',
+    ]);
+    assert.deepEqual([...dashboardOrigins({ host: '::', port: 9180, tls: true })], ['https://localhost:9180', 'https://127.0.0.1:9180', 'https://[::1]:9180']);
+  });
+  it('echoes an allowed Origin; any other (port, scheme, host, "null", none) gets no CORS header; always Vary: Origin', () => {
+    const allowed = dashboardOrigins({ host: '127.0.0.1', port: 9180, tls: false });
+    assert.deepEqual(exportCorsHeaders('http://127.0.0.1:9180', allowed), { 'access-control-allow-origin': 'http://127.0.0.1:9180', vary: 'Origin' });
+    assert.deepEqual(exportCorsHeaders('http://LOCALHOST:9180', allowed), { 'access-control-allow-origin': 'http://LOCALHOST:9180', vary: 'Origin' });
+    for (const other of ['http://127.0.0.1:9080', 'https://127.0.0.1:9180', 'http://evil.example:9180', 'http://127.0.0.1:9180.evil.example', 'null', null]) {
+      assert.deepEqual(exportCorsHeaders(other, allowed), { vary: 'Origin' }, String(other));
+    }
+  });
+  it('serveMetrics sends them: the dashboard reads the metrics, another page does not; no options, no CORS', async () => {
+    const obs = new Observability({ refreshIntervalMs: 0, dashboard: () => ({ host: '127.0.0.1', port: 9180, tls: false }) });
+    const get = (o: Observability, origin?: string) =>
+      o.serveMetrics(new Request('http://127.0.0.1:9091/apisix/prometheus/metrics', { headers: origin ? { origin } : {} }));
+    const ok = await get(obs, 'http://127.0.0.1:9180');
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get('access-control-allow-origin'), 'http://127.0.0.1:9180');
+    assert.equal(ok.headers.get('vary'), 'Origin');
+    const other = await get(obs, 'http://attacker.example');
+    assert.equal(other.headers.get('access-control-allow-origin'), null);
+    assert.equal((await get(obs)).headers.get('access-control-allow-origin'), null);
+    const plain = new Observability({ refreshIntervalMs: 0 });
+    assert.equal((await get(plain, 'http://127.0.0.1:9180')).headers.get('access-control-allow-origin'), null);
+    await Promise.all([ok.text(), other.text()]);
   });
 });
 

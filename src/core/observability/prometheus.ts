@@ -8,6 +8,7 @@
  */
 import type { RequestContext, RouteInfo } from '../context.ts';
 import { FNGATE_VERSION } from '../version.ts';
+import { type AdminOrigin, dashboardOrigins, exportCorsHeaders } from './export-cors.ts';
 import {
   chunksText,
   type Collector,
@@ -53,6 +54,11 @@ export interface ObservabilityOptions {
   collectors?: readonly Collector[];
   /** The runtime's file appender (file-logger); undefined where there is no file system (Workers). */
   files?: FileAppender;
+  /**
+   * Where the Admin API (and so the dashboard) is served: the origins the export server answers CORS for. Asked at
+   * each scrape (the port is known once the Admin API listens: ADMIN_PORT=0 takes a free one).
+   */
+  dashboard?: () => AdminOrigin | undefined;
 }
 
 /** Appends lines to files (file-logger), in order, without blocking the event loop for long. */
@@ -274,6 +280,7 @@ export class Observability {
   private lastScrape = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
+  private cors: { admin: string; origins: ReadonlySet<string> } | undefined;
 
   constructor(private readonly opts: ObservabilityOptions = {}) {
     this.http = new HttpMetrics(this.registry);
@@ -373,9 +380,18 @@ export class Observability {
     return chunksText(await this.metricsChunks());
   }
 
+  /** CORS headers of an export-server answer: the dashboard's origin may read it, no other (export-cors.ts). */
+  exportCors(req: Request): Record<string, string> {
+    const admin = this.opts.dashboard?.();
+    const key = admin ? JSON.stringify(admin) : '';
+    if (this.cors?.admin !== key) this.cors = { admin: key, origins: admin ? dashboardOrigins(admin) : new Set() };
+    return exportCorsHeaders(req.headers.get('origin'), this.cors.origins);
+  }
+
   /**
    * The export server (APISIX `enable_export_server`, port 9091): GET `/apisix/prometheus/metrics` answers the
-   * metrics; any other method or path 404 with an empty body, as APISIX's.
+   * metrics (readable by the dashboard's origin, {@link exportCors}); any other method or path 404 with an empty
+   * body, as APISIX's.
    */
   serveMetrics = async (req: Request): Promise<Response> => {
     const url = req.url;
@@ -388,7 +404,11 @@ export class Observability {
     const chunks = await this.metricsChunks();
     let length = 0;
     for (const c of chunks) length += c.byteLength;
-    const headers = { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': String(length) };
+    const headers = {
+      'content-type': 'text/plain; version=0.0.4; charset=utf-8',
+      'content-length': String(length),
+      ...this.exportCors(req),
+    };
     if (req.method === 'HEAD') return new Response(null, { status: 200, headers });
     // The cached chunks handed out one by one as the client reads (a Blob would copy a text that may be tens of MB
     // at once); each is copied as it goes, since a runtime may take over (detach) the buffers it is given.
