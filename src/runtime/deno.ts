@@ -27,6 +27,8 @@
  * - compressed answers: Deno sends its own `Accept-Encoding: gzip,br` and decodes, and it also decodes when a
  *   client's `Accept-Encoding: gzip` is passed on explicitly (measured on 2.9.6), so the forwarder runs in `strip`
  *   mode: the client gets the body decoded, without `content-encoding`;
+ * - a client certificate (upstream `tls`) is `Deno.createHttpClient({ cert, key })`: one client per certificate
+ *   and keep-alive setting, cached (at most 64);
  * - `ssl_verify: false` cannot be honoured: Deno has no per-request (or per-client) switch to skip certificate
  *   verification, only the process-wide `--unsafely-ignore-certificate-errors`. The gateway is told so through
  *   `capabilities` (the Admin API refuses such a route with 400 and the snapshot skips one that is already
@@ -40,7 +42,7 @@ import { createGateway } from '../core/gateway.ts';
 import { denoWebSocketConnector, finishDenoUpgrades } from './websocket-deno.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
-import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
+import { type ClientCert, type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
@@ -245,20 +247,33 @@ export type DenoForwarder = Forwarder & { close(): void };
  */
 const exposedGc = (globalThis as { gc?: (options?: { type?: 'minor' | 'major' }) => void }).gc;
 const STREAM_GC_BYTES = 8 * 1024 * 1024;
+/** At most this many HTTP clients that present a client certificate (upstream `tls`). */
+const MAX_CERT_CLIENTS = 64;
 
 /** The forwarding client on Deno (see the file comment): Deno's fetch with one HTTP client per keep-alive setting. */
 export function createDenoForwarder(): DenoForwarder {
   const clients = new Map<string, Deno.HttpClient>();
-  const clientFor = (k: ForwardRequest['keepalive']): Deno.HttpClient => {
-    const id = k.enabled ? `${k.idleTimeoutMs}:${k.poolSize}` : 'off';
-    let client = clients.get(id);
+  // Clients that present a client certificate (upstream `tls`): per certificate identity × keep-alive setting, at
+  // most MAX_CERT_CLIENTS, the oldest closed first.
+  const certClients = new Map<string, Deno.HttpClient>();
+  const clientFor = (k: ForwardRequest['keepalive'], cc: ClientCert | undefined): Deno.HttpClient => {
+    const setting = k.enabled ? `${k.idleTimeoutMs}:${k.poolSize}` : 'off';
+    const id = cc === undefined ? setting : `${setting}\n${cc.id}`;
+    const cache = cc === undefined ? clients : certClients;
+    let client = cache.get(id);
     if (!client) {
+      if (cc !== undefined && certClients.size >= MAX_CERT_CLIENTS) {
+        const [oldestId, oldest] = certClients.entries().next().value!;
+        certClients.delete(oldestId);
+        oldest.close();
+      }
       client = Deno.createHttpClient({
         allowHost: true,
         poolMaxIdlePerHost: k.enabled ? Math.max(1, k.poolSize) : 0,
         poolIdleTimeout: k.enabled && k.idleTimeoutMs > 0 ? k.idleTimeoutMs : false,
+        ...(cc ? { cert: cc.cert, key: cc.key } : {}),
       });
-      clients.set(id, client);
+      cache.set(id, client);
     }
     return client;
   };
@@ -269,7 +284,7 @@ export function createDenoForwarder(): DenoForwarder {
     decodes: ['gzip', 'br'],
     honoursHost: true,
     refused: denoRefused,
-    extraInit: (r) => ({ client: clientFor(r.keepalive) }),
+    extraInit: (r) => ({ client: clientFor(r.keepalive, r.clientCert) }),
     collectGarbage: exposedGc ? { everyBytes: STREAM_GC_BYTES, collect: () => exposedGc({ type: 'minor' }) } : undefined,
   });
   const forwarder = (req: ForwardRequest): Promise<Response> => {
@@ -286,7 +301,9 @@ export function createDenoForwarder(): DenoForwarder {
   return Object.assign(forwarder, {
     close() {
       for (const c of clients.values()) c.close();
+      for (const c of certClients.values()) c.close();
       clients.clear();
+      certClients.clear();
     },
   });
 }
