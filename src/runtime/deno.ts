@@ -18,6 +18,10 @@
  * `--unstable-no-legacy-abort`: without it Deno 2.9 also fires `request.signal` when a response completed normally
  * (and warns about it); with it the signal means "the client went away", as on Node and Bun.
  *
+ * TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2, since
+ * Deno.serve takes one certificate and no SNI callback; HTTP/1.1 answers there close their connection (keep-alive over
+ * node:tls + node:http does not hold on Deno 2.9), HTTP/2 sessions are kept. See docs/runtime-notes.md.
+ *
  * Forwarding: Deno's fetch through `Deno.createHttpClient` clients, one per keep-alive setting:
  * - `Host` (`pass_host: pass|rewrite`) is honoured (`allowHost: true`); the client's own Host never is (the core
  *   drops it);
@@ -50,6 +54,8 @@ import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
+import type { HttpBindings } from '@hono/node-server';
+import { listenTlsPort, type TlsPort } from './node-tls.ts';
 import { closeAfterRefusal } from './refused-body.ts';
 import {
   finishShutdown,
@@ -247,6 +253,8 @@ export type DenoForwarder = Forwarder & { close(): void };
  */
 const exposedGc = (globalThis as { gc?: (options?: { type?: 'minor' | 'major' }) => void }).gc;
 const STREAM_GC_BYTES = 8 * 1024 * 1024;
+/** Idle kept-alive connections on the TLS port close after this long (as Node's ports). */
+const TLS_KEEPALIVE_TIMEOUT_MS = 60_000;
 /** At most this many HTTP clients that present a client certificate (upstream `tls`). */
 const MAX_CERT_CLIENTS = 64;
 
@@ -421,7 +429,10 @@ async function main(): Promise<void> {
     forwarder,
     adminKeys,
     logger,
-    clientIp: (_req, env) => (env as DenoEnv).remoteAddr.hostname,
+    // The TLS port is node:tls + node:http(2) (src/runtime/node-tls.ts), whose env is the node request, not Deno's info.
+    clientIp: (_req, env) =>
+      'remoteAddr' in (env as object) ? (env as DenoEnv).remoteAddr.hostname : ((env as HttpBindings).incoming.socket.remoteAddress ?? ''),
+    scheme: (_req, env) => ('incoming' in (env as object) ? 'https' : 'http'),
     capabilities: { runtime: 'deno', tlsVerifyOff: false, keepaliveRequests: false },
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
@@ -443,6 +454,34 @@ async function main(): Promise<void> {
 
   const proxyServer = serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
   const adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2,
+  // since Deno.serve takes one certificate and no SNI callback while Deno's node:tls server calls SNICallback.
+  let tlsPort: TlsPort | undefined;
+  if (settings.proxyHttpsPort !== undefined) {
+    try {
+      tlsPort = await listenTlsPort({
+        host: settings.host,
+        port: settings.proxyHttpsPort,
+        // On Deno 2.9 HTTP/1.1 keep-alive over node:tls + node:http does not hold (the second request on a connection
+        // got a reset: docs/runtime-notes.md): each HTTP/1.1 answer closes its connection instead (HTTP/2 sessions
+        // are kept).
+        fetch: (req, env) => {
+          if ('shouldKeepAlive' in env.outgoing) (env.outgoing as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
+          return gateway.serveProxy(req, env);
+        },
+        table: gateway.sniTable,
+        onChange: gateway.onSniChange,
+        logger,
+        keepAliveTimeoutMs: TLS_KEEPALIVE_TIMEOUT_MS,
+        handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
+        overrideGlobalObjects: false,
+      });
+    } catch (err) {
+      logger.error(
+        `tls: cannot listen on ${settings.host}:${settings.proxyHttpsPort} (${(err as Error).message}); the proxy serves no TLS (PROXY_HTTPS_PORT)`,
+      );
+    }
+  }
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (settings.prometheusPort !== undefined) {
@@ -466,13 +505,15 @@ async function main(): Promise<void> {
     stopping = true;
     const grace = settings.shutdownTimeoutMs;
     logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
+    const idleSweep = setInterval(() => tlsPort?.closeIdle(), 100);
+    Deno.unrefTimer(idleSweep);
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
       Deno.exit(0);
     }, grace);
     Deno.unrefTimer(force);
     finishShutdown(
-      Promise.all([proxyServer.shutdown(), adminServer.shutdown(), metricsServer?.shutdown()]),
+      Promise.all([proxyServer.shutdown(), adminServer.shutdown(), metricsServer?.shutdown(), tlsPort?.close()]),
       [gateway, accessLog, store, forwarder],
       logger,
       (code) => Deno.exit(code),
