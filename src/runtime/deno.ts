@@ -467,6 +467,10 @@ async function main(): Promise<void> {
         // are kept).
         fetch: (req, env) => {
           if ('shouldKeepAlive' in env.outgoing) (env.outgoing as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
+          // Deno's WebSocket relay needs Deno.upgradeWebSocket, i.e. a Deno.serve request: refused here, not half-done.
+          if (req.headers.get('upgrade')?.toLowerCase() === 'websocket') {
+            return errorResponse(501, 'WebSocket is not served on the TLS port on Deno; use the plain port (PROXY_PORT)');
+          }
           return gateway.serveProxy(req, env);
         },
         table: gateway.sniTable,

@@ -215,6 +215,30 @@ describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP, timeout: 60_0
     }
   });
 
+  test('Deno: a WebSocket upgrade on the TLS port is refused with 501 (its relay needs Deno.serve)', { skip: RUNTIME !== 'deno' && 'only Deno refuses WebSocket on its TLS port (README, Runtimes)' }, async () => {
+    await gw.putRoute('ws', { uri: '/ws', enable_websocket: true, upstream: { nodes: { '127.0.0.1:1': 1 } } });
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/ws',
+          servername: 'a.example.com',
+          rejectUnauthorized: false,
+          headers: { host: 'a.example.com', connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+        },
+        (r) => {
+          r.resume();
+          resolve(r.statusCode);
+        },
+      );
+      req.once('upgrade', () => resolve(101));
+      req.once('error', reject);
+      req.end();
+    });
+    assert.equal(status, 501);
+  });
+
   test('$scheme is https on the TLS port', async () => {
     const res = await new Promise<string | undefined>((resolve, reject) => {
       const req = httpsRequest(
