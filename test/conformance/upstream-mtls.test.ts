@@ -10,13 +10,14 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
-import { NO_OPENSSL, type TestCa, testCa } from '../helpers/tls.ts';
+import { systemSkip } from '../helpers/system.ts';
+import { type TestCa, testCa } from '../helpers/tls.ts';
 import { type GatewayUnderTest, RUNTIME, startGateway, tmpDirsPerFile } from './harness.ts';
 
 const SKIP =
   RUNTIME === 'workerd'
     ? "a Worker's fetch presents a client certificate only through an mtls_certificates binding made at deploy time: the Admin API refuses upstream.tls there (README, Runtimes)"
-    : NO_OPENSSL;
+    : systemSkip('upstream-mtls.test.ts', ['openssl'], ['openssl']);
 const ENCRYPTION_KEY = 'fngate-mtls-ke16';
 
 describe('upstream client certificates (upstream.tls)', { skip: SKIP }, () => {
