@@ -3,6 +3,7 @@
  * consumers, plugin metadata). References (a route's service, plugin config and upstream; a consumer's group) are
  * resolved here, once, not per request; a rebuild recompiles only what changed or depends on what changed.
  */
+import type { ClientSslLookup } from './upstream/upstream.ts';
 import type { StoreState } from '../store/types.ts';
 import type { ConsumerIndex, Logger, RouteInfo } from './context.ts';
 import type { LimitBackends } from './limits/backend.ts';
@@ -54,6 +55,8 @@ export interface CompileEnv {
   /** The gateway's rate-limit state (kept across snapshots); default: a local-only one per compiler. */
   limits?: LimitBackends;
   obs?: Observability;
+  /** The `type: client` ssls (upstream `tls.client_cert_id`), looked up per call from the gateway's current ssls. */
+  clientSsl?: ClientSslLookup;
 }
 
 interface UpstreamEntry {

@@ -16,8 +16,8 @@ import { normalizePath } from './router/path.ts';
 import { createLimitBackends, type LimitBackendsOptions } from './limits/redis.ts';
 import { policyRefusal } from './plugins/limit-common.ts';
 import { createKeyring, createSecrets } from './secrets.ts';
-import { compileSniTable, type SniTable, sslVersionOf, type TlsValidator } from './ssl.ts';
-import type { Forwarder } from './upstream/types.ts';
+import { compileSniTable, type SniTable, type SslEntry, sslVersionOf, type TlsValidator } from './ssl.ts';
+import type { ClientCert, Forwarder } from './upstream/types.ts';
 import type { WebSocketConnector } from './websocket.ts';
 
 export interface GatewayOptions {
@@ -136,7 +136,21 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     limitPolicyRefusal: (policy) => policyRefusal(policy, limits),
   };
   const obs = new Observability(opts.observability);
-  const compileEnv = { plugins, logger, prefix: store.prefix, capabilities, limits, obs };
+  // `type: client` ssls as client certificates (upstream `tls.client_cert_id`), from the current SNI table; one
+  // object per ssl version, so a forwarder's per-certificate client is reused until the ssl changes.
+  const clientCerts = new WeakMap<SslEntry, ClientCert>();
+  const clientSsl = (id: string): ClientCert | undefined => {
+    const entry = sni.client(id);
+    if (entry === undefined) return undefined;
+    let cc = clientCerts.get(entry);
+    if (cc === undefined) {
+      const { cert, key } = entry.pairs[0]!;
+      cc = { cert, key, id: `${cert}\n${key}` };
+      clientCerts.set(entry, cc);
+    }
+    return cc;
+  };
+  const compileEnv = { plugins, logger, prefix: store.prefix, capabilities, limits, obs, clientSsl };
   const keyring = opts.dataEncryptionKeys?.length ? await createKeyring(opts.dataEncryptionKeys) : undefined;
   // Secret fields are decrypted before compiling (WebCrypto is async, compiling is not).
   const secrets = createSecrets(plugins, keyring);
@@ -146,20 +160,24 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const compile = createSnapshotCompiler(compileEnv);
   const initial = await store.load();
   const compiles = opts.proxy !== false;
-  let snapshot: Snapshot = compiles ? build(await secrets.openState(initial)) : compile({ revision: initial.revision, items: [] });
   // The ssls' SNI table, rebuilt only when an ssl object changed; runtimes with a TLS port listen for changes.
   let sni = await compileSniTable(initial, store.prefix, keyring, logger);
+  let snapshot: Snapshot = compiles ? build(await secrets.openState(initial)) : compile({ revision: initial.revision, items: [] });
   const sniListeners = new Set<(table: SniTable) => void>();
-  async function updateSni(state: Awaited<ReturnType<ConfigStore['load']>>): Promise<void> {
-    if (sslVersionOf(state, store.prefix) === sni.version) return;
+  /** Rebuilds the table when an ssl object changed; returns what tells the listeners (run it after the snapshot swap). */
+  async function updateSni(state: Awaited<ReturnType<ConfigStore['load']>>): Promise<(() => void) | undefined> {
+    if (sslVersionOf(state, store.prefix) === sni.version) return undefined;
     sni = await compileSniTable(state, store.prefix, keyring, logger);
-    for (const fn of sniListeners) {
-      try {
-        fn(sni);
-      } catch (err) {
-        logger.error('tls: applying the changed ssls failed', { error: (err as Error).message });
+    const table = sni;
+    return () => {
+      for (const fn of sniListeners) {
+        try {
+          fn(table);
+        } catch (err) {
+          logger.error('tls: applying the changed ssls failed', { error: (err as Error).message });
+        }
       }
-    }
+    };
   }
 
   function build(state: Awaited<ReturnType<ConfigStore['load']>>): Snapshot {
@@ -194,8 +212,10 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
           forceNext = false;
           const state = await store.load();
           if (forced || state.revision !== snapshot.revision) {
+            // The ssls first: a route that names a client ssl written with it finds it at once.
+            const notify = await updateSni(state);
             snapshot = build(await secrets.openState(state));
-            await updateSni(state);
+            notify?.();
           }
         } while (again);
       } catch (err) {

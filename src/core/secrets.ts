@@ -2,7 +2,8 @@
  * Secrets at rest, as APISIX's `data_encryption` (apisix/core/data_encryption.lua): plugin fields named in a
  * plugin's `secretFields` (APISIX `encrypt_fields`, e.g. openfunction's `authorization.service_token`) are
  * encrypted before they are written to the store and decrypted when a snapshot is compiled or the Admin API
- * answers a GET.
+ * answers a GET. An upstream's client key (`tls.client_key` of an upstream, `upstream.tls.client_key` of a route or
+ * service) is sealed the same way, as APISIX's `aes_encrypt_pkey` does it: only PEM text is encrypted.
  *
  * Cipher, byte-compatible with APISIX: AES-CBC with PKCS#7 padding, key = the keyring entry's UTF-8 bytes
  * (16 bytes → AES-128, 32 bytes → AES-256), IV = the first 16 bytes of the same entry, output base64.
@@ -156,16 +157,34 @@ export async function transformSecrets(
   value: Record<string, unknown>,
   paths: SecretPaths,
   fn: Transform,
+  keyFn?: Transform,
 ): Promise<Record<string, unknown>> {
-  if (!hasSecrets(value, paths)) return value;
+  const plugins = hasSecrets(value, paths);
+  const key = keyFn !== undefined && clientKeyHolder(value) !== undefined;
+  if (!plugins && !key) return value;
   const out = structuredClone(value);
-  const plugins = out.plugins as Record<string, unknown>;
-  for (const [name, conf] of Object.entries(plugins)) {
-    const list = paths.get(name);
-    if (!list) continue;
-    for (const path of list) await transformAt(conf, path, 0, fn);
+  if (plugins) {
+    for (const [name, conf] of Object.entries(out.plugins as Record<string, unknown>)) {
+      const list = paths.get(name);
+      if (!list) continue;
+      for (const path of list) await transformAt(conf, path, 0, fn);
+    }
+  }
+  if (key) {
+    const tls = clientKeyHolder(out)!;
+    tls.client_key = await keyFn!(tls.client_key as string);
   }
   return out;
+}
+
+/**
+ * The `tls` object holding an upstream's client key (APISIX encrypts `upstream.tls.client_key` as an ssl's key):
+ * `tls` of an upstream, or `upstream.tls` of a route or service with an inline upstream.
+ */
+function clientKeyHolder(value: Record<string, unknown>): Record<string, unknown> | undefined {
+  const up = isObj(value.upstream) ? value.upstream : value;
+  const tls = up.tls;
+  return isObj(tls) && typeof tls.client_key === 'string' ? tls : undefined;
 }
 
 /** The secret field values of a resource (for tests and log scrubbing). */
@@ -208,7 +227,7 @@ export interface Secrets {
 
 export function createSecrets(registry: PluginRegistry, keyring: Keyring | undefined): Secrets {
   const paths = secretPathsOf(registry);
-  if (!keyring || paths.size === 0) {
+  if (!keyring) {
     return {
       enabled: false,
       seal: async (v) => v,
@@ -217,12 +236,16 @@ export function createSecrets(registry: PluginRegistry, keyring: Keyring | undef
     };
   }
   const decryptOrKeep = async (s: string) => (await keyring.decrypt(s)) ?? s;
+  // Upstream client keys as apisix/ssl.lua's aes_encrypt_pkey/aes_decrypt_pkey: only PEM text is encrypted, and
+  // only what is not PEM is decrypted.
+  const sealKey = async (s: string) => (s.startsWith('---') ? keyring.encrypt(s) : s);
+  const openKey = async (s: string) => (s.startsWith('---') ? s : decryptOrKeep(s));
   // Ciphertext → plaintext of the last openState; rebuilt each time so that it only holds current secrets.
   let memo = new Map<string, string>();
   return {
     enabled: true,
-    seal: (v) => transformSecrets(v, paths, (s) => keyring.encrypt(s)),
-    open: (v) => transformSecrets(v, paths, decryptOrKeep),
+    seal: (v) => transformSecrets(v, paths, (s) => keyring.encrypt(s), sealKey),
+    open: (v) => transformSecrets(v, paths, decryptOrKeep, openKey),
     async openState(state) {
       const next = new Map<string, string>();
       const fn = async (s: string) => {
@@ -233,7 +256,7 @@ export function createSecrets(registry: PluginRegistry, keyring: Keyring | undef
       };
       const items: StoredItem[] = [];
       for (const item of state.items) {
-        const value = await transformSecrets(item.value, paths, fn);
+        const value = await transformSecrets(item.value, paths, fn, (k) => (k.startsWith('---') ? Promise.resolve(k) : fn(k)));
         items.push(value === item.value ? item : { ...item, value });
       }
       memo = next;

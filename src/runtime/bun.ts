@@ -6,7 +6,8 @@
  * Forwarding: Bun's own fetch (createFetchForwarder), with Bun's extensions (checked on Bun 1.4.5):
  * - `decompress: false`: the body stays as the function encoded it and Bun adds no `Accept-Encoding` of its own,
  *   so the client's `Accept-Encoding` decides and `Content-Encoding` stays true (`compressed: 'keep'`);
- * - `tls.rejectUnauthorized` = the route's `ssl_verify`, per request;
+ * - `tls.rejectUnauthorized` = the route's `ssl_verify`, per request; `tls.cert`/`tls.key` = the upstream's client
+ *   certificate (upstream `tls`), per request;
  * - `keepalive: false` opens a new connection per request (`keepalive: false` on the route); otherwise Bun's
  *   shared pool is used. `keepalive_timeout` / `keepalive_pool` are not honoured: plain fetch has no per-request
  *   pool settings, and `Bun.FetchSession`'s `keepAlive.idleTimeout` had no visible effect on 1.4.5 (measured);
@@ -28,6 +29,7 @@ import { createGateway } from '../core/gateway.ts';
 import { bunWebSocketConnector, bunWebSocketHandlers, finishBunUpgrades } from './websocket-bun.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
+import type { ClientCert } from '../core/upstream/types.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
@@ -97,6 +99,24 @@ const bunFetchExtras = [false, true].flatMap((tlsVerify) =>
   ),
 );
 
+/** Bun's fetch extensions with a client certificate (upstream `tls`): per certificate x setting, at most 256 kept. */
+const certExtras = new Map<string, Readonly<Record<string, unknown>>>();
+function bunCertExtras(cc: ClientCert, tlsVerify: boolean, keepalive: boolean): Readonly<Record<string, unknown>> {
+  const id = `${tlsVerify ? 'v' : 'n'}${keepalive ? 'k' : 'c'}\n${cc.id}`;
+  let extras = certExtras.get(id);
+  if (extras === undefined) {
+    if (certExtras.size >= 256) certExtras.delete(certExtras.keys().next().value!);
+    extras = Object.freeze({
+      decompress: false,
+      tls: Object.freeze({ rejectUnauthorized: tlsVerify, cert: cc.cert, key: cc.key }),
+      keepalive,
+      timeout: false,
+    });
+    certExtras.set(id, extras);
+  }
+  return extras;
+}
+
 async function main(): Promise<void> {
   const command = 'npm run start:bun   (or: bun run src/runtime/bun.ts)';
   const cli = parseCommandLine(process.argv.slice(2));
@@ -123,7 +143,10 @@ async function main(): Promise<void> {
     compressed: 'keep',
     honoursHost: true,
     refused: bunRefused,
-    extraInit: (r) => bunFetchExtras[(r.tlsVerify ? 2 : 0) + (r.keepalive.enabled ? 1 : 0)]!,
+    extraInit: (r) =>
+      r.clientCert === undefined
+        ? bunFetchExtras[(r.tlsVerify ? 2 : 0) + (r.keepalive.enabled ? 1 : 0)]!
+        : bunCertExtras(r.clientCert, r.tlsVerify, r.keepalive.enabled),
   });
   // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
   const accessLog = settings.accessLog ? lineWriter((text) => process.stdout.write(text)) : undefined;

@@ -18,6 +18,10 @@
  * `--unstable-no-legacy-abort`: without it Deno 2.9 also fires `request.signal` when a response completed normally
  * (and warns about it); with it the signal means "the client went away", as on Node and Bun.
  *
+ * TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2, since
+ * Deno.serve takes one certificate and no SNI callback; HTTP/1.1 answers there close their connection (keep-alive over
+ * node:tls + node:http does not hold on Deno 2.9), HTTP/2 sessions are kept. See docs/runtime-notes.md.
+ *
  * Forwarding: Deno's fetch through `Deno.createHttpClient` clients, one per keep-alive setting:
  * - `Host` (`pass_host: pass|rewrite`) is honoured (`allowHost: true`); the client's own Host never is (the core
  *   drops it);
@@ -27,6 +31,8 @@
  * - compressed answers: Deno sends its own `Accept-Encoding: gzip,br` and decodes, and it also decodes when a
  *   client's `Accept-Encoding: gzip` is passed on explicitly (measured on 2.9.6), so the forwarder runs in `strip`
  *   mode: the client gets the body decoded, without `content-encoding`;
+ * - a client certificate (upstream `tls`) is `Deno.createHttpClient({ cert, key })`: one client per certificate
+ *   and keep-alive setting, cached (at most 64);
  * - `ssl_verify: false` cannot be honoured: Deno has no per-request (or per-client) switch to skip certificate
  *   verification, only the process-wide `--unsafely-ignore-certificate-errors`. The gateway is told so through
  *   `capabilities` (the Admin API refuses such a route with 400 and the snapshot skips one that is already
@@ -40,7 +46,7 @@ import { createGateway } from '../core/gateway.ts';
 import { denoWebSocketConnector, finishDenoUpgrades } from './websocket-deno.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
-import { type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
+import { type ClientCert, type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
@@ -49,6 +55,8 @@ import { processCollector } from './process-metrics.ts';
 import { localNames } from './local-names.ts';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
+import type { HttpBindings } from '@hono/node-server';
+import { listenTlsPort, type TlsPort } from './node-tls.ts';
 import { closeAfterRefusal } from './refused-body.ts';
 import {
   finishShutdown,
@@ -246,20 +254,35 @@ export type DenoForwarder = Forwarder & { close(): void };
  */
 const exposedGc = (globalThis as { gc?: (options?: { type?: 'minor' | 'major' }) => void }).gc;
 const STREAM_GC_BYTES = 8 * 1024 * 1024;
+/** Idle kept-alive connections on the TLS port close after this long (as Node's ports). */
+const TLS_KEEPALIVE_TIMEOUT_MS = 60_000;
+/** At most this many HTTP clients that present a client certificate (upstream `tls`). */
+const MAX_CERT_CLIENTS = 64;
 
 /** The forwarding client on Deno (see the file comment): Deno's fetch with one HTTP client per keep-alive setting. */
 export function createDenoForwarder(): DenoForwarder {
   const clients = new Map<string, Deno.HttpClient>();
-  const clientFor = (k: ForwardRequest['keepalive']): Deno.HttpClient => {
-    const id = k.enabled ? `${k.idleTimeoutMs}:${k.poolSize}` : 'off';
-    let client = clients.get(id);
+  // Clients that present a client certificate (upstream `tls`): per certificate identity × keep-alive setting, at
+  // most MAX_CERT_CLIENTS, the oldest closed first.
+  const certClients = new Map<string, Deno.HttpClient>();
+  const clientFor = (k: ForwardRequest['keepalive'], cc: ClientCert | undefined): Deno.HttpClient => {
+    const setting = k.enabled ? `${k.idleTimeoutMs}:${k.poolSize}` : 'off';
+    const id = cc === undefined ? setting : `${setting}\n${cc.id}`;
+    const cache = cc === undefined ? clients : certClients;
+    let client = cache.get(id);
     if (!client) {
+      if (cc !== undefined && certClients.size >= MAX_CERT_CLIENTS) {
+        const [oldestId, oldest] = certClients.entries().next().value!;
+        certClients.delete(oldestId);
+        oldest.close();
+      }
       client = Deno.createHttpClient({
         allowHost: true,
         poolMaxIdlePerHost: k.enabled ? Math.max(1, k.poolSize) : 0,
         poolIdleTimeout: k.enabled && k.idleTimeoutMs > 0 ? k.idleTimeoutMs : false,
+        ...(cc ? { cert: cc.cert, key: cc.key } : {}),
       });
-      clients.set(id, client);
+      cache.set(id, client);
     }
     return client;
   };
@@ -270,7 +293,7 @@ export function createDenoForwarder(): DenoForwarder {
     decodes: ['gzip', 'br'],
     honoursHost: true,
     refused: denoRefused,
-    extraInit: (r) => ({ client: clientFor(r.keepalive) }),
+    extraInit: (r) => ({ client: clientFor(r.keepalive, r.clientCert) }),
     collectGarbage: exposedGc ? { everyBytes: STREAM_GC_BYTES, collect: () => exposedGc({ type: 'minor' }) } : undefined,
   });
   const forwarder = (req: ForwardRequest): Promise<Response> => {
@@ -287,7 +310,9 @@ export function createDenoForwarder(): DenoForwarder {
   return Object.assign(forwarder, {
     close() {
       for (const c of clients.values()) c.close();
+      for (const c of certClients.values()) c.close();
       clients.clear();
+      certClients.clear();
     },
   });
 }
@@ -408,7 +433,10 @@ async function main(): Promise<void> {
     forwarder,
     adminKeys,
     logger,
-    clientIp: (_req, env) => (env as DenoEnv).remoteAddr.hostname,
+    // The TLS port is node:tls + node:http(2) (src/runtime/node-tls.ts), whose env is the node request, not Deno's info.
+    clientIp: (_req, env) =>
+      'remoteAddr' in (env as object) ? (env as DenoEnv).remoteAddr.hostname : ((env as HttpBindings).incoming.socket.remoteAddress ?? ''),
+    scheme: (_req, env) => ('incoming' in (env as object) ? 'https' : 'http'),
     capabilities: { runtime: 'deno', tlsVerifyOff: false, keepaliveRequests: false },
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
@@ -432,6 +460,38 @@ async function main(): Promise<void> {
 
   const proxyServer = serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
   adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2,
+  // since Deno.serve takes one certificate and no SNI callback while Deno's node:tls server calls SNICallback.
+  let tlsPort: TlsPort | undefined;
+  if (settings.proxyHttpsPort !== undefined) {
+    try {
+      tlsPort = await listenTlsPort({
+        host: settings.host,
+        port: settings.proxyHttpsPort,
+        // On Deno 2.9 HTTP/1.1 keep-alive over node:tls + node:http does not hold (the second request on a connection
+        // got a reset: docs/runtime-notes.md): each HTTP/1.1 answer closes its connection instead (HTTP/2 sessions
+        // are kept).
+        fetch: (req, env) => {
+          if ('shouldKeepAlive' in env.outgoing) (env.outgoing as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
+          // Deno's WebSocket relay needs Deno.upgradeWebSocket, i.e. a Deno.serve request: refused here, not half-done.
+          if (req.headers.get('upgrade')?.toLowerCase() === 'websocket') {
+            return errorResponse(501, 'WebSocket is not served on the TLS port on Deno; use the plain port (PROXY_PORT)');
+          }
+          return gateway.serveProxy(req, env);
+        },
+        table: gateway.sniTable,
+        onChange: gateway.onSniChange,
+        logger,
+        keepAliveTimeoutMs: TLS_KEEPALIVE_TIMEOUT_MS,
+        handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
+        overrideGlobalObjects: false,
+      });
+    } catch (err) {
+      logger.error(
+        `tls: cannot listen on ${settings.host}:${settings.proxyHttpsPort} (${(err as Error).message}); the proxy serves no TLS (PROXY_HTTPS_PORT)`,
+      );
+    }
+  }
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (settings.prometheusPort !== undefined) {
@@ -455,13 +515,15 @@ async function main(): Promise<void> {
     stopping = true;
     const grace = settings.shutdownTimeoutMs;
     logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
+    const idleSweep = setInterval(() => tlsPort?.closeIdle(), 100);
+    Deno.unrefTimer(idleSweep);
     const force = setTimeout(() => {
       logger.warn('shutdown: grace period over, closing remaining connections');
       Deno.exit(0);
     }, grace);
     Deno.unrefTimer(force);
     finishShutdown(
-      Promise.all([proxyServer.shutdown(), adminServer?.shutdown(), metricsServer?.shutdown()]),
+      Promise.all([proxyServer.shutdown(), adminServer?.shutdown(), metricsServer?.shutdown(), tlsPort?.close()]),
       [gateway, accessLog, store, forwarder],
       logger,
       (code) => Deno.exit(code),

@@ -40,7 +40,10 @@ import { Agent, util as undiciUtil } from 'undici';
 import type { Dispatcher } from 'undici';
 import { BODY_LENGTH, connectionTokens, isHopByHop, markCleaned, PLAIN_HEADERS } from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
-import type { ForwardRequest, Forwarder } from '../core/upstream/types.ts';
+import type { ClientCert, ForwardRequest, Forwarder } from '../core/upstream/types.ts';
+
+/** At most this many Agents that present a client certificate (upstream `tls`), the oldest closed first. */
+const MAX_CERT_AGENTS = 64;
 
 export interface NodeForwarderOptions {
   /**
@@ -657,7 +660,19 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
   const agents = new Map<string, Agent>();
   let closed = false;
 
-  function agentFor(tlsVerify: boolean, keepalive: ForwardRequest['keepalive'], connectMs: number): Agent {
+  /**
+   * Agents that present a client certificate (upstream `tls`): one per certificate identity × setting, cached, at
+   * most {@link MAX_CERT_AGENTS} (the oldest is closed when more are needed: a config that keeps changing its
+   * certificates must not keep every old TLS context and pool open).
+   */
+  const certAgents = new Map<string, Agent>();
+
+  function agentFor(
+    tlsVerify: boolean,
+    keepalive: ForwardRequest['keepalive'],
+    connectMs: number,
+    clientCert?: ClientCert,
+  ): Agent {
     // `keepalive_pool` is, in APISIX (ngx_http_upstream_keepalive), the number of *idle* connections kept per
     // pool, never a cap on concurrent ones. undici's Pool has no idle-count limit, only `connections` (a hard
     // cap that queues requests beyond it: with APISIX's default of 5 that throttled a c=50 load to 5 upstream
@@ -673,28 +688,56 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
       ? `${tlsVerify ? 'v' : 'n'}:${keepalive.idleTimeoutMs}${maxRequests > 0 ? `:r${maxRequests}` : ''}`
       : tlsVerify ? 'v' : 'n';
     const key = connectMs > 0 ? `${base}:c${connectMs}` : base;
+    if (clientCert !== undefined) {
+      const certKey = `${key}\n${clientCert.id}`;
+      let agent = certAgents.get(certKey);
+      if (agent === undefined) {
+        if (certAgents.size >= MAX_CERT_AGENTS) {
+          const [oldestKey, oldest] = certAgents.entries().next().value!;
+          certAgents.delete(oldestKey);
+          void oldest.close();
+        }
+        agent = makeAgent(tlsVerify, keepalive, connectMs, maxRequests, clientCert);
+        certAgents.set(certKey, agent);
+      }
+      return agent;
+    }
     let agent = agents.get(key);
     if (agent === undefined) {
-      const { idleTimeoutMs } = keepalive;
-      // Non-positive or non-finite numbers fall back to undici's idle timeout (4 s).
-      const idle = keepalive.enabled && Number.isFinite(idleTimeoutMs) && idleTimeoutMs > 0 ? idleTimeoutMs : undefined;
-      // undici times a connect with its coarse "fast timers" (a ~500 ms tick: measured firing a 700 ms timeout at
-      // ~580 ms), so the request's own precise deadline is the one that acts; undici's, a second later, only
-      // makes sure the socket attempt itself is abandoned.
-      const connect = connectMs > 0 ? connectMs + 1000 : connectTimeout;
-      agent = new Agent({
-        connections: defaultConnections,
-        // The idle timeout; a server's `Keep-Alive: timeout=` hint may shorten it but never lengthen it.
-        keepAliveTimeout: idle,
-        keepAliveMaxTimeout: idle,
-        ...(maxRequests > 0 ? { maxRequestsPerClient: maxRequests - 1 } : {}),
-        maxResponseSize: options.maxResponseSize ?? -1,
-        ...(options.maxHeaderSize !== undefined ? { maxHeaderSize: options.maxHeaderSize } : {}),
-        connect: tlsVerify ? { timeout: connect } : { timeout: connect, rejectUnauthorized: false },
-      });
+      agent = makeAgent(tlsVerify, keepalive, connectMs, maxRequests, undefined);
       agents.set(key, agent);
     }
     return agent;
+  }
+
+  function makeAgent(
+    tlsVerify: boolean,
+    keepalive: ForwardRequest['keepalive'],
+    connectMs: number,
+    maxRequests: number,
+    clientCert: ClientCert | undefined,
+  ): Agent {
+    const { idleTimeoutMs } = keepalive;
+    // Non-positive or non-finite numbers fall back to undici's idle timeout (4 s).
+    const idle = keepalive.enabled && Number.isFinite(idleTimeoutMs) && idleTimeoutMs > 0 ? idleTimeoutMs : undefined;
+    // undici times a connect with its coarse "fast timers" (a ~500 ms tick: measured firing a 700 ms timeout at
+    // ~580 ms), so the request's own precise deadline is the one that acts; undici's, a second later, only
+    // makes sure the socket attempt itself is abandoned.
+    const connect = connectMs > 0 ? connectMs + 1000 : connectTimeout;
+    return new Agent({
+      connections: defaultConnections,
+      // The idle timeout; a server's `Keep-Alive: timeout=` hint may shorten it but never lengthen it.
+      keepAliveTimeout: idle,
+      keepAliveMaxTimeout: idle,
+      ...(maxRequests > 0 ? { maxRequestsPerClient: maxRequests - 1 } : {}),
+      maxResponseSize: options.maxResponseSize ?? -1,
+      ...(options.maxHeaderSize !== undefined ? { maxHeaderSize: options.maxHeaderSize } : {}),
+      connect: {
+        timeout: connect,
+        ...(tlsVerify ? {} : { rejectUnauthorized: false }),
+        ...(clientCert ? { cert: clientCert.cert, key: clientCert.key } : {}),
+      },
+    });
   }
 
   const forward = (req: ForwardRequest): Promise<Response> => {
@@ -742,7 +785,7 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
     if (!req.keepalive.enabled || req.keepalive.maxRequests === 1) opts.reset = true;
     try {
       // undici reports its errors, even synchronous ones (invalid method or header), through ex.onError.
-      agentFor(req.tlsVerify, req.keepalive, connectMs).dispatch(opts, ex);
+      agentFor(req.tlsVerify, req.keepalive, connectMs, req.clientCert).dispatch(opts, ex);
     } catch (err) {
       ex.onError(err as Error); // e.g. undici refusing the dispatcher options
     }
@@ -751,8 +794,9 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
 
   const close = async (): Promise<void> => {
     closed = true;
-    const all = [...agents.values()];
+    const all = [...agents.values(), ...certAgents.values()];
     agents.clear();
+    certAgents.clear();
     await Promise.all(all.map((agent) => agent.close()));
   };
 

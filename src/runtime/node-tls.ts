@@ -112,6 +112,11 @@ export interface TlsPortOptions {
   handshakeTimeoutMs: number;
   /** Called for each accepted connection (metrics, drain bookkeeping). */
   onConnection?: (sock: Socket) => void;
+  /**
+   * Let @hono/node-server replace the global Request/Response with its lighter classes (its default, right on Node).
+   * Deno passes false: Deno.serve (its other ports) accepts only Deno's own Response.
+   */
+  overrideGlobalObjects?: boolean;
 }
 
 export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
@@ -128,6 +133,7 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
   const http1 = createAdaptorServer({
     fetch: opts.fetch,
     createServer: createHardenedServer as unknown as typeof import('node:http').createServer,
+    overrideGlobalObjects: opts.overrideGlobalObjects,
   }) as HttpServer;
   http1.keepAliveTimeout = opts.keepAliveTimeoutMs;
 
@@ -138,6 +144,7 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
   const http2 = createAdaptorServer({
     fetch: h2fetch,
     createServer: createHttp2Server as unknown as typeof import('node:http').createServer,
+    overrideGlobalObjects: opts.overrideGlobalObjects,
     serverOptions: { settings: { maxConcurrentStreams: H2_MAX_STREAMS } } as object,
   }) as unknown as Http2Server;
   // An idle HTTP/2 session is closed as an idle HTTP/1.1 connection is.

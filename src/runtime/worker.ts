@@ -24,6 +24,10 @@
  * Runtime differences (handled here; listed in the README's runtime table, each backed by test/conformance/):
  * - `ssl_verify: false` cannot be honoured (Workers' fetch always verifies TLS): the Admin API refuses it and a
  *   stored route with it is skipped with a logged reason (capabilities.tlsVerifyOff = false).
+ * - A client certificate to an upstream (`upstream.tls`) cannot be presented: a Worker's fetch presents one only
+ *   through an `mtls_certificates` binding uploaded and bound at deploy time (`wrangler mtls-certificate upload`),
+ *   not a certificate taken from the config at run time. The Admin API refuses it with 400 and a route stored with
+ *   it is served without it, logged (capabilities.upstreamClientCert = false).
  * - `pass_host` pass/rewrite (a Host other than the URL's) cannot be sent: Workers derive Host from the URL, so
  *   both act as `node`.
  * - Function URLs with a bare IP (`http://127.0.0.1:9000/...`) work under local workerd only; in production
@@ -162,7 +166,7 @@ async function boot(env: Env): Promise<Booted> {
     logger,
     clientIp: (req) => req.headers.get('cf-connecting-ip') ?? '',
     scheme: (req) => (req.url.startsWith('https:') ? 'https' : 'http'),
-    capabilities: { runtime: 'Cloudflare Workers', tlsVerifyOff: false, keepaliveRequests: false },
+    capabilities: { runtime: 'Cloudflare Workers', tlsVerifyOff: false, keepaliveRequests: false, upstreamClientCert: false },
     // The Admin API shares the public origin here: the loopback default would lock out every real client,
     // so an address list applies only when ADMIN_ALLOW is set explicitly (the key is the protection).
     adminAllow: vars.ADMIN_ALLOW ? settings.adminAllow : undefined,

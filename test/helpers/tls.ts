@@ -87,3 +87,47 @@ export function certFor(cn: string, opts: { expired?: boolean } = {}): { key: st
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** A test certificate authority: its certificate (PEM) and what issues leaf certificates signed by it. */
+export interface TestCa {
+  cert: string;
+  /** A leaf for `cn`, signed by the CA: `server` (SAN `IP:127.0.0.1`, `DNS:localhost`, serverAuth) or `client` (clientAuth). */
+  issue(cn: string, use: 'server' | 'client'): { key: string; cert: string };
+  /** Removes the CA's private key and files. */
+  close(): void;
+}
+
+/** A fresh EC certificate authority valid for two days, made with the openssl CLI (for mutual TLS tests). */
+export function testCa(name = 'fngate test CA'): TestCa {
+  const dir = mkdtempSync(join(tmpdir(), 'fngate-ca-'));
+  const at = (f: string) => join(dir, f);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  execFileSync('openssl', ['req', '-x509', ...ec, '-keyout', at('ca.key'), '-out', at('ca.pem'), '-days', '2', '-subj', `/CN=${name}`], {
+    stdio: 'ignore',
+  });
+  let n = 0;
+  return {
+    cert: readFileSync(at('ca.pem'), 'utf8'),
+    issue(cn, use) {
+      const i = n++;
+      const ext =
+        use === 'server'
+          ? 'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
+          : 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n';
+      writeFileSync(at(`${i}.ext`), ext);
+      execFileSync('openssl', ['req', '-new', ...ec, '-keyout', at(`${i}.key`), '-out', at(`${i}.csr`), '-subj', `/CN=${cn}`], {
+        stdio: 'ignore',
+      });
+      execFileSync(
+        'openssl',
+        [
+          ...['x509', '-req', '-in', at(`${i}.csr`), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial'],
+          ...['-out', at(`${i}.pem`), '-days', '2', '-extfile', at(`${i}.ext`)],
+        ],
+        { stdio: 'ignore' },
+      );
+      return { key: readFileSync(at(`${i}.key`), 'utf8'), cert: readFileSync(at(`${i}.pem`), 'utf8') };
+    },
+    close: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}

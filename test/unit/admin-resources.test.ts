@@ -154,3 +154,31 @@ describe('plugin_metadata and the plugin schema endpoints', () => {
     assert.ok(route.json.properties._meta, 'the route schema carries the injected _meta');
   });
 });
+
+describe('upstream.tls where the runtime cannot present a client certificate (Workers)', () => {
+  test('refused with 400 naming the runtime, inline or by client_cert_id, in an upstream and a route; nothing stored', async () => {
+    const store = new MemoryStore();
+    const capabilities = { runtime: 'Cloudflare Workers', tlsVerifyOff: false, keepaliveRequests: false, upstreamClientCert: false };
+    const app = testAdmin({ store, plugins: pluginRegistry([openfunction]), capabilities });
+    const put = async (path: string, body: unknown) => {
+      const res = await app.fetch(
+        new Request(`http://admin.test/apisix/admin${path}`, {
+          method: 'PUT',
+          headers: { 'x-api-key': TEST_ADMIN_KEY },
+          body: JSON.stringify(body),
+        }),
+      );
+      return { status: res.status, json: await res.json() };
+    };
+    const upstream = { scheme: 'https', nodes: { '127.0.0.1:1': 1 }, tls: { client_cert_id: 'c1' } };
+    const up = await put('/upstreams/1', upstream);
+    assert.equal(up.status, 400);
+    assert.match(up.json.error_msg, /^invalid configuration: property "tls" validation failed: client certificates to upstreams are not supported on Cloudflare Workers/);
+    const route = await put('/routes/1', { uri: '/x', upstream });
+    assert.equal(route.status, 400);
+    assert.match(route.json.error_msg, /property "upstream" validation failed: property "tls" validation failed: .*mtls_certificates/);
+    // Without a client certificate, `tls` (e.g. APISIX's kafka-only `verify`) is accepted.
+    assert.equal((await put('/upstreams/2', { ...upstream, tls: { verify: true } })).status, 201);
+    assert.equal((await store.load()).items.filter((i) => i.key.endsWith('/1')).length, 0);
+  });
+});

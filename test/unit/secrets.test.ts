@@ -249,6 +249,28 @@ describe('secret fields of plugins', () => {
   });
 });
 
+describe('upstream client keys (upstream.tls.client_key)', () => {
+  const PEM = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n';
+
+  test("sealed as APISIX's aes_encrypt_pkey (PEM only) in an upstream and a route's inline upstream; opened back", async () => {
+    // No plugin with secret fields: the client key is sealed all the same.
+    const secrets = createSecrets(pluginRegistry([]), await createKeyring(APISIX_KEYRING));
+    const upstream = { nodes: { '127.0.0.1:1': 1 }, scheme: 'https', tls: { client_cert: 'c', client_key: PEM } };
+    const sealed = await secrets.seal(upstream);
+    const cipher = (sealed.tls as { client_key: string }).client_key;
+    assert.equal(nodeDecrypt(APISIX_KEYRING[0]!, cipher), PEM);
+    assert.equal(upstream.tls.client_key, PEM, 'the input is not changed');
+    assert.deepEqual(await secrets.open(sealed), upstream);
+    // Already ciphertext: not sealed twice.
+    assert.deepEqual(await secrets.seal(sealed), sealed);
+    const route = { uri: '/x', upstream };
+    const sealedRoute = await secrets.seal(route);
+    assert.equal((sealedRoute.upstream as typeof upstream).tls.client_key, cipher);
+    const state = await secrets.openState({ revision: 1, items: [{ key: '/apisix/routes/1', value: sealedRoute, createdIndex: 1, modifiedIndex: 1 }] });
+    assert.deepEqual(state.items[0]!.value, route);
+  });
+});
+
 describe('Admin API with DATA_ENCRYPTION_KEY', () => {
   const KEY = TEST_ADMIN_KEY;
   async function admin(keyring?: string[]) {

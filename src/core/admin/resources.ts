@@ -24,7 +24,7 @@ import { checkRoute, routeSchema } from '../schema/route.ts';
 import { checkService, serviceSchema } from '../schema/service.ts';
 import { checkUpstream, upstreamSchema } from '../schema/upstream.ts';
 import type { Keyring, Secrets } from '../secrets.ts';
-import { checkSslConf, sslKeyCipher, type TlsValidator } from '../ssl.ts';
+import { checkSslConf, pemProblem, sslKeyCipher, type TlsValidator } from '../ssl.ts';
 import { sslSchema } from '../schema/ssl.ts';
 
 export type Method = 'GET' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
@@ -172,6 +172,25 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
 
   const sslKeys = sslKeyCipher(opts.keyring);
 
+  /**
+   * APISIX's upstream.lua `check_upstream_conf` on `tls` (plaintext, after the schema): an inline client
+   * certificate is checked as an ssl's pair; `client_cert_id` must name a stored ssl of `type: client`.
+   */
+  const upstreamTlsProblem = async (upstream: unknown): Promise<string | undefined> => {
+    const tls = isPlainObject(upstream) ? upstream.tls : undefined;
+    if (!isPlainObject(tls)) return undefined;
+    const { client_cert: cert, client_key: key, client_cert_id: certId } = tls;
+    if (typeof cert === 'string' && typeof key === 'string') {
+      if (!key.startsWith('---')) return 'failed to decrypt previous encrypted key';
+      return pemProblem('cert', cert) ?? pemProblem('key', key) ?? opts.tlsValidator?.(cert, key);
+    }
+    if (certId === undefined) return undefined;
+    const ssl = await store.get(`${prefix}/ssls/${String(certId)}`);
+    if (ssl === undefined) return missingRef('ssl', certId);
+    if (ssl.value.type !== 'client') return `failed to fetch ssl info by ssl id [${String(certId)}], wrong ssl type`;
+    return undefined;
+  };
+
   const schemaCheck = (schema: v.GenericSchema, value: unknown) => {
     const res = check(schema, value);
     return res.ok ? undefined : `invalid configuration: ${res.message}`;
@@ -192,6 +211,8 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
         if (!res.ok) return res.message;
         const cannot = upstreamCapabilityProblem(res.value.upstream, caps);
         if (cannot) return `invalid configuration: property "upstream" validation failed: ${cannot}`;
+        const tlsBad = await upstreamTlsProblem(res.value.upstream);
+        if (tlsBad) return tlsBad;
         const bad = checkPlugins(value);
         if (bad) return bad;
         const r = res.value;
@@ -218,7 +239,7 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
         const res = checkUpstream(value);
         if (!res.ok) return `invalid configuration: ${res.message}`;
         const cannot = upstreamCapabilityProblem(res.value, caps);
-        return cannot ? `invalid configuration: ${cannot}` : undefined;
+        return cannot ? `invalid configuration: ${cannot}` : upstreamTlsProblem(res.value);
       },
       async inUse(id) {
         const state = await store.load();
@@ -243,6 +264,8 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
         if (!res.ok) return res.message;
         const cannot = upstreamCapabilityProblem(res.value.upstream, caps);
         if (cannot) return `invalid configuration: property "upstream" validation failed: ${cannot}`;
+        const tlsBad = await upstreamTlsProblem(res.value.upstream);
+        if (tlsBad) return tlsBad;
         const upId = res.value.upstream_id;
         if (upId !== undefined && !(await exists('upstreams', upId))) return missingRef('upstream', upId);
         return checkPlugins(value);

@@ -22,6 +22,8 @@ export interface Capabilities {
   tlsVerifyOff: boolean;
   /** Can close a kept-alive upstream connection after N requests (upstream `keepalive_pool.requests`). */
   keepaliveRequests: boolean;
+  /** Can present a client certificate to an https upstream (upstream `tls`); undefined: yes. */
+  upstreamClientCert?: boolean;
   /**
    * Why a rate-limit `policy` (`local`, `redis`, `redis-cluster`) cannot run here, or undefined when it can (set by
    * the gateway from its limit backends; undefined: every policy runs).
@@ -36,6 +38,10 @@ export const FULL_CAPABILITIES: Capabilities = { runtime: 'node', tlsVerifyOff: 
  * `upstream` is a checked upstream object (inline in a route or service, or `/upstreams/<id>`).
  */
 export function upstreamCapabilityProblem(upstream: unknown, caps: Capabilities): string | undefined {
+  const tls = isPlainObject(upstream) ? upstream.tls : undefined;
+  if (isPlainObject(tls) && caps.upstreamClientCert === false && (tls.client_cert !== undefined || tls.client_cert_id !== undefined)) {
+    return `property "tls" validation failed: client certificates to upstreams are not supported on ${caps.runtime}: its fetch presents one only through an mtls_certificates binding made at deploy time`;
+  }
   const pool = isPlainObject(upstream) ? upstream.keepalive_pool : undefined;
   if (isPlainObject(pool) && pool.requests !== undefined && !caps.keepaliveRequests) {
     return `property "keepalive_pool" validation failed: "requests" is not supported on ${caps.runtime}: its fetch cannot close a connection after a number of requests`;

@@ -23,6 +23,31 @@ const nodeArrayItem = v.strictObject({
   metadata: v.optional(safeRecord(v.string(), v.unknown())),
 });
 
+/**
+ * APISIX's `upstream.tls` (schema_def.lua): a client certificate for the TLS connection to the nodes, inline
+ * (`client_cert` + `client_key`, the key encrypted at rest as an ssl's) or an `ssls` object of `type: client` by id.
+ * `verify` is APISIX's kafka-only switch: accepted, not used (`ssl_verify` is the plugins' and is always on here).
+ */
+export const upstreamTlsSchema = v.pipe(
+  v.strictObject({
+    client_cert_id: v.optional(idSchema),
+    client_cert: v.optional(v.pipe(v.string(), v.minLength(128), v.maxLength(64 * 1024))),
+    client_key: v.optional(v.pipe(v.string(), v.minLength(64), v.maxLength(64 * 1024))),
+    verify: v.optional(v.boolean()),
+  }),
+  v.check(
+    (t) => (t.client_cert === undefined) === (t.client_key === undefined),
+    (i) =>
+      (i.input as { client_cert?: unknown }).client_cert === undefined
+        ? 'property "client_cert" is required when "client_key" is set'
+        : 'property "client_key" is required when "client_cert" is set',
+  ),
+  v.check(
+    (t) => t.client_cert_id === undefined || t.client_cert === undefined,
+    'property "client_cert_id" cannot be combined with "client_cert" and "client_key"',
+  ),
+);
+
 const nodesMap = safeRecord(v.string(), v.pipe(v.number(INTEGER), v.integer(), v.minValue(0)));
 
 export const SUPPORTED_BALANCERS = ['roundrobin'] as const;
@@ -63,7 +88,7 @@ export const upstreamSchema = v.strictObject({
   hash_on: v.optional(v.picklist(['vars', 'header', 'cookie', 'consumer', 'vars_combinations'])),
   key: v.optional(v.string()),
   checks: v.optional(unsupported('health checks are not implemented yet')),
-  tls: v.optional(unsupported('upstream client certificates are not implemented yet')),
+  tls: v.optional(upstreamTlsSchema),
   service_name: v.optional(unsupported('service discovery is not implemented')),
   discovery_type: v.optional(unsupported('service discovery is not implemented')),
 });

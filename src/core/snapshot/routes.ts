@@ -176,7 +176,8 @@ export function compileRouteEntry(
           // Written where the Admin API could not refuse it (etcd, a config file): served, the field left out.
           const cannot = upstreamCapabilityProblem(upstream, env.capabilities);
           if (cannot) problems.push(`route ${id}: ${cannot}; the route is served without it`);
-          call = upstreamHandler(upstream, route.timeout);
+          const served = cannot && env.capabilities.upstreamClientCert === false ? { ...upstream, tls: undefined } : upstream;
+          call = upstreamHandler(served, route.timeout, env.clientSsl);
         }
         // APISIX: the route's `enable_websocket` unless unset, then the service's. An upgrade to such a route makes
         // its call through the runtime's WebSocket connector (src/core/websocket.ts), after the access phase.

@@ -26,6 +26,8 @@ export interface ForwardTarget {
   connectTimeout?: number;
   sendTimeout?: number;
   tlsVerify: boolean;
+  /** The client certificate to present to an https upstream (upstream `tls`). */
+  clientCert?: ForwardRequest['clientCert'];
   keepalive: ForwardRequest['keepalive'];
   /** Request bodies larger than this many bytes are refused with 413 (checked while streaming). */
   maxBodySize?: number;
@@ -189,6 +191,7 @@ export async function forward(
       connectTimeout: target.connectTimeout,
       sendTimeout: target.sendTimeout,
       tlsVerify: target.tlsVerify,
+      clientCert: target.clientCert,
       keepalive: target.keepalive,
     });
   } catch (err) {
@@ -231,6 +234,7 @@ async function forwardWithRetries(
         connectTimeout,
         sendTimeout: target.sendTimeout,
         tlsVerify: target.tlsVerify,
+        clientCert: target.clientCert,
         keepalive: target.keepalive,
       });
     },

@@ -52,6 +52,11 @@ export interface ForwardRequest {
   sendTimeout?: number;
   /** Verify the TLS certificate of an https upstream. */
   tlsVerify: boolean;
+  /**
+   * The client certificate to present to an https upstream (APISIX `upstream.tls`): only where the runtime's
+   * `Capabilities.upstreamClientCert`. Absent: none (and never on a plain-http URL).
+   */
+  clientCert?: ClientCert;
   /** Connection reuse. A client that cannot tune it ignores the numbers. */
   keepalive: {
     enabled: boolean;
@@ -60,6 +65,17 @@ export interface ForwardRequest {
     /** Close a connection after this many requests (upstream `keepalive_pool.requests`); absent: no limit. Only for runtimes whose `Capabilities.keepaliveRequests`. */
     maxRequests?: number;
   };
+}
+
+/** A TLS client certificate (PEM chain, leaf first) with its private key (PEM, decrypted). */
+export interface ClientCert {
+  cert: string;
+  key: string;
+  /**
+   * Equal for an equal certificate and key, distinct otherwise (the two PEM texts themselves, made once per
+   * compiled upstream or ssl): what a forwarder keys its per-identity clients (TLS contexts, pools) by.
+   */
+  id: string;
 }
 
 /**

@@ -3,6 +3,7 @@ import { errorResponse } from '../errors.ts';
 import { normalizeNodes, type UpstreamConf } from '../schema/upstream.ts';
 import { createPicker } from './balancer.ts';
 import { type ForwardTarget, forward } from './forward.ts';
+import type { ClientCert } from './types.ts';
 import { encodePath } from './path.ts';
 import { coldStartPolicy, failoverPolicy, type RetryPolicy } from './retry.ts';
 
@@ -25,7 +26,33 @@ export interface TimeoutConf {
  * (src/core/upstream/retry.ts): with backoff, also on 502/503 answers and for small buffered bodies, until
  * `cold_start.deadline` (instead of `retry_timeout`), at most `retries` times when it is set, walking the nodes.
  */
-export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf): Handler {
+/** The `type: client` ssl of an id as a client certificate, from the gateway's current ssls (undefined: none). */
+export type ClientSslLookup = (id: string) => ClientCert | undefined;
+
+/**
+ * The client certificate of an https upstream (APISIX `upstream.tls`, applied only with `scheme: https` as APISIX
+ * does): the inline `client_cert`/`client_key`, or the `type: client` ssl `client_cert_id` names, looked up on each
+ * call (an ssl written after the route is used at once). An error answer when the certificate cannot be had: the
+ * ssl is missing or not a client one (502, as APISIX's init.lua), the inline key could not be decrypted (503, as
+ * APISIX's `fetch_pkey` failing).
+ */
+function clientCertOf(conf: UpstreamConf, lookup: ClientSslLookup | undefined): (() => ClientCert | Response) | undefined {
+  const tls = conf.tls;
+  if ((conf.scheme ?? 'http') !== 'https' || tls === undefined) return undefined;
+  if (tls.client_cert !== undefined && tls.client_key !== undefined) {
+    const { client_cert: cert, client_key: key } = tls;
+    if (!key.startsWith('---')) {
+      return () => errorResponse(503, 'failed to decrypt the upstream client key (DATA_ENCRYPTION_KEY)');
+    }
+    const cc: ClientCert = { cert, key, id: `${cert}\n${key}` };
+    return () => cc;
+  }
+  if (tls.client_cert_id === undefined) return undefined;
+  const id = String(tls.client_cert_id);
+  return () => lookup?.(id) ?? errorResponse(502, `failed to get ssl cert: ssl id [${id}] not exits or is not of type client`);
+}
+
+export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf, clientSsl?: ClientSslLookup): Handler {
   const nodes = normalizeNodes(conf);
   if (typeof nodes === 'string') throw new Error(nodes);
   const picker = createPicker(nodes);
@@ -52,6 +79,7 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf):
     : failover > 0
       ? failoverPolicy(failover, retryTimeoutMs)
       : undefined;
+  const clientCert = clientCertOf(conf, clientSsl);
   const origins = new Map<string, string>();
   const originOf = (host: string, port: number) => {
     const key = `${host}:${port}`;
@@ -70,6 +98,8 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf):
     const path = ctx.upstream.path ?? (ctx.path === ctx.rawPath ? ctx.rawPath : encodePath(ctx.path));
     const query = ctx.upstream.query ?? ctx.query;
     const pathAndQuery = query ? `${path}?${query}` : path;
+    const cert = clientCert?.();
+    if (cert instanceof Response) return Promise.resolve(cert);
     const targetFor = (attempt: number): ForwardTarget => {
       const node = picker.pick(attempt);
       ctx.upstreamNode = node.host;
@@ -84,6 +114,7 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf):
         connectTimeout,
         sendTimeout,
         tlsVerify: true,
+        clientCert: cert,
         keepalive,
         label: 'upstream',
         // nginx/APISIX: no node could be reached -> 502 Bad Gateway.
