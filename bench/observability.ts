@@ -19,7 +19,11 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { silentLogger } from '../src/core/context.ts';
 import { createGateway } from '../src/core/gateway.ts';
-import { chunksText } from '../src/core/observability/metrics.ts';
+import { chunksText, RENDER_CHUNK } from '../src/core/observability/metrics.ts';
+import { serve } from '@hono/node-server';
+import { createInterface } from 'node:readline';
+import type { AddressInfo } from 'node:net';
+
 import { createNodeForwarder } from '../src/runtime/node-forwarder.ts';
 import { MemoryStore } from '../src/store/memory.ts';
 import { freePort } from '../test/helpers/process.ts';
@@ -232,26 +236,44 @@ async function scrape(routes: number, upstreamAddr: string) {
     return [took, (cpu.user + cpu.system) / 1000, worst];
   };
   // A scrape as Prometheus makes it: the export server's answer, read to its end.
-  const scrapeOnce = async () => {
-    const res = await gw.obs.serveMetrics(new Request('http://bench/apisix/prometheus/metrics'));
-    // Read chunk by chunk as a server writing to a socket does (Response.arrayBuffer() on Node 20 costs ~1 s of CPU
-    // to join 80 MB, which is the reader's cost, not the gateway's).
-    let bytes = 0;
-    const reader = res.body!.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      bytes += value.byteLength;
-    }
-    if (res.status !== 200 || bytes < text0.length / 2) throw new Error(`scrape: ${res.status}, ${bytes} bytes`);
-  };
+  // A scrape as Prometheus makes it: over HTTP from another process, served by @hono/node-server from the
+  // export server's handler, so the gateway writes to a socket as it does on PROMETHEUS_PORT.
+  const exportServer = serve({ fetch: gw.obs.serveMetrics, hostname: '127.0.0.1', port: 0 });
+  await new Promise<void>((r) => exportServer.once('listening', () => r()));
+  const metricsUrl = `http://127.0.0.1:${(exportServer.address() as AddressInfo).port}/apisix/prometheus/metrics`;
+  // The scraper: one long-lived process (spawning curl per scrape would fork this big process each time, itself a
+  // stall of several ms) that has curl fetch the URL on each line it reads and answers "status bytes".
+  const scraper = spawn(
+    process.execPath,
+    ['-e', `require('node:readline').createInterface({ input: process.stdin }).on('line', (u) => require('node:child_process').execFile('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', u], (e, out) => process.stdout.write(out + '\\n')));`],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  const answers = createInterface({ input: scraper.stdout! });
+  const scrapeOnce = () =>
+    new Promise<void>((resolve, reject) => {
+      answers.once('line', (line) => {
+        const [status, bytes] = line.split(' ').map(Number);
+        if (status !== 200 || bytes! < text0.length / 2) reject(new Error(`scrape: ${line}`));
+        else resolve();
+      });
+      scraper.stdin!.write(`${metricsUrl}\n`);
+    });
   const cold = await stalled(scrapeOnce);
   const renders: [number, number, number][] = [];
   const scrapes: [number, number, number][] = [];
+  // The background render as the export server runs it: over the buffers of the render before the last one.
+  let prev: Uint8Array[] = [];
   for (let k = 0; k < 5; k++) {
-    renders.push(await stalled(() => gw.obs.registry.render()));
+    renders.push(
+      await stalled(async () => {
+        const spare = prev.filter((c) => c.buffer.byteLength === RENDER_CHUNK).map((c) => new Uint8Array(c.buffer));
+        prev = await gw.obs.registry.render(undefined, undefined, spare);
+      }),
+    );
     scrapes.push(await stalled(scrapeOnce));
   }
+  exportServer.close();
+  scraper.kill();
   const col = (xs: [number, number, number][], i: 0 | 1 | 2) => `${fixed(median(xs.map((x) => x[i])), 1)} / ${fixed(Math.max(...xs.map((x) => x[i])), 1)}`;
   console.log(`\n### /apisix/prometheus/metrics with ${routes} routes (${series} sample lines, ${(text0.length / 1e6).toFixed(1)} MB), Node\n`);
   console.log(

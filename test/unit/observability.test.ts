@@ -225,6 +225,51 @@ describe('export server CORS: the dashboard\'s origin only (export-cors.ts)', ()
   });
 });
 
+describe('render buffers reused', () => {
+  it('a scrape still reading a replaced render gets that render whole; its buffers are reused only after it', async () => {
+    const obs = new Observability({ refreshIntervalMs: 50 });
+    const c = obs.registry.counter('t_total', 'h');
+    // ~1.4 MB of text: several 256 KiB chunks.
+    const series = Array.from({ length: 12_000 }, (_, i) => c.get(`route="${'r'.repeat(80)}${i}"`));
+    for (const s of series) s.value = 1;
+    const scrape = () => obs.serveMetrics(new Request('http://x/apisix/prometheus/metrics'));
+    try {
+      await (await scrape()).text(); // the first render
+      const slow = (await scrape()).body!.getReader();
+      const first = await slow.read();
+      // Three more renders with other values happen while the slow scrape holds its render.
+      for (let v = 2; v <= 4; v++) {
+        for (const s of series) s.value = v;
+        await new Promise((r) => setTimeout(r, 120));
+        assert.match(await (await scrape()).text(), new RegExp(`} ${v}\n`));
+      }
+      const parts = [first.value!];
+      for (;;) {
+        const { done, value } = await slow.read();
+        if (done) break;
+        parts.push(value);
+      }
+      const text = chunksText(parts);
+      const own = parseExposition(text).filter((x) => x.name === 't_total');
+      assert.deepEqual([...new Set(own.map((x) => x.value))], [1], 'the slow scrape saw only its own render');
+      assert.equal(own.length, 12_000);
+      // Once it finished, the buffers go round again and renders stay right.
+      // (A render is made in slices: one under way when the values change shows both; wait for a whole later one.)
+      for (const s of series) s.value = 5;
+      let seen: number[] = [];
+      for (const until = Date.now() + 3000; Date.now() < until; ) {
+        await new Promise((r) => setTimeout(r, 60));
+        const later = parseExposition(await (await scrape()).text()).filter((x) => x.name === 't_total');
+        seen = [...new Set(later.map((x) => x.value))];
+        if (seen.length === 1 && seen[0] === 5 && later.length === 12_000) break;
+      }
+      assert.deepEqual(seen, [5]);
+    } finally {
+      obs.close();
+    }
+  });
+});
+
 describe('access log writer', () => {
   it('gathers lines into one write per delay or per size bound, and writes the rest on close', async () => {
     const writes: string[] = [];

@@ -136,10 +136,12 @@ export class MetricsRegistry {
    * and then encoded: each series' label text is encoded once, on its first render, and every sample line is a few
    * copies of those bytes and of the family's constant parts, and the value's digits (10,000 routes: ~480,000 lines,
    * ~80 MB). `yieldEvery` > 0 awaits `pause()` after that many series, so a large registry is rendered in slices
-   * between which requests are served.
+   * between which requests are served. `spare`: buffers of {@link RENDER_CHUNK} bytes from an earlier render that
+   * nobody reads any more, written over instead of allocating new ones (tens of MB of fresh external memory per
+   * render make V8 run full collections, tens of ms each, in the middle of the slices).
    */
-  async render(pause: () => Promise<void> = macrotask, yieldEvery = SLICE): Promise<Uint8Array[]> {
-    const w = new ByteWriter();
+  async render(pause: () => Promise<void> = macrotask, yieldEvery = SLICE, spare?: Uint8Array[]): Promise<Uint8Array[]> {
+    const w = new ByteWriter(spare);
     let done = 0;
     for (const f of this.families) {
       if (f.series.size === 0) continue;
@@ -200,7 +202,8 @@ function labelBytes(s: Series | HistogramSeries): Uint8Array {
 }
 
 /** Bytes per chunk of a render. */
-const CHUNK = 256 * 1024;
+export const RENDER_CHUNK = 256 * 1024;
+const CHUNK = RENDER_CHUNK;
 const COMMA = 0x2c;
 const NEWLINE = 0x0a;
 const SPACE = 0x20;
@@ -208,13 +211,17 @@ const SPACE = 0x20;
 /** Appends bytes to fixed-size chunks. */
 class ByteWriter {
   private readonly chunks: Uint8Array[] = [];
-  private buf = new Uint8Array(CHUNK);
+  private buf: Uint8Array;
   private pos = 0;
+
+  constructor(private readonly spare: Uint8Array[] = []) {
+    this.buf = spare.pop() ?? new Uint8Array(CHUNK);
+  }
 
   private room(n: number): void {
     if (this.pos + n <= this.buf.length) return;
     if (this.pos > 0) this.chunks.push(this.buf.subarray(0, this.pos));
-    this.buf = new Uint8Array(Math.max(CHUNK, n));
+    this.buf = (n <= CHUNK && this.spare.pop()) || new Uint8Array(Math.max(CHUNK, n));
     this.pos = 0;
   }
 
@@ -254,7 +261,10 @@ class ByteWriter {
   /** A sample value as Prometheus prints it; whole numbers digit by digit. */
   number(v: number): void {
     if (!Number.isSafeInteger(v) || v < 0) {
-      this.text(formatValue(v));
+      // ASCII (digits, '.', 'e', '-', '+Inf', 'NaN'): written as is, without a TextEncoder allocation per value.
+      const t = formatValue(v);
+      this.room(t.length);
+      for (let i = 0; i < t.length; i++) this.buf[this.pos++] = t.charCodeAt(i);
       return;
     }
     this.room(16);

@@ -16,7 +16,9 @@ import {
   formatValue,
   type HistogramSeries,
   labelText,
+  macrotask,
   MetricsRegistry,
+  RENDER_CHUNK,
   type Series,
 } from './metrics.ts';
 
@@ -65,6 +67,13 @@ export interface ObservabilityOptions {
 export interface FileAppender {
   /** Append `text` to the file at `path` (opened in append mode, created when missing, kept open). */
   append(path: string, text: string): void;
+}
+
+/** One render of the metrics, and how many scrapes are streaming it. */
+interface Rendered {
+  chunks: Uint8Array[];
+  at: number;
+  readers: number;
 }
 
 /** Background renders go on while a scrape came within this long (or ten refresh intervals, if longer). */
@@ -274,8 +283,12 @@ export class Observability {
   /** Host name of this node (log entries' `server.hostname`, `apisix_node_info`). */
   readonly hostname: string;
   readonly files: FileAppender | undefined;
-  private cached: { chunks: Uint8Array[]; at: number } | undefined;
-  private rendering: Promise<Uint8Array[]> | undefined;
+  private cached: Rendered | undefined;
+  /** The render `cached` replaced. */
+  private previous: Rendered | undefined;
+  private rendering: Promise<Rendered> | undefined;
+  /** Buffers of renders nobody reads any more, for the next render to write over. */
+  private spare: Uint8Array[] = [];
   private readonly refreshMs: number;
   private lastScrape = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -322,21 +335,32 @@ export class Observability {
    * refresh interval of 0 every scrape renders (tests).
    */
   async metricsChunks(): Promise<Uint8Array[]> {
+    return (await this.latest()).chunks;
+  }
+
+  private async latest(): Promise<Rendered> {
     if (this.refreshMs === 0) return this.render();
     this.lastScrape = Date.now();
-    const chunks = this.cached?.chunks ?? (await this.render());
+    const rendered = this.cached ?? (await this.render());
     this.schedule();
-    return chunks;
+    return rendered;
   }
 
   /** One render at a time: concurrent callers share it. */
-  private render(): Promise<Uint8Array[]> {
+  private render(): Promise<Rendered> {
     if (!this.rendering) {
-      this.rendering = this.registry.render().then(
+      this.rendering = this.registry.render(undefined, undefined, this.spare).then(
         (chunks) => {
-          this.cached = { chunks, at: Date.now() };
+          // The render before the one now replaced gives its buffers to the next render, unless a scrape still
+          // reads it (then they are left to the collector). One render of slack: a scrape's last chunks may still be
+          // in the socket's queue after it read them.
+          const older = this.previous;
+          this.previous = this.cached;
+          const rendered: Rendered = { chunks, at: Date.now(), readers: 0 };
+          this.cached = rendered;
           this.rendering = undefined;
-          return chunks;
+          if (older && older.readers === 0) this.recycle(older);
+          return rendered;
         },
         (err) => {
           this.rendering = undefined;
@@ -345,6 +369,15 @@ export class Observability {
       );
     }
     return this.rendering;
+  }
+
+  /** A render's buffers go to the next render once it is replaced and no scrape reads it. */
+  private recycle(r: Rendered): void {
+    for (const c of r.chunks) {
+      if (c.buffer.byteLength === RENDER_CHUNK && this.spare.length < r.chunks.length) {
+        this.spare.push(new Uint8Array(c.buffer, 0, RENDER_CHUNK));
+      }
+    }
   }
 
   /** The next background render, one refresh interval after the last one; none once scrapes stopped coming. */
@@ -357,6 +390,7 @@ export class Observability {
       if (Date.now() - this.lastScrape > Math.max(KEEP_RENDERING_MS, 10 * this.refreshMs)) {
         // Nobody scrapes any more: stop, and let the next scrape render afresh rather than serve old figures.
         this.cached = undefined;
+        this.spare = [];
         return;
       }
       this.render().then(
@@ -401,7 +435,8 @@ export class Observability {
     if ((req.method !== 'GET' && req.method !== 'HEAD') || path !== '/apisix/prometheus/metrics') {
       return new Response(null, { status: 404 });
     }
-    const chunks = await this.metricsChunks();
+    const rendered = await this.latest();
+    const chunks = rendered.chunks;
     let length = 0;
     for (const c of chunks) length += c.byteLength;
     const headers = {
@@ -410,14 +445,29 @@ export class Observability {
       ...this.exportCors(req),
     };
     if (req.method === 'HEAD') return new Response(null, { status: 200, headers });
-    // The cached chunks handed out one by one as the client reads (a Blob would copy a text that may be tens of MB
-    // at once); each is copied as it goes, since a runtime may take over (detach) the buffers it is given.
+    // The render's chunks handed out one by one as the client reads, not copied (a Blob, or a copy per chunk,
+    // allocates the whole text again: tens of MB of external memory per scrape, which makes V8 run full collections).
+    // Node, Deno and Bun leave the buffers they are given as they are (checked). While this scrape reads, the
+    // render's buffers are not reused.
     let i = 0;
+    rendered.readers++;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      rendered.readers--;
+    };
     const body = new ReadableStream<Uint8Array>({
-      pull(controller) {
-        if (i < chunks.length) controller.enqueue(chunks[i++]!.slice());
-        else controller.close();
+      async pull(controller) {
+        // A turn of the event loop every MiB: a fast reader on loopback would otherwise take the whole text in one go.
+        if (i > 0 && i % 4 === 0) await macrotask();
+        if (i < chunks.length) controller.enqueue(chunks[i++]!);
+        else {
+          controller.close();
+          finish();
+        }
       },
+      cancel: finish,
     });
     return new Response(body, { status: 200, headers });
   };
