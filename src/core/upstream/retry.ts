@@ -25,10 +25,11 @@ export const coldStartSchema = v.strictObject({
   /** The first backoff step, ms; each further step doubles, up to `max_delay`. */
   initial_delay: v.optional(durationMs(1), 25),
   /**
-   * 200: at the cap each wait is 100–200 ms (equal jitter), so a function that became ready is called within one
-   * step, on average after E[L²]/2E[L] ≈ 78 ms (`bench/cold-start.ts`), for ~5 calls a second while it starts.
+   * 150: at the cap each wait is 75–150 ms (equal jitter), so a function that became ready is called within one
+   * step, on average after E[L²]/2E[L] ≈ 58 ms (`bench/cold-start.ts`; with 200 the mean through an activator came
+   * to 106 ms on Deno, over the 100 ms goal), for ~9 calls a second while it starts.
    */
-  max_delay: v.optional(durationMs(1), 200),
+  max_delay: v.optional(durationMs(1), 150),
   /** Request bodies up to this many bytes are buffered so that they can be sent again; a larger one is sent once. */
   replay_body_limit: v.optional(
     v.pipe(v.number(INTEGER), v.integer(), v.minValue(0), v.maxValue(MAX_REPLAY_BODY)),
