@@ -9,7 +9,7 @@ import { Observability, type ObservabilityOptions } from './observability/promet
 import { pluginRegistry } from './plugins/index.ts';
 import { type Capabilities, FULL_CAPABILITIES } from './plugins/check.ts';
 import { type CompiledPlugin, type PluginList, pluginList, runPipeline } from './plugins/pipeline.ts';
-import { fullLogEntry } from './observability/log-entry.ts';
+import { accessLogLine } from './observability/access-log.ts';
 import type { AnyPlugin } from './plugins/types.ts';
 import { hostOf } from './router/host.ts';
 import { normalizePath } from './router/path.ts';
@@ -243,7 +243,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     preferRoute: false,
     instance: {
       log(ctx) {
-        accessLog(`${JSON.stringify(fullLogEntry(ctx, logEnv))}\n`);
+        accessLog(accessLogLine(ctx, logEnv));
       },
     },
   };

@@ -73,7 +73,7 @@ function responseHeaderObject(res: Response): Record<string, string | string[]> 
   return record !== undefined ? recordHeaderObject(record) : headerObject(res.headers);
 }
 
-function queryObject(query: string): Record<string, string | string[]> {
+export function queryObject(query: string): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   if (!query) return out;
   for (const [k, v] of new URLSearchParams(query)) {
@@ -98,18 +98,22 @@ function safeRequestUri(ctx: RequestContext): string {
   return `${ctx.rawPath}?${out.toString()}`;
 }
 
-/** The port the client connected to, from the request URL ('' when the URL has none: the scheme's default). */
+/** The port the client connected to, from the request URL (the scheme's default when the URL has none). */
 function serverPort(ctx: RequestContext): string {
   const url = ctx.request.url;
   const start = url.indexOf('//') + 2;
-  const end = url.indexOf('/', start);
-  const authority = url.slice(start, end < 0 ? undefined : end);
-  const colon = authority.lastIndexOf(':');
-  if (colon < 0 || authority.endsWith(']')) return ctx.scheme === 'https' ? '443' : '80';
-  return authority.slice(colon + 1);
+  let end = url.indexOf('/', start);
+  if (end < 0) end = url.length;
+  const colon = url.lastIndexOf(':', end - 1);
+  // No port, or the last colon belongs to an IPv6 literal ("[::1]").
+  if (colon < start || url.charCodeAt(end - 1) === 93) return ctx.scheme === 'https' ? '443' : '80';
+  return url.slice(colon + 1, end);
 }
 
-const round3 = (n: number) => Math.round(n * 1000) / 1000;
+export const round3 = (n: number): number => Math.round(n * 1000) / 1000;
+
+/** The request's start in whole epoch milliseconds (APISIX: `ngx.req.start_time() * 1000`), from its latency so far. */
+export const startTime = (latency: number): number => Math.round(Date.now() - latency);
 
 export interface EntryOptions {
   /** The request body (include_req_body), already read. */
@@ -120,13 +124,19 @@ export interface EntryOptions {
   noRouteId?: string;
 }
 
-/** APISIX's default log entry for a finished request. */
+/** The entry's `request.url` and `request.uri` (credential query arguments redacted). */
+export function requestUrlParts(ctx: RequestContext): { url: string; uri: string } {
+  const uri = safeRequestUri(ctx);
+  return { url: `${ctx.scheme}://${ctx.host}:${serverPort(ctx)}${uri}`, uri };
+}
+
+/** APISIX's default log entry for a finished request (the access log writes the same as text: access-log.ts). */
 export function fullLogEntry(ctx: RequestContext, env: LogEnv, opts: EntryOptions = {}): Record<string, unknown> {
   const now = performance.now();
   const latency = now - ctx.startTime;
-  const uri = safeRequestUri(ctx);
+  const { url, uri } = requestUrlParts(ctx);
   const request: Record<string, unknown> = {
-    url: `${ctx.scheme}://${ctx.host}:${serverPort(ctx)}${uri}`,
+    url,
     uri,
     method: ctx.method,
     headers: ctx.rawHeaders !== undefined ? rawHeaderObject(ctx.rawHeaders) : headerObject(ctx.request.headers),
@@ -152,7 +162,7 @@ export function fullLogEntry(ctx: RequestContext, env: LogEnv, opts: EntryOption
   if (routeId !== undefined) entry.route_id = routeId;
   if (ctx.consumer) entry.consumer = { username: ctx.consumer.username };
   entry.client_ip = ctx.clientIp;
-  entry.start_time = Date.now() - latency;
+  entry.start_time = startTime(latency);
   entry.latency = round3(latency);
   if (ctx.upstreamLatency !== undefined) {
     entry.upstream_latency = round3(ctx.upstreamLatency);

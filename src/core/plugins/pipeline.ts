@@ -50,6 +50,8 @@ export interface PluginList {
   readonly proxy: CompiledPlugin | undefined;
   /** No plugin acts in any phase but the call. */
   readonly callOnly: boolean;
+  /** No plugin makes the call or acts in any phase but log (the access log; prometheus as a global rule). */
+  readonly logOnly: boolean;
 }
 
 /**
@@ -70,15 +72,17 @@ export function pluginList(plugins: readonly CompiledPlugin[]): PluginList {
     log: having('log'),
     proxy: all.find((p) => p.instance.proxy !== undefined),
   };
-  const callOnly =
+  const requestAndBody =
     list.rewrite.length +
-      list.access.length +
-      list.beforeProxy.length +
-      list.headerFilter.length +
-      list.bodyFilter.length +
-      list.log.length ===
-    0;
-  return { ...list, callOnly };
+    list.access.length +
+    list.beforeProxy.length +
+    list.headerFilter.length +
+    list.bodyFilter.length;
+  return {
+    ...list,
+    callOnly: requestAndBody + list.log.length === 0,
+    logOnly: requestAndBody === 0 && list.proxy === undefined,
+  };
 }
 
 export const EMPTY_LIST: PluginList = pluginList([]);
@@ -191,6 +195,20 @@ export function runPipeline(
     if (refused) return refused;
     const call = route.plugins.proxy;
     return call ? call.instance.proxy!(ctx) : route.upstream(ctx);
+  }
+  // The same with global rules that only log (the access log, prometheus): the call, then the log handlers, without
+  // the request phases' async runner.
+  if (route?.plugins.callOnly && globals.logOnly) {
+    const list = route.plugins;
+    const refused = route.refuse?.(ctx);
+    if (refused) return respond(ctx, refused, globals, list, list.names, env);
+    const call = list.proxy;
+    const answer = call ? call.instance.proxy!(ctx) : route.upstream(ctx);
+    const done = (res: Response) => {
+      ctx.upstreamStatus = res.status;
+      return respond(ctx, res, globals, list, list.names, env);
+    };
+    return answer instanceof Promise ? answer.then(done) : done(answer);
   }
   return runAll(ctx, globals, route, notFound, env);
 }

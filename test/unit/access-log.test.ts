@@ -1,0 +1,184 @@
+/**
+ * The access log's line is APISIX's log entry written as text (src/core/observability/access-log.ts): whatever the
+ * request and the answer hold, it parses back to what `fullLogEntry` builds.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { RequestContext } from '../../src/core/context.ts';
+import { accessLogLine, jsonString, millis3 } from '../../src/core/observability/access-log.ts';
+import { fullLogEntry, REDACTED, round3 } from '../../src/core/observability/log-entry.ts';
+import { PLAIN_HEADERS } from '../../src/core/upstream/headers.ts';
+
+const env = { hostname: 'gw-1' };
+
+interface Case {
+  url: string;
+  query: string;
+  raw?: string[];
+  requestHeaders?: [string, string][];
+  responseRecord?: Record<string, string | string[]>;
+  responseHeaders?: [string, string][];
+  routed: boolean;
+  consumer?: string;
+  upstreamLatency?: number;
+  status: number;
+}
+
+function contextOf(c: Case): RequestContext {
+  const req = new Request(c.url, { headers: c.requestHeaders });
+  const u = new URL(c.url);
+  const ctx = new RequestContext({
+    request: req,
+    method: 'GET',
+    path: u.pathname,
+    rawPath: u.pathname,
+    query: c.query,
+    host: u.hostname,
+    clientIp: '10.0.0.7',
+    scheme: u.protocol === 'https:' ? 'https' : 'http',
+    rawHeaders: c.raw,
+    clientSignal: () => req.signal,
+    // biome-ignore lint/suspicious/noExplicitAny: not called by the log
+    forward: undefined as any,
+    env: undefined,
+    websocket: undefined,
+  });
+  const res = new Response('x', { headers: c.responseHeaders, status: c.status });
+  if (c.responseRecord) (res as unknown as Record<symbol, unknown>)[PLAIN_HEADERS] = c.responseRecord;
+  ctx.response = res;
+  ctx.status = c.status;
+  ctx.bytesSent = 1;
+  if (c.routed) {
+    ctx.routeId = 'r1';
+    ctx.serviceId = 's1';
+    // biome-ignore lint/suspicious/noExplicitAny: the log reads only that a route matched
+    ctx.route = { id: 'r1' } as any;
+  }
+  // biome-ignore lint/suspicious/noExplicitAny: the log reads the username
+  if (c.consumer !== undefined) ctx.consumer = { username: c.consumer } as any;
+  ctx.upstreamLatency = c.upstreamLatency;
+  return ctx;
+}
+
+/** Both renderings of one request; the timing fields (read at two moments) are compared apart. */
+function both(c: Case) {
+  const ctx = contextOf(c);
+  const line = accessLogLine(ctx, env);
+  const entry = fullLogEntry(ctx, env) as Record<string, unknown>;
+  assert.ok(line.endsWith('}\n') && !line.slice(0, -1).includes('\n'), 'one line');
+  const parsed = JSON.parse(line) as Record<string, unknown>;
+  for (const k of ['start_time', 'latency', 'apisix_latency']) {
+    assert.equal(typeof parsed[k], 'number', k);
+    assert.ok(Math.abs((parsed[k] as number) - (entry[k] as number)) < 50, k);
+    delete parsed[k];
+    delete entry[k];
+  }
+  assert.ok(Number.isInteger(JSON.parse(line).start_time), 'start_time in whole milliseconds, as APISIX');
+  return { parsed, entry, line };
+}
+
+// Header names: a few known ones (credentials among them) in any case, and random tokens.
+const headerName = fc.oneof(
+  fc.constantFrom('Host', 'user-agent', 'Accept', 'Authorization', 'cookie', 'X-API-KEY', 'x-custom', 'X-Custom'),
+  fc.stringMatching(/^[a-zA-Z][a-zA-Z0-9-]{0,12}$/),
+);
+// Values with quotes, backslashes, control characters (a raw list can hold them), unicode and lone surrogates.
+const headerValue = fc.oneof(
+  fc.string({ maxLength: 20 }),
+  fc.string({ unit: 'binary', maxLength: 12 }),
+  fc.constantFrom('"quoted"', 'back\\slash', 'tab\there', '\ud800', 'é中🎉', ''),
+);
+const fetchValue = fc.stringMatching(/^[\x21-\x7e]([\x20-\x7e]{0,15}[\x21-\x7e])?$/);
+
+describe('access log line', () => {
+  it('parses back to the log entry (fast-check: raw request headers, plain response records)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(headerName, headerValue), { maxLength: 8 }),
+        fc.dictionary(
+          fc.stringMatching(/^[a-z][a-z0-9-]{0,10}$/),
+          fc.oneof(headerValue, fc.array(headerValue, { minLength: 1, maxLength: 3 })),
+          { maxKeys: 6 },
+        ),
+        fc.constantFrom('', 'a=1', 'apikey=secret&x=%22q%22', 'a=1&a=2&token=t'),
+        fc.boolean(),
+        fc.option(fc.string({ maxLength: 8 }), { nil: undefined }),
+        fc.option(fc.double({ min: 0, max: 1e5, noNaN: true }), { nil: undefined }),
+        (pairs, record, query, routed, consumer, upstreamLatency) => {
+          const { parsed, entry } = both({
+            url: `http://127.0.0.1:9080/p/a${query ? `?${query}` : ''}`,
+            query,
+            raw: pairs.flat(),
+            responseRecord: record,
+            routed,
+            consumer,
+            upstreamLatency,
+            status: 200,
+          });
+          assert.deepStrictEqual(parsed, JSON.parse(JSON.stringify(entry)));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('parses back to the log entry from Headers (the fetch runtimes), set-cookie included', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.stringMatching(/^[a-z][a-z0-9-]{0,10}$/), fetchValue), { maxLength: 6 }),
+        fc.array(fc.tuple(fc.constantFrom('set-cookie', 'x-a', 'X-A', 'etag', 'x-api-key'), fetchValue), { maxLength: 6 }),
+        fc.constantFrom('https://h.example/x', 'http://[::1]/y', 'http://[::1]:8080/z', 'https://h.example:8443/'),
+        (reqHeaders, resHeaders, url) => {
+          const { parsed, entry } = both({
+            url,
+            query: '',
+            requestHeaders: reqHeaders,
+            responseHeaders: resHeaders,
+            routed: false,
+            status: 404,
+          });
+          assert.deepStrictEqual(parsed, JSON.parse(JSON.stringify(entry)));
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('redacts credentials and reports the port the client used', () => {
+    const { parsed, line } = both({
+      url: 'https://api.example/f?apikey=k1',
+      query: 'apikey=k1',
+      raw: ['Authorization', 'Basic dXNlcjpzZWNyZXQ=', 'Cookie', 'sid=abc', 'X-Api-Key', 'k1', 'Accept', 'a', 'accept', 'b'],
+      responseRecord: { 'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/plain' },
+      routed: true,
+      status: 200,
+    });
+    for (const secret of ['dXNlcjpzZWNyZXQ', 'sid=abc', 'k1', 'a=1']) assert.ok(!line.includes(secret), secret);
+    const request = parsed.request as { headers: Record<string, unknown>; url: string };
+    assert.equal(request.headers.authorization, REDACTED);
+    assert.equal(request.headers.accept, 'a, b');
+    assert.equal(request.url, `https://api.example:443/f?apikey=${encodeURIComponent(REDACTED)}`);
+    assert.deepEqual((parsed.response as { headers: Record<string, unknown> }).headers['set-cookie'], [REDACTED, REDACTED]);
+  });
+
+  it('writes milliseconds as the entry rounds them', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.double({ min: 0, max: 3e6, noNaN: true }), fc.integer({ min: 0, max: 5000 })), (ms) => {
+        assert.equal(millis3(ms), String(round3(ms)));
+      }),
+      { numRuns: 5000 },
+    );
+    assert.equal(millis3(1e12), String(round3(1e12)));
+  });
+
+  it('escapes strings as JSON does', () => {
+    fc.assert(
+      // Any UTF-16 code unit, lone surrogate halves included (JSON.stringify escapes those).
+      fc.property(fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)) }), (s) => {
+        assert.equal(jsonString(s), JSON.stringify(s));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
