@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { scaledText } from '../number-text.ts';
 import type { RequestContext } from '../context.ts';
 import { pluginExit } from '../errors.ts';
 import type { CountDecision, LimitBackend } from '../limits/backend.ts';
@@ -126,7 +127,8 @@ function headerNames(ctx: RequestContext, prefix: string | undefined): [string, 
   if (!names) {
     names = [meta.limit_header, meta.remaining_header, meta.reset_header];
     // APISIX: base:gsub("RateLimit%-", prefix .. "-RateLimit-", 1)
-    if (prefix !== undefined) names = names.map((n) => n.replace('RateLimit-', `${prefix}-RateLimit-`)) as [string, string, string];
+    if (prefix !== undefined)
+      names = names.map((n) => n.replace('RateLimit-', `${prefix}-RateLimit-`)) as [string, string, string];
     byPrefix.set(prefix, names);
   }
   return names;
@@ -203,8 +205,11 @@ export const limitCount: PluginDefinition<Conf> = {
           ctx.setStateOf(self, set);
         }
         // Floored to 2 decimals (APISIX 3.18); such a number prints the same in JavaScript as in Lua (%.14g).
-        const reset = Math.floor(d.resetS * 100) / 100;
-        set.push([l, String(limit)], [r, String(d.allowed ? d.remaining : 0)], [s, String(reset)]);
+        set.push(
+          [l, String(limit)],
+          [r, String(d.allowed ? d.remaining : 0)],
+          [s, scaledText(Math.floor(d.resetS * 100), 2)],
+        );
       }
       return d.allowed ? undefined : rejected();
     };

@@ -213,63 +213,111 @@ export function runPipeline(
   return runAll(ctx, globals, route, notFound, env);
 }
 
-async function runAll(
+/** Where a request is in {@link advance}: its stages in order (APISIX's phases, module comment). */
+const GLOBAL_REWRITE = 0;
+const ROUTE_REWRITE = 1;
+const CONSUMER_REWRITE = 2;
+const GLOBAL_ACCESS = 3;
+const ROUTE_ACCESS = 4;
+const GLOBAL_BEFORE_PROXY = 5;
+const ROUTE_BEFORE_PROXY = 6;
+const REFUSE = 7;
+const CALL = 8;
+
+interface Run {
+  ctx: RequestContext;
+  globals: PluginList;
+  route: RoutePipeline | undefined;
+  /** The route's plugins, with a consumer's merged in once one is attached. */
+  list: PluginList;
+  /** The route's own plugin names: prefer_route global instances yield to them. */
+  skip: ReadonlySet<string>;
+  notFound: () => Response;
+  env: RunEnv;
+}
+
+function runAll(
   ctx: RequestContext,
   globals: PluginList,
   route: RoutePipeline | undefined,
   notFound: () => Response,
   env: RunEnv,
-): Promise<Response> {
-  let list = route?.plugins ?? EMPTY_LIST;
-  const skip = list.names;
-  let res: PhaseResult;
-  // A phase whose handlers all answered synchronously is not awaited: an `await` costs a microtask turn even then.
-  let step: PhaseResult | Promise<PhaseResult>;
-  if (globals.rewrite.length) {
-    step = runPhase(ctx, globals.rewrite, 'rewrite', 0, skip);
-    res = step instanceof Promise ? await step : step;
+): Response | Promise<Response> {
+  const list = route?.plugins ?? EMPTY_LIST;
+  const run: Run = { ctx, globals, route, list, skip: list.names, notFound, env };
+  try {
+    return advance(run, GLOBAL_REWRITE);
+  } catch (err) {
+    // A handler that threw: the caller turns the rejection into a 500, as for one that rejected.
+    return Promise.reject(err);
   }
-  if (!res && list.rewrite.length) {
-    step = runPhase(ctx, list.rewrite, 'rewrite');
-    res = step instanceof Promise ? await step : step;
-  }
-  if (!res && route && ctx.consumer) {
-    const merged = route.withConsumer(ctx.consumer);
-    if (merged !== list) {
-      // The rewrite of the plugins the consumer brought (not auth plugins, which ran already).
-      const added = merged.rewrite.filter((p) => !p.auth && !list.all.includes(p));
-      list = merged;
-      if (added.length) {
-        step = runPhase(ctx, added, 'rewrite');
-        res = step instanceof Promise ? await step : step;
+}
+
+/**
+ * Runs the stages from `from` until one answers, then the response phases. Synchronous until a handler returns a
+ * promise, then continued from that promise: an `async` runner would cost a promise and a microtask turn per
+ * phase even when every handler answers synchronously (most do: auth lookups, local counters, header edits).
+ */
+function advance(run: Run, from: number, answered?: Response): Response | Promise<Response> {
+  const { ctx, globals, route } = run;
+  let res: PhaseResult = answered;
+  for (let stage = from; !res; stage++) {
+    let step: PhaseResult | Promise<PhaseResult>;
+    switch (stage) {
+      case GLOBAL_REWRITE:
+        if (globals.rewrite.length) step = runPhase(ctx, globals.rewrite, 'rewrite', 0, run.skip);
+        break;
+      case ROUTE_REWRITE:
+        if (run.list.rewrite.length) step = runPhase(ctx, run.list.rewrite, 'rewrite');
+        break;
+      case CONSUMER_REWRITE:
+        if (route && ctx.consumer) {
+          const merged = route.withConsumer(ctx.consumer);
+          if (merged !== run.list) {
+            // The rewrite of the plugins the consumer brought (not auth plugins, which ran already).
+            const before = run.list;
+            const added = merged.rewrite.filter((p) => !p.auth && !before.all.includes(p));
+            run.list = merged;
+            if (added.length) step = runPhase(ctx, added, 'rewrite');
+          }
+        }
+        break;
+      case GLOBAL_ACCESS:
+        if (globals.access.length) step = runPhase(ctx, globals.access, 'access', 0, run.skip);
+        break;
+      case ROUTE_ACCESS:
+        if (run.list.access.length) step = runPhase(ctx, run.list.access, 'access');
+        break;
+      case GLOBAL_BEFORE_PROXY:
+        if (route === undefined) step = run.notFound();
+        else if (globals.beforeProxy.length) step = runPhase(ctx, globals.beforeProxy, 'beforeProxy', 0, run.skip);
+        break;
+      case ROUTE_BEFORE_PROXY:
+        if (run.list.beforeProxy.length) step = runPhase(ctx, run.list.beforeProxy, 'beforeProxy');
+        break;
+      case REFUSE:
+        step = route!.refuse?.(ctx);
+        break;
+      case CALL: {
+        // The plugin that makes the call, else the route's upstream.
+        const list = run.list;
+        const answer = list.proxy ? list.proxy.instance.proxy!(ctx) : route!.upstream(ctx);
+        if (answer instanceof Promise) return answer.then((r) => called(run, r));
+        return called(run, answer);
       }
     }
-  }
-  if (!res && globals.access.length) {
-    step = runPhase(ctx, globals.access, 'access', 0, skip);
-    res = step instanceof Promise ? await step : step;
-  }
-  if (!res && list.access.length) {
-    step = runPhase(ctx, list.access, 'access');
-    res = step instanceof Promise ? await step : step;
-  }
-  if (!res && route === undefined) res = notFound();
-  if (!res) {
-    if (globals.beforeProxy.length) {
-      step = runPhase(ctx, globals.beforeProxy, 'beforeProxy', 0, skip);
-      res = step instanceof Promise ? await step : step;
+    if (step instanceof Promise) {
+      const next = stage + 1;
+      return step.then((r) => advance(run, next, r));
     }
-    if (!res && list.beforeProxy.length) {
-      step = runPhase(ctx, list.beforeProxy, 'beforeProxy');
-      res = step instanceof Promise ? await step : step;
-    }
-    if (!res) res = route!.refuse?.(ctx);
-    if (!res) {
-      res = await (list.proxy ? list.proxy.instance.proxy!(ctx) : route!.upstream(ctx));
-      ctx.upstreamStatus = res.status;
-    }
+    res = step;
   }
-  return respond(ctx, res, globals, list, skip, env);
+  return respond(ctx, res, globals, run.list, run.skip, run.env);
+}
+
+function called(run: Run, res: Response): Response {
+  run.ctx.upstreamStatus = res.status;
+  return respond(run.ctx, res, run.globals, run.list, run.skip, run.env);
 }
 
 /** The response phases, global rules first: header_filter, then body_filter and log as the body streams. */
