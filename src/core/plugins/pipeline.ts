@@ -265,10 +265,10 @@ function advance(run: Run, from: number, answered?: Response): Response | Promis
     let step: PhaseResult | Promise<PhaseResult>;
     switch (stage) {
       case GLOBAL_REWRITE:
-        if (globals.rewrite.length) step = runPhase(ctx, globals.rewrite, 'rewrite', 0, run.skip);
+        step = phase(run, 'rewrite', true);
         break;
       case ROUTE_REWRITE:
-        if (run.list.rewrite.length) step = runPhase(ctx, run.list.rewrite, 'rewrite');
+        step = phase(run, 'rewrite', false);
         break;
       case CONSUMER_REWRITE:
         if (route && ctx.consumer) {
@@ -283,17 +283,16 @@ function advance(run: Run, from: number, answered?: Response): Response | Promis
         }
         break;
       case GLOBAL_ACCESS:
-        if (globals.access.length) step = runPhase(ctx, globals.access, 'access', 0, run.skip);
+        step = phase(run, 'access', true);
         break;
       case ROUTE_ACCESS:
-        if (run.list.access.length) step = runPhase(ctx, run.list.access, 'access');
+        step = phase(run, 'access', false);
         break;
       case GLOBAL_BEFORE_PROXY:
-        if (route === undefined) step = run.notFound();
-        else if (globals.beforeProxy.length) step = runPhase(ctx, globals.beforeProxy, 'beforeProxy', 0, run.skip);
+        step = route === undefined ? run.notFound() : phase(run, 'beforeProxy', true);
         break;
       case ROUTE_BEFORE_PROXY:
-        if (run.list.beforeProxy.length) step = runPhase(ctx, run.list.beforeProxy, 'beforeProxy');
+        step = phase(run, 'beforeProxy', false);
         break;
       case REFUSE:
         step = route!.refuse?.(ctx);
@@ -313,6 +312,12 @@ function advance(run: Run, from: number, answered?: Response): Response | Promis
     res = step;
   }
   return respond(ctx, res, globals, run.list, run.skip, run.env);
+}
+
+/** `name` of the global rules (prefer_route instances yielding to the route's) or of the route's plugins. */
+function phase(run: Run, name: RequestPhase, global: boolean): PhaseResult | Promise<PhaseResult> {
+  const plugins = (global ? run.globals : run.list)[name];
+  return plugins.length ? runPhase(run.ctx, plugins, name, 0, global ? run.skip : undefined) : undefined;
 }
 
 function called(run: Run, res: Response): Response {
