@@ -83,15 +83,23 @@ const encoder = new TextEncoder();
 
 /**
  * Reads one JSON message per line from a byte stream until it ends, fails, carries something that is not JSON, or
- * `onLine` answers 'stop'.
+ * `onLine` answers 'stop'. `maxPending()`: the most characters a line may have before its newline (checked as the
+ * bytes arrive; the primary allows a connection that has not shown a worker's token a short line only).
  */
-async function readLines(stream: ReadableStream<Uint8Array>, onLine: (msg: unknown) => unknown): Promise<void> {
+async function readLines(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (msg: unknown) => unknown,
+  maxPending: () => number = () => Number.POSITIVE_INFINITY,
+): Promise<void> {
   const decoder = new TextDecoder();
   let buf = '';
   try {
     for await (const chunk of stream) {
-      buf += decoder.decode(chunk, { stream: true });
-      let nl = buf.indexOf('\n');
+      // Only the new text is searched for a newline: a state of many MB arrives in many chunks.
+      const text = decoder.decode(chunk, { stream: true });
+      const first = text.indexOf('\n');
+      let nl = first < 0 ? -1 : buf.length + first;
+      buf += text;
       while (nl >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
@@ -106,6 +114,7 @@ async function readLines(stream: ReadableStream<Uint8Array>, onLine: (msg: unkno
         }
         nl = buf.indexOf('\n');
       }
+      if (buf.length > maxPending()) return;
     }
   } catch {
     // the connection broke: same as its end
@@ -314,18 +323,23 @@ function primaryRole(
     const timer = setTimeout(() => {
       if (!child) conn.close();
     }, HANDSHAKE_TIMEOUT_MS);
-    void readLines(conn.readable, (msg) => {
-      if (!child) {
-        const c = typeof msg === 'string' ? byToken.get(msg) : undefined;
-        if (!c || c.conn || c.exited) return 'stop';
-        clearTimeout(timer);
-        child = c;
-        c.conn = conn;
-        c.send = lineSender(conn);
-        return;
-      }
-      if (isToPrimary(msg)) onMessage(child, msg);
-    }).finally(() => {
+    void readLines(
+      conn.readable,
+      (msg) => {
+        if (!child) {
+          const c = typeof msg === 'string' ? byToken.get(msg) : undefined;
+          if (!c || c.conn || c.exited) return 'stop';
+          clearTimeout(timer);
+          child = c;
+          c.conn = conn;
+          c.send = lineSender(conn);
+          return;
+        }
+        if (isToPrimary(msg)) onMessage(child, msg);
+      },
+      // Before the token, one short line: a stranger cannot make the primary buffer much.
+      () => (child ? Number.POSITIVE_INFINITY : 256),
+    ).finally(() => {
       clearTimeout(timer);
       try {
         conn.close();
