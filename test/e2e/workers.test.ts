@@ -3,7 +3,8 @@
 // its script again per worker, Deno.serve reusePort: src/runtime/workers-deno.ts).
 // Run: npm run build && node --import tsx --test --test-concurrency=1 test/e2e/workers.test.ts
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { request } from 'node:http';
 import { after, before, test } from 'node:test';
@@ -63,6 +64,21 @@ async function children(pid: number): Promise<number[]> {
     }
   }
   return out.sort();
+}
+
+/** The TCP ports `pid` listens on (its socket inodes matched against /proc/net/tcp's listening entries). */
+async function listeningPorts(pid: number): Promise<number[]> {
+  const inodes = new Set<string>();
+  for (const fd of await readdir(`/proc/${pid}/fd`)) {
+    const m = /^socket:\[(\d+)\]$/.exec(await readlink(`/proc/${pid}/fd/${fd}`).catch(() => ''));
+    if (m) inodes.add(m[1]!);
+  }
+  const ports: number[] = [];
+  for (const line of (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[3] === '0A' && inodes.has(f[9]!)) ports.push(Number.parseInt(f[1]!.split(':')[1]!, 16));
+  }
+  return ports;
 }
 
 const alive = (pid: number) => {
@@ -281,6 +297,29 @@ test('Deno, WORKERS=2 (workers started with Deno.Command, Deno.serve reusePort):
     const args = await cmdline(pid);
     assert.ok(args.includes('--proxy-worker'), args.join(' '));
     assert.deepEqual(args.filter((a) => /^--allow-(run|read|sys|ffi|all)|^-A$/.test(a)), [], args.join(' '));
+  }
+
+  // The workers' channel (a loopback port of the primary's): a stranger without a worker's token gets nothing and
+  // is cut off, whether it sends a wrong token or a long line.
+  const known = [gw.adminUrl, gw.statusUrl, gw.metricsUrl].map((u) => Number(new URL(u).port));
+  const channel = (await listeningPorts(gw.primary)).filter((p) => !known.includes(p));
+  assert.equal(channel.length, 1, `the primary's other listening ports: ${channel}`);
+  for (const probe of [`"${'0'.repeat(48)}"\n{"t":"hello"}\n`, 'x'.repeat(4096)]) {
+    const got = await new Promise<{ data: string; closed: boolean }>((resolve) => {
+      let data = '';
+      const sock = connect(channel[0]!, '127.0.0.1', () => sock.write(probe));
+      sock.setEncoding('utf8');
+      sock.on('data', (c: string) => {
+        data += c;
+      });
+      sock.on('error', () => {});
+      sock.on('close', () => resolve({ data, closed: true }));
+      setTimeout(() => {
+        sock.destroy();
+        resolve({ data, closed: false });
+      }, 3_000).unref();
+    });
+    assert.deepEqual(got, { data: '', closed: true }, probe.slice(0, 60));
   }
 
   // Filler routes (Deno KV takes 64 KiB per value) make every state the workers receive ~0.7 MB, so that applying one takes long enough to be seen if
