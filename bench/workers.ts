@@ -1,7 +1,11 @@
 /**
- * WORKERS=1 vs WORKERS=2 throughput of the Node gateway on this machine, and a paper projection to 16 cores.
+ * WORKERS=1 vs WORKERS=2 throughput of the gateway on this machine, and a paper projection to 16 cores.
  *
- *   npm run build && npx tsx bench/workers.ts [--seconds 10] [--rounds 3] [--connections 64]
+ *   npm run build && npx tsx bench/workers.ts [--runtime node|deno|bun] [--seconds 10] [--rounds 3] [--connections 64]
+ *
+ * `--runtime` (default node): Node `dist/runtime/node.js` (node:cluster), Deno `deno task start` (the primary starts
+ * its workers itself, Deno.serve reusePort: src/runtime/workers-deno.ts), Bun `bun run src/runtime/bun.ts`
+ * (node:cluster, Bun.serve reusePort).
  *
  * Setup, the same in both runs: the upstream (nginx, `/hello`, 1 KiB answers) and the load generator (wrk, one
  * thread, `--connections` kept-alive connections) are pinned together to core 0 with taskset; the gateway (its
@@ -31,8 +35,16 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '64' },
+    runtime: { type: 'string', default: 'node' },
   },
 });
+const RUNTIMES = {
+  node: { cmd: process.execPath, args: [join(ROOT, 'dist/runtime/node.js')] },
+  deno: { cmd: join(ROOT, 'node_modules/.bin/deno'), args: ['task', '--quiet', 'start'] },
+  bun: { cmd: join(ROOT, 'node_modules/.bin/bun'), args: ['run', join(ROOT, 'src/runtime/bun.ts')] },
+};
+const RUNTIME = values.runtime as keyof typeof RUNTIMES;
+if (!(RUNTIME in RUNTIMES)) throw new Error(`--runtime ${values.runtime}: one of ${Object.keys(RUNTIMES).join(', ')}`);
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const CONNECTIONS = Number(values.connections);
@@ -50,14 +62,16 @@ async function gateway(workers: number) {
   const [proxyPort, adminPort, statusPort] = [await freePort(), await freePort(), await freePort()];
   const proc = await startProcess({
     cmd: tools.taskset,
-    args: ['-c', '0,1', process.execPath, join(ROOT, 'dist/runtime/node.js')],
-    cwd: dir,
+    args: ['-c', '0,1', RUNTIMES[RUNTIME].cmd, ...RUNTIMES[RUNTIME].args],
+    // deno task reads the deno.json of its working directory.
+    cwd: RUNTIME === 'deno' ? ROOT : dir,
     env: {
       HOST: '127.0.0.1',
       PROXY_PORT: String(proxyPort),
       ADMIN_PORT: String(adminPort),
       STATUS_PORT: String(statusPort),
       PROMETHEUS_PORT: 'off',
+      PROXY_HTTPS_PORT: 'off',
       ACCESS_LOG: 'off',
       LOG_LEVEL: 'warn',
       ADMIN_KEY: KEY,
@@ -112,7 +126,7 @@ async function measure(workers: number): Promise<Run> {
 }
 
 const runs: Run[] = [];
-console.log(`load average before: ${loadAverage().join(' ')}`);
+console.log(`runtime: ${RUNTIME}; load average before: ${loadAverage().join(' ')}`);
 for (let round = 0; round < ROUNDS; round++) {
   for (const w of round % 2 === 0 ? [1, 2] : [2, 1]) {
     const r = await measure(w);
@@ -149,8 +163,8 @@ console.log('\n16-core projection (paper arithmetic, not a measurement): per-cor
 project(cpuPerReq2, `WORKERS=2's ${(cpuPerReq2 * 1e6).toFixed(0)} µs/request`);
 project(cpuPerReq1, `WORKERS=1's ${(cpuPerReq1 * 1e6).toFixed(0)} µs/request`);
 console.log(`  assumptions: WORKERS=16 on 16 dedicated cores; load generator and functions on other machines; the CPU cost
-  per request stays what it is here (with WORKERS=2 it includes the cluster primary's share: accepting connections
-  and handing them over, small with kept-alive connections); no shared bottleneck (NIC, kernel accept queue, memory
+  per request stays what it is here (with WORKERS=2 it includes the primary's share: on Node accepting connections
+  and handing them over, small with kept-alive connections; on Deno and Bun the kernel spreads them (reusePort)); no shared bottleneck (NIC, kernel accept queue, memory
   bandwidth) and no cross-worker state on the request path (none in fngate: each worker has its own snapshot);
   APISIX's 18k QPS/core is its published single-worker figure without plugins, on other hardware; this route has
   the openfunction plugin (service_token) and a 1 KiB answer. A load average above the core count (printed) inflates

@@ -9,6 +9,9 @@
  * - `--allow-write=DATA_DIR` only when something is written there: the Deno KV store (no CONFIG_FILE, no ETCD_HOST),
  *   or the generated admin key (ADMIN_KEY unset and no `DATA_DIR/admin_key` yet). CONFIG_FILE or etcd with
  *   ADMIN_KEY set (or a key file already there) run without any write access.
+ * - `--allow-run=<the deno binary>` only with WORKERS > 1 on Linux: the primary starts its proxy workers by running
+ *   its own script again with that binary (src/runtime/workers-deno.ts), which gives each worker the subset of these
+ *   permissions a worker uses (no read, no run). No other program may be run.
  */
 
 /** `${{NAME}}` / `${{NAME:=default}}` references in a standalone config (the rule of src/store/standalone.ts). */
@@ -38,6 +41,8 @@ export interface PermissionInput {
   adminKeyFile: boolean;
   /** The environment variables the entry reads (src/runtime/deno.ts ENV_NAMES). */
   envNames: readonly string[];
+  /** WORKERS > 1 on Linux: the deno binary (absolute) the primary runs to start its workers. */
+  spawnWorkers?: string;
 }
 
 export interface PermissionResult {
@@ -79,5 +84,16 @@ export function permissionFlags(input: PermissionInput): PermissionResult {
   }
   flags.push(`--allow-read=${paths.join(',')}`);
   if (write) flags.push(`--allow-write=${input.dataDir}`);
+  if (input.spawnWorkers !== undefined) {
+    if (awkward(input.spawnWorkers)) {
+      return {
+        flags,
+        warning:
+          `fngate: the deno binary's path ${input.spawnWorkers} holds a space or a comma, which deno task cannot pass ` +
+          'as a permission: no --allow-run, so WORKERS starts no workers (one process serves).',
+      };
+    }
+    flags.push(`--allow-run=${input.spawnWorkers}`);
+  }
   return { flags };
 }

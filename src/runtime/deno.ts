@@ -13,7 +13,8 @@
  * (src/runtime/deno-permissions.ts); then the gateway with those flags: `--allow-net` (any host: the functions),
  * `--allow-env=<the settings and the ${{VAR}}s of CONFIG_FILE>`, `--allow-read` limited to DATA_DIR and CONFIG_FILE,
  * `--allow-write` limited to DATA_DIR and only when something is written there (the Deno KV store, or a generated
- * admin key: none with CONFIG_FILE or etcd and ADMIN_KEY set), `--no-prompt`.
+ * admin key: none with CONFIG_FILE or etcd and ADMIN_KEY set), `--no-prompt`; with WORKERS > 1 on Linux also
+ * `--allow-run=<the deno binary>`, with which the primary starts its proxy workers (src/runtime/workers-deno.ts).
  * `--v8-flags=--expose-gc`: lets the forwarder ask for a scavenge while answers stream (`exposedGc` below).
  * `--unstable-no-legacy-abort`: without it Deno 2.9 also fires `request.signal` when a response completed normally
  * (and warns about it); with it the signal means "the client went away", as on Node and Bun.
@@ -58,6 +59,8 @@ import { nodeTlsValidator } from './tls-check.ts';
 import type { HttpBindings } from '@hono/node-server';
 import { listenTlsPort, type TlsPort } from './node-tls.ts';
 import { closeAfterRefusal } from './refused-body.ts';
+import { statusHandler, storeReadiness } from './status.ts';
+import { denoCluster, WORKER_ARG } from './workers-deno.ts';
 import {
   finishShutdown,
   helpText,
@@ -171,6 +174,7 @@ async function printPermissionFlags(): Promise<void> {
     adminKey: (Deno.env.get('ADMIN_KEY') ?? '').split(',').some((k) => k.trim() !== ''),
     adminKeyFile,
     envNames: ENV_NAMES,
+    spawnWorkers: startsWorkers(Deno.env.get('WORKERS')) ? Deno.execPath() : undefined,
   });
   if (warning) console.error(warning);
   console.log(flags.join(' '));
@@ -336,11 +340,13 @@ function serve(
   hostname: string,
   port: number,
   what: string,
+  reusePort = false,
 ): Deno.HttpServer<Deno.NetAddr> {
   return Deno.serve(
     {
       hostname,
       port,
+      reusePort,
       onListen(addr) {
         const host = addr.hostname.includes(':') ? `[${addr.hostname}]` : addr.hostname;
         console.log(`fngate ${what} listening on http://${host}:${addr.port}`);
@@ -404,7 +410,7 @@ function writeStdout(line: string): void {
 
 async function main(): Promise<void> {
   const command = 'deno task start   (or: deno run <flags> src/runtime/deno.ts)';
-  const cli = parseCommandLine(Deno.args, ['--permission-flags']);
+  const cli = parseCommandLine(Deno.args, ['--permission-flags', WORKER_ARG]);
   if (!cli.ok) {
     console.error(usageError(cli.message, command).trimEnd());
     Deno.exit(2);
@@ -417,11 +423,25 @@ async function main(): Promise<void> {
     await printPermissionFlags();
     return;
   }
-  const settings = readSettings(readEnv(ENV_NAMES));
+  const settings = readSettings(readEnv(ENV_NAMES), denoCores());
   const logger = levelLogger(settings.logLevel);
   const dataDir = resolve(settings.dataDir);
-  const store = await openStore(settings, dataDir, logger);
-  const adminKeys = settings.adminKeys ?? [await ensureAdminKey(dataDir)];
+  // WORKERS > 1 on Linux (src/runtime/workers-deno.ts): the primary serves the Admin, status and metrics ports and
+  // owns the store; each worker (this script again, with WORKER_ARG) serves the proxy from the primary's state.
+  const role = await denoCluster({
+    workers: settings.workers,
+    args: Deno.args,
+    script: new URL(import.meta.url).pathname,
+    envNames: ENV_NAMES,
+    dataDir,
+    host: settings.host,
+    proxyPort: settings.proxyPort,
+    proxyHttpsPort: settings.proxyHttpsPort,
+    logger,
+  });
+  const realStore = role.kind === 'worker' ? undefined : await openStore(settings, dataDir, logger);
+  const store = role.kind === 'worker' ? role.store : role.kind === 'primary' ? role.wrapStore(realStore!) : realStore!;
+  const adminKeys = role.kind === 'worker' ? [] : (settings.adminKeys ?? [await ensureAdminKey(dataDir)]);
   const forwarder = createDenoForwarder();
   // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
   const accessLog = settings.accessLog ? lineWriter(writeStdout) : undefined;
@@ -456,18 +476,25 @@ async function main(): Promise<void> {
     accessLog: accessLog?.write,
     // enable_websocket routes: a frame relay (websocket-deno.ts).
     websocket: denoWebSocketConnector(),
+    proxy: role.kind !== 'primary',
   });
 
-  const proxyServer = serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
-  adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // The primary of WORKERS > 1 serves no proxy (neither port); a worker serves nothing else.
+  const proxyServer =
+    role.kind === 'primary'
+      ? undefined
+      : role.kind === 'worker'
+        ? serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, role.proxyPort, 'proxy', true)
+        : serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
+  adminServer = role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
   // The TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2,
   // since Deno.serve takes one certificate and no SNI callback while Deno's node:tls server calls SNICallback.
   let tlsPort: TlsPort | undefined;
-  if (settings.proxyHttpsPort !== undefined) {
+  if (settings.proxyHttpsPort !== undefined && role.kind !== 'primary') {
     try {
       tlsPort = await listenTlsPort({
         host: settings.host,
-        port: settings.proxyHttpsPort,
+        port: role.kind === 'worker' ? role.proxyHttpsPort! : settings.proxyHttpsPort,
         // On Deno 2.9 HTTP/1.1 keep-alive over node:tls + node:http does not hold (the second request on a connection
         // got a reset: docs/runtime-notes.md): each HTTP/1.1 answer closes its connection instead (HTTP/2 sessions
         // are kept).
@@ -485,6 +512,7 @@ async function main(): Promise<void> {
         keepAliveTimeoutMs: TLS_KEEPALIVE_TIMEOUT_MS,
         handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
         overrideGlobalObjects: false,
+        reusePort: role.kind === 'worker',
       });
     } catch (err) {
       logger.error(
@@ -494,10 +522,13 @@ async function main(): Promise<void> {
   }
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
-  if (settings.prometheusPort !== undefined) {
+  if (settings.prometheusPort !== undefined && role.kind !== 'worker') {
     try {
       metricsServer = serve(
-        { fetch: (req) => gateway.obs.serveMetrics(req) },
+        {
+          fetch: (req) =>
+            role.kind === 'primary' ? role.serveMetrics(req, gateway.obs.exportCors(req)) : gateway.obs.serveMetrics(req),
+        },
         settings.prometheusHost,
         settings.prometheusPort,
         'prometheus',
@@ -508,6 +539,27 @@ async function main(): Promise<void> {
       );
     }
   }
+
+  // The status API (APISIX's /status, /status/ready): the config is loaded once the gateway exists; with WORKERS,
+  // ready once every worker serves it; with etcd, while the watch is up or within its grace.
+  let statusServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (settings.statusPort !== undefined && role.kind !== 'worker') {
+    const storeNotReady = storeReadiness(realStore ?? {});
+    try {
+      statusServer = serve(
+        { fetch: statusHandler(() => (role.kind === 'primary' ? role.notReady() : undefined) ?? storeNotReady()) },
+        settings.statusHost,
+        settings.statusPort,
+        'status API',
+      );
+    } catch (err) {
+      logger.error(
+        `status API: cannot listen on ${settings.statusHost}:${settings.statusPort} (${(err as Error).message}); not served (STATUS_PORT)`,
+      );
+    }
+  }
+  if (role.kind === 'primary') await role.start(store);
+  if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
   let stopping = false;
   const shutdown = (signal: string) => {
@@ -523,7 +575,16 @@ async function main(): Promise<void> {
     }, grace);
     Deno.unrefTimer(force);
     finishShutdown(
-      Promise.all([proxyServer.shutdown(), adminServer?.shutdown(), metricsServer?.shutdown(), tlsPort?.close()]),
+      Promise.all([
+        proxyServer?.shutdown(),
+        adminServer?.shutdown(),
+        metricsServer?.shutdown(),
+        tlsPort?.close(),
+        // The primary's status API answers until the workers are gone (a probe sees the instance until then).
+        role.kind === 'primary'
+          ? role.stop(signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM').then(() => statusServer?.shutdown())
+          : statusServer?.shutdown(),
+      ]),
       [gateway, accessLog, store, forwarder],
       logger,
       (code) => Deno.exit(code),
@@ -531,6 +592,31 @@ async function main(): Promise<void> {
   };
   Deno.addSignalListener('SIGTERM', () => shutdown('SIGTERM'));
   Deno.addSignalListener('SIGINT', () => shutdown('SIGINT'));
+  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone'));
+  if (role.kind === 'primary') {
+    role.onFatal = (why) => {
+      logger.error(`workers: ${why}`);
+      void role.stop('SIGTERM').then(() => Deno.exit(1));
+    };
+  }
+}
+
+/**
+ * What WORKERS defaults to: the cores available to the process (`navigator.hardwareConcurrency`, which on Linux
+ * follows the CPU affinity and cgroup quota, as Node's `os.availableParallelism()`); 1 elsewhere, where Deno.serve's
+ * `reusePort` does not spread connections (src/runtime/workers-deno.ts).
+ */
+function denoCores(): number {
+  return Deno.build.os === 'linux' ? navigator.hardwareConcurrency || 1 : 1;
+}
+
+/** Whether WORKERS (as readSettings reads it) asks for worker processes here: then the primary may run deno. */
+function startsWorkers(workers: string | undefined): boolean {
+  try {
+    return readSettings({ WORKERS: workers }, denoCores()).workers > 1;
+  } catch {
+    return false; // a bad WORKERS: the gateway itself refuses it at start
+  }
 }
 
 main().catch((err) => {

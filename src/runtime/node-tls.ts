@@ -117,6 +117,8 @@ export interface TlsPortOptions {
    * Deno passes false: Deno.serve (its other ports) accepts only Deno's own Response.
    */
   overrideGlobalObjects?: boolean;
+  /** SO_REUSEPORT (Deno's WORKERS: each worker process listens on the port itself; src/runtime/workers-deno.ts). */
+  reusePort?: boolean;
 }
 
 export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
@@ -199,7 +201,8 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
 
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
+    const listenOn = opts.reusePort ? { port: opts.port, host: opts.host, reusePort: true } : { port: opts.port, host: opts.host };
+    server.listen(listenOn, () => {
       server.off('error', reject);
       const addr = server.address();
       const port = typeof addr === 'object' && addr ? addr.port : opts.port;

@@ -145,12 +145,12 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'WORKERS',
     default: '(cores)',
     meaning:
-      'Node and Bun: proxy worker processes sharing PROXY_PORT (node:cluster; Bun: with `reusePort`), default the cores available to the process; `1` serves everything from one process. One primary serves the Admin API, status API and metrics and is the only store writer; an Admin API write is answered once every worker serves it. Deno: one process',
+      'proxy worker processes sharing PROXY_PORT, default the cores available to the process; `1` serves everything from one process. Node: node:cluster; Bun: node:cluster, each worker listening with `reusePort`; Deno (Linux): the primary starts its own script again per worker (`Deno.Command`, `--allow-run` for the deno binary only), each listening with `Deno.serve({ reusePort })`, elsewhere one process. One primary serves the Admin API, status API and metrics and is the only store writer; an Admin API write is answered once every worker serves it',
   },
   {
     name: 'STATUS_HOST',
     default: '127.0.0.1',
-    meaning: 'address the status API listens on (Node, Bun; APISIX `apisix.status.ip`; 0.0.0.0 for Kubernetes probes)',
+    meaning: 'address the status API listens on (Node, Deno, Bun; APISIX `apisix.status.ip`; 0.0.0.0 for Kubernetes probes)',
   },
   {
     name: 'STATUS_PORT',

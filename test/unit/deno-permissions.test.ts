@@ -57,6 +57,20 @@ describe('permissionFlags (the rule)', () => {
     assert.equal(writesDataDir({ configFile: undefined, etcd: false, adminKey: false, adminKeyFile: true }), true);
   });
 
+  test('WORKERS > 1: --allow-run for the deno binary only, never a bare --allow-run', () => {
+    assert.equal(flag(permissionFlags(base).flags, '--allow-run'), undefined);
+    const { flags, warning } = permissionFlags({ ...base, spawnWorkers: '/opt/deno/bin/deno' });
+    assert.deepEqual(
+      flags.filter((f) => f.startsWith('--allow-run')),
+      ['--allow-run=/opt/deno/bin/deno'],
+    );
+    assert.equal(warning, undefined);
+    // A path the task cannot pass: no run permission at all (the gateway then serves from one process), and a warning.
+    const odd = permissionFlags({ ...base, spawnWorkers: '/opt/my deno/deno' });
+    assert.equal(flag(odd.flags, '--allow-run'), undefined, odd.flags.join(' '));
+    assert.match(odd.warning ?? '', /no --allow-run, so WORKERS starts no workers/);
+  });
+
   test('a path with a comma or space: whole-file-system read, write only when needed, and a warning', () => {
     const ro = permissionFlags({ ...base, configFile: '/etc/my config.yaml', configText: '' });
     assert.ok(ro.flags.includes('--allow-read'));
@@ -116,6 +130,22 @@ describe('deno task start, first step (--permission-flags), run by Deno', () => 
     await mkdir(dataDir, { recursive: true });
     await writeFile(join(dataDir, 'admin_key'), `${'a'.repeat(64)}\n`, { mode: 0o600 });
     assert.equal(flag(taskFlags({ CONFIG_FILE: file, DATA_DIR: dataDir }), '--allow-write'), undefined);
+  });
+
+  test('WORKERS=2 on Linux: --allow-run=<the deno binary> for the primary; WORKERS=1: none', () => {
+    const env = { DATA_DIR: join(dir, 'data4'), ADMIN_KEY: 'k'.repeat(32) };
+    const two = taskFlags({ ...env, WORKERS: '2' });
+    assert.deepEqual(
+      two.filter((f) => f.startsWith('--allow-run')),
+      process.platform === 'linux' ? [`--allow-run=${join(ROOT, 'node_modules/deno/deno')}`] : [],
+      two.join(' '),
+    );
+    const one = taskFlags({ ...env, WORKERS: '1' });
+    assert.deepEqual(
+      one.filter((f) => f.startsWith('--allow-run')),
+      [],
+      one.join(' '),
+    );
   });
 
   test('etcd with ADMIN_KEY: no --allow-write; the Deno KV default: --allow-write=DATA_DIR', () => {
