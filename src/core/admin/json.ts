@@ -1,3 +1,4 @@
+import { readWithin } from '../body.ts';
 import { drain } from '../drain.ts';
 /** JSON helpers for the Admin API: APISIX's headers, merge/patch semantics, bounded body reading. */
 
@@ -38,30 +39,17 @@ export async function readBody(req: Request, limit: number): Promise<string> {
   const declared = req.headers.get('content-length');
   if (declared !== null && Number(declared) > limit) {
     // A body we can afford to read and drop is drained first, so that the client gets to read the 413.
-    if (req.body && Number(declared) <= limit + DRAIN_BYTES) await drain(req.body.getReader(), { bytes: DRAIN_BYTES, ms: DRAIN_MS });
+    if (req.body && Number(declared) <= limit + DRAIN_BYTES)
+      await drain(req.body.getReader(), { bytes: DRAIN_BYTES, ms: DRAIN_MS });
     throw new BodyTooLarge(Number(declared));
   }
   if (!req.body) return '';
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      // The answer waits until the rest is read and dropped (bounded, as nginx's lingering close): a
-      // connection closed on unread data is reset, and the client would never read the 413.
-      await drain(reader, { bytes: DRAIN_BYTES, ms: DRAIN_MS });
-      throw new BodyTooLarge(size);
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.byteLength;
+  const all = await readWithin(req.body, limit);
+  if (!(all instanceof Uint8Array)) {
+    // The answer waits until the rest is read and dropped (bounded, as nginx's lingering close): a
+    // connection closed on unread data is reset, and the client would never read the 413.
+    await drain(all.reader, { bytes: DRAIN_BYTES, ms: DRAIN_MS });
+    throw new BodyTooLarge(all.size);
   }
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(all);
@@ -76,7 +64,6 @@ export class BadBody extends Error {}
 /** After a refused body: how much more is read and dropped, and for how long, before the answer goes out. */
 const DRAIN_BYTES = 32 * 1024 * 1024;
 const DRAIN_MS = 2000;
-
 
 /** Depth of nesting of a parsed JSON value, computed without recursion. */
 export function jsonDepth(value: unknown, max: number): number {
@@ -102,7 +89,8 @@ export function mergePatch(target: Record<string, unknown>, patch: Record<string
   for (const [k, v] of Object.entries(patch)) {
     if (v === null) delete out[k];
     // defineProperty, not assignment: a `__proto__` key from JSON stays a plain (and later refused) key.
-    else if (isObj(v) && Object.hasOwn(out, k) && isObj(out[k])) define(out, k, mergePatch(out[k] as Record<string, unknown>, v));
+    else if (isObj(v) && Object.hasOwn(out, k) && isObj(out[k]))
+      define(out, k, mergePatch(out[k] as Record<string, unknown>, v));
     else define(out, k, v);
   }
   return out;
@@ -118,7 +106,11 @@ const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
  * APISIX `core.table.patch` for `PATCH /<res>/<id>/<a>/<b>`: replace the value at the sub-path, creating
  * missing objects on the way. Returns an error text for a non-object on the way.
  */
-export function patchAt(target: Record<string, unknown>, path: string[], value: unknown): Record<string, unknown> | string {
+export function patchAt(
+  target: Record<string, unknown>,
+  path: string[],
+  value: unknown,
+): Record<string, unknown> | string {
   for (let i = 0; i < path.length; i++) {
     if (FORBIDDEN_KEYS.has(path[i]!)) return `invalid sub-path: /${path.slice(0, i + 1).join('/')}`;
   }

@@ -1,3 +1,4 @@
+import { dropOverflow, readWithin } from '../body.ts';
 import { AwsV4Signer } from 'aws4fetch';
 import * as v from 'valibot';
 import { fromBase64 } from '../base64.ts';
@@ -94,7 +95,11 @@ function hex(buf: ArrayBuffer): string {
 }
 
 /** The body to sign and send, read whole (at most `limit` bytes), or the 413 answer. */
-async function bufferBody(ctx: RequestContext, method: string, limit: number): Promise<Uint8Array<ArrayBuffer> | Response> {
+async function bufferBody(
+  ctx: RequestContext,
+  method: string,
+  limit: number,
+): Promise<Uint8Array<ArrayBuffer> | Response> {
   if (method !== ctx.method && NO_BODY_METHODS.has(method)) return EMPTY;
   const tooLarge = () => errorResponse(413, `request body is larger than the ${limit} bytes allowed`);
   const declared = Number(ctx.header('content-length') ?? Number.NaN);
@@ -102,24 +107,10 @@ async function bufferBody(ctx: RequestContext, method: string, limit: number): P
   if (ctx.bodyOverride !== undefined) return ctx.bodyOverride;
   const stream = requestBody(ctx);
   if (!stream) return EMPTY;
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = stream.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      void reader.cancel().catch(() => {});
-      return tooLarge();
-    }
-    chunks.push(value);
-  }
-  const body = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    body.set(c, at);
-    at += c.byteLength;
+  const body = await readWithin(stream, limit);
+  if (!(body instanceof Uint8Array)) {
+    dropOverflow(body);
+    return tooLarge();
   }
   ctx.bodyOverride = body;
   return body;
@@ -279,7 +270,9 @@ function proxyIntegrationAnswer(logger: Logger): (res: Response, ctx: RequestCon
     const fnError = res.headers.get('x-amz-function-error');
     if (fnError !== null) {
       await res.body?.cancel().catch(() => {});
-      logger.error(`aws-lambda: the function failed (X-Amz-Function-Error: ${fnError.slice(0, 64)})`, { route: ctx.routeId });
+      logger.error(`aws-lambda: the function failed (X-Amz-Function-Error: ${fnError.slice(0, 64)})`, {
+        route: ctx.routeId,
+      });
       return errorResponse(502, `the function failed: ${fnError.slice(0, 64)}`);
     }
     if (res.status !== 200) return res;

@@ -1,3 +1,4 @@
+import { dropOverflow, readWithin } from '../body.ts';
 import * as v from 'valibot';
 import { fromBase64, toBase64 } from '../base64.ts';
 import type { RequestContext } from '../context.ts';
@@ -108,26 +109,10 @@ async function readBody(ctx: RequestContext, limit: number): Promise<Uint8Array<
   const declared = Number(ctx.header('content-length') ?? Number.NaN);
   if (declared > limit) return tooLarge(declared);
   const stream = requestBody(ctx);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  if (stream) {
-    const reader = stream.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > limit) {
-        void reader.cancel().catch(() => {});
-        return tooLarge(size);
-      }
-      chunks.push(value);
-    }
-  }
-  const body = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    body.set(c, at);
-    at += c.byteLength;
+  const body = stream ? await readWithin(stream, limit) : new Uint8Array(0);
+  if (!(body instanceof Uint8Array)) {
+    dropOverflow(body);
+    return tooLarge(body.size);
   }
   ctx.bodyOverride = body;
   return body;

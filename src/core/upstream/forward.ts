@@ -1,3 +1,4 @@
+import { readWithin } from '../body.ts';
 import type { RequestContext } from '../context.ts';
 import { drain, drainInBackground } from '../drain.ts';
 import { errorResponse } from '../errors.ts';
@@ -117,13 +118,15 @@ export async function forward(
   const req = ctx.request;
   // The plugins' edits (RequestContext.upstream, .headerOverlay) apply to every call, whatever the runtime.
   const method = target.method ?? ctx.upstream?.method ?? ctx.method;
-  const headers = target.ownHeadersOnly ? [...(target.setHeaders ?? [])] : requestHeadersForUpstream(
-    req.headers,
-    { clientIp: ctx.clientIp, scheme: ctx.scheme, host: req.headers.get('host') },
-    target.setHeaders,
-    ctx.rawHeaders,
-    ctx.headerOverlay,
-  );
+  const headers = target.ownHeadersOnly
+    ? [...(target.setHeaders ?? [])]
+    : requestHeadersForUpstream(
+        req.headers,
+        { clientIp: ctx.clientIp, scheme: ctx.scheme, host: req.headers.get('host') },
+        target.setHeaders,
+        ctx.rawHeaders,
+        ctx.headerOverlay,
+      );
 
   // A body goes with the method sent; one rewritten to GET or HEAD (proxy-rewrite) carries none.
   let body = method !== ctx.method && NO_BODY_METHODS.has(method) ? null : requestBody(ctx);
@@ -273,41 +276,25 @@ export async function readUpTo(
   body: ReadableStream<Uint8Array>,
   limit: number,
 ): Promise<Uint8Array | ReadableStream<Uint8Array>> {
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    size += value.byteLength;
-    if (size > limit) {
-      let i = 0;
-      return new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          if (i < chunks.length) {
-            controller.enqueue(chunks[i]!);
-            chunks[i++] = EMPTY;
-            return;
-          }
-          const r = await reader.read();
-          if (r.done) controller.close();
-          else controller.enqueue(r.value);
-        },
-        cancel(reason) {
-          return reader.cancel(reason);
-        },
-      });
-    }
-  }
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
+  const read = await readWithin(body, limit);
+  if (read instanceof Uint8Array) return read;
+  const { chunks, reader } = read;
+  let i = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (i < chunks.length) {
+        controller.enqueue(chunks[i]!);
+        chunks[i++] = EMPTY;
+        return;
+      }
+      const r = await reader.read();
+      if (r.done) controller.close();
+      else controller.enqueue(r.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
 }
 
 const EMPTY = new Uint8Array(0);
