@@ -19,8 +19,8 @@
  * (and warns about it); with it the signal means "the client went away", as on Node and Bun.
  *
  * TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2, since
- * Deno.serve takes one certificate and no SNI callback; HTTP/1.1 answers there close their connection (keep-alive over
- * node:tls + node:http does not hold on Deno 2.9), HTTP/2 sessions are kept. See docs/runtime-notes.md.
+ * Deno.serve takes one certificate and no SNI callback; WebSocket upgrades there are Node's socket pipe
+ * (websocket-node.ts). See docs/runtime-notes.md.
  *
  * Forwarding: Deno's fetch through `Deno.createHttpClient` clients, one per keep-alive setting:
  * - `Host` (`pass_host: pass|rewrite`) is honoured (`allowHost: true`); the client's own Host never is (the core
@@ -44,6 +44,7 @@ import type { Logger } from '../core/context.ts';
 import { errorResponse } from '../core/errors.ts';
 import { createGateway } from '../core/gateway.ts';
 import { denoWebSocketConnector, finishDenoUpgrades } from './websocket-deno.ts';
+import { tlsPortWebSocketConnector } from './websocket-node.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { type ClientCert, type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
@@ -454,8 +455,8 @@ async function main(): Promise<void> {
       files: denoFileAppender(logger),
     },
     accessLog: accessLog?.write,
-    // enable_websocket routes: a frame relay (websocket-deno.ts).
-    websocket: denoWebSocketConnector(),
+    // enable_websocket routes: a frame relay (websocket-deno.ts); on the TLS port (node:http) Node's socket pipe.
+    websocket: tlsPortWebSocketConnector(denoWebSocketConnector()),
   });
 
   const proxyServer = serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
@@ -468,17 +469,7 @@ async function main(): Promise<void> {
       tlsPort = await listenTlsPort({
         host: settings.host,
         port: settings.proxyHttpsPort,
-        // On Deno 2.9 HTTP/1.1 keep-alive over node:tls + node:http does not hold (the second request on a connection
-        // got a reset: docs/runtime-notes.md): each HTTP/1.1 answer closes its connection instead (HTTP/2 sessions
-        // are kept).
-        fetch: (req, env) => {
-          if ('shouldKeepAlive' in env.outgoing) (env.outgoing as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
-          // Deno's WebSocket relay needs Deno.upgradeWebSocket, i.e. a Deno.serve request: refused here, not half-done.
-          if (req.headers.get('upgrade')?.toLowerCase() === 'websocket') {
-            return errorResponse(501, 'WebSocket is not served on the TLS port on Deno; use the plain port (PROXY_PORT)');
-          }
-          return gateway.serveProxy(req, env);
-        },
+        fetch: gateway.serveProxy,
         table: gateway.sniTable,
         onChange: gateway.onSniChange,
         logger,
