@@ -34,7 +34,7 @@ import type { ClientCert } from '../core/upstream/types.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
-import { listenTlsPort, type TlsPort } from './node-tls.ts';
+import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
 import type { HttpBindings } from '@hono/node-server';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
@@ -180,7 +180,10 @@ async function main(): Promise<void> {
       hostname: hostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
       // The export server answers CORS for the dashboard's origin (the Admin API's) only.
-      dashboard: () => (adminServer ? { host: settings.adminHost, port: adminServer.port, tls: false, localNames: names } : undefined),
+      dashboard: () =>
+        adminServer
+          ? { host: settings.adminHost, port: adminServer.port, tls: !!(settings.adminTlsCert && settings.adminTlsKey), localNames: names }
+          : undefined,
       // Bun.serve reports requests in flight, not connections: `writing` is the closest nginx state.
       connections: () => ({ writing: proxyServer?.pendingRequests ?? 0 }),
       collectors: [processCollector()],
@@ -197,8 +200,10 @@ async function main(): Promise<void> {
     hostname: string,
     port: number,
     what: string,
+    tls?: { cert: string; key: string },
   ) => {
     const server = Bun.serve({
+      ...(tls ? { tls } : {}),
       hostname,
       port,
       idleTimeout: IDLE_TIMEOUT_S,
@@ -222,7 +227,7 @@ async function main(): Promise<void> {
       },
     });
     const host = server.hostname.includes(':') ? `[${server.hostname}]` : server.hostname;
-    console.log(`fngate ${what} listening on http://${host}:${server.port}`);
+    console.log(`fngate ${what} listening on ${tls ? 'https' : 'http'}://${host}:${server.port}`);
     return server;
   };
 
@@ -253,7 +258,11 @@ async function main(): Promise<void> {
       );
     }
   }
-  adminServer = role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // ADMIN_TLS_CERT/KEY: the Admin API speaks HTTPS only (the files read once, at start).
+  const adminTls =
+    settings.adminTlsCert && settings.adminTlsKey ? adminTlsOptions(settings.adminTlsCert, settings.adminTlsKey) : undefined;
+  adminServer =
+    role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API', adminTls);
   // The Prometheus export and status servers: a port in use is reported, not fatal (several gateways on one host).
   const optional = (fetch: (req: Request) => Response | Promise<Response>, host: string, port: number, what: string, name: string) => {
     try {

@@ -20,7 +20,7 @@
  *
  * TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2, since
  * Deno.serve takes one certificate and no SNI callback; WebSocket upgrades there are Node's socket pipe
- * (websocket-node.ts). See docs/runtime-notes.md.
+ * (websocket-node.ts). See docs/runtime-notes.md. The Admin API over TLS (ADMIN_TLS_CERT/KEY) is Deno.serve's `cert`/`key`.
  *
  * Forwarding: Deno's fetch through `Deno.createHttpClient` clients, one per keep-alive setting:
  * - `Host` (`pass_host: pass|rewrite`) is honoured (`allowHost: true`); the client's own Host never is (the core
@@ -172,6 +172,8 @@ async function printPermissionFlags(): Promise<void> {
     adminKey: (Deno.env.get('ADMIN_KEY') ?? '').split(',').some((k) => k.trim() !== ''),
     adminKeyFile,
     envNames: ENV_NAMES,
+    // ADMIN_TLS_CERT/KEY: read at start.
+    readFiles: ['ADMIN_TLS_CERT', 'ADMIN_TLS_KEY'].flatMap((n) => (Deno.env.get(n) ? [resolve(Deno.env.get(n) as string)] : [])),
   });
   if (warning) console.error(warning);
   console.log(flags.join(' '));
@@ -337,14 +339,16 @@ function serve(
   hostname: string,
   port: number,
   what: string,
+  tls?: { cert: string; key: string },
 ): Deno.HttpServer<Deno.NetAddr> {
   return Deno.serve(
     {
       hostname,
       port,
+      ...tls,
       onListen(addr) {
         const host = addr.hostname.includes(':') ? `[${addr.hostname}]` : addr.hostname;
-        console.log(`fngate ${what} listening on http://${host}:${addr.port}`);
+        console.log(`fngate ${what} listening on ${tls ? 'https' : 'http'}://${host}:${addr.port}`);
       },
     },
     // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
@@ -450,7 +454,10 @@ async function main(): Promise<void> {
       hostname: denoHostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
       // The export server answers CORS for the dashboard's origin (the Admin API's) only.
-      dashboard: () => (adminServer ? { host: settings.adminHost, port: adminServer.addr.port, tls: false, localNames: names } : undefined),
+      dashboard: () =>
+        adminServer
+          ? { host: settings.adminHost, port: adminServer.addr.port, tls: !!(settings.adminTlsCert && settings.adminTlsKey), localNames: names }
+          : undefined,
       collectors: [processCollector()],
       files: denoFileAppender(logger),
     },
@@ -460,7 +467,12 @@ async function main(): Promise<void> {
   });
 
   const proxyServer = serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
-  adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // ADMIN_TLS_CERT/KEY: the Admin API speaks HTTPS only (the files read once, at start).
+  const adminTls =
+    settings.adminTlsCert && settings.adminTlsKey
+      ? { cert: await Deno.readTextFile(settings.adminTlsCert), key: await Deno.readTextFile(settings.adminTlsKey) }
+      : undefined;
+  adminServer = serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API', adminTls);
   // The TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2,
   // since Deno.serve takes one certificate and no SNI callback while Deno's node:tls server calls SNICallback.
   let tlsPort: TlsPort | undefined;

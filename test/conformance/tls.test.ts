@@ -4,7 +4,8 @@
 // HTTP/2 by ALPN. Certificates are made at test time with the openssl CLI (test/helpers/tls.ts).
 import assert from 'node:assert/strict';
 import { createDecipheriv } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
 import { connect as h2connect } from 'node:http2';
 import { createConnection } from 'node:net';
@@ -13,6 +14,7 @@ import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { type FunctionServer, startFunction } from '../functions/functions.ts';
 import { certFor, NO_OPENSSL } from '../helpers/tls.ts';
+import { tmpDir } from '../helpers/process.ts';
 import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
 
 const WHY_NOT: Partial<Record<typeof RUNTIME, string>> = {
@@ -346,5 +348,62 @@ describe('the TLS port: SNI, rotation, HTTP/2', { skip: PORT_SKIP, timeout: 60_0
       session.destroy();
       await slow.close();
     }
+  });
+});
+
+describe('the Admin API over TLS (ADMIN_TLS_CERT / ADMIN_TLS_KEY)', { skip: PORT_SKIP }, () => {
+  let gw: GatewayUnderTest;
+  const admin = NO_OPENSSL ? undefined : certFor('localhost');
+  before(async () => {
+    const dir = await tmpDir('fngate-admin-tls-');
+    writeFileSync(join(dir, 'admin.crt'), admin!.cert);
+    writeFileSync(join(dir, 'admin.key'), admin!.key, { mode: 0o600 });
+    gw = await startGateway({ env: { ADMIN_TLS_CERT: join(dir, 'admin.crt'), ADMIN_TLS_KEY: join(dir, 'admin.key') } });
+  });
+  after(() => gw?.stop());
+
+  test('HTTPS only, with the configured certificate (verified against it); plain HTTP gets no answer', async () => {
+    assert.match(gw.adminUrl, /^https:\/\//);
+    const url = new URL(gw.adminUrl);
+    const res = await new Promise<{ status: number; body: string; cn: string }>((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: '/apisix/admin/routes',
+          servername: 'localhost',
+          ca: admin!.cert,
+          headers: { 'x-api-key': gw.key },
+        },
+        (r) => {
+          const cn = String((r.socket as import('node:tls').TLSSocket).getPeerCertificate().subject?.CN ?? '');
+          let body = '';
+          r.setEncoding('utf8');
+          r.on('data', (c: string) => {
+            body += c;
+          });
+          r.on('end', () => resolve({ status: r.statusCode ?? 0, body, cn }));
+        },
+      );
+      req.once('error', reject);
+      req.end();
+    });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.cn, 'localhost');
+    assert.equal(JSON.parse(res.body).total, 0);
+    // Plain HTTP on the same port: no Admin API answer (a closed connection, or a 400 from the TLS server).
+    const plain = await new Promise<number | Error>((resolve) => {
+      const req = httpRequest(
+        { host: url.hostname, port: url.port, path: '/apisix/admin/routes', headers: { 'x-api-key': gw.key }, agent: false },
+        (r) => {
+          r.resume();
+          resolve(r.statusCode ?? 0);
+        },
+      );
+      req.setTimeout(5000, () => req.destroy(new Error('no answer within 5 s')));
+      req.once('error', (err) => resolve(err));
+      req.end();
+    });
+    assert.ok(plain instanceof Error || plain === 400, `plain HTTP got ${String(plain)}`);
   });
 });
