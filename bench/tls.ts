@@ -7,8 +7,10 @@
  *
  *   npm run build && npx tsx bench/tls.ts [--seconds 5] [--rounds 1] [--runtimes node] [--tls-first]
  *
- * Certificates: an EC P-256 key and a self-signed certificate made with the openssl CLI for SNI `127.0.0.1` (wrk
- * sends the URL's host as SNI); fngate gets it through the Admin API (`ssls`), nginx from files.
+ * Certificates: an EC P-256 key and a self-signed certificate made with the openssl CLI for SNI `localhost` (wrk
+ * sends the URL's host as SNI: the TLS URLs say `localhost`, since Deno's node:tls (rustls) drops an IP address sent
+ * as SNI, which RFC 6066 §3 forbids, and the handshake then has no name to match); fngate gets it through the Admin
+ * API (`ssls`), nginx from files.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,7 +42,7 @@ execFileSync(
   'openssl',
   [
     ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1'],
-    ...['-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=127.0.0.1'],
+    ...['-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=localhost'],
   ],
   { stdio: 'ignore' },
 );
@@ -86,7 +88,7 @@ http {
     args: ['-c', '1', tools.nginx, '-p', dir, '-c', join(dir, 'ngx.conf'), '-e', join(dir, 'ngx-error.log')],
     readyUrl: `http://127.0.0.1:${plain}/`,
   });
-  return { name: 'nginx (TLS terminated by nginx)', pid: proc.pid, plain: `http://127.0.0.1:${plain}`, tls: `https://127.0.0.1:${tls}`, proc };
+  return { name: 'nginx (TLS terminated by nginx)', pid: proc.pid, plain: `http://127.0.0.1:${plain}`, tls: `https://localhost:${tls}`, proc };
 }
 
 async function fngateTarget(runtime: string, upstreamPort: number): Promise<Target> {
@@ -124,10 +126,10 @@ async function fngateTarget(runtime: string, upstreamPort: number): Promise<Targ
     });
     if (res.status >= 300) throw new Error(`PUT ${path}: ${res.status} ${await res.text()}`);
   };
-  await put('/ssls/1', { cert, key, sni: '127.0.0.1' });
+  await put('/ssls/1', { cert, key, sni: 'localhost' });
   await put('/routes/1', { uri: '/hello/*', upstream: { nodes: { [`127.0.0.1:${upstreamPort}`]: 1 }, keepalive_pool: { size: 256 } } });
   await sleep(300);
-  return { name: `fngate on ${runtime}`, pid: proc.pid, plain: `http://127.0.0.1:${plain}`, tls: `https://127.0.0.1:${tls}`, proc };
+  return { name: `fngate on ${runtime}`, pid: proc.pid, plain: `http://127.0.0.1:${plain}`, tls: `https://localhost:${tls}`, proc };
 }
 
 interface Figure {

@@ -27,13 +27,15 @@
  */
 import { createGateway } from '../core/gateway.ts';
 import { bunWebSocketConnector, bunWebSocketHandlers, finishBunUpgrades } from './websocket-bun.ts';
+import { tlsPortWebSocketConnector } from './websocket-node.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import type { ClientCert } from '../core/upstream/types.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
-import { type BunTlsEntry, bunTlsPort } from './bun-tls.ts';
+import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
+import type { HttpBindings } from '@hono/node-server';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { lineWriter } from './line-writer.ts';
@@ -82,6 +84,8 @@ declare const Bun: {
   serve(opts: BunServeOptions): BunServer;
 };
 
+/** Idle kept-alive connections on the TLS port close after this long (as Node's and Deno's). */
+const TLS_KEEPALIVE_TIMEOUT_MS = 60_000;
 /** Bun's largest `idleTimeout`. */
 const IDLE_TIMEOUT_S = 255;
 /** Out of reach: the core's limits (route `max_req_body_size`, Admin API 1.5 MiB) decide, with their own 413. */
@@ -158,13 +162,16 @@ async function main(): Promise<void> {
     forwarder,
     adminKeys,
     logger,
-    clientIp: (req, env) => (env as BunServer).requestIP(originalRequest(req))?.address ?? '',
+    // The TLS port is node:tls + node:http(2) (src/runtime/node-tls.ts), whose env is the node request.
+    clientIp: (req, env) =>
+      'incoming' in (env as object)
+        ? ((env as HttpBindings).incoming.socket.remoteAddress ?? '')
+        : ((env as BunServer).requestIP(originalRequest(req))?.address ?? ''),
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
     // ssls: certificates and keys parsed and matched with node:crypto when the Admin API stores them.
     tlsValidator: nodeTlsValidator(),
-    // Bun's Request URL says https on the TLS port.
-    scheme: (req) => (req.url.charCodeAt(4) === 115 /* https: */ ? 'https' : 'http'),
+    scheme: (_req, env) => ('incoming' in (env as object) ? 'https' : 'http'),
     // Bun's fetch has no per-request pool settings (see above): `keepalive_pool.requests` is refused.
     capabilities: { runtime: 'bun', tlsVerifyOff: true, keepaliveRequests: false },
     // Rate-limit `policy: "redis"`: node-redis, kept out of the core (and of the Worker bundle).
@@ -173,15 +180,18 @@ async function main(): Promise<void> {
       hostname: hostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
       // The export server answers CORS for the dashboard's origin (the Admin API's) only.
-      dashboard: () => (adminServer ? { host: settings.adminHost, port: adminServer.port, tls: false, localNames: names } : undefined),
+      dashboard: () =>
+        adminServer
+          ? { host: settings.adminHost, port: adminServer.port, tls: !!(settings.adminTlsCert && settings.adminTlsKey), localNames: names }
+          : undefined,
       // Bun.serve reports requests in flight, not connections: `writing` is the closest nginx state.
       connections: () => ({ writing: proxyServer?.pendingRequests ?? 0 }),
       collectors: [processCollector()],
       files: nodeFileAppender(logger),
     },
     accessLog: accessLog?.write,
-    // enable_websocket routes: a frame relay (websocket-bun.ts).
-    websocket: bunWebSocketConnector(),
+    // enable_websocket routes: a frame relay (websocket-bun.ts); on the TLS port (node:http) Node's socket pipe.
+    websocket: tlsPortWebSocketConnector(bunWebSocketConnector()),
     proxy: role.kind !== 'primary',
   });
 
@@ -190,19 +200,18 @@ async function main(): Promise<void> {
     hostname: string,
     port: number,
     what: string,
-    tls?: { tls: BunTlsEntry[]; reusePort: true },
+    tls?: { cert: string; key: string },
   ) => {
     const server = Bun.serve({
-      ...tls,
+      ...(tls ? { tls } : {}),
       hostname,
       port,
       idleTimeout: IDLE_TIMEOUT_S,
       maxRequestBodySize: MAX_REQUEST_BODY,
       development: false,
       websocket: bunWebSocketHandlers,
-      // Workers share the proxy port through SO_REUSEPORT (Linux spreads the connections); so does a TLS port being
-      // replaced (bun-tls.ts).
-      reusePort: tls !== undefined || role.kind === 'worker',
+      // Workers share the proxy port through SO_REUSEPORT (Linux spreads the connections).
+      reusePort: role.kind === 'worker',
       // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
       fetch: closeAfterRefusal((req: Request, srv: BunServer) => framingError(req) ?? app.fetch(req, srv), {
         holdAnswer: true,
@@ -226,16 +235,22 @@ async function main(): Promise<void> {
     role.kind === 'primary'
       ? undefined
       : serve({ fetch: finishBunUpgrades(gateway.serveProxy, originalRequest) }, settings.host, settings.proxyPort, 'proxy');
-  // The TLS port (PROXY_HTTPS_PORT): one Bun.serve per set of certificates, replaced on change (src/runtime/bun-tls.ts).
-  let tlsPort: ReturnType<typeof bunTlsPort<BunServer>> | undefined;
+  // The TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Bun's node:tls, node:http and node:http2:
+  // SNI by callback (a name without a certificate is refused), HTTP/2 by ALPN, rotation without a new listener.
+  let tlsPort: TlsPort | undefined;
   if (settings.proxyHttpsPort !== undefined && role.kind !== 'primary') {
     try {
-      tlsPort = bunTlsPort({
+      tlsPort = await listenTlsPort({
+        host: settings.host,
         port: settings.proxyHttpsPort,
-        start: (tls, port) => serve({ fetch: gateway.serveProxy }, settings.host, port, 'proxy (TLS)', { tls, reusePort: true }),
+        fetch: gateway.serveProxy,
         table: gateway.sniTable,
         onChange: gateway.onSniChange,
         logger,
+        keepAliveTimeoutMs: TLS_KEEPALIVE_TIMEOUT_MS,
+        handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
+        // Bun.serve (the other ports) keeps Bun's own Request/Response.
+        overrideGlobalObjects: false,
       });
     } catch (err) {
       logger.error(
@@ -243,7 +258,11 @@ async function main(): Promise<void> {
       );
     }
   }
-  adminServer = role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // ADMIN_TLS_CERT/KEY: the Admin API speaks HTTPS only (the files read once, at start).
+  const adminTls =
+    settings.adminTlsCert && settings.adminTlsKey ? adminTlsOptions(settings.adminTlsCert, settings.adminTlsKey) : undefined;
+  adminServer =
+    role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API', adminTls);
   // The Prometheus export and status servers: a port in use is reported, not fatal (several gateways on one host).
   const optional = (fetch: (req: Request) => Response | Promise<Response>, host: string, port: number, what: string, name: string) => {
     try {
@@ -289,16 +308,19 @@ async function main(): Promise<void> {
       void proxyServer?.stop(true);
       void adminServer?.stop(true);
       void metricsServer?.stop(true);
-      void tlsPort?.stop(true);
+      tlsPort?.closeAll();
       void statusServer?.stop(true);
     }, grace);
     force.unref();
+    // Kept-alive TLS connections close once idle (a streaming answer's connection goes idle later).
+    const idleSweep = setInterval(() => tlsPort?.closeIdle(), 100);
+    idleSweep.unref();
     finishShutdown(
       Promise.all([
         proxyServer?.stop(),
         adminServer?.stop(),
         metricsServer?.stop(),
-        tlsPort?.stop(),
+        tlsPort?.close(),
         role.kind === 'primary' ? role.stop(signal as NodeJS.Signals).then(() => statusServer?.stop()) : statusServer?.stop(),
       ]),
       [gateway, accessLog, store],

@@ -5,7 +5,7 @@
  *
  * - `--allow-net`: any host (the functions, etcd);
  * - `--allow-env=<names>`: the settings, plus every `${{VAR}}` the CONFIG_FILE names (nothing else is readable);
- * - `--allow-read=DATA_DIR[,CONFIG_FILE]`;
+ * - `--allow-read=DATA_DIR[,CONFIG_FILE][,ADMIN_TLS_CERT,ADMIN_TLS_KEY]`;
  * - `--allow-write=DATA_DIR` only when something is written there: the Deno KV store (no CONFIG_FILE, no ETCD_HOST),
  *   or the generated admin key (ADMIN_KEY unset and no `DATA_DIR/admin_key` yet). CONFIG_FILE or etcd with
  *   ADMIN_KEY set (or a key file already there) run without any write access.
@@ -43,6 +43,8 @@ export interface PermissionInput {
   envNames: readonly string[];
   /** WORKERS > 1 on Linux: the deno binary (absolute) the primary runs to start its workers. */
   spawnWorkers?: string;
+  /** Other files read at start, absolute (the Admin API's certificate and key, ADMIN_TLS_CERT/KEY). */
+  readFiles?: readonly string[];
 }
 
 export interface PermissionResult {
@@ -68,7 +70,7 @@ export function permissionFlags(input: PermissionInput): PermissionResult {
   const envNames = new Set(input.envNames);
   if (input.configText !== undefined) for (const n of envRefs(input.configText)) envNames.add(n);
   const write = writesDataDir(input);
-  const paths = [input.dataDir, ...(input.configFile ? [input.configFile] : [])];
+  const paths = [input.dataDir, ...(input.configFile ? [input.configFile] : []), ...(input.readFiles ?? [])];
   const flags = ['--no-prompt', '--allow-net', `--allow-env=${[...envNames].join(',')}`];
   const awkward = (p: string) => /[\s,]/.test(p);
   if (paths.some(awkward)) {

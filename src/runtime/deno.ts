@@ -20,8 +20,8 @@
  * (and warns about it); with it the signal means "the client went away", as on Node and Bun.
  *
  * TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2, since
- * Deno.serve takes one certificate and no SNI callback; HTTP/1.1 answers there close their connection (keep-alive over
- * node:tls + node:http does not hold on Deno 2.9), HTTP/2 sessions are kept. See docs/runtime-notes.md.
+ * Deno.serve takes one certificate and no SNI callback; WebSocket upgrades there are Node's socket pipe
+ * (websocket-node.ts). See docs/runtime-notes.md. The Admin API over TLS (ADMIN_TLS_CERT/KEY) is Deno.serve's `cert`/`key`.
  *
  * Forwarding: Deno's fetch through `Deno.createHttpClient` clients, one per keep-alive setting:
  * - `Host` (`pass_host: pass|rewrite`) is honoured (`allowHost: true`); the client's own Host never is (the core
@@ -45,6 +45,7 @@ import type { Logger } from '../core/context.ts';
 import { errorResponse } from '../core/errors.ts';
 import { createGateway } from '../core/gateway.ts';
 import { denoWebSocketConnector, finishDenoUpgrades } from './websocket-deno.ts';
+import { tlsPortWebSocketConnector } from './websocket-node.ts';
 import { redisConnector } from './redis.ts';
 import { createFetchForwarder } from '../core/upstream/fetch-forwarder.ts';
 import { type ClientCert, type ForwardRequest, type Forwarder, UpstreamError } from '../core/upstream/types.ts';
@@ -175,6 +176,8 @@ async function printPermissionFlags(): Promise<void> {
     adminKeyFile,
     envNames: ENV_NAMES,
     spawnWorkers: startsWorkers(Deno.env.get('WORKERS')) ? Deno.execPath() : undefined,
+    // ADMIN_TLS_CERT/KEY: read at start.
+    readFiles: ['ADMIN_TLS_CERT', 'ADMIN_TLS_KEY'].flatMap((n) => (Deno.env.get(n) ? [resolve(Deno.env.get(n) as string)] : [])),
   });
   if (warning) console.error(warning);
   console.log(flags.join(' '));
@@ -340,6 +343,7 @@ function serve(
   hostname: string,
   port: number,
   what: string,
+  tls?: { cert: string; key: string },
   reusePort = false,
 ): Deno.HttpServer<Deno.NetAddr> {
   return Deno.serve(
@@ -347,9 +351,10 @@ function serve(
       hostname,
       port,
       reusePort,
+      ...tls,
       onListen(addr) {
         const host = addr.hostname.includes(':') ? `[${addr.hostname}]` : addr.hostname;
-        console.log(`fngate ${what} listening on http://${host}:${addr.port}`);
+        console.log(`fngate ${what} listening on ${tls ? 'https' : 'http'}://${host}:${addr.port}`);
       },
     },
     // An error answer to an upload ends the connection, after a bounded read of the rest (src/runtime/refused-body.ts).
@@ -469,13 +474,16 @@ async function main(): Promise<void> {
       hostname: denoHostname(),
       refreshIntervalMs: settings.prometheusRefreshMs,
       // The export server answers CORS for the dashboard's origin (the Admin API's) only.
-      dashboard: () => (adminServer ? { host: settings.adminHost, port: adminServer.addr.port, tls: false, localNames: names } : undefined),
+      dashboard: () =>
+        adminServer
+          ? { host: settings.adminHost, port: adminServer.addr.port, tls: !!(settings.adminTlsCert && settings.adminTlsKey), localNames: names }
+          : undefined,
       collectors: [processCollector()],
       files: denoFileAppender(logger),
     },
     accessLog: accessLog?.write,
-    // enable_websocket routes: a frame relay (websocket-deno.ts).
-    websocket: denoWebSocketConnector(),
+    // enable_websocket routes: a frame relay (websocket-deno.ts); on the TLS port (node:http) Node's socket pipe.
+    websocket: tlsPortWebSocketConnector(denoWebSocketConnector()),
     proxy: role.kind !== 'primary',
   });
 
@@ -484,9 +492,15 @@ async function main(): Promise<void> {
     role.kind === 'primary'
       ? undefined
       : role.kind === 'worker'
-        ? serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, role.proxyPort, 'proxy', true)
+        ? serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, role.proxyPort, 'proxy', undefined, true)
         : serve({ fetch: finishDenoUpgrades(gateway.serveProxy) }, settings.host, settings.proxyPort, 'proxy');
-  adminServer = role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API');
+  // ADMIN_TLS_CERT/KEY: the Admin API speaks HTTPS only (the files read once, at start).
+  const adminTls =
+    role.kind !== 'worker' && settings.adminTlsCert && settings.adminTlsKey
+      ? { cert: await Deno.readTextFile(settings.adminTlsCert), key: await Deno.readTextFile(settings.adminTlsKey) }
+      : undefined;
+  adminServer =
+    role.kind === 'worker' ? undefined : serve(gateway.admin, settings.adminHost, settings.adminPort, 'admin API', adminTls);
   // The TLS port (PROXY_HTTPS_PORT): Node's (src/runtime/node-tls.ts) on Deno's node:tls, node:http and node:http2,
   // since Deno.serve takes one certificate and no SNI callback while Deno's node:tls server calls SNICallback.
   let tlsPort: TlsPort | undefined;
@@ -495,17 +509,7 @@ async function main(): Promise<void> {
       tlsPort = await listenTlsPort({
         host: settings.host,
         port: role.kind === 'worker' ? role.proxyHttpsPort! : settings.proxyHttpsPort,
-        // On Deno 2.9 HTTP/1.1 keep-alive over node:tls + node:http does not hold (the second request on a connection
-        // got a reset: docs/runtime-notes.md): each HTTP/1.1 answer closes its connection instead (HTTP/2 sessions
-        // are kept).
-        fetch: (req, env) => {
-          if ('shouldKeepAlive' in env.outgoing) (env.outgoing as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
-          // Deno's WebSocket relay needs Deno.upgradeWebSocket, i.e. a Deno.serve request: refused here, not half-done.
-          if (req.headers.get('upgrade')?.toLowerCase() === 'websocket') {
-            return errorResponse(501, 'WebSocket is not served on the TLS port on Deno; use the plain port (PROXY_PORT)');
-          }
-          return gateway.serveProxy(req, env);
-        },
+        fetch: gateway.serveProxy,
         table: gateway.sniTable,
         onChange: gateway.onSniChange,
         logger,

@@ -30,6 +30,7 @@ import { createAdaptorServer, type Http2Bindings, type HttpBindings } from '@hon
 import type { Logger } from '../core/context.ts';
 import type { SniTable, SslEntry } from '../core/ssl.ts';
 import { createHardenedServer } from './node-http.ts';
+import { serveUpgrades } from './websocket-node.ts';
 
 /** Connections accepted but not yet through their handshake; beyond this, new ones are closed at once. */
 export const MAX_PENDING_HANDSHAKES = 1024;
@@ -59,6 +60,20 @@ function versionRange(protocols: readonly string[] | undefined) {
   const order = ['TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const;
   const idx = protocols.map((p) => order.indexOf(p as (typeof order)[number])).filter((i) => i >= 0);
   return { minVersion: order[Math.min(...idx)], maxVersion: order[Math.max(...idx)] };
+}
+
+/**
+ * `ssl_protocols` after the handshake: OpenSSL (Node, Bun) picks the version before SNICallback swaps the context,
+ * so the context's minVersion/maxVersion do not bind it (a TLSv1.2-only ssl was reached with TLSv1.3); a connection
+ * whose version the ssl does not list is closed before a request is read. (Deno's rustls refuses it in the
+ * handshake, with a `protocol_version` alert, as APISIX's OpenSSL does.)
+ */
+function protocolRefused(table: SniTable, sock: TLSSocket): { sni: string; protocol: string } | undefined {
+  const protocols = table.match(sock.servername || undefined)?.protocols;
+  if (!protocols?.length) return undefined;
+  const protocol = sock.getProtocol();
+  if (typeof protocol !== 'string' || protocols.includes(protocol)) return undefined;
+  return { sni: String(sock.servername), protocol };
 }
 
 /** A secure context per ssl object of the table, built once per table version. */
@@ -138,6 +153,8 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
     overrideGlobalObjects: opts.overrideGlobalObjects,
   }) as HttpServer;
   http1.keepAliveTimeout = opts.keepAliveTimeoutMs;
+  // WebSocket upgrades (enable_websocket routes): the same handler as the plain port's on Node, the two sockets piped.
+  const websockets = serveUpgrades(http1, opts.fetch as (req: Request, env: unknown) => Response | Promise<Response>);
 
   const h2fetch: Fetch = (req, env) => {
     h2RawHeaders(env.incoming as Http2ServerRequest);
@@ -179,9 +196,19 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
     },
     (sock: TLSSocket) => {
       pending.delete(peer(sock));
+      const refused = protocolRefused(table, sock);
+      if (refused) {
+        logger.warn('tls: protocol version not in the ssl\'s ssl_protocols; connection closed', refused);
+        sock.destroy();
+        return;
+      }
       (sock.alpnProtocol === 'h2' ? http2 : http1).emit('connection', sock);
     },
   );
+  // node:http closes a connection after its answer when its server is not listening (Deno's port of _http_server
+  // destroys it: "the server is closing"; Node checks it on close only): http1 never listens itself, so it reports
+  // the TLS server's state. Without this Deno served one request per HTTP/1.1 connection.
+  Object.defineProperty(http1, 'listening', { configurable: true, get: () => server.listening });
   server.on('connection', (raw: Socket) => {
     if (pending.size >= MAX_PENDING_HANDSHAKES) {
       raw.destroy();
@@ -220,6 +247,7 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
         closeIdle: () => http1.closeIdleConnections(),
         closeAll: () => {
           http1.closeAllConnections();
+          websockets.closeAll();
           for (const s of sessions) s.destroy();
         },
       });

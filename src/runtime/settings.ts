@@ -75,7 +75,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
   {
     name: 'ADMIN_TLS_CERT / ADMIN_TLS_KEY',
     default: '(unset)',
-    meaning: 'PEM files of a certificate chain and its key: set both and the Admin API speaks HTTPS only (read at start; Node only so far)',
+    meaning: 'PEM files of a certificate chain and its key: set both and the Admin API speaks HTTPS only (read at start; Node, Deno, Bun)',
   },
   {
     name: 'ADMIN_KEY',

@@ -252,3 +252,14 @@ async function answerUpgrade(
   socket.write(head(101, 'Switching Protocols', headers, 'Upgrade: websocket\r\nConnection: Upgrade\r\n'));
   tunnel(socket, upstream, open);
 }
+
+/**
+ * The connector of a runtime whose plain port relays frames (Deno, Bun) but whose TLS port is node:tls + node:http
+ * (src/runtime/node-tls.ts): an upgrade that came through node:http (its env has `incoming`) gets Node's raw-socket
+ * pipe, the same as on Node; any other gets `plain`.
+ */
+export function tlsPortWebSocketConnector(plain: WebSocketConnector): WebSocketConnector {
+  const pipe = nodeWebSocketConnector();
+  return (req, request, env) =>
+    (typeof env === 'object' && env !== null && 'incoming' in env ? pipe : plain)(req, request, env);
+}

@@ -42,13 +42,14 @@ export interface GatewayUnderTest {
 
 /** Ready once a gateway started on ports 0 has printed both its "listening on" lines (in either order). */
 export const LISTENING_LOG =
-  /^(?=[\s\S]*fngate proxy listening on http:\/\/\S+:\d+\n)(?=[\s\S]*fngate admin API listening on http:\/\/\S+:\d+\n)/;
+  /^(?=[\s\S]*fngate proxy listening on http:\/\/\S+:\d+\n)(?=[\s\S]*fngate admin API listening on https?:\/\/\S+:\d+\n)/;
 
 /** The proxy and Admin API URLs a gateway printed when it started listening. */
 export function listeningUrls(proc: Proc): { proxyUrl: string; adminUrl: string } {
   const out = proc.stdout();
   const url = (what: string) => {
-    const m = new RegExp(`fngate ${what} listening on (http://\\S+:\\d+)\\n`).exec(out);
+    // The Admin API says https with ADMIN_TLS_CERT/KEY (tls.test.ts); `admin()` then needs its own client.
+    const m = new RegExp(`fngate ${what} listening on (https?://\\S+:\\d+)\\n`).exec(out);
     if (!m) throw new Error(`the gateway did not print "fngate ${what} listening on ...":\n${out}`);
     return m[1]!;
   };

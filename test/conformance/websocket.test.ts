@@ -2,21 +2,44 @@
  * WebSocket proxying (APISIX `enable_websocket`, issue 19 item 3) on every runtime, against a real WebSocket
  * function server (test/functions/websocket.ts, the `ws` package) and the `ws` client: frames both ways, close
  * codes both ways, the upstream's refusal, routes without `enable_websocket`, an auth plugin before the upgrade,
- * the idle timeout, an unreachable upstream.
+ * the idle timeout, an unreachable upstream. Every case runs on the plain port (ws://) and on the TLS port
+ * (wss:// on PROXY_HTTPS_PORT, SNI `ws.example.com`), where Node, Deno and Bun all serve the upgrade through node:tls +
+ * node:http and pipe the two sockets (src/runtime/node-tls.ts, websocket-node.ts).
  */
 import assert from 'node:assert/strict';
 import { type IncomingMessage, request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { refusedPort } from '../helpers/process.ts';
 import { startWebSocketFunction, type WebSocketFunction } from '../functions/websocket.ts';
+import { certFor, NO_OPENSSL } from '../helpers/tls.ts';
 import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
+
+/** Why the wss:// cases cannot run here, if they cannot. */
+const NO_TLS_PORT =
+  RUNTIME === 'workerd' ? 'Cloudflare terminates TLS in front of a Worker: there is no TLS port (PROXY_HTTPS_PORT)' : NO_OPENSSL;
+const SNI = 'ws.example.com';
 
 // Only the WebSocket function: the suite needs none of the HTTP test functions.
 let gw: GatewayUnderTest;
 let fn: WebSocketFunction;
+/** The gateway's TLS port (wss://), when it has one. */
+let tlsPort = 0;
 before(async () => {
-  [fn, gw] = await Promise.all([startWebSocketFunction(), startGateway()]);
+  [fn, gw] = await Promise.all([
+    startWebSocketFunction(),
+    startGateway(NO_TLS_PORT ? {} : { env: { PROXY_HTTPS_PORT: '0' } }),
+  ]);
+  if (NO_TLS_PORT) return;
+  const { cert, key } = certFor(SNI);
+  await ok('PUT', '/ssls/ws', { cert, key, sni: SNI });
+  for (let i = 0; i < 100 && tlsPort === 0; i++) {
+    const m = /fngate proxy \(TLS\) listening on https:\/\/\S+:(\d+)\n/.exec(gw.proc.stdout());
+    if (m) tlsPort = Number(m[1]);
+    else await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(tlsPort > 0, `no TLS listener in the gateway's output:\n${gw.proc.stdout()}`);
 });
 after(async () => {
   await gw?.stop();
@@ -45,11 +68,18 @@ interface Refused {
   body: string;
 }
 
+type Scheme = 'ws' | 'wss';
+
 /** Opens a WebSocket through the gateway; resolves with the open socket, or with the answer that refused it. */
-function connect(path: string, opts: { headers?: Record<string, string>; protocols?: string[] } = {}): Promise<Opened | Refused> {
-  const url = `${gw.proxyUrl.replace(/^http/, 'ws')}${path}`;
+function connect(
+  scheme: Scheme,
+  path: string,
+  opts: { headers?: Record<string, string>; protocols?: string[] } = {},
+): Promise<Opened | Refused> {
+  const url = scheme === 'wss' ? `wss://127.0.0.1:${tlsPort}${path}` : `${gw.proxyUrl.replace(/^http/, 'ws')}${path}`;
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, opts.protocols ?? [], { headers: opts.headers });
+    const tls = scheme === 'wss' ? { servername: SNI, rejectUnauthorized: false } : {};
+    const ws = new WebSocket(url, opts.protocols ?? [], { headers: opts.headers, ...tls });
     const messages: (string | Buffer)[] = [];
     const waiting: ((m: string | Buffer) => void)[] = [];
     const closed = new Promise<{ code: number; reason: string }>((r) =>
@@ -106,10 +136,14 @@ async function hello(o: Opened): Promise<{ path: string; headers: Record<string,
   return JSON.parse((m as string).slice(6));
 }
 
-describe('WebSocket proxying (enable_websocket)', () => {
+for (const scheme of ['ws', 'wss'] as const) {
+// Through the TLS port every runtime joins the two sockets as Node does on its plain port (websocket-node.ts).
+const piped = RUNTIME === 'node' || scheme === 'wss';
+const connect_ = (path: string, opts?: Parameters<typeof connect>[2]) => connect(scheme, path, opts);
+describe(`WebSocket proxying (enable_websocket), ${scheme}://`, { skip: scheme === 'wss' && NO_TLS_PORT }, () => {
   test('text and binary frames both ways through an upstream route; subprotocol and headers reach the function', async () => {
     await ok('PUT', '/routes/ws', { uri: '/echo/*', enable_websocket: true, upstream: upstream() });
-    const o = opened(await connect('/echo/a?x=1', { headers: { 'x-client': 'c1' }, protocols: ['chat.v1', 'chat.v2'] }));
+    const o = opened(await connect_('/echo/a?x=1', { headers: { 'x-client': 'c1' }, protocols: ['chat.v1', 'chat.v2'] }));
     const h = await hello(o);
     assert.equal(h.path, '/echo/a?x=1');
     assert.equal(h.headers['x-client'], 'c1');
@@ -137,7 +171,7 @@ describe('WebSocket proxying (enable_websocket)', () => {
       enable_websocket: true,
       plugins: { openfunction: { function_uri: `${fn.url}/echo/fn`, authorization: { service_token: 'u:p' } } },
     });
-    const o = opened(await connect('/fn/tail'));
+    const o = opened(await connect_('/fn/tail'));
     const h = await hello(o);
     assert.equal(h.path, '/echo/fn/tail');
     assert.equal(h.headers.authorization, `Basic ${Buffer.from('u:p').toString('base64')}`);
@@ -150,12 +184,12 @@ describe('WebSocket proxying (enable_websocket)', () => {
   test('close codes and reasons propagate both ways', async () => {
     await ok('PUT', '/routes/ws', { uri: '/echo/*', enable_websocket: true, upstream: upstream() });
     // The function closes: the client sees its code and reason.
-    const a = opened(await connect('/echo/close'));
+    const a = opened(await connect_('/echo/close'));
     await hello(a);
     a.ws.send('close:4002:done here');
     assert.deepEqual(await a.closed, { code: 4002, reason: 'done here' });
     // The client closes: the function sees its code.
-    const b = opened(await connect('/echo/close2'));
+    const b = opened(await connect_('/echo/close2'));
     await hello(b);
     b.ws.close(4001, 'bye');
     assert.equal((await b.closed).code, 4001);
@@ -166,7 +200,7 @@ describe('WebSocket proxying (enable_websocket)', () => {
 
   test("the upstream's connection dropping (no close frame) closes the client's", async () => {
     await ok('PUT', '/routes/ws', { uri: '/echo/*', enable_websocket: true, upstream: upstream() });
-    const o = opened(await connect('/echo/drop'));
+    const o = opened(await connect_('/echo/drop'));
     await hello(o);
     o.ws.send('drop');
     const started = Date.now();
@@ -174,14 +208,14 @@ describe('WebSocket proxying (enable_websocket)', () => {
     assert.ok(Date.now() - started < 5000);
     // Node drops the client's connection too (1006, as nginx); the relays cannot, and close without a code (1005),
     // except Bun, which drops it (1006).
-    assert.ok(code === 1006 || (RUNTIME !== 'node' && code === 1005), `close code ${code}`);
+    assert.ok(code === 1006 || (!piped && code === 1005), `close code ${code}`);
   });
 
   test("the upstream's refusal of the upgrade reaches the client with its status", async () => {
     await ok('PUT', '/routes/ws-deny', { uri: '/deny', enable_websocket: true, upstream: upstream() });
-    const r = refused(await connect('/deny'));
+    const r = refused(await connect_('/deny'));
     assert.equal(r.status, 403);
-    if (RUNTIME === 'node' || RUNTIME === 'workerd') {
+    if (piped || RUNTIME === 'workerd') {
       // Node and Workers pass the upstream's answer whole; Deno's and Bun's WebSocket clients give only its status.
       assert.equal(r.headers['x-refused'], 'yes');
       assert.equal(r.body, 'refused by the function');
@@ -191,7 +225,7 @@ describe('WebSocket proxying (enable_websocket)', () => {
   test('without enable_websocket the upgrade reaches the upstream as a plain request (no Upgrade header), as APISIX', async () => {
     await ok('PUT', '/routes/ws-off', { uri: '/plain/*', upstream: upstream() });
     const accepted = fn.accepted;
-    const r = refused(await connect('/plain/x'));
+    const r = refused(await connect_('/plain/x'));
     assert.equal(r.status, 200);
     assert.deepEqual(JSON.parse(r.body), { plain: true, upgrade: null, url: '/plain/x' });
     assert.equal(fn.accepted, accepted, 'the function never upgraded');
@@ -201,8 +235,12 @@ describe('WebSocket proxying (enable_websocket)', () => {
     await ok('PUT', '/routes/ws', { uri: '/echo/*', enable_websocket: true, upstream: upstream() });
     const u = new URL(gw.proxyUrl);
     const got = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const r = httpRequest(
-        { host: u.hostname, port: u.port, path: '/echo/half', headers: { upgrade: 'websocket', connection: 'close' } },
+      const where =
+        scheme === 'wss'
+          ? { host: '127.0.0.1', port: tlsPort, servername: SNI, rejectUnauthorized: false }
+          : { host: u.hostname, port: u.port };
+      const r = (scheme === 'wss' ? httpsRequest : httpRequest)(
+        { ...where, path: '/echo/half', headers: { upgrade: 'websocket', connection: 'close' } },
         (res) => {
           let body = '';
           res.setEncoding('utf8');
@@ -228,11 +266,11 @@ describe('WebSocket proxying (enable_websocket)', () => {
       upstream: upstream(),
     });
     const accepted = fn.accepted;
-    const r = refused(await connect('/echo/auth'));
+    const r = refused(await connect_('/echo/auth'));
     assert.equal(r.status, 401);
     assert.match(r.body, /Missing API key/);
     assert.equal(fn.accepted, accepted, 'the upgrade was never forwarded');
-    const o = opened(await connect('/echo/auth', { headers: { apikey: 'ws-key-1' } }));
+    const o = opened(await connect_('/echo/auth', { headers: { apikey: 'ws-key-1' } }));
     await hello(o);
     o.ws.send('authorised');
     assert.equal(await o.next(), 'authorised');
@@ -247,7 +285,7 @@ describe('WebSocket proxying (enable_websocket)', () => {
       timeout: { connect: 1, send: 1, read: 1 },
       upstream: upstream(),
     });
-    const o = opened(await connect('/echo/idle'));
+    const o = opened(await connect_('/echo/idle'));
     await hello(o);
     // Traffic keeps it open past the timeout.
     for (let i = 0; i < 3; i++) {
@@ -260,7 +298,7 @@ describe('WebSocket proxying (enable_websocket)', () => {
     const waited = Date.now() - started;
     assert.ok(waited >= 500 && waited < 6000, `closed after ${waited} ms of silence`);
     // Node closes the connection as nginx does (the client sees 1006).
-    if (RUNTIME === 'node') assert.equal(code, 1006);
+    if (piped) assert.equal(code, 1006);
     // Deno, Bun, Workers relay frames: Bun drops the connection (1006); Deno's API can only close with a frame, and
     // no code but 1000 and 3000-4999 may be set, so it closes without one (1005).
     else assert.ok(code === 1005 || code === 1006, `close code ${code}`);
@@ -273,12 +311,13 @@ describe('WebSocket proxying (enable_websocket)', () => {
       enable_websocket: true,
       upstream: { type: 'roundrobin', nodes: { [`127.0.0.1:${port}`]: 1 } },
     });
-    assert.equal(refused(await connect('/down')).status, 502);
+    assert.equal(refused(await connect_('/down')).status, 502);
     await ok('PUT', '/routes/ws-down-fn', {
       uri: '/down-fn',
       enable_websocket: true,
       plugins: { openfunction: { function_uri: `http://127.0.0.1:${port}/x` } },
     });
-    assert.equal(refused(await connect('/down-fn')).status, 503);
+    assert.equal(refused(await connect_('/down-fn')).status, 503);
   });
 });
+}

@@ -97,7 +97,8 @@ describe('deno task start, first step (--permission-flags), run by Deno', () => 
     const inner = /\$\(([^)]*)\)/.exec(command)?.[1];
     assert.ok(inner, `no $(...) in the start task: ${command}`);
     const [cmd, ...args] = inner.trim().split(/\s+/);
-    const { ADMIN_KEY: _k, ETCD_HOST: _e, CONFIG_FILE: _c, DATA_DIR: _d, ...inherited } = process.env;
+    const { ADMIN_KEY: _k, ETCD_HOST: _e, CONFIG_FILE: _c, DATA_DIR: _d, ADMIN_TLS_CERT: _tc, ADMIN_TLS_KEY: _tk, ...inherited } =
+      process.env;
     const res = spawnSync(join(ROOT, cmd!), args, {
       cwd: ROOT,
       encoding: 'utf8',
@@ -156,5 +157,16 @@ describe('deno task start, first step (--permission-flags), run by Deno', () => 
       flag(taskFlags({ DATA_DIR: dataDir, ADMIN_KEY: 'k'.repeat(32) }), '--allow-write'),
       `--allow-write=${dataDir}`,
     );
+  });
+
+  test('ADMIN_TLS_CERT/ADMIN_TLS_KEY: both files join --allow-read (the HTTPS Admin API reads them at start)', () => {
+    const dataDir = join(dir, 'data4');
+    const flags = taskFlags({
+      DATA_DIR: dataDir,
+      ADMIN_KEY: 'k'.repeat(32),
+      ADMIN_TLS_CERT: '/etc/fngate/admin.crt',
+      ADMIN_TLS_KEY: '/etc/fngate/admin.key',
+    });
+    assert.equal(flag(flags, '--allow-read'), `--allow-read=${dataDir},/etc/fngate/admin.crt,/etc/fngate/admin.key`);
   });
 });
