@@ -45,7 +45,6 @@ import { statusHandler, storeReadiness } from './status.ts';
 import { freeProxyPort, nodeCluster } from './workers-node.ts';
 import { closeAfterRefusal, originalRequest } from './refused-body.ts';
 import {
-  finishShutdown,
   helpText,
   levelLogger,
   parseCommandLine,
@@ -53,6 +52,7 @@ import {
   startupError,
   usageError,
 } from './settings.ts';
+import { installShutdown } from './shutdown.ts';
 
 /** The part of `Bun.serve`'s server used here (declared locally: no @types/bun in this repo). */
 interface BunServer {
@@ -297,46 +297,27 @@ async function main(): Promise<void> {
   if (role.kind === 'primary') role.start(store, settings.proxyPort === 0 ? { PROXY_PORT: String(await freeProxyPort(settings.host)) } : {});
   if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    const grace = settings.shutdownTimeoutMs;
-    logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
-    const force = setTimeout(() => {
-      logger.warn('shutdown: grace period over, closing remaining connections');
+  installShutdown<NodeJS.Signals>({
+    graceMs: settings.shutdownTimeoutMs,
+    logger,
+    role,
+    closeServers: () => Promise.all([proxyServer?.stop(), adminServer?.stop(), metricsServer?.stop(), tlsPort?.close()]),
+    closeStatus: () => statusServer?.stop(),
+    // Kept-alive TLS connections close once idle (a streaming answer's connection goes idle later).
+    sweepIdle: () => tlsPort?.closeIdle(),
+    force() {
       void proxyServer?.stop(true);
       void adminServer?.stop(true);
       void metricsServer?.stop(true);
       tlsPort?.closeAll();
       void statusServer?.stop(true);
-    }, grace);
-    force.unref();
-    // Kept-alive TLS connections close once idle (a streaming answer's connection goes idle later).
-    const idleSweep = setInterval(() => tlsPort?.closeIdle(), 100);
-    idleSweep.unref();
-    finishShutdown(
-      Promise.all([
-        proxyServer?.stop(),
-        adminServer?.stop(),
-        metricsServer?.stop(),
-        tlsPort?.close(),
-        role.kind === 'primary' ? role.stop(signal as NodeJS.Signals).then(() => statusServer?.stop()) : statusServer?.stop(),
-      ]),
-      [gateway, accessLog, store],
-      logger,
-      (code) => process.exit(code),
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone'));
-  if (role.kind === 'primary') {
-    role.onFatal = (why) => {
-      logger.error(`workers: ${why}`);
-      void role.stop('SIGTERM').then(() => process.exit(1));
-    };
-  }
+    },
+    parts: [gateway, accessLog, store],
+    exit: (code) => process.exit(code),
+    unref: (t) => t.unref(),
+    onSignal: (signal, fn) => process.on(signal, fn),
+    signal: (name) => name,
+  });
 }
 
 main().catch((err) => {

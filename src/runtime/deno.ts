@@ -63,7 +63,6 @@ import { closeAfterRefusal } from './refused-body.ts';
 import { statusHandler, storeReadiness } from './status.ts';
 import { denoCluster, WORKER_ARG } from './workers-deno.ts';
 import {
-  finishShutdown,
   helpText,
   levelLogger,
   parseCommandLine,
@@ -73,6 +72,7 @@ import {
   startupError,
   usageError,
 } from './settings.ts';
+import { installShutdown } from './shutdown.ts';
 
 /** Every setting, plus the variables the `yaml` package (LOG_TOKENS, LOG_STREAM) and node-redis read. */
 export const ENV_NAMES: readonly string[] = [
@@ -565,44 +565,21 @@ async function main(): Promise<void> {
   if (role.kind === 'primary') await role.start(store);
   if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    const grace = settings.shutdownTimeoutMs;
-    logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
-    const idleSweep = setInterval(() => tlsPort?.closeIdle(), 100);
-    Deno.unrefTimer(idleSweep);
-    const force = setTimeout(() => {
-      logger.warn('shutdown: grace period over, closing remaining connections');
-      Deno.exit(0);
-    }, grace);
-    Deno.unrefTimer(force);
-    finishShutdown(
-      Promise.all([
-        proxyServer?.shutdown(),
-        adminServer?.shutdown(),
-        metricsServer?.shutdown(),
-        tlsPort?.close(),
-        // The primary's status API answers until the workers are gone (a probe sees the instance until then).
-        role.kind === 'primary'
-          ? role.stop(signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM').then(() => statusServer?.shutdown())
-          : statusServer?.shutdown(),
-      ]),
-      [gateway, accessLog, store, forwarder],
-      logger,
-      (code) => Deno.exit(code),
-    );
-  };
-  Deno.addSignalListener('SIGTERM', () => shutdown('SIGTERM'));
-  Deno.addSignalListener('SIGINT', () => shutdown('SIGINT'));
-  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone'));
-  if (role.kind === 'primary') {
-    role.onFatal = (why) => {
-      logger.error(`workers: ${why}`);
-      void role.stop('SIGTERM').then(() => Deno.exit(1));
-    };
-  }
+  installShutdown<Deno.Signal>({
+    graceMs: settings.shutdownTimeoutMs,
+    logger,
+    role,
+    closeServers: () =>
+      Promise.all([proxyServer?.shutdown(), adminServer?.shutdown(), metricsServer?.shutdown(), tlsPort?.close()]),
+    closeStatus: () => statusServer?.shutdown(),
+    sweepIdle: () => tlsPort?.closeIdle(),
+    force: () => Deno.exit(0),
+    parts: [gateway, accessLog, store, forwarder],
+    exit: (code) => Deno.exit(code),
+    unref: (t) => Deno.unrefTimer(t as unknown as number),
+    onSignal: (signal, fn) => Deno.addSignalListener(signal, fn),
+    signal: (name) => name,
+  });
 }
 
 /**

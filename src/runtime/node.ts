@@ -23,7 +23,6 @@ import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
 import { statusHandler, storeReadiness } from './status.ts';
 import { nodeCluster } from './workers-node.ts';
 import {
-  finishShutdown,
   helpText,
   levelLogger,
   parseCommandLine,
@@ -31,6 +30,7 @@ import {
   startupError,
   usageError,
 } from './settings.ts';
+import { installShutdown } from './shutdown.ts';
 
 /**
  * Idle keep-alive connections of the proxy are closed after this long (nginx's and APISIX's
@@ -229,61 +229,52 @@ async function main(): Promise<void> {
   if (role.kind === 'primary') role.start(store);
   if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    // Responses still being prepared say `Connection: close` too (Node keeps the current one in `_httpMessage`).
-    for (const sock of sockets) {
-      const res = (sock as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-      if (res && !res.headersSent) res.shouldKeepAlive = false;
-    }
-    const grace = settings.shutdownTimeoutMs;
-    logger.info(`${signal}: no new connections; finishing requests in flight (up to ${grace} ms)`);
-    const force = setTimeout(() => {
-      logger.warn('shutdown: grace period over, closing remaining connections');
+  installShutdown<NodeJS.Signals>({
+    graceMs: settings.shutdownTimeoutMs,
+    logger,
+    role,
+    closeServers() {
+      stopping = true;
+      // Responses still being prepared say `Connection: close` too (Node keeps the current one in `_httpMessage`).
+      for (const sock of sockets) {
+        const res = (sock as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+        if (res && !res.headersSent) res.shouldKeepAlive = false;
+      }
+      return Promise.all([
+        proxyServer && closed(proxyServer),
+        adminServer && closed(adminServer),
+        metricsServer && closed(metricsServer),
+        tlsPort?.close(),
+      ]);
+    },
+    closeStatus: () => statusServer && closed(statusServer),
+    sweepIdle() {
+      proxyServer?.closeIdleConnections();
+      adminServer?.closeIdleConnections();
+      tlsPort?.closeIdle();
+    },
+    force() {
       proxyServer?.closeAllConnections();
       websockets?.closeAll();
       adminServer?.closeAllConnections();
       tlsPort?.closeAll();
       metricsServer?.closeAllConnections();
       statusServer?.closeAllConnections();
-    }, grace);
-    force.unref();
-    // A connection whose response was already streaming when the signal came goes idle later: close those too.
-    const idleSweep = setInterval(() => {
-      proxyServer?.closeIdleConnections();
-      adminServer?.closeIdleConnections();
-      tlsPort?.closeIdle();
-    }, 100);
-    idleSweep.unref();
-    const closed = (s: Server) =>
-      new Promise<void>((r) => {
-        s.close(() => r());
-        s.closeIdleConnections();
-      });
-    finishShutdown(
-      Promise.all([
-        proxyServer && closed(proxyServer),
-        adminServer && closed(adminServer),
-        metricsServer && closed(metricsServer),
-        tlsPort?.close(),
-        // The primary's status API answers until the workers are gone (a probe sees the instance until then).
-        role.kind === 'primary' ? role.stop(signal as NodeJS.Signals).then(() => statusServer && closed(statusServer)) : statusServer && closed(statusServer),
-      ]),
-      [gateway, accessLog, store, forwarder],
-      logger,
-      (code) => process.exit(code),
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone'));
-  if (role.kind === 'primary') {
-    role.onFatal = (why) => {
-      logger.error(`workers: ${why}`);
-      void role.stop('SIGTERM').then(() => process.exit(1));
-    };
-  }
+    },
+    parts: [gateway, accessLog, store, forwarder],
+    exit: (code) => process.exit(code),
+    unref: (t) => t.unref(),
+    onSignal: (signal, fn) => process.on(signal, fn),
+    signal: (name) => name,
+  });
+}
+
+/** Stops a node:http server from accepting; resolves when its connections are closed. */
+function closed(s: Server): Promise<void> {
+  return new Promise<void>((r) => {
+    s.close(() => r());
+    s.closeIdleConnections();
+  });
 }
 
 main().catch((err) => {
