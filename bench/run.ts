@@ -256,35 +256,21 @@ try {
     });
   }
 
-  if (opts.sections.includes('plugins')) {
-    results.plugins = await pluginsSection({
-      ...measureOpts,
-      launch,
-      route,
-      expected: helloBody('world'),
-      runtimes: opts.pluginRuntimes,
-      pairs: opts.pluginPairs,
-      sliceS: Math.max(2, Math.round(opts.durationS / 4)),
-      routes: opts.routeCount,
-      services: opts.services,
-      log,
-    });
-  }
-
-  if (opts.sections.includes('limits')) {
-    results.limits = await limitsSection({
-      ...measureOpts,
-      launch,
-      route,
-      expected: helloBody('world'),
-      runtimes: opts.pluginRuntimes,
-      pairs: opts.pluginPairs,
-      sliceS: Math.max(2, Math.round(opts.durationS / 4)),
-      routes: opts.routeCount,
-      services: opts.services,
-      log,
-    });
-  }
+  // The plugin sections share their setup: paired slices on one gateway per runtime.
+  const pairedOpts = {
+    ...measureOpts,
+    launch,
+    route,
+    expected: helloBody('world'),
+    runtimes: opts.pluginRuntimes,
+    pairs: opts.pluginPairs,
+    sliceS: Math.max(2, Math.round(opts.durationS / 4)),
+    routes: opts.routeCount,
+    services: opts.services,
+    log,
+  };
+  if (opts.sections.includes('plugins')) results.plugins = await pluginsSection(pairedOpts);
+  if (opts.sections.includes('limits')) results.limits = await limitsSection(pairedOpts);
 
   if (opts.sections.includes('streaming')) {
     results.streaming = await streamingSection({
