@@ -81,7 +81,8 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
       ADMIN_PORT: String(adminPort),
       ADMIN_KEY: 'bench-admin-key-0123456789abcdef',
       LOG_LEVEL: 'warn',
-      // One proxy process, none of `npm start`'s extra ports.
+      // One proxy process, none of `npm start`'s extra ports nor its access log (as `npm run bench`).
+      ACCESS_LOG: 'off', PROMETHEUS_PORT: 'off',
       WORKERS: '1', STATUS_PORT: 'off', PROXY_HTTPS_PORT: 'off',
       CONFIG_FILE: config,
       DATA_DIR: join(dir, `data-${name}`),
