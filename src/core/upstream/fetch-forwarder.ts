@@ -359,16 +359,6 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
       if (drop) for (const name of drop) res.headers.delete(name);
       outHeaders = res.headers;
     } else outHeaders = cleanedResponsePairs(res.headers, drop);
-    // A small body of known length (compressed answers always stream).
-    const length = coding ? null : res.headers.get('content-length');
-    const small = length !== null && /^\d{1,9}$/.test(length) && Number(length) <= SMALL_BODY;
-    if (small && wheel !== undefined && outHeaders === res.headers) {
-      // Handed on as it is, for the runtime to pipe natively; the wheel cuts it if it is not through by its deadline
-      // (`timeout` after the headers). `res.body` is never read: on Bun that alone makes a JS stream of the body.
-      call.end();
-      wheel.add(ac, Date.now() + req.timeout, stallReason(req.timeout));
-      return markCleaned(res);
-    }
     if (!res.body) {
       call.end();
       return markCleaned(new Response(null, { status: res.status, statusText: res.statusText, headers: outHeaders }));
@@ -378,8 +368,15 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     call.wait();
     // A small body of known length is read whole (the timeout then covers the body too) and handed on as bytes:
     // the runtime writes those natively, where a JS stream wrapper would pump every chunk through JS
-    // (Deno, workerd: ~2x the CPU per proxied 1 KiB answer; `npm run bench`).
-    if (small) {
+    // (Deno, workerd: ~2x the CPU per proxied 1 KiB answer; `npm run bench`). Compressed answers always stream.
+    const length = coding ? null : res.headers.get('content-length');
+    if (length !== null && /^\d{1,9}$/.test(length) && Number(length) <= SMALL_BODY) {
+      if (wheel !== undefined && outHeaders === res.headers) {
+        // The runtime pipes it natively; the wheel cuts it if it is not through by the deadline.
+        call.end();
+        wheel.add(ac, call.deadline, stallReason(req.timeout));
+        return markCleaned(res);
+      }
       let bytes: ArrayBuffer;
       try {
         bytes = await res.arrayBuffer();
