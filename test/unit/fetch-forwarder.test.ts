@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { createFetchForwarder, DeadlineWheel, TICK_MS } from '../../src/core/upstream/fetch-forwarder.ts';
+import { createFetchForwarder, TICK_MS } from '../../src/core/upstream/fetch-forwarder.ts';
 import { UpstreamError } from '../../src/core/upstream/types.ts';
 import { type BlackHole, startBlackHole } from '../helpers/blackhole.ts';
 import { bodyOf, forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
@@ -241,39 +241,5 @@ describe('fetch forwarder, collectGarbage', () => {
     // 2 MiB left over from the first call, 3 more: the third 4 MiB ends inside the second call.
     assert.equal(await read(3 * MiB), 3 * MiB);
     assert.equal(collected, 3);
-  });
-});
-
-describe('DeadlineWheel (the body deadline of answers handed on as they are: Bun)', () => {
-  it('aborts each controller once its deadline has passed, not before, with its reason; then holds none', async () => {
-    const wheel = new DeadlineWheel();
-    const t0 = Date.now();
-    const soon = new AbortController();
-    const later = new AbortController();
-    const aborted: Record<string, number> = {};
-    soon.signal.addEventListener('abort', () => (aborted.soon = Date.now() - t0));
-    later.signal.addEventListener('abort', () => (aborted.later = Date.now() - t0));
-    const reason = new UpstreamError('timeout', 'body stalled for more than 300 ms');
-    wheel.add(later, t0 + 300, reason);
-    wheel.add(soon, t0 + 100, new UpstreamError('timeout', 'body stalled for more than 100 ms'));
-    assert.equal(wheel.size, 2);
-    await new Promise((r) => setTimeout(r, 200 + TICK_MS));
-    assert.ok(aborted.soon !== undefined && aborted.soon >= 100, `soon aborted after ${aborted.soon} ms`);
-    assert.equal(later.signal.aborted, false, 'later aborted before its deadline');
-    await new Promise((r) => setTimeout(r, 200 + TICK_MS));
-    assert.ok(aborted.later !== undefined && aborted.later >= 300, `later aborted after ${aborted.later} ms`);
-    assert.equal(later.signal.reason, reason);
-    assert.equal(wheel.size, 0);
-  });
-
-  it('a controller already aborted (a call that finished or failed) is left as it is', async () => {
-    const wheel = new DeadlineWheel();
-    const ac = new AbortController();
-    const first = new Error('client went away');
-    ac.abort(first);
-    wheel.add(ac, Date.now() + 10, new UpstreamError('timeout', 'late'));
-    await new Promise((r) => setTimeout(r, 10 + 2 * TICK_MS));
-    assert.equal(ac.signal.reason, first);
-    assert.equal(wheel.size, 0);
   });
 });
