@@ -15,8 +15,6 @@
  *   copies the client's `Host` (it drops it from the forwarded headers), so only the upstream's own or the
  *   configured one is sent;
  * - `timeout: false`: Bun's 5-minute socket idle timer is off; the core's per-route `timeout` decides.
- * - a small answer of known length is handed on as Bun's own Response (`handOnSmallBodies`): Bun.serve pipes it
- *   natively, and aborting its call cuts it, which is how a body that stalls is cut at its deadline.
  *
  * Server limits:
  * - `maxRequestBodySize`: Bun answers 413 by itself (plain, without `error_msg`) above it, for both
@@ -142,7 +140,6 @@ async function main(): Promise<void> {
   const forwarder = createFetchForwarder({
     sharedClock: true,
     editHeadersInPlace: true,
-    handOnSmallBodies: true,
     compressed: 'keep',
     honoursHost: true,
     refused: bunRefused,

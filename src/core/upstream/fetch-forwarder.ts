@@ -59,16 +59,6 @@ export interface FetchForwarderOptions {
    * `--v8-flags=--expose-gc`).
    */
   collectGarbage?: { everyBytes: number; collect: () => void };
-  /**
-   * Hand a small answer of known length (see {@link SMALL_BODY}) on as the runtime's own fetch Response, for the
-   * runtime's server to pipe natively, instead of reading it whole in JS and building a new Response around the
-   * bytes; its call is then aborted when its body deadline (`timeout` after the headers) has passed, whether or not
-   * the body was sent by then (aborting a finished call does nothing). For runtimes whose fetch cuts a natively
-   * piped body when its call is aborted, while their server says nothing when it has sent one (Bun: checked on
-   * 1.4.5; not workerd, where the abort does not reach a piped body). The abort is scheduled on a
-   * {@link DeadlineWheel}: a pointer per call, not a watched call (bench/README.md, "Fetch runtimes").
-   */
-  handOnSmallBodies?: boolean;
 }
 
 /**
@@ -209,53 +199,6 @@ const timerClock: Clock = {
   },
 };
 
-/**
- * Abort controllers to abort once their deadline has passed, in buckets of one {@link TICK_MS} tick (a deadline
- * is met up to one tick late), with one interval timer while any bucket is left. A controller costs one array slot
- * until then: nothing per call is watched, checked or unsubscribed.
- */
-export class DeadlineWheel {
-  private readonly buckets = new Map<number, { controllers: AbortController[]; reasons: UpstreamError[] }>();
-  private timer: ReturnType<typeof setInterval> | undefined;
-
-  /** Abort `ac` with `reason` once `deadline` (a `Date.now()` time) has passed. */
-  add(ac: AbortController, deadline: number, reason: UpstreamError): void {
-    const slot = Math.ceil(deadline / TICK_MS);
-    let bucket = this.buckets.get(slot);
-    if (bucket === undefined) {
-      bucket = { controllers: [], reasons: [] };
-      this.buckets.set(slot, bucket);
-      if (this.timer === undefined) {
-        this.timer = setInterval(() => this.tick(), TICK_MS);
-        (this.timer as { unref?: () => void }).unref?.();
-      }
-    }
-    bucket.controllers.push(ac);
-    bucket.reasons.push(reason);
-  }
-
-  /** Controllers waiting for their deadline. */
-  get size(): number {
-    let n = 0;
-    for (const b of this.buckets.values()) n += b.controllers.length;
-    return n;
-  }
-
-  private tick(): void {
-    const now = Date.now() / TICK_MS;
-    for (const [slot, bucket] of this.buckets) {
-      if (slot > now) continue;
-      this.buckets.delete(slot);
-      const { controllers, reasons } = bucket;
-      for (let i = 0; i < controllers.length; i++) controllers[i]!.abort(reasons[i]);
-    }
-    if (this.buckets.size === 0) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
-  }
-}
-
 /** One interval timer for every call in flight, stopped when a tick finds none. */
 function sharedClock(): Clock {
   const calls = new Set<Call>();
@@ -301,18 +244,6 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
   const clock = opts.sharedClock ? sharedClock() : timerClock;
   const gc = opts.collectGarbage;
   let pumped = 0; // streamed answer bytes since the last collection asked for
-  const wheel = opts.handOnSmallBodies ? new DeadlineWheel() : undefined;
-  /** The reason a handed-on body is cut with, one per route timeout (made once, not per call). */
-  const stallReasons = new Map<number, UpstreamError>();
-  const stallReason = (timeout: number): UpstreamError => {
-    let reason = stallReasons.get(timeout);
-    if (reason === undefined) {
-      if (stallReasons.size >= 64) stallReasons.clear();
-      reason = new UpstreamError('timeout', `body stalled for more than ${timeout} ms`);
-      stallReasons.set(timeout, reason);
-    }
-    return reason;
-  };
   return async (req) => {
     const call = new Call(req, clock);
     const ac = call.ac;
@@ -371,12 +302,6 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     // (Deno, workerd: ~2x the CPU per proxied 1 KiB answer; `npm run bench`). Compressed answers always stream.
     const length = coding ? null : res.headers.get('content-length');
     if (length !== null && /^\d{1,9}$/.test(length) && Number(length) <= SMALL_BODY) {
-      if (wheel !== undefined && outHeaders === res.headers) {
-        // The runtime pipes it natively; the wheel cuts it if it is not through by the deadline.
-        call.end();
-        wheel.add(ac, call.deadline, stallReason(req.timeout));
-        return markCleaned(res);
-      }
       let bytes: ArrayBuffer;
       try {
         bytes = await res.arrayBuffer();
