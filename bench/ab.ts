@@ -2,7 +2,7 @@
  * Paired A/B of two fngate checkouts on one runtime: is a change faster, when the difference is smaller than the
  * drift of a shared machine between two `npm run bench` runs?
  *
- *   npx tsx bench/ab.ts --a <other checkout> [--b <checkout, default this one>] [--runtime node|bun|deno]
+ *   npx tsx bench/ab.ts --a <other checkout | floor> [--b <checkout, default this one>] [--runtime node|bun|deno|workerd]
  *                       [--pairs 8] [--seconds 2] [--connections 50]
  *
  * Both gateways run at once, pinned to core 1, serving the same `openfunction` route (`/hello/*` with a
@@ -10,15 +10,20 @@
  * Short wrk slices alternate A, B, B, A, ... and each pair gives a ratio B ÷ A of CPU µs per request (the gateway's
  * process tree); the machine's drift is shared by the two halves of a pair and cancels out. Prints every slice,
  * the median ratio with its range, and how many pairs B won. Each checkout must be built as its runtime needs it
- * (Node: `npm run build` there, for dist/; Bun and Deno run src/ directly; Deno needs the checkout's node_modules).
+ * (Node: `npm run build` there, for dist/; Bun and Deno run src/ directly; Deno needs the checkout's node_modules;
+ * workerd: each checkout's Worker bundle is built with `wrangler deploy --dry-run` there and run under bare
+ * `workerd serve`, the routes from STANDALONE_CONFIG, as `npm run bench` runs it).
+ * `--a floor` pairs fngate with the runtime's floor instead (bench/lib/gateways.ts: `floor`, `bun-floor`,
+ * `deno-floor`, `workerd-floor`), so B ÷ A is fngate ÷ its floor, the issue's ratio, with the drift cancelled.
  * Loopback only; no assertions.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, type Proc, startProcess, tmpDir } from '../test/helpers/process.ts';
+import { LAUNCHERS, launchWorkerd } from './lib/gateways.ts';
 import { startUpstream } from './lib/nginx.ts';
-import { functionRoute, GATEWAY_CORE, LOAD_CORE } from './lib/route.ts';
+import { AUTHORIZATION, functionRoute, GATEWAY_CORE, LOAD_CORE } from './lib/route.ts';
 import { median } from './lib/stats.ts';
 import { BIN, cpuOf, docComment, processTree, requireTools, ROOT } from './lib/sys.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
@@ -39,11 +44,13 @@ if (flags.help || !flags.a) {
   process.exit(flags.help ? 0 : 2);
 }
 const runtime = flags.runtime ?? 'node';
-if (!['node', 'bun', 'deno'].includes(runtime)) throw new Error(`--runtime must be node, bun or deno, not ${runtime}`);
+if (!['node', 'bun', 'deno', 'workerd'].includes(runtime))
+  throw new Error(`--runtime must be node, bun, deno or workerd, not ${runtime}`);
 const pairs = Number(flags.pairs ?? 8);
 const seconds = Number(flags.seconds ?? 2);
 const connections = Number(flags.connections ?? 50);
-const trees = { A: resolve(flags.a), B: resolve(flags.b ?? ROOT) };
+const floorA = flags.a === 'floor';
+const trees = { A: floorA ? 'floor' : resolve(flags.a), B: resolve(flags.b ?? ROOT) };
 
 const tools = requireTools();
 const dir = await tmpDir('fngate-ab-');
@@ -67,6 +74,23 @@ interface Gateway {
 
 async function start(name: 'A' | 'B'): Promise<Gateway> {
   const root = trees[name];
+  const ctx = {
+    taskset: tools.taskset,
+    core: GATEWAY_CORE,
+    dir,
+    upstreamPort,
+    config: readFileSync(config, 'utf8'),
+    authorization: AUTHORIZATION,
+    logLevel: 'warn',
+  };
+  if (name === 'A' && floorA) {
+    const t = await LAUNCHERS[runtime === 'node' ? 'floor' : `${runtime}-floor`]!(ctx);
+    return { name, url: `${t.url}/hello/world`, proc: t.proc };
+  }
+  if (runtime === 'workerd') {
+    const t = await launchWorkerd(ctx, root);
+    return { name, url: `${t.url}/hello/world`, proc: t.proc };
+  }
   const proxyPort = await freePort();
   const adminPort = await freePort();
   const [cmd, ...args] = command(root);
@@ -81,7 +105,8 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
       ADMIN_PORT: String(adminPort),
       ADMIN_KEY: 'bench-admin-key-0123456789abcdef',
       LOG_LEVEL: 'warn',
-      // One proxy process, none of `npm start`'s extra ports.
+      // One proxy process, none of `npm start`'s extra ports nor its access log (as `npm run bench`).
+      ACCESS_LOG: 'off', PROMETHEUS_PORT: 'off',
       WORKERS: '1', STATUS_PORT: 'off', PROXY_HTTPS_PORT: 'off',
       CONFIG_FILE: config,
       DATA_DIR: join(dir, `data-${name}`),

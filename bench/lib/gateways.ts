@@ -148,20 +148,21 @@ export async function launchDeno(ctx: LaunchContext): Promise<Target> {
   return target('deno', proc, `http://127.0.0.1:${proxyPort}`, adminUrl);
 }
 
-/** The Worker bundle, built once per run exactly as `wrangler deploy` would (nothing is published). */
-let bundleDir: string | undefined;
-export function bundleWorker(dir: string): string {
-  if (bundleDir) return bundleDir;
-  const out = join(dir, 'worker-bundle');
+/** The Worker bundle of a checkout (default this one), built once per run exactly as `wrangler deploy` would (nothing is published). */
+const bundleDirs = new Map<string, string>();
+export function bundleWorker(dir: string, root = ROOT): string {
+  const built = bundleDirs.get(root);
+  if (built) return built;
+  const out = join(dir, `worker-bundle-${bundleDirs.size}`);
   const res = spawnSync(process.execPath, [BIN.wrangler, 'deploy', '--dry-run', '--outdir', out], {
-    cwd: ROOT,
+    cwd: root,
     encoding: 'utf8',
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: join(dir, 'wrangler-logs') },
   });
   if (res.status !== 0 || !existsSync(join(out, 'worker.js'))) {
     throw new Error(`wrangler deploy --dry-run failed:\n${res.stdout}\n${res.stderr}`);
   }
-  bundleDir = out;
+  bundleDirs.set(root, out);
   return out;
 }
 
@@ -232,12 +233,15 @@ ${bindingLines.join('\n')}
   return target(name, proc, url);
 }
 
-/** fngate's Worker bundle; the routes come from the STANDALONE_CONFIG var (ADMIN_KEY unset: no Admin API). */
-export function launchWorkerd(ctx: LaunchContext): Promise<Target> {
+/**
+ * fngate's Worker bundle (of the checkout at `root`, default this one); the routes come from the STANDALONE_CONFIG
+ * var (ADMIN_KEY unset: no Admin API).
+ */
+export function launchWorkerd(ctx: LaunchContext, root = ROOT): Promise<Target> {
   return serveWorker(
     ctx,
     'workerd',
-    join(bundleWorker(ctx.dir), 'worker.js'),
+    join(bundleWorker(ctx.dir, root), 'worker.js'),
     {
       STANDALONE_CONFIG: { embed: 'standalone.json' },
       STANDALONE_FORMAT: 'json',
@@ -311,7 +315,7 @@ export const LAUNCHERS: Record<string, Launcher> = {
   node: (ctx) => launchNode(ctx),
   bun: launchBun,
   deno: launchDeno,
-  workerd: launchWorkerd,
+  workerd: (ctx) => launchWorkerd(ctx),
   fastify: launchFastify,
   floor: launchFloor,
   'bun-floor': launchBunFloor,

@@ -27,11 +27,6 @@ export function connectionTokens(value: string): string[] {
   return out;
 }
 
-function connectionListed(headers: Headers): Set<string> | undefined {
-  const conn = headers.get('connection');
-  return conn ? new Set(connectionTokens(conn)) : undefined;
-}
-
 /**
  * Request headers on their way upstream: `[name, value]` pairs, names in lower case, in the order they are sent. A
  * WHATWG `HeadersInit` as it stands (the fetch forwarders hand it to `fetch`), flattened for undici in one pass on
@@ -157,8 +152,9 @@ export function cleanedResponsePairs(upstream: Headers, drop?: ReadonlySet<strin
  * contract says its Response headers are mutable). Repeated Set-Cookie headers are left as they are.
  */
 export function cleanResponseHeaders(headers: Headers): void {
-  const listed = connectionListed(headers);
-  if (listed) for (const name of listed) headers.delete(name);
+  // Usually `keep-alive` or `close` (names removed below anyway): no token list, no Set, per answer.
+  const conn = headers.get('connection');
+  if (conn !== null && conn !== 'keep-alive' && conn !== 'close') for (const name of connectionTokens(conn)) headers.delete(name);
   for (const name of HOP_BY_HOP) if (headers.has(name)) headers.delete(name);
 }
 
