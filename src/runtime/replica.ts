@@ -8,6 +8,8 @@
  * that does not ack within `ackTimeoutMs` is killed (and restarted by the primary with the current state), so no
  * worker keeps serving an older config after the Admin API said the change is done.
  */
+import type { Logger } from '../core/context.ts';
+import { mergeExpositions } from '../core/observability/merge.ts';
 import {
   type ConfigStore,
   type PutOptions,
@@ -236,5 +238,158 @@ export class Replicator {
         await inner.close();
       },
     };
+  }
+}
+
+/**
+ * A WORKERS primary as its entry sees it (workers-node.ts on Node and Bun, workers-deno.ts on Deno). `Signal` is
+ * the runtime's signal name type; `Start` how the workers are started.
+ */
+export interface PrimaryRole<Signal, Start> {
+  kind: 'primary';
+  /** The store for the primary's gateway/Admin API: writes resolve once every worker serves them. */
+  wrapStore(store: ConfigStore): ConfigStore;
+  /** Start the workers (after the store is open: they get its prefix). */
+  start: Start;
+  /** The status API's readiness: undefined when every worker serves the config. */
+  notReady(): string | undefined;
+  /** The export server's handler: every worker's metrics, summed; `extraHeaders`: its CORS headers. */
+  serveMetrics(req: Request, extraHeaders?: Record<string, string>): Promise<Response>;
+  /** Pass the signal to every worker; resolves when all have exited. */
+  stop(signal: Signal): Promise<void>;
+  /** Called when the primary must give up (workers keep dying): the entry exits 1. */
+  onFatal?: (why: string) => void;
+}
+
+/** A WORKERS worker as its entry sees it. */
+export interface WorkerRole {
+  kind: 'worker';
+  store: ReplicaStore;
+  /** The gateway is built and the proxy listens: acks flow, and the primary counts this worker ready. */
+  started(refresh: () => Promise<void>, metricsText: () => Promise<string>): void;
+  /** Called when the primary went away: the entry drains and exits. */
+  onOrphaned(fn: () => void): void;
+}
+
+/** How long the primary waits for every worker to apply a change before it restarts the ones that did not. */
+const ACK_TIMEOUT_MS = 10_000;
+/** How long a metrics scrape waits for a worker's part. */
+const METRICS_TIMEOUT_MS = 5_000;
+/** Deaths before ready, in a row, after which the primary gives up. */
+const MAX_EARLY_DEATHS = 5;
+
+/**
+ * What a primary knows of its workers, whatever starts them (node:cluster on Node and Bun, `Deno.Command` on
+ * Deno): which reported and which serve (APISIX's status API), the replicator that holds Admin API writes until
+ * every worker applied them, the crash-loop count, and the metrics scrape that sums every worker's export.
+ */
+export class WorkerBook {
+  /** Workers that said hello (APISIX's "status report"), and those serving (listening with the config). */
+  private readonly reported = new Set<number>();
+  private readonly ready = new Set<number>();
+  private replicator: Replicator | undefined;
+  private earlyDeaths = 0;
+  private metricsId = 0;
+  private readonly metricsWaiters = new Map<number, (text: string) => void>();
+
+  constructor(
+    private readonly count: number,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The store the primary's gateway and Admin API use: writes resolve once every worker applied them. */
+  wrapStore(store: ConfigStore): ConfigStore {
+    this.replicator = new Replicator(store, ACK_TIMEOUT_MS, this.logger);
+    return this.replicator.wrap();
+  }
+
+  onMessage(worker: Peer, msg: ToPrimary): void {
+    switch (msg.t) {
+      case 'hello':
+        this.reported.add(worker.id);
+        void this.replicator?.addPeer(worker);
+        break;
+      case 'applied':
+        this.replicator?.applied(worker.id, msg.seq);
+        break;
+      case 'ready':
+        this.ready.add(worker.id);
+        this.earlyDeaths = 0;
+        break;
+      case 'metrics':
+        this.metricsWaiters.get(msg.id)?.(msg.text);
+        break;
+    }
+  }
+
+  /**
+   * Worker `id` exited. A drained one (the primary stopping, or exit 0: it got the signal itself) is forgotten;
+   * a crash is logged and gives the delay before its replacement starts (longer after each death before serving),
+   * or `giveUp` with the reason after MAX_EARLY_DEATHS of those in a row.
+   */
+  exited(
+    id: number,
+    drained: boolean,
+    detail: Record<string, unknown>,
+  ): { restartInMs: number } | { giveUp: string } | undefined {
+    this.reported.delete(id);
+    const wasReady = this.ready.delete(id);
+    this.replicator?.removePeer(id);
+    if (drained) return undefined;
+    this.logger.error('workers: a worker died; starting another', { worker: id, ...detail });
+    this.earlyDeaths = wasReady ? 0 : this.earlyDeaths + 1;
+    if (this.earlyDeaths >= MAX_EARLY_DEATHS) {
+      return { giveUp: `${this.earlyDeaths} workers in a row died before serving; giving up` };
+    }
+    return { restartInMs: Math.min(100 * 2 ** this.earlyDeaths, 5_000) };
+  }
+
+  isReady(id: number): boolean {
+    return this.ready.has(id);
+  }
+
+  /** The status API's readiness, APISIX's messages: undefined once every worker serves the config. */
+  notReady(): string | undefined {
+    const { count, reported, ready } = this;
+    if (reported.size !== count) return `worker count: ${count} but status report count: ${reported.size}`;
+    for (const id of reported) if (!ready.has(id)) return `worker id: ${id} has not received configuration`;
+    return undefined;
+  }
+
+  /**
+   * The export server's answer: the serving workers' metrics, summed (a worker that does not answer within
+   * METRICS_TIMEOUT_MS counts as empty). `send` asks one worker; false when it cannot be reached.
+   */
+  async serveMetrics(
+    req: Request,
+    extraHeaders: Record<string, string> | undefined,
+    workers: readonly { id: number; send(msg: ToWorker): boolean }[],
+  ): Promise<Response> {
+    const url = new URL(req.url);
+    if ((req.method !== 'GET' && req.method !== 'HEAD') || url.pathname !== '/apisix/prometheus/metrics') {
+      return new Response(null, { status: 404 });
+    }
+    const parts = await Promise.all(
+      workers
+        .filter((w) => this.ready.has(w.id))
+        .map(
+          (w) =>
+            new Promise<string>((resolve) => {
+              const id = ++this.metricsId;
+              const timer = setTimeout(() => done(''), METRICS_TIMEOUT_MS);
+              const done = (text: string) => {
+                clearTimeout(timer);
+                this.metricsWaiters.delete(id);
+                resolve(text);
+              };
+              this.metricsWaiters.set(id, done);
+              if (!w.send({ t: 'metrics', id })) done('');
+            }),
+        ),
+    );
+    return new Response(req.method === 'HEAD' ? null : mergeExpositions(parts), {
+      status: 200,
+      headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', ...extraHeaders },
+    });
   }
 }

@@ -24,48 +24,31 @@
  * process does; the primary exits once all have.
  */
 import type { Logger } from '../core/context.ts';
-import { mergeExpositions } from '../core/observability/merge.ts';
 import type { ConfigStore } from '../store/types.ts';
-import { isToPrimary, ReplicaStore, Replicator, type ToPrimary, type ToWorker, workerEnd } from './replica.ts';
+import {
+  isToPrimary,
+  type PrimaryRole,
+  ReplicaStore,
+  type ToPrimary,
+  type ToWorker,
+  WorkerBook,
+  type WorkerRole,
+  workerEnd,
+} from './replica.ts';
 
-/** How long the primary waits for every worker to apply a change before it restarts the ones that did not. */
-const ACK_TIMEOUT_MS = 10_000;
-/** How long a metrics scrape waits for a worker's part. */
-const METRICS_TIMEOUT_MS = 5_000;
-/** Deaths before ready, in a row, after which the primary gives up. */
-const MAX_EARLY_DEATHS = 5;
 /** A connection to the primary's channel that has not shown a worker's token by then is closed. */
 const HANDSHAKE_TIMEOUT_MS = 5_000;
 /** The argument that makes src/runtime/deno.ts a proxy worker. */
 export const WORKER_ARG = '--proxy-worker';
 
-export interface DenoPrimaryRole {
-  kind: 'primary';
-  /** The store for the primary's gateway/Admin API: writes resolve once every worker serves them. */
-  wrapStore(store: ConfigStore): ConfigStore;
-  /** Start the workers (after the store is open: they get its prefix). */
-  start(store: ConfigStore): Promise<void>;
-  /** The status API's readiness: undefined when every worker serves the config. */
-  notReady(): string | undefined;
-  /** The export server's handler: every worker's metrics, summed. */
-  serveMetrics(req: Request, extraHeaders?: Record<string, string>): Promise<Response>;
-  /** Pass the signal to every worker; resolves when all have exited. */
-  stop(signal: Deno.Signal): Promise<void>;
-  /** Called when the primary must give up (workers keep dying): the entry exits 1. */
-  onFatal?: (why: string) => void;
-}
+/** Deno's primary starts its workers with `Deno.Command` (workers-deno.ts). */
+export type DenoPrimaryRole = PrimaryRole<Deno.Signal, (store: ConfigStore) => Promise<void>>;
 
-export interface DenoWorkerRole {
-  kind: 'worker';
-  store: ReplicaStore;
+export interface DenoWorkerRole extends WorkerRole {
   /** The proxy port every worker listens on (the primary chose it when PROXY_PORT=0). */
   proxyPort: number;
   /** The TLS port every worker listens on (likewise for PROXY_HTTPS_PORT=0); undefined = off. */
   proxyHttpsPort: number | undefined;
-  /** The gateway is built and the proxy listens: acks flow, and the primary counts this worker ready. */
-  started(refresh: () => Promise<void>, metricsText: () => Promise<string>): void;
-  /** Called when the primary went away: the entry drains and exits. */
-  onOrphaned(fn: () => void): void;
 }
 
 export type DenoClusterRole = { kind: 'single' } | DenoPrimaryRole | DenoWorkerRole;
@@ -273,49 +256,26 @@ function primaryRole(
   ports: { host: string; proxyPort: number; proxyHttpsPort: number | undefined },
   logger: Logger,
 ): DenoPrimaryRole {
-  let replicator: Replicator | undefined;
+  const book = new WorkerBook(count, logger);
   let prefix = '/apisix';
   let stopping = false;
-  let earlyDeaths = 0;
   let nextId = 0;
   let { proxyPort, proxyHttpsPort } = ports;
   const children = new Map<number, Child>();
   const byToken = new Map<string, Child>();
-  /** Workers that said hello (APISIX's "status report"), and those serving (listening with the config). */
-  const reported = new Set<number>();
-  const ready = new Set<number>();
-  let metricsId = 0;
-  const metricsWaiters = new Map<number, (text: string) => void>();
   let listener: Deno.Listener | undefined;
 
-  const onMessage = (child: Child, msg: ToPrimary) => {
-    switch (msg.t) {
-      case 'hello':
-        reported.add(child.id);
-        void replicator?.addPeer({
-          id: child.id,
-          send: (m) => child.send?.(m),
-          kill: () => {
-            try {
-              child.process.kill('SIGKILL');
-            } catch {
-              // gone already
-            }
-          },
-        });
-        break;
-      case 'applied':
-        replicator?.applied(child.id, msg.seq);
-        break;
-      case 'ready':
-        ready.add(child.id);
-        earlyDeaths = 0;
-        break;
-      case 'metrics':
-        metricsWaiters.get(msg.id)?.(msg.text);
-        break;
-    }
-  };
+  const peerOf = (child: Child) => ({
+    id: child.id,
+    send: (m: ToWorker) => child.send?.(m),
+    kill: () => {
+      try {
+        child.process.kill('SIGKILL');
+      } catch {
+        // gone already
+      }
+    },
+  });
 
   /** A connection to the channel: its first line must be the token of a worker not connected yet. */
   const accept = (conn: Deno.Conn) => {
@@ -335,7 +295,7 @@ function primaryRole(
           c.send = lineSender(conn);
           return;
         }
-        if (isToPrimary(msg)) onMessage(child, msg);
+        if (isToPrimary(msg)) book.onMessage(peerOf(child), msg);
       },
       // Before the token, one short line: a stranger cannot make the primary buffer much.
       () => (child ? Number.POSITIVE_INFINITY : 256),
@@ -371,9 +331,6 @@ function primaryRole(
       child.exited = true;
       children.delete(id);
       byToken.delete(token);
-      reported.delete(id);
-      const wasReady = ready.delete(id);
-      replicator?.removePeer(id);
       void stdin.close().catch(() => {});
       try {
         child.conn?.close();
@@ -381,36 +338,26 @@ function primaryRole(
         // closed already
       }
       // Exit 0 is a drained worker: it got SIGTERM/SIGINT itself (a signal to the process group), not a crash.
-      if (stopping || code === 0) return;
-      logger.error('workers: a worker died; starting another', {
-        worker: id,
+      const next = book.exited(id, stopping || code === 0, {
         pid: proc.pid,
         code: signal ? null : code,
         signal,
         uptime_ms: Date.now() - child.started,
       });
-      earlyDeaths = wasReady ? 0 : earlyDeaths + 1;
-      if (earlyDeaths >= MAX_EARLY_DEATHS) {
-        role.onFatal?.(`${earlyDeaths} workers in a row died before serving; giving up`);
-        return;
-      }
-      // A crash loop is slowed down: the next start waits a little longer after each early death.
-      const t = setTimeout(
-        () => {
+      if (next && 'giveUp' in next) role.onFatal?.(next.giveUp);
+      else if (next) {
+        // A crash loop is slowed down: the next start waits a little longer after each early death.
+        const t = setTimeout(() => {
           if (!stopping) spawn();
-        },
-        Math.min(100 * 2 ** earlyDeaths, 5_000),
-      );
-      Deno.unrefTimer(t);
+        }, next.restartInMs);
+        Deno.unrefTimer(t);
+      }
     });
   };
 
   const role: DenoPrimaryRole = {
     kind: 'primary',
-    wrapStore(store) {
-      replicator = new Replicator(store, ACK_TIMEOUT_MS, logger);
-      return replicator.wrap();
-    },
+    wrapStore: (store) => book.wrapStore(store),
     async start(store) {
       prefix = store.prefix;
       // SO_REUSEPORT workers cannot share a port 0: the primary picks one for all of them (taken by listening and
@@ -426,38 +373,20 @@ function primaryRole(
       logger.info(`workers: starting ${count} proxy workers (WORKERS)`);
       for (let i = 0; i < count; i++) spawn();
     },
-    notReady() {
-      if (reported.size !== count) return `worker count: ${count} but status report count: ${reported.size}`;
-      for (const id of reported) if (!ready.has(id)) return `worker id: ${id} has not received configuration`;
-      return undefined;
-    },
-    async serveMetrics(req, extraHeaders) {
-      const url = new URL(req.url);
-      if ((req.method !== 'GET' && req.method !== 'HEAD') || url.pathname !== '/apisix/prometheus/metrics') {
-        return new Response(null, { status: 404 });
-      }
-      const workers = [...children.values()].filter((c) => ready.has(c.id) && c.send);
-      const parts = await Promise.all(
-        workers.map(
-          (c) =>
-            new Promise<string>((resolve) => {
-              const id = ++metricsId;
-              const timer = setTimeout(() => done(''), METRICS_TIMEOUT_MS);
-              const done = (text: string) => {
-                clearTimeout(timer);
-                metricsWaiters.delete(id);
-                resolve(text);
-              };
-              metricsWaiters.set(id, done);
-              c.send!({ t: 'metrics', id });
-            }),
-        ),
-      );
-      return new Response(req.method === 'HEAD' ? null : mergeExpositions(parts), {
-        status: 200,
-        headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', ...extraHeaders },
-      });
-    },
+    notReady: () => book.notReady(),
+    serveMetrics: (req, extraHeaders) =>
+      book.serveMetrics(
+        req,
+        extraHeaders,
+        [...children.values()].map((c) => ({
+          id: c.id,
+          send: (m: ToWorker) => {
+            if (!c.send) return false;
+            c.send(m);
+            return true;
+          },
+        })),
+      ),
     async stop(signal) {
       stopping = true;
       await Promise.all(

@@ -11,45 +11,23 @@
 import cluster, { type Worker } from 'node:cluster';
 import { type AddressInfo, createServer } from 'node:net';
 import type { Logger } from '../core/context.ts';
-import { mergeExpositions } from '../core/observability/merge.ts';
 import type { ConfigStore } from '../store/types.ts';
-import { isToPrimary, ReplicaStore, Replicator, type ToPrimary, type ToWorker, workerEnd } from './replica.ts';
+import {
+  isToPrimary,
+  type PrimaryRole,
+  ReplicaStore,
+  type ToPrimary,
+  type ToWorker,
+  WorkerBook,
+  type WorkerRole,
+  workerEnd,
+} from './replica.ts';
 import type { Settings } from './settings.ts';
 
-/** How long the primary waits for every worker to apply a change before it restarts the ones that did not. */
-const ACK_TIMEOUT_MS = 10_000;
-/** How long a metrics scrape waits for a worker's part. */
-const METRICS_TIMEOUT_MS = 5_000;
-/** Deaths before ready, in a row, after which the primary gives up. */
-const MAX_EARLY_DEATHS = 5;
+/** Node and Bun start their workers with `cluster.fork`, `env` added to the workers' environment. */
+export type NodePrimaryRole = PrimaryRole<NodeJS.Signals, (store: ConfigStore, env?: Record<string, string>) => void>;
 
-export interface PrimaryRole {
-  kind: 'primary';
-  /** The store for the primary's gateway/Admin API: writes resolve once every worker serves them. */
-  wrapStore(store: ConfigStore): ConfigStore;
-  /** Fork the workers (after the store is open: they get its prefix), with `env` added to their environment. */
-  start(store: ConfigStore, env?: Record<string, string>): void;
-  /** The status API's readiness: undefined when every worker serves the config. */
-  notReady(): string | undefined;
-  /** The export server's handler: every worker's metrics, summed. */
-  /** `extraHeaders`: the export server's CORS headers for this request (Observability.exportCors). */
-  serveMetrics(req: Request, extraHeaders?: Record<string, string>): Promise<Response>;
-  /** Pass the signal to every worker; resolves when all have exited. */
-  stop(signal: NodeJS.Signals): Promise<void>;
-  /** Called when the primary must give up (workers keep dying): the entry exits 1. */
-  onFatal?: (why: string) => void;
-}
-
-export interface WorkerRole {
-  kind: 'worker';
-  store: ReplicaStore;
-  /** The gateway is built and the proxy listens: acks flow, and the primary counts this worker ready. */
-  started(refresh: () => Promise<void>, metricsText: () => Promise<string>): void;
-  /** Called when the primary went away: the entry drains and exits. */
-  onOrphaned(fn: () => void): void;
-}
-
-export type ClusterRole = { kind: 'single' } | PrimaryRole | WorkerRole;
+export type ClusterRole = { kind: 'single' } | NodePrimaryRole | WorkerRole;
 
 export function nodeCluster(settings: Settings, logger: Logger): ClusterRole {
   if (cluster.isWorker) return workerRole();
@@ -78,119 +56,57 @@ function workerRole(): WorkerRole {
   };
 }
 
-function primaryRole(count: number, logger: Logger): PrimaryRole {
-  let replicator: Replicator | undefined;
+function primaryRole(count: number, logger: Logger): NodePrimaryRole {
+  const book = new WorkerBook(count, logger);
   let prefix = '/apisix';
   let extraEnv: Record<string, string> = {};
   let stopping = false;
-  let earlyDeaths = 0;
-  /** Workers that said hello (APISIX's "status report"), and those serving (listening with the config). */
-  const reported = new Set<number>();
-  const ready = new Set<number>();
-  let metricsId = 0;
-  const metricsWaiters = new Map<number, (text: string) => void>();
 
   const fork = () => {
     const worker = cluster.fork({ ...extraEnv, FNGATE_STORE_PREFIX: prefix });
     const started = Date.now();
+    const peer = {
+      id: worker.id,
+      send: (m: ToWorker) => {
+        if (worker.isConnected()) worker.send(m);
+      },
+      kill: () => worker.process.kill('SIGKILL'),
+    };
     worker.on('message', (msg: unknown) => {
-      if (!isToPrimary(msg)) return;
-      onMessage(worker, msg);
+      if (isToPrimary(msg)) book.onMessage(peer, msg);
     });
     worker.once('exit', (code, signal) => {
-      reported.delete(worker.id);
-      const wasReady = ready.delete(worker.id);
-      replicator?.removePeer(worker.id);
       // Exit 0 is a drained worker: it got SIGTERM/SIGINT itself (a signal to the process group), not a crash.
-      if (stopping || code === 0) return;
-      logger.error('workers: a worker died; starting another', {
-        worker: worker.id,
+      const next = book.exited(worker.id, stopping || code === 0, {
         pid: worker.process.pid,
         code,
         signal,
         uptime_ms: Date.now() - started,
       });
-      earlyDeaths = wasReady ? 0 : earlyDeaths + 1;
-      if (earlyDeaths >= MAX_EARLY_DEATHS) {
-        role.onFatal?.(`${earlyDeaths} workers in a row died before serving; giving up`);
-        return;
-      }
+      if (next && 'giveUp' in next) role.onFatal?.(next.giveUp);
       // A crash loop is slowed down: the next fork waits a little longer after each early death.
-      setTimeout(fork, Math.min(100 * 2 ** earlyDeaths, 5_000)).unref();
+      else if (next) setTimeout(fork, next.restartInMs).unref();
     });
   };
 
-  const onMessage = (worker: Worker, msg: ToPrimary) => {
-    const send = (m: ToWorker) => {
-      if (worker.isConnected()) worker.send(m);
-    };
-    switch (msg.t) {
-      case 'hello':
-        reported.add(worker.id);
-        void replicator?.addPeer({
-          id: worker.id,
-          send,
-          kill: () => worker.process.kill('SIGKILL'),
-        });
-        break;
-      case 'applied':
-        replicator?.applied(worker.id, msg.seq);
-        break;
-      case 'ready':
-        ready.add(worker.id);
-        earlyDeaths = 0;
-        break;
-      case 'metrics':
-        metricsWaiters.get(msg.id)?.(msg.text);
-        break;
-    }
-  };
-
-  const role: PrimaryRole = {
+  const role: NodePrimaryRole = {
     kind: 'primary',
-    wrapStore(store) {
-      replicator = new Replicator(store, ACK_TIMEOUT_MS, logger);
-      return replicator.wrap();
-    },
+    wrapStore: (store) => book.wrapStore(store),
     start(store, env = {}) {
       prefix = store.prefix;
       extraEnv = env;
       logger.info(`workers: starting ${count} proxy workers (WORKERS)`);
       for (let i = 0; i < count; i++) fork();
     },
-    notReady() {
-      if (reported.size !== count) return `worker count: ${count} but status report count: ${reported.size}`;
-      for (const id of reported) if (!ready.has(id)) return `worker id: ${id} has not received configuration`;
-      return undefined;
-    },
-    async serveMetrics(req, extraHeaders) {
-      const url = new URL(req.url);
-      if ((req.method !== 'GET' && req.method !== 'HEAD') || url.pathname !== '/apisix/prometheus/metrics') {
-        return new Response(null, { status: 404 });
-      }
-      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && ready.has(w.id));
-      const parts = await Promise.all(
-        workers.map(
-          (w) =>
-            new Promise<string>((resolve) => {
-              const id = ++metricsId;
-              const timer = setTimeout(() => done(''), METRICS_TIMEOUT_MS);
-              const done = (text: string) => {
-                clearTimeout(timer);
-                metricsWaiters.delete(id);
-                resolve(text);
-              };
-              metricsWaiters.set(id, done);
-              if (w.isConnected()) w.send({ t: 'metrics', id } satisfies ToWorker);
-              else done('');
-            }),
-        ),
-      );
-      return new Response(req.method === 'HEAD' ? null : mergeExpositions(parts), {
-        status: 200,
-        headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', ...extraHeaders },
-      });
-    },
+    notReady: () => book.notReady(),
+    serveMetrics: (req, extraHeaders) =>
+      book.serveMetrics(
+        req,
+        extraHeaders,
+        Object.values(cluster.workers ?? {})
+          .filter((w): w is Worker => !!w)
+          .map((w) => ({ id: w.id, send: (m: ToWorker) => w.isConnected() && w.send(m) })),
+      ),
     stop(signal) {
       stopping = true;
       const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
