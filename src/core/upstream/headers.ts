@@ -174,11 +174,23 @@ export function plainHeadersOf(res: Response): Record<string, string | string[]>
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\r\n\0]/;
 
+/**
+ * Names already found valid, with their lower-case form: plugins set the same few names on every answer
+ * (X-RateLimit-*, CORS, request-id). Bounded, so random names cannot grow it.
+ */
+const validNames = new Map<string, string>();
+const MAX_VALID_NAMES = 512;
+
+/** The lower-case name, after checking the name and the (trimmed) value as `Headers` does. */
 function checked(name: string, value: string): string {
-  if (!HEADER_NAME.test(name)) throw new TypeError(`invalid header name: ${JSON.stringify(name)}`);
-  const v = String(value).trim();
-  if (BAD_VALUE.test(v)) throw new TypeError(`invalid value for header ${name}`);
-  return name.toLowerCase();
+  let lower = validNames.get(name);
+  if (lower === undefined) {
+    if (!HEADER_NAME.test(name)) throw new TypeError(`invalid header name: ${JSON.stringify(name)}`);
+    lower = name.toLowerCase();
+    if (validNames.size < MAX_VALID_NAMES) validNames.set(name, lower);
+  }
+  if (BAD_VALUE.test(value)) throw new TypeError(`invalid value for header ${name}`);
+  return lower;
 }
 
 /**
@@ -201,14 +213,15 @@ export class RecordHeaders {
   }
 
   set(name: string, value: string): void {
-    const lower = checked(name, value);
+    const v = String(value).trim();
+    const lower = checked(name, v);
     if (lower === '__proto__') throw new TypeError('invalid header name: "__proto__"');
-    this.record[lower] = String(value).trim();
+    this.record[lower] = v;
   }
 
   append(name: string, value: string): void {
-    const lower = checked(name, value);
     const v = String(value).trim();
+    const lower = checked(name, v);
     if (!Object.hasOwn(this.record, lower)) {
       this.set(name, v);
       return;
