@@ -18,6 +18,7 @@ import { createGateway, type Gateway } from '../../src/core/gateway.ts';
 import { timingSafeEqual } from '../../src/core/plugins/auth.ts';
 import { parseBasic } from '../../src/core/plugins/basic-auth.ts';
 import { parseHttpTime, parseSignature } from '../../src/core/plugins/hmac-auth.ts';
+import { withoutArg } from '../../src/core/plugins/key-auth.ts';
 import { BUILTIN_PLUGINS } from '../../src/core/plugins/index.ts';
 import { createNodeForwarder, type NodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
@@ -100,6 +101,15 @@ const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64');
 const b64url = (s: string | Buffer) => Buffer.from(s).toString('base64url');
 
 describe('helpers', () => {
+  it('withoutArg (key-auth hide_credentials): every occurrence of the name, plain or escaped; the rest byte for byte', () => {
+    assert.equal(withoutArg('apikey=k&a=1', 'apikey'), 'a=1');
+    assert.equal(withoutArg('a=%20x&apikey=k&apikey=j&b', 'apikey'), 'a=%20x&b');
+    assert.equal(withoutArg('api%6Bey=k&a=1', 'apikey'), 'a=1');
+    assert.equal(withoutArg('my+key=k&my%20key=j&mykey=x', 'my key'), 'mykey=x');
+    assert.equal(withoutArg('%E0%A4%A=1&apikey', 'apikey'), '%E0%A4%A=1', 'a malformed escape is kept');
+    assert.equal(withoutArg('apikeyx=1&xapikey=2', 'apikey'), 'apikeyx=1&xapikey=2');
+  });
+
   it('timingSafeEqual compares bytes, lengths included', () => {
     assert.ok(timingSafeEqual('abc', 'abc'));
     assert.ok(!timingSafeEqual('abc', 'abd'));

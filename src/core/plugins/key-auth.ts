@@ -65,6 +65,8 @@ export function withoutArg(query: string, name: string): string {
     .filter((part) => {
       const eq = part.indexOf('=');
       const raw = eq < 0 ? part : part.slice(0, eq);
+      // Most names are plain (no escapes): compared as they are, without decoding.
+      if (!raw.includes('%') && !raw.includes('+')) return raw !== name;
       try {
         return decodeURIComponent(raw.replaceAll('+', ' ')) !== name;
       } catch {
