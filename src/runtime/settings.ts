@@ -65,7 +65,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'PROXY_HTTPS_PORT',
     default: '9443',
     meaning:
-      "TLS port of the proxy (Node, Deno, Bun), HTTP/1.1 and HTTP/2 by ALPN where the runtime can; the certificate is chosen by SNI from the `ssls` resources; `off` starts none. A port in use is logged and the gateway runs without it",
+      "TLS port of the proxy (Node, Deno, Bun), HTTP/1.1 and HTTP/2 by ALPN, `wss://` on `enable_websocket` routes; the certificate is chosen by SNI from the `ssls` resources; `off` starts none. A port in use is logged and the gateway runs without it",
   },
   {
     name: 'TLS_HANDSHAKE_TIMEOUT',
