@@ -34,7 +34,7 @@ import type { ClientCert } from '../core/upstream/types.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
-import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
+import { adminTlsOptions, openTlsPort, type TlsPort } from './node-tls.ts';
 import type { HttpBindings } from '@hono/node-server';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
@@ -239,24 +239,18 @@ async function main(): Promise<void> {
   // SNI by callback (a name without a certificate is refused), HTTP/2 by ALPN, rotation without a new listener.
   let tlsPort: TlsPort | undefined;
   if (settings.proxyHttpsPort !== undefined && role.kind !== 'primary') {
-    try {
-      tlsPort = await listenTlsPort({
-        host: settings.host,
-        port: settings.proxyHttpsPort,
-        fetch: gateway.serveProxy,
-        table: gateway.sniTable,
-        onChange: gateway.onSniChange,
-        logger,
-        keepAliveTimeoutMs: TLS_KEEPALIVE_TIMEOUT_MS,
-        handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
-        // Bun.serve (the other ports) keeps Bun's own Request/Response.
-        overrideGlobalObjects: false,
-      });
-    } catch (err) {
-      logger.error(
-        `tls: cannot listen on ${settings.host}:${settings.proxyHttpsPort} (${(err as Error).message}); the proxy serves no TLS (PROXY_HTTPS_PORT)`,
-      );
-    }
+    tlsPort = await openTlsPort({
+      host: settings.host,
+      port: settings.proxyHttpsPort,
+      fetch: gateway.serveProxy,
+      table: gateway.sniTable,
+      onChange: gateway.onSniChange,
+      logger,
+      keepAliveTimeoutMs: TLS_KEEPALIVE_TIMEOUT_MS,
+      handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
+      // Bun.serve (the other ports) keeps Bun's own Request/Response.
+      overrideGlobalObjects: false,
+    });
   }
   // ADMIN_TLS_CERT/KEY: the Admin API speaks HTTPS only (the files read once, at start).
   const adminTls =

@@ -58,7 +58,7 @@ import { localNames } from './local-names.ts';
 import { framingError } from './framing.ts';
 import { nodeTlsValidator } from './tls-check.ts';
 import type { HttpBindings } from '@hono/node-server';
-import { listenTlsPort, type TlsPort } from './node-tls.ts';
+import { openTlsPort, type TlsPort } from './node-tls.ts';
 import { closeAfterRefusal } from './refused-body.ts';
 import { statusHandler, storeReadiness } from './status.ts';
 import { denoCluster, WORKER_ARG } from './workers-deno.ts';
@@ -505,24 +505,18 @@ async function main(): Promise<void> {
   // since Deno.serve takes one certificate and no SNI callback while Deno's node:tls server calls SNICallback.
   let tlsPort: TlsPort | undefined;
   if (settings.proxyHttpsPort !== undefined && role.kind !== 'primary') {
-    try {
-      tlsPort = await listenTlsPort({
-        host: settings.host,
-        port: role.kind === 'worker' ? role.proxyHttpsPort! : settings.proxyHttpsPort,
-        fetch: gateway.serveProxy,
-        table: gateway.sniTable,
-        onChange: gateway.onSniChange,
-        logger,
-        keepAliveTimeoutMs: TLS_KEEPALIVE_TIMEOUT_MS,
-        handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
-        overrideGlobalObjects: false,
-        reusePort: role.kind === 'worker',
-      });
-    } catch (err) {
-      logger.error(
-        `tls: cannot listen on ${settings.host}:${settings.proxyHttpsPort} (${(err as Error).message}); the proxy serves no TLS (PROXY_HTTPS_PORT)`,
-      );
-    }
+    tlsPort = await openTlsPort({
+      host: settings.host,
+      port: role.kind === 'worker' ? role.proxyHttpsPort! : settings.proxyHttpsPort,
+      fetch: gateway.serveProxy,
+      table: gateway.sniTable,
+      onChange: gateway.onSniChange,
+      logger,
+      keepAliveTimeoutMs: TLS_KEEPALIVE_TIMEOUT_MS,
+      handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
+      overrideGlobalObjects: false,
+      reusePort: role.kind === 'worker',
+    });
   }
   // The Prometheus export server: a port in use is reported, not fatal (several gateways on one host).
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;

@@ -136,6 +136,21 @@ export interface TlsPortOptions {
   reusePort?: boolean;
 }
 
+/**
+ * The TLS port as every entry opens it (PROXY_HTTPS_PORT): a port that cannot be listened on is logged and the
+ * gateway runs without TLS, as the other optional ports.
+ */
+export async function openTlsPort(opts: TlsPortOptions): Promise<TlsPort | undefined> {
+  try {
+    return await listenTlsPort(opts);
+  } catch (err) {
+    opts.logger.error(
+      `tls: cannot listen on ${opts.host}:${opts.port} (${(err as Error).message}); the proxy serves no TLS (PROXY_HTTPS_PORT)`,
+    );
+    return undefined;
+  }
+}
+
 export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
   const { logger } = opts;
   let table = opts.table();

@@ -19,7 +19,7 @@ import { processCollector } from './process-metrics.ts';
 import { localNames } from './local-names.ts';
 import { nodeWebSocketConnector, serveUpgrades } from './websocket-node.ts';
 import { nodeTlsValidator } from './tls-check.ts';
-import { adminTlsOptions, listenTlsPort, type TlsPort } from './node-tls.ts';
+import { adminTlsOptions, openTlsPort, type TlsPort } from './node-tls.ts';
 import { statusHandler, storeReadiness } from './status.ts';
 import { nodeCluster } from './workers-node.ts';
 import {
@@ -166,29 +166,23 @@ async function main(): Promise<void> {
   // The TLS port (PROXY_HTTPS_PORT): certificates by SNI from ssls, HTTP/2 by ALPN (src/runtime/node-tls.ts).
   let tlsPort: TlsPort | undefined;
   if (settings.proxyHttpsPort !== undefined && role.kind !== 'primary') {
-    try {
-      tlsPort = await listenTlsPort({
-        host: settings.host,
-        port: settings.proxyHttpsPort,
-        fetch: (req, env) => {
-          if (stopping && 'shouldKeepAlive' in env.outgoing) (env.outgoing as ServerResponse).shouldKeepAlive = false;
-          return gateway.serveProxy(req, env);
-        },
-        table: gateway.sniTable,
-        onChange: gateway.onSniChange,
-        logger,
-        keepAliveTimeoutMs: KEEPALIVE_TIMEOUT_MS,
-        handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
-        onConnection: (sock) => {
-          sockets.add(sock);
-          sock.once('close', () => sockets.delete(sock));
-        },
-      });
-    } catch (err) {
-      logger.error(
-        `tls: cannot listen on ${settings.host}:${settings.proxyHttpsPort} (${(err as Error).message}); the proxy serves no TLS (PROXY_HTTPS_PORT)`,
-      );
-    }
+    tlsPort = await openTlsPort({
+      host: settings.host,
+      port: settings.proxyHttpsPort,
+      fetch: (req, env) => {
+        if (stopping && 'shouldKeepAlive' in env.outgoing) (env.outgoing as ServerResponse).shouldKeepAlive = false;
+        return gateway.serveProxy(req, env);
+      },
+      table: gateway.sniTable,
+      onChange: gateway.onSniChange,
+      logger,
+      keepAliveTimeoutMs: KEEPALIVE_TIMEOUT_MS,
+      handshakeTimeoutMs: settings.tlsHandshakeTimeoutMs,
+      onConnection: (sock) => {
+        sockets.add(sock);
+        sock.once('close', () => sockets.delete(sock));
+      },
+    });
   }
   const adminTls =
     settings.adminTlsCert && settings.adminTlsKey ? adminTlsOptions(settings.adminTlsCert, settings.adminTlsKey) : undefined;
