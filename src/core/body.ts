@@ -1,6 +1,6 @@
 /**
  * Reading a body whole within a byte limit, the one loop behind the Admin API's JSON bodies, hmac-auth's digest,
- * aws-lambda's buffered payload and the forwarder's replay buffer. Each caller decides what an overflow means
+ * aws-lambda's buffered payload, the forwarder's replay buffer and the fetch runtimes' small answers. Each caller decides what an overflow means
  * (a 413, a drain, or passing the rest on as a stream).
  */
 
@@ -28,6 +28,13 @@ export async function readWithin(
     if (size > limit) return { size, chunks, reader };
   }
   return joinChunks(chunks, size);
+}
+
+/** Reads `body` whole (a body whose size is already bounded, e.g. by its Content-Length). */
+export async function readAll(body: ReadableStream<Uint8Array>): Promise<Uint8Array<ArrayBuffer>> {
+  const read = await readWithin(body, Number.POSITIVE_INFINITY);
+  if (!(read instanceof Uint8Array)) throw new Error('unreachable: no body is larger than Infinity');
+  return read;
 }
 
 /** The chunks' bytes in one array (the chunk itself when there is one that owns its whole buffer). */

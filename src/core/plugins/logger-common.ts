@@ -3,6 +3,7 @@
  * `log_format` from the conf or from plugin_metadata, plus `log_format_extra`), and the request/response bodies
  * when `include_req_body` / `include_resp_body` ask for them (with their `*_expr` conditions and byte caps).
  */
+import { joinChunks } from '../body.ts';
 import * as v from 'valibot';
 import type { RequestContext } from '../context.ts';
 import { compileExpr, type Expr } from '../expr.ts';
@@ -113,13 +114,7 @@ export function loggerInstance(
       else {
         let respBody: string | undefined;
         if (state?.resp) {
-          const all = new Uint8Array(state.respBytes ?? 0);
-          let off = 0;
-          for (const c of state.resp) {
-            all.set(c, off);
-            off += c.byteLength;
-          }
-          respBody = decoder.decode(all);
+          respBody = decoder.decode(joinChunks(state.resp, state.respBytes ?? 0));
         }
         entry = fullLogEntry(ctx, logEnv, { reqBody: state?.req, respBody, noRouteId: opts.noRouteId });
         const extra = ownExtra ?? mf?.extra;
@@ -144,14 +139,8 @@ export function loggerInstance(
         n += take.byteLength;
       }
       void reader.cancel().catch(() => {});
-      const all = new Uint8Array(n);
-      let off = 0;
-      for (const c of chunks) {
-        all.set(c, off);
-        off += c.byteLength;
-      }
       const state = ctx.stateOf<BodyState>(instance) ?? {};
-      state.req = decoder.decode(all);
+      state.req = decoder.decode(joinChunks(chunks, n));
       ctx.setStateOf(instance, state);
       return undefined;
     };

@@ -1,3 +1,4 @@
+import { readAll } from '../body.ts';
 import { CONTENT_LENGTH, cleanedResponsePairs, cleanResponseHeaders, markCleaned, removeHeaders } from './headers.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError, type UpstreamErrorKind } from './types.ts';
 
@@ -352,26 +353,6 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     });
     return markCleaned(new Response(stream, { status: res.status, statusText: res.statusText, headers: outHeaders }));
   };
-}
-
-/** The whole of a (size-limited) body. */
-async function readAll(body: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const reader = body.getReader();
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    parts.push(value);
-    size += value.byteLength;
-  }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 /** Remember an error raised by the request body (the gateway's size limit) so it is not reported as a connect failure. */
