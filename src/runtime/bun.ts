@@ -291,7 +291,7 @@ async function main(): Promise<void> {
   if (role.kind === 'primary') role.start(store, settings.proxyPort === 0 ? { PROXY_PORT: String(await freeProxyPort(settings.host)) } : {});
   if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
-  installShutdown<NodeJS.Signals>({
+  installShutdown({
     graceMs: settings.shutdownTimeoutMs,
     logger,
     role,
@@ -310,7 +310,6 @@ async function main(): Promise<void> {
     exit: (code) => process.exit(code),
     unref: (t) => t.unref(),
     onSignal: (signal, fn) => process.on(signal, fn),
-    signal: (name) => name,
   });
 }
 

@@ -559,7 +559,7 @@ async function main(): Promise<void> {
   if (role.kind === 'primary') await role.start(store);
   if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
-  installShutdown<Deno.Signal>({
+  installShutdown({
     graceMs: settings.shutdownTimeoutMs,
     logger,
     role,
@@ -572,7 +572,6 @@ async function main(): Promise<void> {
     exit: (code) => Deno.exit(code),
     unref: (t) => Deno.unrefTimer(t as unknown as number),
     onSignal: (signal, fn) => Deno.addSignalListener(signal, fn),
-    signal: (name) => name,
   });
 }
 

@@ -223,7 +223,7 @@ async function main(): Promise<void> {
   if (role.kind === 'primary') role.start(store);
   if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
-  installShutdown<NodeJS.Signals>({
+  installShutdown({
     graceMs: settings.shutdownTimeoutMs,
     logger,
     role,
@@ -259,7 +259,6 @@ async function main(): Promise<void> {
     exit: (code) => process.exit(code),
     unref: (t) => t.unref(),
     onSignal: (signal, fn) => process.on(signal, fn),
-    signal: (name) => name,
   });
 }
 

@@ -8,15 +8,17 @@
 import { finishShutdown } from './settings.ts';
 
 /** The part of a WORKERS role the sequence needs (workers-node.ts, workers-deno.ts). */
-export type ShutdownRole<S> =
+export type ShutdownSignal = 'SIGTERM' | 'SIGINT';
+
+export type ShutdownRole =
   | { kind: 'single' }
-  | { kind: 'primary'; stop(signal: S): Promise<void>; onFatal?: (why: string) => void }
+  | { kind: 'primary'; stop(signal: ShutdownSignal): Promise<void>; onFatal?: (why: string) => void }
   | { kind: 'worker'; onOrphaned(fn: () => void): void };
 
-export interface ShutdownPlan<S> {
+export interface ShutdownPlan {
   graceMs: number;
   logger: { info(msg: string): void; warn(msg: string): void; error(msg: string): void };
-  role: ShutdownRole<S>;
+  role: ShutdownRole;
   /** Stops every server but the status API from accepting; resolves once their requests in flight finished. */
   closeServers(): Promise<unknown>;
   /** Closes the status API (after the workers, on a primary). */
@@ -31,19 +33,17 @@ export interface ShutdownPlan<S> {
   /** Lets a timer not keep the process alive (Deno: `Deno.unrefTimer`). */
   unref(timer: ReturnType<typeof setTimeout>): void;
   /** Subscribes to a signal. */
-  onSignal(signal: 'SIGTERM' | 'SIGINT', fn: () => void): void;
-  /** The signal as the primary's `stop` takes it. */
-  signal(name: 'SIGTERM' | 'SIGINT'): S;
+  onSignal(signal: ShutdownSignal, fn: () => void): void;
 }
 
 /**
  * Installs the sequence (signal handlers, the orphaned worker's, the primary's fatal error); returns whether a
  * shutdown has begun (the Node entry answers `Connection: close` from then on).
  */
-export function installShutdown<S>(plan: ShutdownPlan<S>): () => boolean {
+export function installShutdown(plan: ShutdownPlan): () => boolean {
   const { logger, role } = plan;
   let stopping = false;
-  const shutdown = (why: string, signal: S) => {
+  const shutdown = (why: string, signal: ShutdownSignal) => {
     if (stopping) return;
     stopping = true;
     logger.info(`${why}: no new connections; finishing requests in flight (up to ${plan.graceMs} ms)`);
@@ -63,13 +63,13 @@ export function installShutdown<S>(plan: ShutdownPlan<S>): () => boolean {
       plan.exit,
     );
   };
-  plan.onSignal('SIGTERM', () => shutdown('SIGTERM', plan.signal('SIGTERM')));
-  plan.onSignal('SIGINT', () => shutdown('SIGINT', plan.signal('SIGINT')));
-  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone', plan.signal('SIGTERM')));
+  plan.onSignal('SIGTERM', () => shutdown('SIGTERM', 'SIGTERM'));
+  plan.onSignal('SIGINT', () => shutdown('SIGINT', 'SIGINT'));
+  if (role.kind === 'worker') role.onOrphaned(() => shutdown('primary gone', 'SIGTERM'));
   if (role.kind === 'primary') {
     role.onFatal = (why) => {
       logger.error(`workers: ${why}`);
-      void role.stop(plan.signal('SIGTERM')).then(() => plan.exit(1));
+      void role.stop('SIGTERM').then(() => plan.exit(1));
     };
   }
   return () => stopping;
