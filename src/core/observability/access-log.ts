@@ -1,9 +1,10 @@
 /**
  * The access log's line: APISIX's log entry ({@link fullLogEntry}) written straight to JSON text. Building the entry
- * object and running `JSON.stringify` over it cost ~3.7 µs per request on Node 20 (2.8 of them the stringify of the
- * nested objects); this writes the same JSON from the request context with one string per field, and knows each
- * header name's JSON key and whether it holds a credential from a small cache instead of testing and lower-casing
- * every name of every request (bench/observability.ts; the micro-benchmark is in bench/README.md).
+ * object and running `JSON.stringify` over it cost 3.4-3.8 µs per request on Node 20, most of it turning the latencies
+ * and start time into text; this writes the same JSON from the request context with one string per field, numbers
+ * through number-text.ts, and knows each header name's JSON key and whether it holds a credential from a small cache
+ * instead of testing and lower-casing every name of every request: 1.8-2.2 µs (in-process; the gateway figures,
+ * `bench/observability.ts`, are in README's Performance section).
  *
  * `JSON.parse(accessLogLine(ctx, env))` deep-equals `fullLogEntry(ctx, env)` (test/unit/access-log.test.ts, a
  * fast-check property over header lists, queries and values with quotes, control characters and lone surrogates).
