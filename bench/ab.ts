@@ -3,7 +3,7 @@
  * drift of a shared machine between two `npm run bench` runs?
  *
  *   npx tsx bench/ab.ts --a <other checkout | floor> [--b <checkout, default this one>] [--runtime node|bun|deno|workerd]
- *                       [--pairs 8] [--seconds 2] [--connections 50]
+ *                       [--pairs 8] [--seconds 2] [--connections 50] [--env-a K=V ...] [--env-b K=V ...]
  *
  * Both gateways run at once, pinned to core 1, serving the same `openfunction` route (`/hello/*` with a
  * `service_token`, as `npm run bench`) from a standalone CONFIG_FILE; the nginx upstream and wrk share core 0.
@@ -15,12 +15,16 @@
  * `workerd serve`, the routes from STANDALONE_CONFIG, as `npm run bench` runs it).
  * `--a floor` pairs fngate with the runtime's floor instead (bench/lib/gateways.ts: `floor`, `bun-floor`,
  * `deno-floor`, `workerd-floor`), so B ÷ A is fngate ÷ its floor, the issue's ratio, with the drift cancelled.
+ * Bun runs as `npm run start:bun` runs it, with src/runtime/bun-allocator.ts's setting unless a side's environment
+ * sets it; the Bun floor runs as Bun ships. `--env-a` / `--env-b` (repeatable) add environment variables to one side only, so A and B may be one checkout
+ * run two ways (`--a . --env-a MIMALLOC_PURGE_DELAY=10`: what does Bun's allocator setting, bench/README.md, save?); the floors get them too.
  * Loopback only; no assertions.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, type Proc, startProcess, tmpDir } from '../test/helpers/process.ts';
+import { bunAllocatorEnv } from '../src/runtime/bun-allocator.ts';
 import { LAUNCHERS, launchWorkerd } from './lib/gateways.ts';
 import { startUpstream } from './lib/nginx.ts';
 import { AUTHORIZATION, functionRoute, GATEWAY_CORE, LOAD_CORE } from './lib/route.ts';
@@ -36,6 +40,8 @@ const { values: flags } = parseArgs({
     pairs: { type: 'string' },
     seconds: { type: 'string' },
     connections: { type: 'string' },
+    'env-a': { type: 'string', multiple: true },
+    'env-b': { type: 'string', multiple: true },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -51,6 +57,17 @@ const seconds = Number(flags.seconds ?? 2);
 const connections = Number(flags.connections ?? 50);
 const floorA = flags.a === 'floor';
 const trees = { A: floorA ? 'floor' : resolve(flags.a), B: resolve(flags.b ?? ROOT) };
+/** `--env-a`/`--env-b`: K=V pairs for one side's environment. */
+function envFlags(list: string[] | undefined, flag: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const kv of list ?? []) {
+    const eq = kv.indexOf('=');
+    if (eq < 1) throw new Error(`--${flag} takes NAME=value, not ${kv}`);
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return env;
+}
+const sideEnv = { A: envFlags(flags['env-a'], 'env-a'), B: envFlags(flags['env-b'], 'env-b') };
 
 const tools = requireTools();
 const dir = await tmpDir('fngate-ab-');
@@ -82,6 +99,7 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
     config: readFileSync(config, 'utf8'),
     authorization: AUTHORIZATION,
     logLevel: 'warn',
+    env: sideEnv[name],
   };
   if (name === 'A' && floorA) {
     const t = await LAUNCHERS[runtime === 'node' ? 'floor' : `${runtime}-floor`]!(ctx);
@@ -111,6 +129,9 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
       CONFIG_FILE: config,
       DATA_DIR: join(dir, `data-${name}`),
       NO_COLOR: '1',
+      // Bun as `npm run start:bun` runs it (its allocator setting), unless this side's environment says otherwise.
+      ...(runtime === 'bun' ? bunAllocatorEnv({ ...process.env, ...sideEnv[name] }) : {}),
+      ...sideEnv[name],
     },
     readyUrl: `http://127.0.0.1:${adminPort}/apisix/admin`,
     timeoutMs: 60_000,
@@ -148,8 +169,10 @@ try {
   }
   const row = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' ');
   console.log(`${runtime}, ${pairs} pairs of ${seconds} s slices, wrk -c${connections}; CPU µs per request:`);
-  console.log(`A ${trees.A}: ${row(a)}  (median ${median(a).toFixed(1)})`);
-  console.log(`B ${trees.B}: ${row(b)}  (median ${median(b).toFixed(1)})`);
+  const label = (side: 'A' | 'B') =>
+    [trees[side], ...Object.entries(sideEnv[side]).map(([k, v]) => `${k}=${v}`)].join(' ');
+  console.log(`A ${label('A')}: ${row(a)}  (median ${median(a).toFixed(1)})`);
+  console.log(`B ${label('B')}: ${row(b)}  (median ${median(b).toFixed(1)})`);
   console.log(
     `B ÷ A: median ${median(ratios).toFixed(3)} [${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}]; ` +
       `B used less CPU in ${ratios.filter((x) => x < 1).length} of ${pairs} pairs`,

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { silentLogger } from '../src/core/context.ts';
+import { bunAllocatorEnv } from '../src/runtime/bun-allocator.ts';
 import { createGateway } from '../src/core/gateway.ts';
 import { chunksText, RENDER_CHUNK } from '../src/core/observability/metrics.ts';
 import { serve } from '@hono/node-server';
@@ -67,6 +68,8 @@ async function startGateway(runtime: string, env: Record<string, string>): Promi
   const proc = spawn(taskset!, ['-c', '0', ...cmd], {
     env: {
       ...process.env,
+      // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell says otherwise.
+      ...(runtime === 'bun' ? bunAllocatorEnv() : {}),
       HOST: '127.0.0.1',
       PROXY_PORT: String(proxyPort),
       ADMIN_PORT: String(adminPort),

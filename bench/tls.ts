@@ -21,6 +21,7 @@ import { type Proc, startProcess } from '../test/helpers/process.ts';
 import { startUpstream } from './lib/nginx.ts';
 import { cpuOf, processTree, requireTools, ROOT, sleep } from './lib/sys.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
+import { bunAllocatorEnv } from '../src/runtime/bun-allocator.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -103,6 +104,8 @@ async function fngateTarget(runtime: string, upstreamPort: number): Promise<Targ
     args: ['-c', '1', ...cmd[runtime]!],
     cwd: ROOT,
     env: {
+      // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell says otherwise.
+      ...(runtime === 'bun' ? bunAllocatorEnv() : {}),
       HOST: '127.0.0.1',
       PROXY_PORT: String(plain),
       PROXY_HTTPS_PORT: String(tls),

@@ -29,6 +29,7 @@ import { functionRoute, LOAD_CORE } from './lib/route.ts';
 import { median } from './lib/stats.ts';
 import { cpuOf, loadAverage, processTree, requireTools, ROOT, sleep } from './lib/sys.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
+import { bunAllocatorEnv } from '../src/runtime/bun-allocator.ts';
 
 const { values } = parseArgs({
   options: {
@@ -66,6 +67,8 @@ async function gateway(workers: number) {
     // deno task reads the deno.json of its working directory.
     cwd: RUNTIME === 'deno' ? ROOT : dir,
     env: {
+      // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell says otherwise.
+      ...(RUNTIME === 'bun' ? bunAllocatorEnv() : {}),
       HOST: '127.0.0.1',
       PROXY_PORT: String(proxyPort),
       ADMIN_PORT: String(adminPort),

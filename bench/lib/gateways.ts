@@ -22,6 +22,7 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { bunAllocatorEnv } from '../../src/runtime/bun-allocator.ts';
 import { freePort, type Proc, startProcess } from '../../test/helpers/process.ts';
 import { BIN, ROOT } from './sys.ts';
 
@@ -126,7 +127,7 @@ export async function launchBun(ctx: LaunchContext): Promise<Target> {
   const proc = await startProcess({
     cmd: ctx.taskset,
     args: ['-c', String(ctx.core), BIN.bun, 'run', 'src/runtime/bun.ts'],
-    env,
+    env: { ...bunAllocatorEnv({ ...process.env, ...env }), ...env }, // as `npm run start:bun` runs it
     cwd: ROOT,
     readyUrl: `${adminUrl}/apisix/admin`,
     timeoutMs: 30_000,
@@ -269,6 +270,7 @@ async function launchScript(
       UPSTREAM: `http://127.0.0.1:${ctx.upstreamPort}`,
       AUTHORIZATION: ctx.authorization,
       ...env,
+      ...ctx.env,
     },
     cwd: ROOT,
     readyUrl: `${url}/__bench_ready`,

@@ -53,6 +53,7 @@ import {
   usageError,
 } from './settings.ts';
 import { installShutdown } from './shutdown.ts';
+import { bunAllocatorEnv } from './bun-allocator.ts';
 
 /** The part of `Bun.serve`'s server used here (declared locally: no @types/bun in this repo). */
 interface BunServer {
@@ -288,7 +289,13 @@ async function main(): Promise<void> {
           'STATUS_PORT',
         );
   // SO_REUSEPORT workers cannot share a port 0: the primary picks one for all of them.
-  if (role.kind === 'primary') role.start(store, settings.proxyPort === 0 ? { PROXY_PORT: String(await freeProxyPort(settings.host)) } : {});
+  // The workers run with the allocator setting `npm run start:bun` gives (bun-allocator.ts), also when the primary
+  // was started without it.
+  if (role.kind === 'primary')
+    role.start(store, {
+      ...bunAllocatorEnv(),
+      ...(settings.proxyPort === 0 ? { PROXY_PORT: String(await freeProxyPort(settings.host)) } : {}),
+    });
   if (role.kind === 'worker') role.started(() => gateway.refresh(), () => gateway.obs.metricsText());
 
   installShutdown({

@@ -107,7 +107,7 @@ const LAUNCH = {
   deno: { cmd: join(ROOT, 'node_modules/.bin/deno'), args: ['task', '--quiet', 'start'] },
 };
 
-async function startCluster(env: Record<string, string> = {}, runtime: 'node' | 'bun' | 'deno' = 'node') {
+async function startCluster(env: Record<string, string | undefined> = {}, runtime: 'node' | 'bun' | 'deno' = 'node') {
   const dataDir = await tmpDir('fngate-workers-');
   dirs.push(dataDir);
   const proc = await startProcess({
@@ -266,8 +266,15 @@ for (const runtime of ['node', 'deno'] as const) {
 }
 
 test('Bun, WORKERS=2 (node:cluster, Bun.serve reusePort): every write is served by every worker; metrics summed', async () => {
-  const gw = await startCluster({}, 'bun');
+  // Started without the allocator setting `npm run start:bun` gives (src/runtime/bun-allocator.ts): the primary
+  // hands it to the workers it forks, which serve every request.
+  const gw = await startCluster({ MIMALLOC_PURGE_DELAY: undefined }, 'bun');
   assert.equal(gw.early[0]!.status, 503, JSON.stringify(gw.early));
+  const environ = async (pid: number) => (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+  assert.ok(!(await environ(gw.primary)).some((kv) => kv.startsWith('MIMALLOC_PURGE_DELAY=')));
+  const workers = await children(gw.primary);
+  assert.equal(workers.length, 2);
+  for (const pid of workers) assert.ok((await environ(pid)).includes('MIMALLOC_PURGE_DELAY=-1'), `worker ${pid}`);
   let requests = 0;
   for (let round = 0; round < 20; round++) {
     const put = await admin(gw.adminUrl, 'PUT', '/routes/r', {
