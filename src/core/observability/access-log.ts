@@ -10,11 +10,11 @@
  * fast-check property over header lists, queries and values with quotes, control characters and lone surrogates).
  */
 import type { RequestContext } from '../context.ts';
-import { plainHeadersOf } from '../upstream/headers.ts';
+import { scaledText } from '../number-text.ts';
+import { headersRecord, plainHeadersOf } from '../upstream/headers.ts';
 import { FNGATE_VERSION } from '../version.ts';
 import { isSecretName, type LogEnv, queryObject, REDACTED, requestUrlParts, startTime } from './log-entry.ts';
-import { scaledText } from '../number-text.ts';
-import { requestLength } from './prometheus.ts';
+import { requestHeadersRecord, requestLength } from './prometheus.ts';
 
 /** Characters JSON must escape, and lone-surrogate halves (JSON.stringify writes them as \u escapes). */
 const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
@@ -116,7 +116,7 @@ function headersJson(headers: Headers): string {
 }
 
 function responseHeadersJson(res: Response): string {
-  const record = plainHeadersOf(res);
+  const record = plainHeadersOf(res) ?? headersRecord(res.headers);
   return record !== undefined ? recordHeadersJson(record) : headersJson(res.headers);
 }
 
@@ -151,9 +151,16 @@ function startTimeText(t: number): string {
 export function accessLogLine(ctx: RequestContext, env: LogEnv): string {
   const latency = performance.now() - ctx.startTime;
   const { url, uri } = requestUrlParts(ctx);
-  const reqHeaders = ctx.rawHeaders !== undefined ? rawHeadersJson(ctx.rawHeaders) : headersJson(ctx.request.headers);
+  // Where the runtime gives a request's headers as a record in one call (Bun), they are read once, for both fields.
+  const record = requestHeadersRecord(ctx);
+  const reqHeaders =
+    ctx.rawHeaders !== undefined
+      ? rawHeadersJson(ctx.rawHeaders)
+      : record !== undefined
+        ? recordHeadersJson(record)
+        : headersJson(ctx.request.headers);
   const query = ctx.query ? JSON.stringify(queryObject(ctx.query)) : '{}';
-  let line = `{"request":{"url":${jsonString(url)},"uri":${jsonString(uri)},"method":${jsonString(ctx.method)},"headers":${reqHeaders},"querystring":${query},"size":${num(requestLength(ctx))}},"response":{"status":${num(ctx.status)},"headers":${ctx.response ? responseHeadersJson(ctx.response) : '{}'},"size":${num(ctx.bytesSent)}},"server":{"hostname":${jsonString(env.hostname)},"version":${jsonString(FNGATE_VERSION)}}`;
+  let line = `{"request":{"url":${jsonString(url)},"uri":${jsonString(uri)},"method":${jsonString(ctx.method)},"headers":${reqHeaders},"querystring":${query},"size":${num(requestLength(ctx, record))}},"response":{"status":${num(ctx.status)},"headers":${ctx.response ? responseHeadersJson(ctx.response) : '{}'},"size":${num(ctx.bytesSent)}},"server":{"hostname":${jsonString(env.hostname)},"version":${jsonString(FNGATE_VERSION)}}`;
   const addr = ctx.getVar('upstream_addr');
   if (addr !== undefined) line += `,"upstream":${anyJson(addr)}`;
   const serviceId = ctx.route ? ctx.serviceId : ctx.host;

@@ -7,6 +7,7 @@
  * per (route object, prefer_name, disabled_labels) and the leaf series once per (status, source, consumer, node).
  */
 import type { RequestContext, RouteInfo } from '../context.ts';
+import { headersRecord } from '../upstream/headers.ts';
 import { FNGATE_VERSION } from '../version.ts';
 import { type AdminOrigin, dashboardOrigins, exportCorsHeaders } from './export-cors.ts';
 import {
@@ -247,13 +248,21 @@ export class HttpMetrics {
 }
 
 /**
+ * The request's headers as a record in one call where the runtime offers it ({@link headersRecord}), when the
+ * request has no raw header list; else `undefined`.
+ */
+export function requestHeadersRecord(ctx: RequestContext): Record<string, string | string[]> | undefined {
+  return ctx.rawHeaders === undefined ? headersRecord(ctx.request.headers) : undefined;
+}
+
+/**
  * nginx `$request_length` as far as the gateway knows it: request line, header lines and the body's declared
  * length (a chunked body counts 0). Header bytes come from the runtime's raw header list when it has one (Node),
  * else from the parsed headers.
  */
-export function requestLength(ctx: RequestContext): number {
-  // "GET /path?query HTTP/1.1\r\n" and the blank line ending the head.
-  let n = ctx.method.length + ctx.rawPath.length + (ctx.query ? ctx.query.length + 1 : 0) + 13;
+export function requestLength(ctx: RequestContext, record = requestHeadersRecord(ctx)): number {
+  // "GET /path?query HTTP/1.1\r\n" (two spaces, "HTTP/1.1", CRLF: 12) and the blank line ending the head (2).
+  let n = ctx.method.length + ctx.rawPath.length + (ctx.query ? ctx.query.length + 1 : 0) + 14;
   const raw = ctx.rawHeaders;
   let cl: string | null = null;
   if (raw !== undefined) {
@@ -263,6 +272,14 @@ export function requestLength(ctx: RequestContext): number {
       n += name.length + raw[i + 1]!.length + 4; // ": " and "\r\n"
       if (name.length === 14 && name.toLowerCase() === 'content-length') cl = raw[i + 1]!;
     }
+  } else if (record !== undefined) {
+    for (const k in record) {
+      const v = record[k]!;
+      if (typeof v === 'string') n += k.length + v.length + 4;
+      else for (const one of v) n += k.length + one.length + 4;
+    }
+    const declared = record['content-length'];
+    if (typeof declared === 'string') cl = declared;
   } else {
     for (const [k, v] of ctx.request.headers) n += k.length + v.length + 4;
     cl = ctx.request.headers.get('content-length');

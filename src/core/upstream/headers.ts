@@ -166,6 +166,17 @@ export function cleanResponseHeaders(headers: Headers): void {
  */
 export const PLAIN_HEADERS: unique symbol = Symbol.for('fngate.plainHeaders');
 
+/**
+ * `headers` as a plain record in one call, where the runtime's `Headers` has one: Bun's non-standard
+ * `Headers#toJSON()` (lower-case names, repeated values joined by ", ", `set-cookie` a list of its values). Iterating
+ * a native `Headers` entry by entry crosses into JS once per entry: on Bun 1.4.5 ~1.0 µs for 8 headers against ~0.7
+ * for `toJSON()`. `undefined` where there is none (the other runtimes): iterate.
+ */
+export function headersRecord(headers: Headers): Record<string, string | string[]> | undefined {
+  const toJSON = (headers as { toJSON?: () => unknown }).toJSON;
+  return typeof toJSON === 'function' ? (toJSON.call(headers) as Record<string, string | string[]>) : undefined;
+}
+
 /** The plain header record of a Response marked with {@link PLAIN_HEADERS}, if any. */
 export function plainHeadersOf(res: Response): Record<string, string | string[]> | undefined {
   return (res as { [PLAIN_HEADERS]?: Record<string, string | string[]> })[PLAIN_HEADERS];
