@@ -16,7 +16,10 @@ import { after, before, test } from 'node:test';
 import { type BackpressureResult, runBackpressure, wssTarget } from '../../bench/websocket-backpressure.ts';
 import { type GatewayUnderTest, type RuntimeName, startGateway } from '../conformance/harness.ts';
 import { startWebSocketFunction, type WebSocketFunction } from '../functions/websocket.ts';
-import { NO_OPENSSL } from '../helpers/tls.ts';
+import { systemSkip } from '../helpers/system.ts';
+
+/** The wss:// cases make their certificate with the openssl CLI. */
+const NO_OPENSSL = systemSkip('test/e2e/websocket.test.ts (wss://)', ['openssl'], ['openssl']);
 
 let fn: WebSocketFunction;
 before(async () => {
