@@ -139,9 +139,10 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   // `type: client` ssls as client certificates (upstream `tls.client_cert_id`), from the current SNI table; one
   // object per ssl version, so a forwarder's per-certificate client is reused until the ssl changes.
   const clientCerts = new WeakMap<SslEntry, ClientCert>();
-  const clientSsl = (id: string): ClientCert | undefined => {
+  const clientSsl = (id: string): ClientCert | string => {
     const entry = sni.client(id);
-    if (entry === undefined) return undefined;
+    // APISIX's messages (init.lua, resolve_upstream_client_cert).
+    if (entry === undefined) return sni.isServer(id) ? "ssl type should be 'client'" : `ssl id [${id}] not exits`;
     let cc = clientCerts.get(entry);
     if (cc === undefined) {
       const { cert, key } = entry.pairs[0]!;

@@ -128,6 +128,8 @@ export interface SniTable {
   match(servername: string | undefined): SslEntry | undefined;
   /** A `type: client` ssl by id (upstream `tls.client_cert_id`). */
   client(id: string): SslEntry | undefined;
+  /** Whether a server ssl (not `type: client`) has this id: why `client(id)` found none, for the error. */
+  isServer(id: string): boolean;
 }
 
 /** The name APISIX matches: lower case, without a trailing dot. */
@@ -197,6 +199,7 @@ export async function compileSniTable(
   return {
     version: sslVersionOf(state, prefix),
     entries,
+    isServer: (id) => entries.some((e) => e.id === id),
     match(servername) {
       if (!servername) return undefined;
       const n = normalizeSni(servername);
@@ -215,4 +218,5 @@ export const EMPTY_SNI_TABLE: SniTable = {
   entries: [],
   match: () => undefined,
   client: () => undefined,
+  isServer: () => false,
 };

@@ -4,7 +4,8 @@
  *
  * - Header count: node:http keeps only the first 1,000 header lines (`maxHeadersCount`) and drops the rest
  *   silently, so a second `Host` after them went unnoticed. No count limit here: the total size of the head is
- *   bounded by `maxHeaderSize` (16 KiB, 431 past it), and every header is forwarded.
+ *   bounded by `maxHeaderSize` (16 KiB, 431 past it), and every header is forwarded. Unless the runtime's fetch
+ *   cannot forward them all (Bun's TLS port: `maxHeaderLines`, 431 past it, as its Bun.serve port answers).
  * - Protocol errors (a request the parser refuses, HTTP/1.1 without `Host`, `OPTIONS *`) answer with the JSON
  *   `{"error_msg": …}` body every other error has, not an empty one.
  * - `CONNECT` gets 405 with that body (node:http closed the connection without a word).
@@ -13,6 +14,11 @@
  * - An absolute-form request target (`GET http://a.example/x`) whose authority differs from the `Host` header
  *   gets 400: RFC 9112 §3.2.2 says the target's authority wins, and routing on one while forwarding the other
  *   would be a host confusion, as with two `Host` headers. The same authority in both is served as usual.
+ * - A request pipelined behind one refused here (in the same bytes) is never served: node:http parses and emits
+ *   it before the refusal's answer has closed the connection, and over TLS (src/runtime/node-tls.ts) that window
+ *   was wide enough for it to reach the function on Node, Deno and Bun. The refusal's answer closes the connection.
+ *   A request whose body has no framing (Transfer-Encoding not ending in chunked) is answered on the socket itself
+ *   when it is the connection's current one: Bun's node:http wrote the head of such an answer but not its body.
  * - `Expect: 100-continue`: `100 Continue` is sent only when the gateway starts reading the body, so an upload
  *   refused on its `Content-Length` (413) or one to no route (404) gets its answer without a 100, as from nginx,
  *   and its connection is closed (the client never sent the body).
@@ -162,11 +168,36 @@ export function getRequestBody(incoming: IncomingMessage): ReadableStream<Uint8A
   return body;
 }
 
+/** What a runtime adds to the checks above. */
+export interface HardeningOptions {
+  /**
+   * At most this many header lines per request, 431 past it: where the runtime's fetch forwards only so many and
+   * drops the rest without a word (Bun's: 255 lines with its own), the limit of the runtime's other server.
+   */
+  maxHeaderLines?: number;
+}
+
 /** `createServer` for @hono/node-server's `serve()`: the listener runs only for requests that pass the checks above. */
-export function createHardenedServer(options: ServerOptions, listener: RequestListener): Server {
+export function createHardenedServer(
+  options: ServerOptions,
+  listener: RequestListener,
+  hardening: HardeningOptions = {},
+): Server {
+  const maxRaw = hardening.maxHeaderLines === undefined ? Number.POSITIVE_INFINITY : hardening.maxHeaderLines * 2;
+  // Connections whose request was refused: their answer closes them, and nothing after it is served.
+  const refusedOn = new WeakSet<object>();
   const guarded: RequestListener = (req, res) => {
-    const refused = refusal(req);
+    // Left unanswered: the connection closes once the refusal's answer is out.
+    if (refusedOn.has(req.socket)) return;
+    const refused: [number, string] | undefined =
+      req.rawHeaders.length > maxRaw ? [431, 'request header fields too large'] : refusal(req);
     if (refused) {
+      refusedOn.add(req.socket);
+      const te = req.headers['transfer-encoding'];
+      if (te !== undefined && !/(^|,)\s*chunked\s*$/i.test(te) && res.socket === req.socket) {
+        req.socket.end(rawAnswer(refused[0], refused[1]));
+        return;
+      }
       answer(res, refused[0], refused[1]);
       return;
     }

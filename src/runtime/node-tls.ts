@@ -29,7 +29,7 @@ import { createSecureContext, createServer as createTlsServer, type SecureContex
 import { createAdaptorServer, type Http2Bindings, type HttpBindings } from '@hono/node-server';
 import type { Logger } from '../core/context.ts';
 import type { SniTable, SslEntry } from '../core/ssl.ts';
-import { createHardenedServer } from './node-http.ts';
+import { createHardenedServer, type HardeningOptions } from './node-http.ts';
 import { serveUpgrades } from './websocket-node.ts';
 
 /** Connections accepted but not yet through their handshake; beyond this, new ones are closed at once. */
@@ -134,6 +134,8 @@ export interface TlsPortOptions {
   overrideGlobalObjects?: boolean;
   /** SO_REUSEPORT (Deno's WORKERS: each worker process listens on the port itself; src/runtime/workers-deno.ts). */
   reusePort?: boolean;
+  /** The runtime's limits on top of node-http.ts's checks (Bun: the header lines its fetch can forward). */
+  hardening?: HardeningOptions;
 }
 
 /**
@@ -162,9 +164,10 @@ export function listenTlsPort(opts: TlsPortOptions): Promise<TlsPort> {
     logger.info('tls: certificates changed', { ssls: next.entries.length });
   });
 
+  const hardened: typeof createHardenedServer = (options, listener) => createHardenedServer(options, listener, opts.hardening);
   const http1 = createAdaptorServer({
     fetch: opts.fetch,
-    createServer: createHardenedServer as unknown as typeof import('node:http').createServer,
+    createServer: hardened as unknown as typeof import('node:http').createServer,
     overrideGlobalObjects: opts.overrideGlobalObjects,
   }) as HttpServer;
   http1.keepAliveTimeout = opts.keepAliveTimeoutMs;

@@ -76,6 +76,8 @@ export interface Launched {
 
 export interface StartOptions {
   env?: Record<string, string | undefined>;
+  /** The runtime to start it on (FNGATE_RUNTIME by default): e2e tests that run one case on several runtimes. */
+  runtime?: RuntimeName;
   dataDir?: string;
   key?: string;
 }
@@ -102,13 +104,14 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnde
     WORKERS: '1',
     ...opts.env,
   };
-  const launcher = (await import(`./launchers/${RUNTIME}.ts`)) as Launcher;
+  const runtime = opts.runtime ?? RUNTIME;
+  const launcher = (await import(`./launchers/${runtime}.ts`)) as Launcher;
   const launched = await launcher.launch({ env, dataDir });
   const { proc } = launched;
   const proxyUrl = launched.proxyUrl;
   const adminUrl = launched.adminUrl;
   const gw: GatewayUnderTest = {
-    runtime: RUNTIME,
+    runtime,
     proxyUrl,
     adminUrl,
     key,
@@ -143,6 +146,16 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayUnde
     },
   };
   return gw;
+}
+
+/** The port of the proxy's TLS listener (PROXY_HTTPS_PORT) the gateway printed; waits up to 5 s for the line. */
+export async function tlsPortOf(gw: GatewayUnderTest): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const m = /fngate proxy \(TLS\) listening on https:\/\/\S+:(\d+)\n/.exec(gw.proc.stdout());
+    if (m) return Number(m[1]);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no TLS listener in the gateway's output:\n${gw.proc.stdout()}`);
 }
 
 /**

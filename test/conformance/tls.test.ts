@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { type FunctionServer, startFunction } from '../functions/functions.ts';
 import { certFor, NO_OPENSSL } from '../helpers/tls.ts';
 import { tmpDir } from '../helpers/process.ts';
-import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
+import { type GatewayUnderTest, RUNTIME, startGateway, tlsPortOf } from './harness.ts';
 
 const WHY_NOT: Partial<Record<typeof RUNTIME, string>> = {
   workerd: 'Cloudflare terminates TLS in front of a Worker: there is no TLS port (PROXY_HTTPS_PORT) to test',
@@ -28,16 +28,6 @@ const a2 = NO_OPENSSL ? undefined : certFor('a.example.com');
 const wild = NO_OPENSSL ? undefined : certFor('*.example.com');
 const other = NO_OPENSSL ? undefined : certFor('other.test');
 const expired = NO_OPENSSL ? undefined : certFor('old.example.com', { expired: true });
-
-/** The port of the TLS listener the gateway printed (waits up to 5 s). */
-async function tlsPortOf(gw: GatewayUnderTest): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    const m = /fngate proxy \(TLS\) listening on https:\/\/\S+:(\d+)\n/.exec(gw.proc.stdout());
-    if (m) return Number(m[1]);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`no TLS listener in the gateway's output:\n${gw.proc.stdout()}`);
-}
 
 /** Handshake with `servername`; the certificate the gateway showed, or the error that ended the handshake. */
 function handshake(port: number, servername: string | undefined): Promise<PeerCertificate | Error> {

@@ -114,12 +114,51 @@ describe('upstream client certificates (upstream.tls)', { skip: SKIP }, () => {
     const res2 = await gw.fetch('/by-id');
     assert.equal(res2.status, 200);
     assert.equal((await res2.json()).cn, 'fngate-client-ssl-2');
+  });
 
-    // Deleted (force: the upstream refers to it): 502, as APISIX when the ssl is gone.
-    assert.equal((await gw.admin('DELETE', '/ssls/client-1?force=true')).status, 200);
-    const gone = await gw.fetch('/by-id');
-    assert.equal(gone.status, 502);
-    await gone.body?.cancel();
+  test('an ssl that client_cert_id names may be deleted or made a server one (as APISIX); its users then answer 502', async () => {
+    const cc = ca.issue('fngate-client-gone', 'client');
+    assert.equal((await gw.admin('PUT', '/ssls/client-2', { type: 'client', cert: cc.cert, key: cc.key })).status, 201);
+    // Named by an upstream object (through a route and through a service), by a route's own upstream, and by a
+    // service's own upstream: APISIX's forms of the reference.
+    assert.equal((await gw.admin('PUT', '/upstreams/gone', upstreamWith({ client_cert_id: 'client-2' }))).status, 201);
+    await gw.putRoute('gone-up', { uri: '/gone/upstream', upstream_id: 'gone' });
+    await gw.putRoute('gone-route', { uri: '/gone/route', upstream: upstreamWith({ client_cert_id: 'client-2' }) });
+    const svc = await gw.admin('PUT', '/services/gone', { upstream: upstreamWith({ client_cert_id: 'client-2' }) });
+    assert.equal(svc.status, 201, svc.text);
+    await gw.putRoute('gone-service', { uri: '/gone/service', service_id: 'gone' });
+    const svcUp = await gw.admin('PUT', '/services/gone-up', { upstream_id: 'gone' });
+    assert.equal(svcUp.status, 201, svcUp.text);
+    await gw.putRoute('gone-service-up', { uri: '/gone/service-upstream', service_id: 'gone-up' });
+    const paths = ['/gone/upstream', '/gone/route', '/gone/service', '/gone/service-upstream'];
+    for (const path of paths) {
+      const res = await gw.fetch(path);
+      assert.equal(res.status, 200, `${path}: ${await res.clone().text()}`);
+      assert.equal((await res.json()).cn, 'fngate-client-gone', path);
+    }
+
+    // APISIX's ssls have no delete check (admin/ssl.lua: no delete_checker): deleted without ?force, 200.
+    const del = await gw.admin('DELETE', '/ssls/client-2');
+    assert.equal(del.status, 200, del.text);
+    for (const path of paths) {
+      const res = await gw.fetch(path);
+      assert.equal(res.status, 502, path);
+      assert.deepEqual(await res.json(), { error_msg: 'failed to get ssl cert: ssl id [client-2] not exits' }, path);
+    }
+
+    // Back as a server ssl (APISIX's t/node/upstream-mtls.t TEST 17-18): 502 too, saying so.
+    const server = ca.issue('gone.example.com', 'server');
+    assert.equal((await gw.admin('PUT', '/ssls/client-2', { cert: server.cert, key: server.key, snis: ['gone.example.com'] })).status, 201);
+    for (const path of paths) {
+      const res = await gw.fetch(path);
+      assert.equal(res.status, 502, path);
+      assert.deepEqual(await res.json(), { error_msg: "failed to get ssl cert: ssl type should be 'client'" }, path);
+    }
+    // A client ssl again: served again, no restart.
+    assert.equal((await gw.admin('PUT', '/ssls/client-2', { type: 'client', cert: cc.cert, key: cc.key })).status, 200);
+    const back = await gw.fetch('/gone/route');
+    assert.equal(back.status, 200);
+    assert.equal((await back.json()).cn, 'fngate-client-gone');
   });
 
   test('no client certificate, or one the upstream does not trust: 502', async () => {

@@ -14,7 +14,7 @@ import WebSocket from 'ws';
 import { refusedPort } from '../helpers/process.ts';
 import { startWebSocketFunction, type WebSocketFunction } from '../functions/websocket.ts';
 import { certFor, NO_OPENSSL } from '../helpers/tls.ts';
-import { type GatewayUnderTest, RUNTIME, startGateway } from './harness.ts';
+import { type GatewayUnderTest, RUNTIME, startGateway, tlsPortOf } from './harness.ts';
 
 /** Why the wss:// cases cannot run here, if they cannot. */
 const NO_TLS_PORT =
@@ -34,12 +34,7 @@ before(async () => {
   if (NO_TLS_PORT) return;
   const { cert, key } = certFor(SNI);
   await ok('PUT', '/ssls/ws', { cert, key, sni: SNI });
-  for (let i = 0; i < 100 && tlsPort === 0; i++) {
-    const m = /fngate proxy \(TLS\) listening on https:\/\/\S+:(\d+)\n/.exec(gw.proc.stdout());
-    if (m) tlsPort = Number(m[1]);
-    else await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.ok(tlsPort > 0, `no TLS listener in the gateway's output:\n${gw.proc.stdout()}`);
+  tlsPort = await tlsPortOf(gw);
 });
 after(async () => {
   await gw?.stop();

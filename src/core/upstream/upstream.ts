@@ -26,15 +26,19 @@ export interface TimeoutConf {
  * (src/core/upstream/retry.ts): with backoff, also on 502/503 answers and for small buffered bodies, until
  * `cold_start.deadline` (instead of `retry_timeout`), at most `retries` times when it is set, walking the nodes.
  */
-/** The `type: client` ssl of an id as a client certificate, from the gateway's current ssls (undefined: none). */
-export type ClientSslLookup = (id: string) => ClientCert | undefined;
+/**
+ * The `type: client` ssl of an id as a client certificate, from the gateway's current ssls; or why there is none
+ * (APISIX's words: `ssl id [<id>] not exits`, `ssl type should be 'client'`).
+ */
+export type ClientSslLookup = (id: string) => ClientCert | string;
 
 /**
  * The client certificate of an https upstream (APISIX `upstream.tls`, applied only with `scheme: https` as APISIX
  * does): the inline `client_cert`/`client_key`, or the `type: client` ssl `client_cert_id` names, looked up on each
  * call (an ssl written after the route is used at once). An error answer when the certificate cannot be had: the
- * ssl is missing or not a client one (502, as APISIX's init.lua), the inline key could not be decrypted (503, as
- * APISIX's `fetch_pkey` failing).
+ * ssl is missing (deleted: the Admin API lets an ssl go while upstreams name it, as APISIX's) or not a client one
+ * (502 `failed to get ssl cert: …`, as APISIX's init.lua), the inline key could not be decrypted (503, as APISIX's
+ * `fetch_pkey` failing).
  */
 function clientCertOf(conf: UpstreamConf, lookup: ClientSslLookup | undefined): (() => ClientCert | Response) | undefined {
   const tls = conf.tls;
@@ -49,7 +53,10 @@ function clientCertOf(conf: UpstreamConf, lookup: ClientSslLookup | undefined): 
   }
   if (tls.client_cert_id === undefined) return undefined;
   const id = String(tls.client_cert_id);
-  return () => lookup?.(id) ?? errorResponse(502, `failed to get ssl cert: ssl id [${id}] not exits or is not of type client`);
+  return () => {
+    const cc = lookup?.(id) ?? `ssl id [${id}] not exits`;
+    return typeof cc === 'string' ? errorResponse(502, `failed to get ssl cert: ${cc}`) : cc;
+  };
 }
 
 export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf, clientSsl?: ClientSslLookup): Handler {
