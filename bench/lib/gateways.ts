@@ -247,6 +247,8 @@ export function launchWorkerd(ctx: LaunchContext, root = ROOT): Promise<Target> 
       STANDALONE_CONFIG: { embed: 'standalone.json' },
       STANDALONE_FORMAT: 'json',
       LOG_LEVEL: ctx.logLevel ?? 'warn',
+      // As the other runtimes' bench gateways (gatewayEnv): the figures are those of the proxy, without the access log.
+      ACCESS_LOG: 'off',
     },
     { 'standalone.json': ctx.config },
   );

@@ -83,6 +83,8 @@ export interface RequestContextInit {
   rawPath: string;
   query: string;
   host: string;
+  /** The Host header as the client sent it (port included), when the caller read it already; else it is read here. */
+  hostHeader?: string | null;
   clientIp: string;
   scheme: string;
   rawHeaders: readonly string[] | undefined;
@@ -111,6 +113,11 @@ export class RequestContext {
   readonly query: string;
   /** Lower-case host without port. */
   readonly host: string;
+  /**
+   * The Host header as the client sent it, port included (null: none), read once per request: every `Headers` read
+   * on workerd crosses into the runtime and back as a new string.
+   */
+  readonly hostHeader: string | null;
   /** The client's address: as the runtime saw it, or as `real-ip` set it; '' when unknown. */
   clientIp: string;
   /** `http` or `https`, as the client reached the gateway. */
@@ -189,6 +196,7 @@ export class RequestContext {
     this.rawPath = init.rawPath;
     this.query = init.query;
     this.host = init.host;
+    this.hostHeader = init.hostHeader !== undefined ? init.hostHeader : init.request.headers.get('host');
     this.clientIp = init.clientIp;
     this.scheme = init.scheme;
     this.rawHeaders = init.rawHeaders;

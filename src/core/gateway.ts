@@ -283,6 +283,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       rawPath,
       query: q < 0 ? '' : url.slice(q + 1),
       host,
+      hostHeader,
       clientIp: clientIp(req, env),
       scheme: scheme(req, env),
       rawHeaders: rawHeaders?.(req, env),

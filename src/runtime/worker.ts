@@ -161,7 +161,13 @@ async function boot(env: Env): Promise<Booted> {
   const { store, kv } = await openStore(env, vars, logger);
   const gateway = await createGateway({
     store,
-    forwarder: createFetchForwarder({ compressed: 'keep', honoursHost: false, bufferLimitedBodies: true }),
+    forwarder: createFetchForwarder({
+      compressed: 'keep',
+      honoursHost: false,
+      bufferLimitedBodies: true,
+      copyAnswerHeaders: true,
+      recordHeaders: true,
+    }),
     adminKeys: settings.adminKeys ?? [],
     logger,
     clientIp: (req) => req.headers.get('cf-connecting-ip') ?? '',

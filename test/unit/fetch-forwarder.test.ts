@@ -243,3 +243,69 @@ describe('fetch forwarder, collectGarbage', () => {
     assert.equal(collected, 3);
   });
 });
+
+describe('fetch forwarder, header handling (pairs, or a record and a copied Headers as on workerd)', () => {
+  /** An upstream that echoes the request headers it got and answers with headers that must not all reach the client. */
+  async function upstream(): Promise<string> {
+    return serve((req, res) => {
+      const got: Record<string, string[]> = {};
+      for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+        const name = req.rawHeaders[i]!.toLowerCase();
+        got[name] = [...(got[name] ?? []), req.rawHeaders[i + 1]!];
+      }
+      const body = JSON.stringify(got);
+      const coding = new URL(req.url!, 'http://x').searchParams.get('coding');
+      res.writeHead(200, [
+        ['Content-Type', 'application/json'],
+        ['Content-Length', String(Buffer.byteLength(body))],
+        ['Connection', 'keep-alive, X-Private'],
+        ['Keep-Alive', 'timeout=5'],
+        ['X-Private', 'secret'],
+        ['Proxy-Authenticate', 'Basic'],
+        ['Set-Cookie', 'a=1'],
+        ['Set-Cookie', 'b=2'],
+        ['X-Kept', 'yes'],
+        ...(coding ? [['Content-Encoding', coding]] : []),
+      ] as unknown as http.OutgoingHttpHeaders);
+      res.end(body);
+    });
+  }
+
+  for (const native of [false, true]) {
+    const fwd = createFetchForwarder({ compressed: 'keep', copyAnswerHeaders: native, recordHeaders: native });
+    const mode = native ? 'record + copied Headers' : 'pairs';
+
+    it(`${mode}: the request headers arrive, a repeated name as one line of its values`, async () => {
+      const url = await upstream();
+      const res = await fwd(
+        request(url, { headers: [['x-a', '1'], ['x-b', 'two'], ['x-a', '3'], ['authorization', 'Basic eA==']] }),
+      );
+      const got = (await res.json()) as Record<string, string[]>;
+      assert.deepEqual(got['x-a'], ['1, 3']);
+      assert.deepEqual(got['x-b'], ['two']);
+      assert.deepEqual(got.authorization, ['Basic eA==']);
+    });
+
+    it(`${mode}: hop-by-hop headers and those Connection names are dropped, repeated Set-Cookie kept, the answer mutable`, async () => {
+      const url = await upstream();
+      const res = await fwd(request(url));
+      const names = [...res.headers.keys()];
+      for (const gone of ['connection', 'keep-alive', 'x-private', 'proxy-authenticate'])
+        assert.ok(!names.includes(gone), `${gone} reached the client`);
+      assert.deepEqual(res.headers.getSetCookie(), ['a=1', 'b=2']);
+      assert.equal(res.headers.get('x-kept'), 'yes');
+      assert.ok(res.headers.get('content-length'));
+      res.headers.set('x-added', '1'); // the core edits the answer's headers in place
+      assert.equal(res.headers.get('x-added'), '1');
+      await res.arrayBuffer();
+    });
+
+    it(`${mode}: a compressed answer loses its content-length where the runtime re-encodes (keep)`, async () => {
+      const url = await upstream();
+      const res = await fwd(request(`${url}/?coding=x-test`));
+      assert.equal(res.headers.get('content-encoding'), 'x-test');
+      assert.equal(res.headers.get('content-length'), null);
+      await res.arrayBuffer();
+    });
+  }
+});

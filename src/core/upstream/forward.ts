@@ -122,7 +122,7 @@ export async function forward(
     ? [...(target.setHeaders ?? [])]
     : requestHeadersForUpstream(
         req.headers,
-        { clientIp: ctx.clientIp, scheme: ctx.scheme, host: req.headers.get('host') },
+        { clientIp: ctx.clientIp, scheme: ctx.scheme, host: ctx.hostHeader },
         target.setHeaders,
         ctx.rawHeaders,
         ctx.headerOverlay,

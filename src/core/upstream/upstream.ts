@@ -112,7 +112,7 @@ export function upstreamHandler(conf: UpstreamConf, routeTimeout?: TimeoutConf, 
       ctx.upstreamNode = node.host;
       ctx.upstreamPort = node.port;
       let hostHeader: string | undefined;
-      if (passHost === 'pass') hostHeader = ctx.request.headers.get('host') ?? undefined;
+      if (passHost === 'pass') hostHeader = ctx.hostHeader ?? undefined;
       else if (passHost === 'rewrite') hostHeader = conf.upstream_host;
       return {
         url: originOf(node.host, node.port) + pathAndQuery,
