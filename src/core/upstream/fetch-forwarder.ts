@@ -305,19 +305,20 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     // A compressed answer loses its length when the runtime re-encodes it (`keep`) or decoded it (`strip`).
     const drop = !coding ? undefined : opts.compressed === 'keep' ? CONTENT_LENGTH : decodes.has(coding) ? DROP_CODING : undefined;
     const copy = opts.copyAnswerHeaders === true;
+    /** Cleans a mutable `Headers` (the answer's own, or the new Response's copy of it) in place. */
+    const cleanInPlace = (headers: Headers) => {
+      cleanResponseHeaders(headers);
+      if (drop) for (const name of drop) headers.delete(name);
+    };
     let outHeaders: HeadersInit;
     if (opts.editHeadersInPlace) {
-      cleanResponseHeaders(res.headers);
-      if (drop) for (const name of drop) res.headers.delete(name);
+      cleanInPlace(res.headers);
       outHeaders = res.headers;
     } else outHeaders = copy ? res.headers : cleanedResponsePairs(res.headers, drop);
     /** The answer with `body`; a copy of the upstream's headers is cleaned here. */
     const answer = (body: BodyInit | null): Response => {
       const out = new Response(body, { status: res.status, statusText: res.statusText, headers: outHeaders });
-      if (copy) {
-        cleanResponseHeaders(out.headers);
-        if (drop) for (const name of drop) out.headers.delete(name);
-      }
+      if (copy) cleanInPlace(out.headers);
       return markCleaned(out);
     };
     // A small body of known length is read whole (the timeout then covers the body too) and handed on as bytes:
