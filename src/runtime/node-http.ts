@@ -33,6 +33,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import { type Duplex, Readable } from 'node:stream';
+import { LINGER } from './refused-body.ts';
 
 /** The JSON error body used everywhere else (src/core/errors.ts), for answers written by hand here. */
 function errorBody(message: string): string {
@@ -116,17 +117,15 @@ function onClientError(err: Error & { code?: string }, socket: Duplex): void {
 }
 
 /**
- * How long a refused connection keeps reading (and discarding) what the client still sends after the answer, at
- * most: closed with unread bytes in its receive buffer, the socket would be reset, and a reset can reach the client
- * before it has read the answer (Deno's node:tls over a 20 KiB request line: the 431 was lost in 3 of 4 runs).
+ * Drain the rest of a refused request, as nginx's lingering close, for at most the lingering time the Bun and Deno
+ * entries give a refused upload (refused-body.ts `LINGER.ms`): closed with unread bytes in its receive buffer, the
+ * socket would be reset, and a reset can reach the client before it has read the answer (Deno's node:tls over a
+ * 20 KiB request line: the 431 was lost in 3 of 4 runs).
  */
-const REFUSAL_LINGER_MS = 2_000;
-
-/** Drain the rest of a refused request, as nginx's lingering close, bounded by {@link REFUSAL_LINGER_MS}. */
 function lingerAfterRefusal(socket: Duplex): void {
   if (socket.destroyed) return;
   socket.resume();
-  const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS);
+  const timer = setTimeout(() => socket.destroy(), LINGER.ms);
   (timer as { unref?: () => void }).unref?.();
   socket.once('close', () => clearTimeout(timer));
 }
