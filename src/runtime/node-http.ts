@@ -95,6 +95,10 @@ function sameAuthority(fromUrl: string, hostHeader: string, target: string): boo
 
 /** node:http's own status for a parser error (its default `clientError` answer), with a JSON body. */
 function onClientError(err: Error & { code?: string }, socket: Duplex): void {
+  // Refused already and lingering: over TLS (a socket read through 'data' events, not by the parser itself) node:http
+  // reports the same parse error again for every later chunk of the refused request; destroying the socket then
+  // reset the connection while the answer was on its way (the 431 to a 100 KiB request line was lost now and then).
+  if (lingering.has(socket)) return;
   const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
   if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
     socket.destroy();
@@ -116,6 +120,9 @@ function onClientError(err: Error & { code?: string }, socket: Duplex): void {
   lingerAfterRefusal(socket);
 }
 
+/** Refused connections in their lingering close: what they still send is read and dropped. */
+const lingering = new WeakSet<Duplex>();
+
 /**
  * Drain the rest of a refused request, as nginx's lingering close, for at most the lingering time the Bun and Deno
  * entries give a refused upload (refused-body.ts `LINGER.ms`): closed with unread bytes in its receive buffer, the
@@ -124,6 +131,7 @@ function onClientError(err: Error & { code?: string }, socket: Duplex): void {
  */
 function lingerAfterRefusal(socket: Duplex): void {
   if (socket.destroyed) return;
+  lingering.add(socket);
   socket.resume();
   const timer = setTimeout(() => socket.destroy(), LINGER.ms);
   (timer as { unref?: () => void }).unref?.();
