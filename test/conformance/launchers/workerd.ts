@@ -12,12 +12,17 @@
  * the STANDALONE_CONFIG var, read once (no reload on change, as in production). A developer's `.dev.vars` never
  * leaks in: the config is a copy of wrangler.toml in a scratch directory. `FNGATE_WORKER_MAIN` bundles another
  * entry instead of src/runtime/worker.ts (e.g. a patched copy under .wrangler/, to try a change of the core).
+ *
+ * Bundling (`wrangler deploy --dry-run`, ~3 s) and reading wrangler.toml (importing wrangler, ~1 s) happen once per
+ * test process, and node:test runs every test file in a process of its own. `npm test` (test/run.mjs) therefore
+ * names a directory in FNGATE_WORKERD_CACHE, made fresh for that run: the first file to start a Worker bundles into
+ * it and the later files of the run reuse that bundle and those settings (the source does not change during a run).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { freePort, startProcess } from '../../helpers/process.ts';
 import type { LaunchOptions, Launched } from '../harness.ts';
@@ -50,9 +55,32 @@ function scratchConfig(): Scratch {
 
 let bundled: string | undefined;
 
-/** Bundle the Worker once per test process, exactly as `wrangler deploy` would; returns the output directory. */
+/**
+ * FNGATE_WORKERD_CACHE (set by test/run.mjs for one `npm test`): where the bundle and the wrangler.toml settings are
+ * kept for the later test files of the run. Not used for a bundle of another entry (FNGATE_WORKER_MAIN).
+ */
+const CACHE = process.env.FNGATE_WORKER_MAIN ? undefined : process.env.FNGATE_WORKERD_CACHE;
+
+/** Move a finished `from` to `to` in one step, so that a reader of `to` never sees half of it. */
+function publish(from: string, to: string): void {
+  mkdirSync(dirname(to), { recursive: true });
+  try {
+    renameSync(from, to);
+  } catch (err) {
+    // Another test process published it first (run.mjs runs files one at a time, so this is only a safeguard).
+    if (!existsSync(to)) throw err;
+    rmSync(from, { recursive: true, force: true });
+  }
+}
+
+/** Bundle the Worker once per test run (or process), exactly as `wrangler deploy` would; returns the output directory. */
 function bundle(): string {
   if (bundled) return bundled;
+  const cached = CACHE && join(CACHE, 'bundle');
+  if (cached && existsSync(join(cached, 'worker.js'))) {
+    bundled = cached;
+    return cached;
+  }
   const { dir, config } = scratchConfig();
   const out = join(dir, 'bundle');
   const res = spawnSync(process.execPath, [WRANGLER, 'deploy', '--dry-run', '--outdir', out, '--config', config], {
@@ -61,8 +89,13 @@ function bundle(): string {
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: join(dir, 'logs') },
   });
   if (res.status !== 0) throw new Error(`wrangler deploy --dry-run failed:\n${res.stdout}\n${res.stderr}`);
-  bundled = out;
-  return out;
+  if (cached) {
+    publish(out, cached);
+    bundled = cached;
+  } else {
+    bundled = out;
+  }
+  return bundled;
 }
 
 async function workerVars(env: LaunchOptions['env']): Promise<Record<string, string>> {
@@ -92,6 +125,11 @@ let tomlOptions: TomlOptions | undefined;
 
 async function readToml(): Promise<TomlOptions> {
   if (tomlOptions) return tomlOptions;
+  const cached = CACHE && join(CACHE, 'toml.json');
+  if (cached && existsSync(cached)) {
+    tomlOptions = JSON.parse(readFileSync(cached, 'utf8')) as TomlOptions;
+    return tomlOptions;
+  }
   const { unstable_readConfig } = await import('wrangler');
   const config = unstable_readConfig({ config: scratchConfig().config });
   const vars: Record<string, string> = {};
@@ -107,6 +145,12 @@ async function readToml(): Promise<TomlOptions> {
     ),
     vars,
   };
+  if (cached) {
+    const tmp = `${cached}.${process.pid}`;
+    mkdirSync(CACHE, { recursive: true });
+    writeFileSync(tmp, JSON.stringify(tomlOptions));
+    publish(tmp, cached);
+  }
   return tomlOptions;
 }
 
