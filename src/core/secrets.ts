@@ -3,7 +3,9 @@
  * plugin's `secretFields` (APISIX `encrypt_fields`, e.g. openfunction's `authorization.service_token`) are
  * encrypted before they are written to the store and decrypted when a snapshot is compiled or the Admin API
  * answers a GET. An upstream's client key (`tls.client_key` of an upstream, `upstream.tls.client_key` of a route or
- * service) is sealed the same way, as APISIX's `aes_encrypt_pkey` does it: only PEM text is encrypted.
+ * service) is sealed the same way, as APISIX's `aes_encrypt_pkey` does it: only PEM text is encrypted. A
+ * `plugin_metadata/<name>` item's own fields named in the plugin's `metadataSecretFields` (azure-functions'
+ * `master_apikey`) are sealed too, as apisix/admin/plugin_metadata.lua does with the metadata schema's `encrypt_fields`.
  *
  * Cipher, byte-compatible with APISIX: AES-CBC with PKCS#7 padding, key = the keyring entry's UTF-8 bytes
  * (16 bytes → AES-128, 32 bytes → AES-256), IV = the first 16 bytes of the same entry, output base64.
@@ -97,15 +99,37 @@ export async function createKeyring(keys: readonly string[]): Promise<Keyring> {
 /** Dotted secret paths per plugin name, split once. */
 export type SecretPaths = ReadonlyMap<string, readonly (readonly string[])[]>;
 
-export function secretPathsOf(registry: PluginRegistry): SecretPaths {
+export function secretPathsOf(registry: PluginRegistry, which: 'secretFields' | 'metadataSecretFields' = 'secretFields'): SecretPaths {
   const out = new Map<string, string[][]>();
   for (const p of registry.values()) {
-    if (p.secretFields?.length)
-      out.set(
-        p.name,
-        p.secretFields.map((f) => f.split('.')),
-      );
+    const fields = p[which];
+    if (fields?.length) out.set(p.name, fields.map((f) => f.split('.')));
   }
+  return out;
+}
+
+/** The plugin name of a `…/plugin_metadata/<name>` store key, else undefined. */
+export function metadataPluginOf(key: string): string | undefined {
+  const at = key.lastIndexOf('/');
+  if (at < 0) return undefined;
+  const dir = key.lastIndexOf('/', at - 1);
+  return key.slice(dir + 1, at) === 'plugin_metadata' ? key.slice(at + 1) : undefined;
+}
+
+/**
+ * A copy of `plugin_metadata/<plugin>`'s value with `fn` applied to the plugin's metadata secret fields; `value`
+ * itself when the plugin has none.
+ */
+export async function transformMetadataSecrets(
+  plugin: string,
+  value: Record<string, unknown>,
+  paths: SecretPaths,
+  fn: Transform,
+): Promise<Record<string, unknown>> {
+  const list = paths.get(plugin);
+  if (!list) return value;
+  const out = structuredClone(value);
+  for (const path of list) await transformAt(out, path, 0, fn);
   return out;
 }
 
@@ -223,16 +247,23 @@ export interface Secrets {
   open(value: Record<string, unknown>): Promise<Record<string, unknown>>;
   /** A store state with every item opened (memoised by ciphertext across calls, bounded by the config's size). */
   openState(state: StoreState): Promise<StoreState>;
+  /** {@link Secrets.seal} for `plugin_metadata/<plugin>`, whose secret fields are the value's own. */
+  sealMetadata(plugin: string, value: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** The inverse of {@link Secrets.sealMetadata}. */
+  openMetadata(plugin: string, value: Record<string, unknown>): Promise<Record<string, unknown>>;
 }
 
 export function createSecrets(registry: PluginRegistry, keyring: Keyring | undefined): Secrets {
   const paths = secretPathsOf(registry);
+  const metadataPaths = secretPathsOf(registry, 'metadataSecretFields');
   if (!keyring) {
     return {
       enabled: false,
       seal: async (v) => v,
       open: async (v) => v,
       openState: async (s) => s,
+      sealMetadata: async (_, v) => v,
+      openMetadata: async (_, v) => v,
     };
   }
   const decryptOrKeep = async (s: string) => (await keyring.decrypt(s)) ?? s;
@@ -246,6 +277,8 @@ export function createSecrets(registry: PluginRegistry, keyring: Keyring | undef
     enabled: true,
     seal: (v) => transformSecrets(v, paths, (s) => keyring.encrypt(s), sealKey),
     open: (v) => transformSecrets(v, paths, decryptOrKeep, openKey),
+    sealMetadata: (plugin, v) => transformMetadataSecrets(plugin, v, metadataPaths, (s) => keyring.encrypt(s)),
+    openMetadata: (plugin, v) => transformMetadataSecrets(plugin, v, metadataPaths, decryptOrKeep),
     async openState(state) {
       const next = new Map<string, string>();
       const fn = async (s: string) => {
@@ -256,7 +289,11 @@ export function createSecrets(registry: PluginRegistry, keyring: Keyring | undef
       };
       const items: StoredItem[] = [];
       for (const item of state.items) {
-        const value = await transformSecrets(item.value, paths, fn, (k) => (k.startsWith('---') ? Promise.resolve(k) : fn(k)));
+        const plugin = metadataPluginOf(item.key);
+        const value =
+          plugin !== undefined
+            ? await transformMetadataSecrets(plugin, item.value, metadataPaths, fn)
+            : await transformSecrets(item.value, paths, fn, (k) => (k.startsWith('---') ? Promise.resolve(k) : fn(k)));
         items.push(value === item.value ? item : { ...item, value });
       }
       memo = next;

@@ -93,7 +93,7 @@ export const SETTINGS_DOC: readonly SettingDoc[] = [
     name: 'DATA_ENCRYPTION_KEY',
     default: '(unset)',
     meaning:
-      'keyring (comma-separated, each key 16 or 32 bytes) encrypting plugin secrets (`service_token`; the consumer secrets `key`, `password`, `secret`, `secret_key`) at rest with AES-CBC as APISIX\'s `data_encryption`; the first key encrypts, every key is tried to decrypt. Unset: stored in plaintext',
+      'keyring (comma-separated, each key 16 or 32 bytes) encrypting plugin secrets (`service_token`; the consumer secrets `key`, `password`, `secret`, `secret_key`; azure-functions\' metadata `master_apikey`) at rest with AES-CBC as APISIX\'s `data_encryption`; the first key encrypts, every key is tried to decrypt. Unset: stored in plaintext',
   },
   {
     name: 'DATA_DIR',

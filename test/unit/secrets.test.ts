@@ -9,6 +9,7 @@ import {
   createKeyring,
   createSecrets,
   KeyringError,
+  metadataPluginOf,
   parseKeyring,
   secretPathsOf,
   secretValues,
@@ -219,6 +220,32 @@ describe('secret fields of plugins', () => {
     assert.equal(calls, 1, 'the second build decrypted again');
   });
 
+  test("plugin_metadata/azure-functions: master_apikey sealed (APISIX's metadata encrypt_fields), opened by openState", async () => {
+    assert.deepEqual([...secretPathsOf(registry, 'metadataSecretFields')], [['azure-functions', [['master_apikey']]]]);
+    const secrets = createSecrets(registry, await createKeyring(APISIX_KEYRING));
+    const meta = { id: 'azure-functions', master_apikey: 'master-key', master_clientid: 'client' };
+    const sealed = await secrets.sealMetadata('azure-functions', meta);
+    assert.deepEqual(sealed, { ...meta, master_apikey: nodeEncrypt(APISIX_KEYRING[0]!, 'master-key') });
+    assert.equal(meta.master_apikey, 'master-key', 'sealed in a copy');
+    assert.deepEqual(await secrets.openMetadata('azure-functions', sealed), meta);
+    // Another plugin's metadata is its own business: nothing in it is sealed, even a field of that name.
+    const other = { id: 'http-logger', master_apikey: 'x' };
+    assert.equal(await secrets.sealMetadata('http-logger', other), other);
+    const state = {
+      revision: 3,
+      items: [{ key: '/apisix/plugin_metadata/azure-functions', value: sealed, createdIndex: 1, modifiedIndex: 1 }],
+    };
+    assert.deepEqual((await secrets.openState(state)).items[0]!.value, meta);
+  });
+
+  test('metadataPluginOf: the plugin name of a plugin_metadata key only', () => {
+    assert.equal(metadataPluginOf('/apisix/plugin_metadata/azure-functions'), 'azure-functions');
+    assert.equal(metadataPluginOf('/custom/prefix/plugin_metadata/cors'), 'cors');
+    assert.equal(metadataPluginOf('/apisix/routes/plugin_metadata'), undefined);
+    assert.equal(metadataPluginOf('/apisix/routes/1'), undefined);
+    assert.equal(metadataPluginOf('plugin_metadata'), undefined);
+  });
+
   test('paths: arrays on the way are traversed; leaves may be strings, arrays or maps of strings', async () => {
     const p = new Map([['x', [['a', 'b']]]]);
     const up = async (s: string) => s.toUpperCase();
@@ -337,6 +364,18 @@ describe('Admin API with DATA_ENCRYPTION_KEY', () => {
     assert.equal((await call('GET', '/routes/old')).json.value.plugins.openfunction.authorization.service_token, 'user:legacy');
     await call('PATCH', '/routes/old', { desc: 'touch' });
     assert.equal((await stored('/apisix/routes/old')).plugins.openfunction.authorization.service_token, nodeEncrypt(APISIX_KEYRING[0]!, 'user:legacy'));
+  });
+
+  test('plugin_metadata/azure-functions: master_apikey stored as ciphertext, GET answers it in plaintext', async () => {
+    const { call, stored } = await admin(APISIX_KEYRING);
+    const put = await call('PUT', '/plugin_metadata/azure-functions', { master_apikey: 'master-key', master_clientid: 'c1' });
+    assert.equal(put.status, 201, JSON.stringify(put.json));
+    const atRest = await stored('/apisix/plugin_metadata/azure-functions');
+    assert.equal(atRest.master_apikey, nodeEncrypt(APISIX_KEYRING[0]!, 'master-key'));
+    assert.equal(atRest.master_clientid, 'c1', 'not a secret field');
+    const get = await call('GET', '/plugin_metadata/azure-functions');
+    assert.equal(get.json.value.master_apikey, 'master-key');
+    assert.equal(get.json.value.master_clientid, 'c1');
   });
 
   test('without DATA_ENCRYPTION_KEY: stored and answered in plaintext', async () => {

@@ -50,7 +50,7 @@ export function createCrud(opts: CrudOptions): (t: Target, ctx: Ctx) => Promise<
   const notFound = () => json(404, { message: 'Key not found', error_msg: 'Key not found' });
   const seal = (kind: ResourceKind, v: Record<string, unknown>) => (kind.seal ? kind.seal(v) : secrets.seal(v));
   const open = (kind: ResourceKind, v: Record<string, unknown>) => (kind.open ? kind.open(v) : secrets.open(v));
-  const shown = async (kind: ResourceKind, v: Record<string, unknown>) => (kind.present ? kind.present(v) : secrets.open(v));
+  const shown = async (kind: ResourceKind, v: Record<string, unknown>) => (kind.present ? kind.present(v) : open(kind, v));
   const readOnly = () => (store.readOnly ? adminError(405, store.readOnly) : undefined);
   const parentExists = async (t: Target) =>
     t.parent === undefined || ((await store.get(keyOf('consumers', t.parent))) ?? (await store.getLatest?.(keyOf('consumers', t.parent)))) !== undefined;

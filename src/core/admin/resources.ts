@@ -397,6 +397,9 @@ export function resourceRegistry(opts: RegistryOptions): ReadonlyMap<string, Res
         const res = checkPluginConf(plugins, at.id, conf, caps, 'metadata');
         return res.ok ? undefined : `invalid configuration: ${res.message}`;
       },
+      // The value's `id` is the plugin name (injected from the URL); its metadata secret fields are its own.
+      seal: (value) => secrets.sealMetadata(String(value.id), value),
+      open: (value) => secrets.openMetadata(String(value.id), value),
     },
     {
       // apisix/admin/ssl.lua + apisix/ssl.lua `check_ssl_conf`; keys encrypted with the keyring (resource.lua).

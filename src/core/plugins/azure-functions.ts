@@ -41,6 +41,8 @@ export const azureFunctions: PluginDefinition<Conf> = {
   schema: schema as v.GenericSchema<unknown, Conf>,
   metadataSchema,
   secretFields: ['authorization.apikey'],
+  // APISIX's metadata_schema.encrypt_fields: the master key is stored encrypted, as a route's `apikey`.
+  metadataSecretFields: ['master_apikey'],
   create(conf) {
     const own = conf.authorization ? keyHeaders(conf.authorization.apikey, conf.authorization.clientid) : undefined;
     return {

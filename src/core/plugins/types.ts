@@ -36,6 +36,8 @@ export interface PluginDefinition<C = unknown> {
   consumerKey?: string;
   /** Dotted paths of secret fields: encrypted at rest when a key is configured, never logged. */
   secretFields?: readonly string[];
+  /** The same for `plugin_metadata/<name>` (APISIX: the `encrypt_fields` of its `metadata_schema`). */
+  metadataSecretFields?: readonly string[];
   /**
    * `prefer_route` (APISIX `run_policy`): the global rule's instance is skipped for a route that has the plugin
    * itself (prometheus).
