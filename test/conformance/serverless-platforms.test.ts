@@ -3,6 +3,8 @@
  * @smithy/signature-v4 in the `aws` test function, the Lambda proxy-integration mapping), azure-functions (keys
  * and plugin_metadata master keys), openwhisk (APISIX's t/plugin/openwhisk.t against an OpenWhisk-like endpoint),
  * and the bad answers a function may give (502, a log line, no crash, no credentials in logs or error bodies).
+ * The gateway runs with DATA_ENCRYPTION_KEY, so every credential below is stored encrypted and must reach the
+ * function decrypted (route fields and azure-functions' plugin_metadata `master_apikey`).
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -14,10 +16,13 @@ import { type GatewayUnderTest, gatewayPerFile, RUNTIME } from './harness.ts';
 
 let gw: GatewayUnderTest;
 let fn: FunctionServers;
-gatewayPerFile((g, f) => {
-  gw = g;
-  fn = f;
-});
+gatewayPerFile(
+  (g, f) => {
+    gw = g;
+    fn = f;
+  },
+  { env: { DATA_ENCRYPTION_KEY: 'fngate-fn-key-16' } },
+);
 
 const IAM = { accesskey: 'KEY1', secretkey: 'KeySecret' };
 
@@ -337,6 +342,10 @@ describe('azure-functions (t/plugin/azure-functions.t)', () => {
   test('TEST 9: plugin_metadata master keys when the route has no authorization; the route conf wins over them', async () => {
     const md = await gw.admin('PUT', '/plugin_metadata/azure-functions', { master_apikey: 'metadata_key', master_clientid: 'metadata_client' });
     assert.ok(md.status === 200 || md.status === 201, md.text);
+    // Stored (and answered by the PUT, as APISIX) encrypted; a GET shows it decrypted.
+    assert.notEqual(md.json.value.master_apikey, 'metadata_key');
+    assert.equal(md.json.value.master_clientid, 'metadata_client');
+    assert.equal((await gw.admin('GET', '/plugin_metadata/azure-functions')).json.value.master_apikey, 'metadata_key');
     await gw.putRoute('az', { uri: '/azure', plugins: { 'azure-functions': { function_uri: `${fn.urls.echo}/httptrigger` } } });
     let body = await (await gw.fetch('/azure')).json();
     assert.equal(body.headers['x-functions-key'], 'metadata_key');
