@@ -172,7 +172,14 @@ async function boot(env: Env): Promise<Booted> {
     logger,
     clientIp: (req) => req.headers.get('cf-connecting-ip') ?? '',
     scheme: (req) => (req.url.startsWith('https:') ? 'https' : 'http'),
-    capabilities: { runtime: 'Cloudflare Workers', tlsVerifyOff: false, keepaliveRequests: false, upstreamClientCert: false },
+    capabilities: {
+      runtime: 'Cloudflare Workers',
+      tlsVerifyOff: false,
+      keepaliveRequests: false,
+      upstreamClientCert: false,
+      // As the forwarder's `honoursHost: false` above: a Worker's fetch sends the URL's authority as Host.
+      hostHeader: false,
+    },
     // The Admin API shares the public origin here: the loopback default would lock out every real client,
     // so an address list applies only when ADMIN_ALLOW is set explicitly (the key is the protection).
     adminAllow: vars.ADMIN_ALLOW ? settings.adminAllow : undefined,

@@ -316,7 +316,9 @@ export const awsLambda: PluginDefinition<Conf> = {
                 if (iam === undefined || ctx.header('authorization') !== undefined) return undefined;
                 const body = await bufferBody(ctx, call.method, limit);
                 if (body instanceof Response) return body;
-                await signCall(call, body, iam, keys!, ctx.upstream.host);
+                // Signed for the Host that goes out: on a runtime that sends the URL's authority whatever a plugin
+                // set (Workers), a rewritten Host would make the signature cover a header never sent.
+                await signCall(call, body, iam, keys!, env.hostHeader === false ? undefined : ctx.upstream.host);
                 return undefined;
               },
         answer: conf.proxy_integration_response ? proxyIntegrationAnswer(env.logger) : undefined,

@@ -25,6 +25,11 @@ export interface Capabilities {
   /** Can present a client certificate to an https upstream (upstream `tls`); undefined: yes. */
   upstreamClientCert?: boolean;
   /**
+   * Sends the Host a plugin set (proxy-rewrite `host`, `pass_host: rewrite`); undefined: yes. Workers' fetch always
+   * sends the URL's authority, so what signs the Host (aws-lambda's SigV4) must sign that one there.
+   */
+  hostHeader?: boolean;
+  /**
    * Why a rate-limit `policy` (`local`, `redis`, `redis-cluster`) cannot run here, or undefined when it can (set by
    * the gateway from its limit backends; undefined: every policy runs).
    */

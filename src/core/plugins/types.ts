@@ -68,6 +68,8 @@ export interface PluginEnv {
   limits: LimitBackends;
   /** The gateway's metrics and loggers (prometheus counts here); undefined outside a gateway. */
   obs?: Observability;
+  /** False when the forwarder sends the URL's authority as Host whatever a plugin set (Capabilities.hostHeader). */
+  hostHeader?: boolean;
 }
 
 /**

@@ -97,6 +97,7 @@ export class PluginCache {
             ownerKey,
             limits: this.limits,
             obs: this.env.obs,
+            hostHeader: this.env.capabilities.hostHeader,
           });
         } catch (err) {
           return {
