@@ -265,9 +265,18 @@ function primaryRole(
   const byToken = new Map<string, Child>();
   let listener: Deno.Listener | undefined;
 
+  /** Sends to a worker whose channel is connected; false when it is not (yet, or any more). */
+  const sendTo = (child: Child, m: ToWorker): boolean => {
+    if (!child.send) return false;
+    child.send(m);
+    return true;
+  };
+
   const peerOf = (child: Child) => ({
     id: child.id,
-    send: (m: ToWorker) => child.send?.(m),
+    send: (m: ToWorker) => {
+      sendTo(child, m);
+    },
     kill: () => {
       try {
         child.process.kill('SIGKILL');
@@ -378,14 +387,7 @@ function primaryRole(
       book.serveMetrics(
         req,
         extraHeaders,
-        [...children.values()].map((c) => ({
-          id: c.id,
-          send: (m: ToWorker) => {
-            if (!c.send) return false;
-            c.send(m);
-            return true;
-          },
-        })),
+        [...children.values()].map((c) => ({ id: c.id, send: (m: ToWorker) => sendTo(c, m) })),
       ),
     async stop(signal) {
       stopping = true;
