@@ -48,6 +48,40 @@ for (const sharedClock of [false, true]) {
       assert.ok(took < 200 + late + 300, `fired late, after ${took} ms`);
     });
 
+    it('many calls in flight that end in any order: each times out at its own deadline, none is left unwatched', { timeout: 10_000 }, async () => {
+      // The shared clock keeps its calls in a linked list (fetch-forwarder.ts); calls ending first, last and in the
+      // middle of it, while others still wait, must leave every other call watched.
+      const never = await serve(() => {}); // never answers
+      const quick = await serve((req, res) => {
+        const delay = Number(new URL(req.url!, 'http://x').searchParams.get('d'));
+        setTimeout(() => res.end('ok'), delay);
+      });
+      const t0 = Date.now();
+      const calls: Promise<string>[] = [];
+      for (let i = 0; i < 24; i++) {
+        const n = (i * 7) % 24; // an order that is neither the start order nor its reverse
+        if (n % 3 === 0) {
+          calls.push(fwd(request(`${quick}/?d=${n * 10}`, { timeout: 2_000 })).then((r) => r.text()));
+        } else {
+          const timeout = 150 + n * 15;
+          calls.push(
+            rejectsWith(fwd(request(never, { timeout })), 'timeout').then(() => {
+              const took = Date.now() - t0;
+              assert.ok(took >= timeout - 10, `a ${timeout} ms call timed out early, after ${took} ms`);
+              assert.ok(took < timeout + late + 400, `a ${timeout} ms call timed out late, after ${took} ms`);
+              return 'timeout';
+            }),
+          );
+        }
+      }
+      const got = await Promise.all(calls);
+      assert.equal(got.filter((x) => x === 'ok').length, 8);
+      assert.equal(got.filter((x) => x === 'timeout').length, 16);
+      // The clock stops when it finds no call, and starts again with the next one.
+      await new Promise((r) => setTimeout(r, 3 * TICK_MS));
+      await rejectsWith(fwd(request(never, { timeout: 100 })), 'timeout', /no answer within 100 ms/);
+    });
+
     it('with connect and send timeouts the wait for the headers is bounded by connect + send + read (fetch cannot see the connect)', async () => {
       const url = await serve(() => {}); // never answers
       const t0 = Date.now();
