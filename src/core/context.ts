@@ -359,10 +359,17 @@ export class RequestContext {
     return id;
   }
 
-  /** The first value of query argument `name` (undefined when absent). */
+  /**
+   * The first value of query argument `name` (undefined when absent), as `URLSearchParams` reads it. A query with no
+   * escapes (no `%`, no `+`), no lone surrogate (URLSearchParams makes them U+FFFD) and no leading `?` (which it
+   * drops) is searched as it is: key-auth's `?apikey=` on every request of a protected route would
+   * otherwise build a `URLSearchParams` per request (0.25-0.38 µs on Bun in a loop, against 0.07-0.09).
+   */
   arg(name: string): string | undefined {
-    if (!this.query) return undefined;
-    if (!this.args) this.args = new URLSearchParams(this.query);
+    const q = this.query;
+    if (!q) return undefined;
+    if (this.args === undefined && !NOT_PLAIN_QUERY.test(q) && q.charCodeAt(0) !== 63) return plainArg(q, name);
+    if (!this.args) this.args = new URLSearchParams(q);
     return this.args.get(name) ?? undefined;
   }
 
@@ -404,3 +411,25 @@ export const consoleLogger: Logger = {
 };
 
 export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
+
+/** What makes a query's text differ from what `URLSearchParams` reads in it (see {@link RequestContext.arg}). */
+const NOT_PLAIN_QUERY = /[%+\ud800-\udfff]/;
+
+/**
+ * The first value of argument `name` in a query with no escapes, as `URLSearchParams` reads it: `&`-separated
+ * parts, empty ones skipped, the name up to the first `=` (the value empty without one).
+ */
+export function plainArg(query: string, name: string): string | undefined {
+  let start = 0;
+  while (start < query.length) {
+    let end = query.indexOf('&', start);
+    if (end < 0) end = query.length;
+    if (end > start) {
+      let eq = query.indexOf('=', start);
+      if (eq < 0 || eq > end) eq = end;
+      if (eq - start === name.length && query.startsWith(name, start)) return eq === end ? '' : query.slice(eq + 1, end);
+    }
+    start = end + 1;
+  }
+  return undefined;
+}

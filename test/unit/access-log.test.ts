@@ -131,6 +131,44 @@ describe('access log line', () => {
     );
   });
 
+  // The line keeps the text of fields that repeat from one request to the next (method, client address, upstream
+  // node, consumer, host and port, route and service ids): requests that differ, in turn, must each get their own.
+  it('gives each request its own fields when consecutive requests differ', () => {
+    const variants = [
+      { url: 'http://127.0.0.1:9080/p', method: 'GET', ip: '10.0.0.7', node: '10.1.0.1', port: 80, routed: true, id: 'r1', consumer: 'jack' },
+      { url: 'https://api.example/p', method: 'POST', ip: '10.0.0.8', node: '10.1.0.2', port: 8080, routed: false, id: 'r2', consumer: undefined },
+      { url: 'http://api.example:8080/p', method: 'PUT', ip: '10.0.0.7', node: '10.1.0.1', port: 81, routed: true, id: 'r3', consumer: 'jill' },
+      { url: 'http://127.0.0.1:9080/p', method: 'GET', ip: '::1', node: undefined, port: 0, routed: true, id: 7, consumer: 'jack' },
+      { url: 'http://api.example/p', method: 'GET', ip: '::1', node: '10.1.0.1', port: 81, routed: false, id: 7, consumer: 'jill' },
+      // Another host on the same port; a path that JSON must escape (a raw path is not the URL parser's).
+      { url: 'http://127.0.0.2:9080/p', method: 'GET', ip: '::1', node: '10.1.0.1', port: 81, routed: false, id: 7, consumer: 'jill', rawPath: '/a"b\\c' },
+    ];
+    for (const i of [0, 1, 0, 0, 2, 3, 2, 1, 3, 3, 0, 4, 2, 4, 5, 0, 5]) {
+      const v = variants[i]!;
+      const ctx = contextOf({ url: v.url, query: '', raw: ['Host', 'h'], routed: v.routed, consumer: v.consumer, status: 200 });
+      // biome-ignore lint/suspicious/noExplicitAny: set what a request of another method and address would hold
+      const w = ctx as any;
+      w.method = v.method;
+      w.clientIp = v.ip;
+      w.upstreamNode = v.node;
+      w.upstreamPort = v.port;
+      if ('rawPath' in v) w.rawPath = v.rawPath;
+      if (v.routed) {
+        w.routeId = v.id;
+        w.serviceId = `s-${v.id}`;
+        w.route = { id: v.id };
+      }
+      const line = accessLogLine(ctx, i === 3 ? { hostname: 'gw-2' } : env);
+      const entry = fullLogEntry(ctx, i === 3 ? { hostname: 'gw-2' } : env) as Record<string, unknown>;
+      const parsed = JSON.parse(line) as Record<string, unknown>;
+      for (const k of ['start_time', 'latency', 'apisix_latency']) {
+        delete parsed[k];
+        delete entry[k];
+      }
+      assert.deepStrictEqual(parsed, JSON.parse(JSON.stringify(entry)), `request ${i}`);
+    }
+  });
+
   it('parses back to the log entry from Headers (the fetch runtimes), set-cookie included', () => {
     fc.assert(
       fc.property(

@@ -87,7 +87,7 @@ export function queryObject(query: string): Record<string, string | string[]> {
 }
 
 /** `request_uri` with credential query arguments redacted. */
-function safeRequestUri(ctx: RequestContext): string {
+export function safeRequestUri(ctx: RequestContext): string {
   if (!ctx.query) return ctx.rawPath;
   const params = new URLSearchParams(ctx.query);
   let secret = false;
@@ -99,7 +99,7 @@ function safeRequestUri(ctx: RequestContext): string {
 }
 
 /** The port the client connected to, from the request URL (the scheme's default when the URL has none). */
-function serverPort(ctx: RequestContext): string {
+export function serverPort(ctx: RequestContext): string {
   const url = ctx.request.url;
   const start = url.indexOf('//') + 2;
   let end = url.indexOf('/', start);
