@@ -16,7 +16,8 @@
  *              `--floor` adds each runtime's floor, the least a proxy does there, not a gateway: `floor` (node:http
  *              + undici Pool.stream) for node, `bun-floor` / `deno-floor` / `workerd-floor` (the runtime's serve +
  *              fetch, the upstream's Response returned as it is) for the others in --runtimes; the goals table
- *              then shows each goal's figure for the runtime's own floor too (bench/lib/gateways.ts);
+ *              then shows each goal's figure for the runtime's own floor too (bench/lib/gateways.ts), and fngate ÷
+ *              floor per round; each floor runs next to fngate on its runtime in every round;
  * - routes:    1 route vs 10,000 routes (the last one requested); matcher and snapshot rebuild times; how soon an
  *              Admin API change is served; requests' latency while the table is rebuilt (bench/lib/routes.ts);
  * - streaming: a 100 MiB response and a 100 MiB upload through a function route, the gateway's RSS growth
@@ -206,12 +207,14 @@ const notes: string[] = [];
 
 try {
   if (opts.sections.includes('main')) {
-    const variants = ['direct', 'nginx', ...opts.runtimes];
-    if (opts.nodeEntryB) variants.push('node-b');
-    if (opts.floor) {
-      // Each runtime's own floor: the least a proxy does there, next to fngate on it (bench/lib/gateways.ts).
-      for (const rt of opts.runtimes) if (FLOOR_OF[rt]) variants.push(FLOOR_OF[rt]);
+    // Each runtime's own floor (`--floor`): the least a proxy does there (bench/lib/gateways.ts), measured right
+    // after (or, in the reversed rounds, right before) fngate on it, so that the pair's ratio sees the least drift.
+    const variants = ['direct', 'nginx'];
+    for (const rt of opts.runtimes) {
+      variants.push(rt);
+      if (opts.floor && FLOOR_OF[rt]) variants.push(FLOOR_OF[rt]);
     }
+    if (opts.nodeEntryB) variants.push('node-b');
     if (opts.fastify) variants.push('fastify');
     else notes.push('fastify row skipped (--no-fastify)');
     for (const n of notes) log(n);
@@ -235,7 +238,7 @@ try {
     log(matrixTable(m.summary));
     log(`\n### Goals (issue)\n`);
     log(goalsTable(goals));
-    const floors = floorLines(m.summary);
+    const floors = floorLines(m.summary, m.runs);
     if (floors.length) {
       log(`\nEach runtime's floor (same run; a goal its floor misses cannot be met by a gateway on that runtime):\n`);
       for (const l of floors) log(l);

@@ -246,17 +246,30 @@ export function goalsTable(goals: GoalCheck[]): string {
   );
 }
 
-/** One line per runtime whose floor ran: fngate's CPU/req and req/s next to the floor's, both also ÷ nginx (medians). */
-export function floorLines(summary: VariantSummary[]): string[] {
+/**
+ * One line per runtime whose floor ran: fngate's CPU/req and req/s next to the floor's, both also ÷ nginx (medians),
+ * and fngate ÷ floor in CPU per request round by round (the two windows run one after the other in each round, see
+ * bench/run.ts), median [min–max]: the issue's ratio, with the host's drift between rounds left out.
+ */
+export function floorLines(summary: VariantSummary[], runs: readonly RunResult[] = []): string[] {
   const by = new Map(summary.map((s) => [s.variant, s]));
   const fig = (x: VariantSummary) =>
     `${fixed(x.cpuUsPerReq.median, 1)} µs CPU/req (${fixed(x.cpuVsNginx.median)}× nginx), ${int(x.rps.median)} req/s (${fixed(x.vsNginx.median)}× nginx)`;
+  const cpu = (variant: string, round: number) => runs.find((r) => r.variant === variant && r.round === round)?.cpuUsPerReq;
   const out: string[] = [];
   for (const [runtime, floor] of Object.entries(FLOOR_OF)) {
     const f = by.get(floor);
     if (!f) continue;
     const s = by.get(runtime);
-    out.push(`- floor on ${runtime} (${floor}): ${fig(f)}${s ? `; fngate on ${runtime}: ${fig(s)}` : ''}`);
+    const ratios: number[] = [];
+    for (const round of new Set(runs.map((r) => r.round))) {
+      const a = cpu(runtime, round);
+      const b = cpu(floor, round);
+      if (a !== undefined && b !== undefined && b > 0) ratios.push(a / b);
+    }
+    const r = spread(ratios);
+    const perRound = r.n ? `; fngate ÷ floor, CPU/req per round: ${fixed(r.median)} [${fixed(r.min)}–${fixed(r.max)}] over ${r.n}` : '';
+    out.push(`- floor on ${runtime} (${floor}): ${fig(f)}${s ? `; fngate on ${runtime}: ${fig(s)}` : ''}${perRound}`);
   }
   return out;
 }
