@@ -24,12 +24,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, type Proc, startProcess, tmpDir } from '../test/helpers/process.ts';
-import { bunAllocatorEnv } from '../src/runtime/bun-allocator.ts';
 import { LAUNCHERS, launchWorkerd } from './lib/gateways.ts';
 import { startUpstream } from './lib/nginx.ts';
 import { AUTHORIZATION, functionRoute, GATEWAY_CORE, LOAD_CORE } from './lib/route.ts';
 import { median } from './lib/stats.ts';
-import { BIN, cpuOf, docComment, processTree, requireTools, ROOT } from './lib/sys.ts';
+import { cpuOf, docComment, fngateCommand, type ProcessRuntime, processTree, requireTools, ROOT } from './lib/sys.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
 
 const { values: flags } = parseArgs({
@@ -77,12 +76,6 @@ const config = join(dir, 'config.json');
 writeFileSync(config, JSON.stringify({ routes: [functionRoute(upstreamPort, 256)('bench', '/hello/*')] }));
 const script = writeWrkScript(dir);
 
-function command(root: string): string[] {
-  if (runtime === 'node') return [process.execPath, join(root, 'dist/runtime/node.js')];
-  if (runtime === 'bun') return [BIN.bun, 'run', join(root, 'src/runtime/bun.ts')];
-  return [join(root, 'node_modules/deno/deno'), 'task', '--quiet', 'start'];
-}
-
 interface Gateway {
   name: 'A' | 'B';
   url: string;
@@ -111,10 +104,11 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
   }
   const proxyPort = await freePort();
   const adminPort = await freePort();
-  const [cmd, ...args] = command(root);
+  // Bun as `npm run start:bun` runs it (its allocator setting), unless this side's environment says otherwise.
+  const start = fngateCommand(runtime as ProcessRuntime, { root, env: sideEnv[name] });
   const proc = await startProcess({
     cmd: tools.taskset,
-    args: ['-c', String(GATEWAY_CORE), cmd!, ...args],
+    args: ['-c', String(GATEWAY_CORE), start.cmd, ...start.args],
     cwd: root,
     env: {
       HOST: '127.0.0.1',
@@ -129,8 +123,7 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
       CONFIG_FILE: config,
       DATA_DIR: join(dir, `data-${name}`),
       NO_COLOR: '1',
-      // Bun as `npm run start:bun` runs it (its allocator setting), unless this side's environment says otherwise.
-      ...(runtime === 'bun' ? bunAllocatorEnv({ ...process.env, ...sideEnv[name] }) : {}),
+      ...start.env,
       ...sideEnv[name],
     },
     readyUrl: `http://127.0.0.1:${adminPort}/apisix/admin`,

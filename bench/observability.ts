@@ -18,7 +18,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { silentLogger } from '../src/core/context.ts';
-import { bunAllocatorEnv } from '../src/runtime/bun-allocator.ts';
 import { createGateway } from '../src/core/gateway.ts';
 import { chunksText, RENDER_CHUNK } from '../src/core/observability/metrics.ts';
 import { serve } from '@hono/node-server';
@@ -29,7 +28,7 @@ import { createNodeForwarder } from '../src/runtime/node-forwarder.ts';
 import { MemoryStore } from '../src/store/memory.ts';
 import { freePort } from '../test/helpers/process.ts';
 import { fixed, markdownTable, median } from './lib/stats.ts';
-import { BIN, cpuOf, processTree, ROOT, sleep, which } from './lib/sys.ts';
+import { cpuOf, fngateCommand, processTree, ROOT, sleep, which } from './lib/sys.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
 
 const { values: flags } = parseArgs({
@@ -64,12 +63,12 @@ async function startGateway(runtime: string, env: Record<string, string>): Promi
   const adminPort = await freePort();
   const dataDir = mkdtempSync(join(dir, 'data-'));
   const out = openSync('/dev/null', 'w');
-  const cmd = runtime === 'bun' ? [BIN.bun, 'run', join(ROOT, 'src/runtime/bun.ts')] : [process.execPath, join(ROOT, 'dist/runtime/node.js')];
-  const proc = spawn(taskset!, ['-c', '0', ...cmd], {
+  // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell or `env` says otherwise.
+  const start = fngateCommand(runtime === 'bun' ? 'bun' : 'node', { env });
+  const proc = spawn(taskset!, ['-c', '0', start.cmd, ...start.args], {
     env: {
       ...process.env,
-      // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell says otherwise.
-      ...(runtime === 'bun' ? bunAllocatorEnv() : {}),
+      ...start.env,
       HOST: '127.0.0.1',
       PROXY_PORT: String(proxyPort),
       ADMIN_PORT: String(adminPort),

@@ -19,9 +19,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Proc, startProcess } from '../test/helpers/process.ts';
 import { startUpstream } from './lib/nginx.ts';
-import { cpuOf, processTree, requireTools, ROOT, sleep } from './lib/sys.ts';
+import { cpuOf, fngateCommand, type ProcessRuntime, processTree, requireTools, ROOT, sleep } from './lib/sys.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
-import { bunAllocatorEnv } from '../src/runtime/bun-allocator.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -94,18 +93,14 @@ http {
 
 async function fngateTarget(runtime: string, upstreamPort: number): Promise<Target> {
   const [plain, tls, admin] = [port(3), port(4), port(5)];
-  const cmd: Record<string, string[]> = {
-    node: ['node', join(ROOT, 'dist/runtime/node.js')],
-    bun: [join(ROOT, 'node_modules/.bin/bun'), 'run', join(ROOT, 'src/runtime/bun.ts')],
-    deno: [join(ROOT, 'node_modules/.bin/deno'), 'task', 'start'],
-  };
+  // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell says otherwise.
+  const start = fngateCommand(runtime as ProcessRuntime);
   const proc = await startProcess({
     cmd: tools.taskset,
-    args: ['-c', '1', ...cmd[runtime]!],
+    args: ['-c', '1', start.cmd, ...start.args],
     cwd: ROOT,
     env: {
-      // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell says otherwise.
-      ...(runtime === 'bun' ? bunAllocatorEnv() : {}),
+      ...start.env,
       HOST: '127.0.0.1',
       PROXY_PORT: String(plain),
       PROXY_HTTPS_PORT: String(tls),

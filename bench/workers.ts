@@ -27,9 +27,8 @@ import { freePort, startProcess } from '../test/helpers/process.ts';
 import { startUpstream } from './lib/nginx.ts';
 import { functionRoute, LOAD_CORE } from './lib/route.ts';
 import { median } from './lib/stats.ts';
-import { cpuOf, loadAverage, processTree, requireTools, ROOT, sleep } from './lib/sys.ts';
+import { cpuOf, fngateCommand, loadAverage, type ProcessRuntime, processTree, requireTools, sleep } from './lib/sys.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
-import { bunAllocatorEnv } from '../src/runtime/bun-allocator.ts';
 
 const { values } = parseArgs({
   options: {
@@ -39,13 +38,9 @@ const { values } = parseArgs({
     runtime: { type: 'string', default: 'node' },
   },
 });
-const RUNTIMES = {
-  node: { cmd: process.execPath, args: [join(ROOT, 'dist/runtime/node.js')] },
-  deno: { cmd: join(ROOT, 'node_modules/.bin/deno'), args: ['task', '--quiet', 'start'] },
-  bun: { cmd: join(ROOT, 'node_modules/.bin/bun'), args: ['run', join(ROOT, 'src/runtime/bun.ts')] },
-};
-const RUNTIME = values.runtime as keyof typeof RUNTIMES;
-if (!(RUNTIME in RUNTIMES)) throw new Error(`--runtime ${values.runtime}: one of ${Object.keys(RUNTIMES).join(', ')}`);
+const RUNTIMES: readonly ProcessRuntime[] = ['node', 'deno', 'bun'];
+const RUNTIME = values.runtime as ProcessRuntime;
+if (!RUNTIMES.includes(RUNTIME)) throw new Error(`--runtime ${values.runtime}: one of ${RUNTIMES.join(', ')}`);
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const CONNECTIONS = Number(values.connections);
@@ -61,14 +56,15 @@ const script = writeWrkScript(dir);
 
 async function gateway(workers: number) {
   const [proxyPort, adminPort, statusPort] = [await freePort(), await freePort(), await freePort()];
+  // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell says otherwise.
+  const start = fngateCommand(RUNTIME);
   const proc = await startProcess({
     cmd: tools.taskset,
-    args: ['-c', '0,1', RUNTIMES[RUNTIME].cmd, ...RUNTIMES[RUNTIME].args],
+    args: ['-c', '0,1', start.cmd, ...start.args],
     // deno task reads the deno.json of its working directory.
-    cwd: RUNTIME === 'deno' ? ROOT : dir,
+    cwd: start.cwd ?? dir,
     env: {
-      // Bun as `npm run start:bun` runs it (its allocator setting), unless this shell says otherwise.
-      ...(RUNTIME === 'bun' ? bunAllocatorEnv() : {}),
+      ...start.env,
       HOST: '127.0.0.1',
       PROXY_PORT: String(proxyPort),
       ADMIN_PORT: String(adminPort),

@@ -22,9 +22,8 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bunAllocatorEnv } from '../../src/runtime/bun-allocator.ts';
 import { freePort, type Proc, startProcess } from '../../test/helpers/process.ts';
-import { BIN, ROOT } from './sys.ts';
+import { BIN, fngateCommand, ROOT } from './sys.ts';
 
 export interface Target {
   name: string;
@@ -108,11 +107,11 @@ function target(name: string, proc: Proc, url: string, adminUrl?: string): Targe
 
 export async function launchNode(ctx: LaunchContext, name = 'node'): Promise<Target> {
   const { env, proxyPort, adminPort } = await gatewayEnv(ctx);
-  const entry = ctx.nodeEntry ?? join(ROOT, 'dist/runtime/node.js');
+  const start = fngateCommand('node', { nodeEntry: ctx.nodeEntry, nodeArgs: ctx.nodeArgs });
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   const proc = await startProcess({
     cmd: ctx.taskset,
-    args: ['-c', String(ctx.core), process.execPath, ...(ctx.nodeArgs ?? []), entry],
+    args: ['-c', String(ctx.core), start.cmd, ...start.args],
     env,
     cwd: ctx.dir,
     readyUrl: `${adminUrl}/apisix/admin`,
@@ -123,11 +122,12 @@ export async function launchNode(ctx: LaunchContext, name = 'node'): Promise<Tar
 
 export async function launchBun(ctx: LaunchContext): Promise<Target> {
   const { env, proxyPort, adminPort } = await gatewayEnv(ctx);
+  const start = fngateCommand('bun', { env });
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   const proc = await startProcess({
     cmd: ctx.taskset,
-    args: ['-c', String(ctx.core), BIN.bun, 'run', 'src/runtime/bun.ts'],
-    env: { ...bunAllocatorEnv({ ...process.env, ...env }), ...env }, // as `npm run start:bun` runs it
+    args: ['-c', String(ctx.core), start.cmd, ...start.args],
+    env: { ...start.env, ...env }, // as `npm run start:bun` runs it
     cwd: ROOT,
     readyUrl: `${adminUrl}/apisix/admin`,
     timeoutMs: 30_000,
@@ -137,11 +137,12 @@ export async function launchBun(ctx: LaunchContext): Promise<Target> {
 
 export async function launchDeno(ctx: LaunchContext): Promise<Target> {
   const { env, proxyPort, adminPort } = await gatewayEnv(ctx);
+  const start = fngateCommand('deno');
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   const proc = await startProcess({
     cmd: ctx.taskset,
-    args: ['-c', String(ctx.core), BIN.deno, 'task', '--quiet', 'start'],
-    env: { NO_COLOR: '1', ...env },
+    args: ['-c', String(ctx.core), start.cmd, ...start.args],
+    env: { ...start.env, ...env },
     cwd: ROOT,
     readyUrl: `${adminUrl}/apisix/admin`,
     timeoutMs: 60_000,

@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bunAllocatorEnv } from '../../src/runtime/bun-allocator.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = {
@@ -15,6 +16,44 @@ export const BIN = {
   workerd: join(ROOT, 'node_modules/.bin/workerd'),
   wrangler: join(ROOT, 'node_modules/wrangler/bin/wrangler.js'),
 };
+
+/** The runtimes fngate runs on as a process of its own (workerd is started from its Worker bundle instead). */
+export type ProcessRuntime = 'node' | 'bun' | 'deno';
+
+export interface FngateCommand {
+  cmd: string;
+  args: string[];
+  /** What the start adds to the environment (Bun's allocator setting, as `npm run start:bun`). */
+  env: Record<string, string>;
+  /** Where it must run, if anywhere in particular: `deno task` reads the checkout's deno.json. */
+  cwd?: string;
+}
+
+/**
+ * How a user starts fngate on `runtime` from the checkout at `root` (package.json's `start` and `start:bun`,
+ * deno.json's `start` task), as every bench starts it: Node `dist/runtime/node.js` (after `npm run build` there),
+ * Bun `bun run src/runtime/bun.ts` with src/runtime/bun-allocator.ts's setting unless `env` (the caller's environment
+ * for the gateway, over this process's) sets it, Deno `deno task --quiet start` in the checkout (the task computes
+ * the permissions; the checkout's own deno binary, so another checkout runs its own pinned version).
+ */
+export function fngateCommand(
+  runtime: ProcessRuntime,
+  opts: { root?: string; env?: Record<string, string | undefined>; nodeEntry?: string; nodeArgs?: string[] } = {},
+): FngateCommand {
+  const root = opts.root ?? ROOT;
+  if (runtime === 'node') {
+    const entry = opts.nodeEntry ?? join(root, 'dist/runtime/node.js');
+    return { cmd: process.execPath, args: [...(opts.nodeArgs ?? []), entry], env: {} };
+  }
+  if (runtime === 'bun') {
+    return {
+      cmd: BIN.bun,
+      args: ['run', join(root, 'src/runtime/bun.ts')],
+      env: bunAllocatorEnv({ ...process.env, ...opts.env }),
+    };
+  }
+  return { cmd: join(root, 'node_modules/deno/deno'), args: ['task', '--quiet', 'start'], env: { NO_COLOR: '1' }, cwd: root };
+}
 
 /** Absolute path of a program on PATH (or in /usr/sbin, where Debian puts nginx), or undefined. */
 export function which(name: string): string | undefined {
