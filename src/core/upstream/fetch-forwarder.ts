@@ -115,10 +115,9 @@ class Call {
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
   private signal: AbortSignal | undefined | null = null; // null: not asked for yet
   ended = false;
-  /** The shared clock's list (see {@link sharedClock}): its neighbours while `linked`. */
+  /** The shared clock's list (see {@link sharedClock}): its neighbours while in it. */
   prev: Call | undefined = undefined;
   next: Call | undefined = undefined;
-  linked = false;
   /**
    * The bound on the wait for the response headers: fetch cannot tell the connect and the sending from the wait for
    * the answer, so their timeouts add up (connect + send + read).
@@ -249,7 +248,6 @@ function sharedClock(): Clock {
       call.next = head;
       if (head !== undefined) head.prev = call;
       head = call;
-      call.linked = true;
       if (timer === undefined) {
         timer = setInterval(tick, TICK_MS);
         // Never what keeps the process alive (Deno and Bun both have unref on their timers).
@@ -257,8 +255,8 @@ function sharedClock(): Clock {
       }
     },
     remove(call) {
-      if (!call.linked) return;
-      call.linked = false;
+      // In the list: the head, or a call with a predecessor (an unlinked call has neither).
+      if (call !== head && call.prev === undefined) return;
       const { prev, next } = call;
       if (prev !== undefined) prev.next = next;
       else head = next;
