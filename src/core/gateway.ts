@@ -9,7 +9,7 @@ import { Observability, type ObservabilityOptions } from './observability/promet
 import { pluginRegistry } from './plugins/index.ts';
 import { type Capabilities, FULL_CAPABILITIES } from './plugins/check.ts';
 import { type CompiledPlugin, type PluginList, pluginList, runPipeline } from './plugins/pipeline.ts';
-import { accessLogLine } from './observability/access-log.ts';
+import { accessLogQueue } from './observability/access-log-queue.ts';
 import type { AnyPlugin } from './plugins/types.ts';
 import { hostOf } from './router/host.ts';
 import { normalizePath } from './router/path.ts';
@@ -67,9 +67,16 @@ export interface GatewayOptions {
   limits?: LimitBackendsOptions;
   /**
    * The access log: when set, every request's APISIX log entry (apisix-wave2.md §9.1, credentials redacted) is
-   * handed over as one JSON line ending in a newline (ACCESS_LOG; the runtimes write it to stdout).
+   * written as one JSON line ending in a newline (ACCESS_LOG; the runtimes write it to stdout). Lines are built and
+   * handed over in batches, several lines in one text (observability/access-log-queue.ts); `close()` hands over
+   * the last of them.
    */
-  accessLog?: (line: string) => void;
+  accessLog?: (text: string) => void;
+  /**
+   * How long lines gather before they are built and handed over (default 5 ms); 0 hands each one over as its
+   * request ends (Workers: a timer set during a request may never fire once its answer is sent).
+   */
+  accessLogDelayMs?: number;
   /** Keeps a request's background work (logger sends) alive after its answer: Workers' `ctx.waitUntil`. */
   waitUntil?: (req: Request, env: ServerEnv) => ((work: Promise<unknown>) => void) | undefined;
   /** Metrics settings (host name, scrape cache, the runtime's connection and process metrics). */
@@ -120,6 +127,7 @@ export interface Gateway {
   onSniChange(fn: (table: SniTable) => void): () => void;
   /** The metrics (prometheus) and the export server's fetch handler (`obs.serveMetrics`, on PROMETHEUS_PORT). */
   obs: Observability;
+  /** Stops watching the store and the metrics' timers, hands over the access log's waiting lines, closes the limits' backends. */
   close(): Promise<void>;
 }
 
@@ -235,18 +243,14 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const rawHeaders = opts.rawHeaders;
   const runEnv = { logger };
   // The access log runs as the last log handler of the global list, so every answer (404s, exits) is logged.
-  const accessLog = opts.accessLog;
   const logEnv = { hostname: opts.observability?.hostname ?? '' };
+  const accessLog = opts.accessLog && accessLogQueue(opts.accessLog, logEnv, { delayMs: opts.accessLogDelayMs });
   const accessLogger: CompiledPlugin | undefined = accessLog && {
     name: '(access log)',
     priority: Number.MIN_SAFE_INTEGER,
     auth: false,
     preferRoute: false,
-    instance: {
-      log(ctx) {
-        accessLog(accessLogLine(ctx, logEnv));
-      },
-    },
+    instance: { log: accessLog.log },
   };
   const withAccessLog = new WeakMap<PluginList, PluginList>();
   const globalsOf = (list: PluginList): PluginList => {
@@ -358,6 +362,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     obs,
     async close() {
       unwatch();
+      accessLog?.flush();
       obs.close();
       await running;
       await limits.close();

@@ -38,7 +38,6 @@ import { adminTlsOptions, openTlsPort, type TlsPort } from './node-tls.ts';
 import type { HttpBindings } from '@hono/node-server';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { nodeFileAppender } from './file-appender.ts';
-import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import { localNames } from './local-names.ts';
 import { statusHandler, storeReadiness } from './status.ts';
@@ -159,8 +158,8 @@ async function main(): Promise<void> {
         ? bunFetchExtras[(r.tlsVerify ? 2 : 0) + (r.keepalive.enabled ? 1 : 0)]!
         : bunCertExtras(r.clientCert, r.tlsVerify, r.keepalive.enabled),
   });
-  // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
-  const accessLog = settings.accessLog ? lineWriter((text) => process.stdout.write(text)) : undefined;
+  // The access log (ACCESS_LOG): the gateway hands over a few ms of lines at a time, one stdout write each.
+  const accessLog = settings.accessLog ? (text: string) => void process.stdout.write(text) : undefined;
   // The Admin API's address, for the export server's CORS (set once it listens; ADMIN_PORT=0 takes a free port).
   let adminServer: BunServer | undefined;
   const names = localNames();
@@ -196,7 +195,7 @@ async function main(): Promise<void> {
       collectors: [processCollector()],
       files: nodeFileAppender(logger),
     },
-    accessLog: accessLog?.write,
+    accessLog,
     // enable_websocket routes: a frame relay (websocket-bun.ts); on the TLS port (node:http) Node's socket pipe.
     websocket: tlsPortWebSocketConnector(bunWebSocketConnector()),
     proxy: role.kind !== 'primary',
@@ -320,7 +319,7 @@ async function main(): Promise<void> {
       tlsPort?.closeAll();
       void statusServer?.stop(true);
     },
-    parts: [gateway, accessLog, store],
+    parts: [gateway, store],
     exit: (code) => process.exit(code),
     unref: (t) => t.unref(),
     onSignal: (signal, fn) => process.on(signal, fn),

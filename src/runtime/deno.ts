@@ -52,7 +52,6 @@ import { type ClientCert, type ForwardRequest, type Forwarder, UpstreamError } f
 import { StoreError } from '../store/types.ts';
 import type { ConfigStore } from '../store/types.ts';
 import { permissionFlags } from './deno-permissions.ts';
-import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import { localNames } from './local-names.ts';
 import { framingError } from './framing.ts';
@@ -448,8 +447,8 @@ async function main(): Promise<void> {
   const store = role.kind === 'worker' ? role.store : role.kind === 'primary' ? role.wrapStore(realStore!) : realStore!;
   const adminKeys = role.kind === 'worker' ? [] : (settings.adminKeys ?? [await ensureAdminKey(dataDir)]);
   const forwarder = createDenoForwarder();
-  // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
-  const accessLog = settings.accessLog ? lineWriter(writeStdout) : undefined;
+  // The access log (ACCESS_LOG): the gateway hands over a few ms of lines at a time, one stdout write each.
+  const accessLog = settings.accessLog ? writeStdout : undefined;
   // The Admin API's address, for the export server's CORS (set once it listens; ADMIN_PORT=0 takes a free port).
   let adminServer: Deno.HttpServer<Deno.NetAddr> | undefined;
   const names = localNames();
@@ -481,7 +480,7 @@ async function main(): Promise<void> {
       collectors: [processCollector()],
       files: denoFileAppender(logger),
     },
-    accessLog: accessLog?.write,
+    accessLog,
     // enable_websocket routes: a frame relay (websocket-deno.ts); on the TLS port (node:http) Node's socket pipe.
     websocket: tlsPortWebSocketConnector(denoWebSocketConnector()),
     proxy: role.kind !== 'primary',
@@ -568,7 +567,7 @@ async function main(): Promise<void> {
     closeStatus: () => statusServer?.shutdown(),
     sweepIdle: () => tlsPort?.closeIdle(),
     force: () => Deno.exit(0),
-    parts: [gateway, accessLog, store, forwarder],
+    parts: [gateway, store, forwarder],
     exit: (code) => Deno.exit(code),
     unref: (t) => Deno.unrefTimer(t as unknown as number),
     onSignal: (signal, fn) => Deno.addSignalListener(signal, fn),

@@ -14,7 +14,6 @@ import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { createHardenedServer, getRequestBody } from './node-http.ts';
 import { nodeFileAppender } from './file-appender.ts';
-import { lineWriter } from './line-writer.ts';
 import { processCollector } from './process-metrics.ts';
 import { localNames } from './local-names.ts';
 import { nodeWebSocketConnector, serveUpgrades } from './websocket-node.ts';
@@ -61,8 +60,8 @@ async function main(): Promise<void> {
   const forwarder = createNodeForwarder();
   // The proxy's connections, for apisix_nginx_http_current_connections (Node can say active/accepted/handled).
   const conns = { active: 0, accepted: 0 };
-  // The access log (ACCESS_LOG): lines gathered into one stdout write per few ms.
-  const accessLog = settings.accessLog ? lineWriter((text) => process.stdout.write(text)) : undefined;
+  // The access log (ACCESS_LOG): the gateway hands over a few ms of lines at a time, one stdout write each.
+  const accessLog = settings.accessLog ? (text: string) => void process.stdout.write(text) : undefined;
   // The Admin API's address, for the export server's CORS (set once it listens; ADMIN_PORT=0 takes a free port).
   let adminServer: Server | undefined;
   const names = localNames();
@@ -102,7 +101,7 @@ async function main(): Promise<void> {
       collectors: [processCollector()],
       files: nodeFileAppender(logger),
     },
-    accessLog: accessLog?.write,
+    accessLog,
     // enable_websocket routes: the upgrade goes through the gateway, then the two sockets are piped (websocket-node.ts).
     websocket: nodeWebSocketConnector(),
     proxy: role.kind !== 'primary',
@@ -255,7 +254,7 @@ async function main(): Promise<void> {
       metricsServer?.closeAllConnections();
       statusServer?.closeAllConnections();
     },
-    parts: [gateway, accessLog, store, forwarder],
+    parts: [gateway, store, forwarder],
     exit: (code) => process.exit(code),
     unref: (t) => t.unref(),
     onSignal: (signal, fn) => process.on(signal, fn),

@@ -193,6 +193,8 @@ async function boot(env: Env): Promise<Booted> {
         },
     // Workers Logs / `wrangler tail` get one line per request. No metrics: a Worker has no scrape target.
     accessLog: settings.accessLog ? (line) => console.log(line.trimEnd()) : undefined,
+    // Each line as its request ends: a timer set during a request may never fire once its answer is sent.
+    accessLogDelayMs: 0,
     // enable_websocket routes: fetch with Upgrade upstream, a WebSocketPair to the client (websocket-worker.ts).
     websocket: workerWebSocketConnector(),
     // Logger sends outlive the answer only through the request's ExecutionContext.

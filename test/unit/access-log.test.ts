@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { RequestContext } from '../../src/core/context.ts';
 import { scaledText } from '../../src/core/number-text.ts';
 import { accessLogLine, jsonString, millis3 } from '../../src/core/observability/access-log.ts';
+import { accessLogQueue } from '../../src/core/observability/access-log-queue.ts';
 import { fullLogEntry, REDACTED, round3 } from '../../src/core/observability/log-entry.ts';
 import { requestLength } from '../../src/core/observability/prometheus.ts';
 import { PLAIN_HEADERS } from '../../src/core/upstream/headers.ts';
@@ -283,5 +284,72 @@ describe('access log line', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('access log queue', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const request = (path: string, status: number) =>
+    contextOf({ url: `http://127.0.0.1:9080${path}`, query: '', raw: ['Host', '127.0.0.1:9080'], routed: true, status });
+  interface Line {
+    request: { uri: string };
+    response: { status: number };
+    latency: number;
+    start_time: number;
+  }
+  const lines = (text: string) => text.trimEnd().split('\n').map((l) => JSON.parse(l) as Line);
+
+  it('builds the lines of a few ms of requests at once, in order, each with its own fields', async () => {
+    const writes: string[] = [];
+    const q = accessLogQueue((t) => writes.push(t), env, { delayMs: 30, maxPending: 100 });
+    q.log(request('/a', 200));
+    q.log(request('/b', 404));
+    q.log(request('/c', 502));
+    assert.equal(writes.length, 0, 'nothing before the delay');
+    await sleep(80);
+    assert.equal(writes.length, 1, 'one text for the three');
+    const got = lines(writes[0]!);
+    assert.deepEqual(
+      got.map((l) => [l.request.uri, l.response.status]),
+      [['/a', 200], ['/b', 404], ['/c', 502]],
+    );
+    assert.ok(writes[0]!.endsWith('}\n'));
+    await sleep(50);
+    assert.equal(writes.length, 1, 'no empty write after');
+  });
+
+  it('hands the lot over at once when maxPending are waiting, and the rest on flush', () => {
+    const writes: string[] = [];
+    const q = accessLogQueue((t) => writes.push(t), env, { delayMs: 60_000, maxPending: 3 });
+    for (const p of ['/1', '/2', '/3', '/4']) q.log(request(p, 200));
+    assert.equal(writes.length, 1);
+    assert.deepEqual(lines(writes[0]!).map((l) => l.request.uri), ['/1', '/2', '/3']);
+    q.flush();
+    assert.deepEqual(lines(writes[1]!).map((l) => l.request.uri), ['/4']);
+    q.flush();
+    assert.equal(writes.length, 2, 'flushing nothing writes nothing');
+  });
+
+  it('times a request to when it ended, not to when its line was built', async () => {
+    const writes: string[] = [];
+    const q = accessLogQueue((t) => writes.push(t), env, { delayMs: 60_000 });
+    const ctx = request('/slow', 200);
+    const wallAtStart = Date.now();
+    await sleep(40);
+    q.log(ctx);
+    await sleep(150);
+    q.flush();
+    const [line] = lines(writes[0]!);
+    assert.ok(line!.latency >= 39 && line!.latency < 150, `latency ${line!.latency} ms: to the log phase, not the flush`);
+    assert.ok(Math.abs(line!.start_time - wallAtStart) <= 20, `start_time ${line!.start_time} vs ${wallAtStart}`);
+    assert.ok(Number.isInteger(line!.start_time));
+  });
+
+  it('writes each line as its request ends with delayMs 0 (Workers)', () => {
+    const writes: string[] = [];
+    const q = accessLogQueue((t) => writes.push(t), env, { delayMs: 0 });
+    q.log(request('/w', 200));
+    assert.equal(writes.length, 1);
+    assert.equal(lines(writes[0]!)[0]!.request.uri, '/w');
   });
 });

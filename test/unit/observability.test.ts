@@ -15,7 +15,6 @@ import { compileLogFormat, isSecretName } from '../../src/core/observability/log
 import { chunksText, escapeLabelValue, labelText, MetricsRegistry } from '../../src/core/observability/metrics.ts';
 import { LATENCY_BUCKETS, Observability } from '../../src/core/observability/prometheus.ts';
 import { dashboardOrigins, exportCorsHeaders } from '../../src/core/observability/export-cors.ts';
-import { lineWriter } from '../../src/runtime/line-writer.ts';
 import fc from 'fast-check';
 import { BatchProcessor, type BatchConf } from '../../src/core/observability/batch.ts';
 import { fileLogger } from '../../src/core/plugins/file-logger.ts';
@@ -275,26 +274,6 @@ describe('render buffers reused', () => {
   });
 });
 
-describe('access log writer', () => {
-  it('gathers lines into one write per delay or per size bound, and writes the rest on close', async () => {
-    const writes: string[] = [];
-    const w = lineWriter((t) => writes.push(t), 20, 100);
-    w.write('a\n');
-    w.write('b\n');
-    assert.deepEqual(writes, []);
-    await new Promise((r) => setTimeout(r, 60));
-    assert.deepEqual(writes, ['a\nb\n']);
-    w.write('x'.repeat(60));
-    w.write('y'.repeat(60));
-    assert.deepEqual(writes.slice(1), ['x'.repeat(60) + 'y'.repeat(60)]);
-    w.write('last\n');
-    w.close();
-    assert.deepEqual(writes.slice(2), ['last\n']);
-    await new Promise((r) => setTimeout(r, 60));
-    assert.equal(writes.length, 3);
-  });
-});
-
 describe('prometheus plugin schema', () => {
   it('has APISIX priority 500, prefer_route, prefer_name default false', () => {
     assert.equal(prometheus.priority, 500);
@@ -345,7 +324,7 @@ before(async () => {
     forwarder,
     logger: silentLogger,
     clientIp: () => '127.0.0.1',
-    accessLog: (line) => lines.push(line),
+    accessLog: (text) => lines.push(text),
     observability: { hostname: 'unit-host', refreshIntervalMs: 0 },
   });
 });
@@ -469,6 +448,9 @@ describe('prometheus through a gateway', () => {
 describe('access log', () => {
   it('one JSON line per request with APISIX field names; credentials never logged', async () => {
     await put('routes/6', { uri: '/log', upstream: upstream() });
+    // The gateway hands lines over a few ms after their requests ended: the earlier tests' lines first.
+    await new Promise((r) => setTimeout(r, 50));
+    lines.length = 0;
     await get('/log?x=1&apikey=query-key-secret&access_token=tok-secret', {
       authorization: 'Basic c2VjcmV0LXVzZXI6c2VjcmV0LXBhc3M=',
       cookie: 'sid=cookie-secret',
@@ -476,13 +458,15 @@ describe('access log', () => {
       'x-api-key': 'x-key-secret',
     });
     await get('/not-routed', { host: 'gw.test' });
-    assert.equal(lines.length, 2);
-    for (const l of lines) assert.ok(l.endsWith('\n') && !l.slice(0, -1).includes('\n'));
+    await new Promise((r) => setTimeout(r, 50));
     const text = lines.join('');
+    assert.ok(text.endsWith('}\n'));
+    const entries = text.slice(0, -1).split('\n');
+    assert.equal(entries.length, 2, 'one line per request');
     for (const secret of ['c2VjcmV0', 'cookie-secret', 'header-key-secret', 'x-key-secret', 'query-key-secret', 'tok-secret', 'upstream-cookie-secret']) {
       assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
     }
-    const e = JSON.parse(lines[0]!);
+    const e = JSON.parse(entries[0]!);
     assert.deepEqual(Object.keys(e), [
       'request', 'response', 'server', 'upstream', 'service_id', 'route_id', 'client_ip', 'start_time', 'latency', 'upstream_latency', 'apisix_latency',
     ]);
@@ -496,10 +480,31 @@ describe('access log', () => {
     assert.equal(e.response.size, 12);
     assert.equal(e.server.hostname, 'unit-host');
     assert.equal(typeof e.latency, 'number');
-    const nf = JSON.parse(lines[1]!);
+    const nf = JSON.parse(entries[1]!);
     assert.equal(nf.response.status, 404);
     assert.equal(nf.route_id, undefined);
     assert.equal(nf.service_id, 'gw.test', 'no route: service_id is $host, as APISIX');
+  });
+});
+
+describe('access log on close', () => {
+  it("hands over the lines still waiting when the gateway closes (shutdown), not later", async () => {
+    const texts: string[] = [];
+    const gw = await createGateway({
+      store: new MemoryStore(),
+      forwarder: createNodeForwarder(),
+      logger: silentLogger,
+      accessLog: (text) => texts.push(text),
+      accessLogDelayMs: 60_000,
+    });
+    const res = await gw.serveProxy(new Request('http://gw.test/closing'));
+    assert.equal(res.status, 404);
+    await res.text(); // the request ends (and reaches the log phase) once its answer's body is read
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(texts.length, 0, 'still gathering');
+    await gw.close();
+    assert.equal(texts.length, 1);
+    assert.equal(JSON.parse(texts[0]!).request.uri, '/closing');
   });
 });
 
