@@ -3,13 +3,13 @@
  * lines of every request noted are built together, once per {@link ACCESS_LOG_DELAY_MS} or when
  * {@link ACCESS_LOG_MAX_PENDING} are waiting, then handed over as one text (one stdout write for the lot).
  *
- * Why not build each line as its request ends: built in the middle of a request's work, a line cost the Node gateway
- * 2-3 times what the same code costs in a loop (the line builder's code and caches are cold by then). Built in one
- * pass over the waiting requests, the access log's cost per request on Node went from +16-18 % to +5-11 % of the
- * gateway's CPU (bench/observability.ts, README "Performance"). The price: a request's context (its Request,
- * Response and headers, already finished with) lives a few ms longer, at most {@link ACCESS_LOG_MAX_PENDING} of
- * them, and a line reaches stdout up to {@link ACCESS_LOG_DELAY_MS} after its answer (as the writer before this one
- * already held lines).
+ * Why not build each line as its request ends: in the middle of a request's work a line costs the gateway 2-3 times
+ * what the same code costs in a loop (timed on Bun: 5.2 against ~2 µs, access-log.ts), its code and data no longer
+ * in the caches. Built in one pass over the waiting requests, the access log's cost per request on Node went from
+ * +13-18 % to +5-12 % of the gateway's CPU (bench/observability.ts, README "Performance"); on Bun it made no
+ * difference the bench could see. The price: a request's context (its Request, Response and headers, already
+ * finished with) lives a few ms longer, at most {@link ACCESS_LOG_MAX_PENDING} of them, and a line reaches stdout
+ * up to {@link ACCESS_LOG_DELAY_MS} ms after its answer (the line writer before this one held lines as long).
  *
  * `delayMs: 0` builds and hands over each line as its request ends: Workers, where a timer set during a request
  * may never fire once the answer is sent.
