@@ -89,27 +89,8 @@ export type NodeForwarder = Forwarder & {
  */
 export const DEFAULT_BUFFER_LIMIT = 16 * 1024;
 
-/**
- * Request headers undici refuses (it throws) or that must not be forwarded (host, connection, keep-alive,
- * transfer-encoding, upgrade, expect); the core should have removed them. A switch on the length rather than a
- * `Set` (see isHopByHop in src/core/upstream/headers.ts).
- */
-function dropRequestHeader(name: string): boolean {
-  switch (name.length) {
-    case 4:
-      return name === 'host';
-    case 6:
-      return name === 'expect';
-    case 7:
-      return name === 'upgrade';
-    case 10:
-      return name === 'connection' || name === 'keep-alive';
-    case 17:
-      return name === 'transfer-encoding';
-    default:
-      return false;
-  }
-}
+/** Request headers undici refuses (it throws) or that must not be forwarded; the core should have removed them. */
+const DROP_REQUEST_HEADERS = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'expect']);
 
 const WAITING = 0; // no response headers yet
 const BUFFERING = 1; // headers in, body being collected (see onHeaders), promise not resolved yet
@@ -776,7 +757,7 @@ export function createNodeForwarder(options: NodeForwarderOptions = {}): NodeFor
     const hasBody = req.body !== null;
     for (const [name, value] of req.headers) {
       // Without a body a stray content-length would make the upstream wait for bytes that never come.
-      if (!dropRequestHeader(name) && (hasBody || name !== 'content-length')) headers.push(name, value);
+      if (!DROP_REQUEST_HEADERS.has(name) && (hasBody || name !== 'content-length')) headers.push(name, value);
     }
     // undici sends a given `host` header verbatim (and derives the TLS SNI from it, as APISIX's
     // proxy_ssl_name $upstream_host does); without one it derives Host from the origin.

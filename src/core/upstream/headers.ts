@@ -14,54 +14,8 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/**
- * `HOP_BY_HOP.has(name)` as a switch on the length first: a proxied request asks it for each of its headers and of
- * the answer's (~10 times), and most names have a length no hop-by-hop name has. A `Set#has` hashes the name
- * (a string made per request has no cached hash) and probes the table: `Builtins_FindOrderedHashSetEntry` was
- * ~0.4 µs per request in a Node profile under load (bench/README.md, "Node hot path").
- */
-function hopByHop(name: string): boolean {
-  switch (name.length) {
-    case 2:
-      return name === 'te';
-    case 7:
-      return name === 'upgrade' || name === 'trailer';
-    case 10:
-      return name === 'connection' || name === 'keep-alive';
-    case 16:
-      return name === 'proxy-connection';
-    case 17:
-      return name === 'transfer-encoding';
-    case 18:
-      return name === 'proxy-authenticate';
-    case 19:
-      return name === 'proxy-authorization';
-    default:
-      return false;
-  }
-}
-
-/**
- * Request headers the gateway sets itself (host, x-forwarded-for, x-forwarded-proto, x-forwarded-host,
- * x-forwarded-port, forwarded, x-real-ip): the client's values are dropped so they cannot be spoofed. A switch as
- * {@link hopByHop}.
- */
-function gatewaySet(name: string): boolean {
-  switch (name.length) {
-    case 4:
-      return name === 'host';
-    case 9:
-      return name === 'forwarded' || name === 'x-real-ip';
-    case 15:
-      return name === 'x-forwarded-for';
-    case 16:
-      return name === 'x-forwarded-host' || name === 'x-forwarded-port';
-    case 17:
-      return name === 'x-forwarded-proto';
-    default:
-      return false;
-  }
-}
+/** Request headers the gateway sets itself; the client's values are dropped so they cannot be spoofed. */
+const GATEWAY_SET = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip']);
 
 /** The header names a `Connection` header value lists (lower case, blanks dropped). */
 export function connectionTokens(value: string): string[] {
@@ -113,7 +67,7 @@ export function requestHeadersForUpstream(
   const listed = conn ? connectionTokens(conn) : undefined;
   const out: HeaderList = [];
   const add = (value: string, name: string) => {
-    if (hopByHop(name) || gatewaySet(name) || listed?.includes(name) || overlay?.has(name) || (set && named(set, name))) return;
+    if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || listed?.includes(name) || overlay?.has(name) || (set && named(set, name))) return;
     out.push([name, value]);
   };
   if (raw) for (let i = 0; i + 1 < raw.length; i += 2) add(raw[i + 1]!, raw[i]!.toLowerCase());
@@ -121,7 +75,7 @@ export function requestHeadersForUpstream(
   // The plugins' edits (RequestContext.headerOverlay): set or added values replace the client's, null removes.
   if (overlay) {
     for (const [name, values] of overlay) {
-      if (values === null || hopByHop(name) || (set && named(set, name))) continue;
+      if (values === null || HOP_BY_HOP.has(name) || (set && named(set, name))) continue;
       for (const value of values) out.push([name, value]);
     }
   }
@@ -163,7 +117,7 @@ export function removeHeaders(list: HeaderList, names: ReadonlySet<string>): voi
 
 /** Is `name` (lower case) a hop-by-hop header, one that never crosses the gateway? */
 export function isHopByHop(name: string): boolean {
-  return hopByHop(name);
+  return HOP_BY_HOP.has(name);
 }
 
 /**
@@ -196,7 +150,7 @@ export function cleanedResponsePairs(upstream: Headers, drop?: ReadonlySet<strin
   let connection: string | undefined;
   upstream.forEach((value, name) => {
     if (name === 'connection') connection = value;
-    else if (!hopByHop(name) && !drop?.has(name)) out.push([name, value]);
+    else if (!HOP_BY_HOP.has(name) && !drop?.has(name)) out.push([name, value]);
   });
   if (connection === undefined) return out;
   // Usually `keep-alive` or `close`: names that were dropped anyway.
