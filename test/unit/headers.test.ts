@@ -4,6 +4,7 @@ import {
   cleanedResponsePairs,
   cleanResponseHeaders,
   type HeaderList,
+  isHopByHop,
   removeHeaders,
   requestHeadersForUpstream,
   RecordHeaders,
@@ -48,6 +49,29 @@ describe('response header cleaning', () => {
     const inPlace = upstreamHeaders();
     cleanResponseHeaders(inPlace);
     assert.deepEqual([...new Headers(cleanedResponsePairs(upstreamHeaders()))], [...inPlace]);
+  });
+});
+
+describe('the header name switches (hop-by-hop, gateway-set)', () => {
+  const HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
+  const GATEWAY = ['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip'];
+  // Same lengths as the names above, or one letter off: none of them is dropped.
+  const OTHERS = ['tf', 'ta', 'upgradf', 'trailers', 'connectiom', 'keep-alivf', 'content-type', 'proxy-connectiom', 'transfer-encodinh', 'content-encoding',
+    'proxy-authenticatf', 'proxy-authorizatiom', 'hosts', 'hast', 'forwardex', 'x-real-iq', 'x-forwarded-fot', 'x-forwarded-hosu', 'x-forwarded-prot0',
+    'x-forwarded-protocol', 'date', 'server', 'content-length', 'authorization', ''];
+
+  it('isHopByHop is true for exactly the hop-by-hop names', () => {
+    for (const name of HOP) assert.equal(isHopByHop(name), true, name);
+    for (const name of [...GATEWAY, ...OTHERS]) assert.equal(isHopByHop(name), false, name);
+  });
+
+  it('requestHeadersForUpstream drops exactly the hop-by-hop and gateway-set names of the client', () => {
+    const raw = [...HOP, ...GATEWAY, ...OTHERS].flatMap((name) => [name, 'v']);
+    const out = requestHeadersForUpstream(new Headers(), { clientIp: '', scheme: 'http', host: null }, undefined, raw);
+    assert.deepEqual(
+      out.map(([name]) => name),
+      [...OTHERS, 'x-forwarded-proto'],
+    );
   });
 });
 
@@ -100,6 +124,13 @@ describe('request headers for the upstream', () => {
       ['x-forwarded-host', 'gw.example:9080'],
       ['authorization', 'Basic dGVzdDp0ZXN0'],
     ]);
+  });
+
+  it('from a raw list: every Connection line counts, in any case', () => {
+    // biome-ignore format: one name/value pair per line
+    const raw = ['CONNECTION', 'x-a', 'X-A', '1', 'x-b', '2', 'connection', 'X-B', 'x-c', '3'];
+    const out = requestHeadersForUpstream(new Headers(), { clientIp: '', scheme: 'http', host: null }, undefined, raw);
+    assert.deepEqual(out, [['x-c', '3'], ['x-forwarded-proto', 'http']]);
   });
 
   it("the route's own headers replace the client's of the same name, X-Forwarded-* included", () => {

@@ -162,22 +162,26 @@ export function serverlessForwarder(
   const { prepare, answer, label } = platform;
   const fixed = platform.headers;
   const t = conf.timeout;
-  const timeouts = {
-    timeout: typeof t === 'number' ? t : t.read,
-    connectTimeout: (typeof t === 'number' ? undefined : t.connect) ?? conf.connect_timeout,
-    sendTimeout: typeof t === 'number' ? undefined : t.send,
-  };
+  const timeout = typeof t === 'number' ? t : t.read;
+  const connectTimeout = (typeof t === 'number' ? undefined : t.connect) ?? conf.connect_timeout;
+  const sendTimeout = typeof t === 'number' ? undefined : t.send;
   const retry = conf.cold_start && coldStartPolicy(conf.cold_start);
+  const ownHeadersOnly = platform.ownHeadersOnly;
+  const tlsVerify = conf.ssl_verify;
+  const maxBodySize = conf.max_req_body_size;
+  // Every field named (no spread of a per-config object: V8's CopyDataProperties was ~0.1 µs per request).
   const send = (ctx: RequestContext, url: string, method: string | undefined, setHeaders: HeaderList | undefined) =>
     forward(ctx, {
       url,
       method,
-      ownHeadersOnly: platform.ownHeadersOnly,
-      ...timeouts,
+      ownHeadersOnly,
+      timeout,
+      connectTimeout,
+      sendTimeout,
       retry,
-      tlsVerify: conf.ssl_verify,
+      tlsVerify,
       keepalive,
-      maxBodySize: conf.max_req_body_size,
+      maxBodySize,
       setHeaders,
       label,
     });

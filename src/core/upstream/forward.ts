@@ -64,7 +64,8 @@ export function requestBody(ctx: RequestContext): ReadableStream<Uint8Array> | n
     });
   }
   // GET/HEAD first: on Node, reading `body` makes @hono/node-server build a full Request (~5 µs).
-  if (NO_BODY_METHODS.has(ctx.method)) return ctx.getBody?.() ?? null;
+  const m = ctx.method;
+  if (m === 'GET' || m === 'HEAD') return ctx.getBody?.() ?? null;
   return ctx.request.body;
 }
 
@@ -109,11 +110,28 @@ export function limitBody(body: ReadableStream<Uint8Array>, limit: number): Read
  * hop-by-hop headers. Transport failures become gateway errors: 503 cannot connect, 504 timed out,
  * 502 broken answer, 413 body over the limit. With `target.retry` a failed call that can be made again is
  * (see retry.ts), to `opts.next(attempt)` when given (the upstream's next node), else to `target` again.
+ *
+ * Not an `async` function: a call without retries (every openfunction call) is the forwarder's promise and one
+ * `then`, without the async function's own promise, its suspension at the `await` and the resumption (~0.5 µs of
+ * promise machinery per request in a Node profile under load; bench/README.md, "Node hot path"). Whatever throws
+ * before the call rejects the returned promise, as it did from the async function.
  */
-export async function forward(
+export function forward(
   ctx: RequestContext,
   target: ForwardTarget,
   opts?: { next?: (attempt: number) => ForwardTarget },
+): Promise<Response> {
+  try {
+    return forwardOrAnswer(ctx, target, opts);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function forwardOrAnswer(
+  ctx: RequestContext,
+  target: ForwardTarget,
+  opts: { next?: (attempt: number) => ForwardTarget } | undefined,
 ): Promise<Response> {
   const req = ctx.request;
   // The plugins' edits (RequestContext.upstream, .headerOverlay) apply to every call, whatever the runtime.
@@ -129,7 +147,7 @@ export async function forward(
       );
 
   // A body goes with the method sent; one rewritten to GET or HEAD (proxy-rewrite) carries none.
-  let body = method !== ctx.method && NO_BODY_METHODS.has(method) ? null : requestBody(ctx);
+  let body = method !== ctx.method && (method === 'GET' || method === 'HEAD') ? null : requestBody(ctx);
   let counted = false;
   const source = body;
   if (source) {
@@ -143,7 +161,7 @@ export async function forward(
       if (declared !== null && Number(declared) > limit) {
         // Read and drop (bounded) what the client is still sending, so it can read the 413.
         drainInBackground(source, DRAIN);
-        return tooLarge(limit);
+        return Promise.resolve(tooLarge(limit));
       }
       // A declared length within the limit bounds the body already (the runtime's HTTP server reads exactly that
       // many bytes), so it goes on as it came: the runtime's fetch can pipe it natively. Without one (chunked) the
@@ -161,28 +179,27 @@ export async function forward(
     if (policy.replayBodyLimit > 0) {
       const declared = req.headers.get('content-length');
       if (declared === null || Number(declared) <= policy.replayBodyLimit) {
-        let read: Uint8Array | ReadableStream<Uint8Array>;
-        try {
-          read = await readUpTo(body, policy.replayBodyLimit);
-        } catch (err) {
-          return failureResponse(
-            err instanceof UpstreamError ? err : new UpstreamError('aborted', 'client went away'),
-            target,
-          );
-        }
-        if (read instanceof Uint8Array)
-          return forwardWithRetries(ctx, target, opts?.next, policy, method, headers, read);
-        // Larger than the bound: sent once, as it streams (what was read first goes ahead of the rest).
-        body = read;
+        return forwardReplayable(ctx, target, opts?.next, policy, method, headers, body, counted);
       }
     }
   }
+  return forwardOnce(ctx, target, method, headers, body, counted);
+}
 
-  let res: Response;
+/** One call, no retries: the forwarder's answer (cleaned) or the gateway's answer to its failure. */
+function forwardOnce(
+  ctx: RequestContext,
+  target: ForwardTarget,
+  method: string,
+  headers: HeaderList,
+  body: ReadableStream<Uint8Array> | null,
+  counted: boolean,
+): Promise<Response> {
   ctx.proxied = true;
   const sent = performance.now();
+  let pending: Promise<Response>;
   try {
-    res = await ctx.forward({
+    pending = ctx.forward({
       url: target.url,
       method,
       headers,
@@ -198,11 +215,38 @@ export async function forward(
       keepalive: target.keepalive,
     });
   } catch (err) {
-    return failureResponse(err, target);
+    return Promise.resolve(failureResponse(err, target));
   }
-  ctx.upstreamLatency = performance.now() - sent;
-  if ((res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] !== true) cleanResponseHeaders(res.headers);
-  return res;
+  return pending.then(
+    (res) => {
+      ctx.upstreamLatency = performance.now() - sent;
+      if ((res as { [HEADERS_CLEANED]?: boolean })[HEADERS_CLEANED] !== true) cleanResponseHeaders(res.headers);
+      return res;
+    },
+    (err: unknown) => failureResponse(err, target),
+  );
+}
+
+/** A request whose body may be replayed: read whole up to the policy's bound and retried, else sent once as it streams. */
+async function forwardReplayable(
+  ctx: RequestContext,
+  target: ForwardTarget,
+  next: ((attempt: number) => ForwardTarget) | undefined,
+  policy: RetryPolicy,
+  method: string,
+  headers: HeaderList,
+  body: ReadableStream<Uint8Array>,
+  counted: boolean,
+): Promise<Response> {
+  let read: Uint8Array | ReadableStream<Uint8Array>;
+  try {
+    read = await readUpTo(body, policy.replayBodyLimit);
+  } catch (err) {
+    return failureResponse(err instanceof UpstreamError ? err : new UpstreamError('aborted', 'client went away'), target);
+  }
+  if (read instanceof Uint8Array) return forwardWithRetries(ctx, target, next, policy, method, headers, read);
+  // Larger than the bound: sent once, as it streams (what was read first goes ahead of the rest).
+  return forwardOnce(ctx, target, method, headers, read, counted);
 }
 
 /** The calls of a replayable request (no body, or `bytes` read whole) under `policy`. */

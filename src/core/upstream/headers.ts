@@ -62,7 +62,8 @@ export function requestHeadersForUpstream(
   raw?: readonly string[],
   overlay?: ReadonlyMap<string, readonly string[] | null>,
 ): HeaderList {
-  const conn = incoming.get('connection');
+  // From the raw lines where given: on Node, `incoming.get()` validates the name with a RegExp and looks it up twice.
+  const conn = raw ? rawConnection(raw) : incoming.get('connection');
   const listed = conn ? connectionTokens(conn) : undefined;
   const out: HeaderList = [];
   const add = (value: string, name: string) => {
@@ -84,6 +85,16 @@ export function requestHeadersForUpstream(
   if (fwd.host && !own('x-forwarded-host')) out.push(['x-forwarded-host', fwd.host]);
   if (set) for (const pair of set) out.push(pair);
   return out;
+}
+
+/** Every `Connection` line of a raw header list, joined with `, ` as `Headers#get` joins them; null without one. */
+function rawConnection(raw: readonly string[]): string | null {
+  let value: string | null = null;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 10 && name.toLowerCase() === 'connection') value = value === null ? raw[i + 1]! : `${value}, ${raw[i + 1]!}`;
+  }
+  return value;
 }
 
 function named(list: HeaderList, name: string): boolean {
