@@ -64,8 +64,7 @@ export function requestBody(ctx: RequestContext): ReadableStream<Uint8Array> | n
     });
   }
   // GET/HEAD first: on Node, reading `body` makes @hono/node-server build a full Request (~5 µs).
-  const m = ctx.method;
-  if (m === 'GET' || m === 'HEAD') return ctx.getBody?.() ?? null;
+  if (NO_BODY_METHODS.has(ctx.method)) return ctx.getBody?.() ?? null;
   return ctx.request.body;
 }
 
@@ -147,7 +146,7 @@ function forwardOrAnswer(
       );
 
   // A body goes with the method sent; one rewritten to GET or HEAD (proxy-rewrite) carries none.
-  let body = method !== ctx.method && (method === 'GET' || method === 'HEAD') ? null : requestBody(ctx);
+  let body = method !== ctx.method && NO_BODY_METHODS.has(method) ? null : requestBody(ctx);
   let counted = false;
   const source = body;
   if (source) {
