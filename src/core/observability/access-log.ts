@@ -13,7 +13,7 @@ import type { RequestContext } from '../context.ts';
 import { scaledText } from '../number-text.ts';
 import { headersRecord, plainHeadersOf } from '../upstream/headers.ts';
 import { FNGATE_VERSION } from '../version.ts';
-import { isSecretName, type LogEnv, queryObject, REDACTED, safeRequestUri, serverPort, startTime } from './log-entry.ts';
+import { isSecretName, type LogEnv, queryObject, REDACTED, safeRequestUri, serverPort } from './log-entry.ts';
 import { requestHeadersRecord, requestLength } from './prometheus.ts';
 
 /** Characters JSON must escape, and lone-surrogate halves (JSON.stringify writes them as \u escapes). */
@@ -242,13 +242,14 @@ function urlJson(ctx: RequestContext, uri: string, uriJson: string): string {
  * /dev/null, 2 × 50,000 requests each): 6.1-7.1 µs per line before, 5.2-5.3 after; in a loop it costs ~2 µs, the
  * rest being the cache misses and garbage of a loaded process, which is why the gateway builds its lines in batches
  * (access-log-queue.ts). `endedAt` is when the request ended (`performance.now()`); `epochOffset` (`Date.now() -
- * performance.now()`, read once per batch) turns the request's start into start_time, else the wall clock is read.
+ * performance.now()`, read once per batch; by default the wall clock at `endedAt`) turns the request's start on the
+ * monotonic clock into start_time, what `Date.now() - latency` gives at the request's end.
  */
 export function accessLogLine(
   ctx: RequestContext,
   env: LogEnv,
   endedAt = performance.now(),
-  epochOffset?: number,
+  epochOffset = Date.now() - endedAt,
 ): string {
   const latency = endedAt - ctx.startTime;
   const uri = safeRequestUri(ctx);
@@ -269,5 +270,5 @@ export function accessLogLine(
     ctx.upstreamLatency !== undefined
       ? `,"upstream_latency":${millis3(ctx.upstreamLatency)},"apisix_latency":${millis3(Math.max(0, latency - ctx.upstreamLatency))}`
       : `,"apisix_latency":${millis3(latency)}`;
-  return `{"request":{"url":${urlJson(ctx, uri, uriJson)},"uri":${uriJson}${fieldText(METHOD, ctx.method)},"headers":${reqHeaders},"querystring":${query},"size":${num(requestLength(ctx, record))}},"response":{"status":${num(ctx.status)},"headers":${ctx.response ? responseHeadersJson(ctx.response) : '{}'},"size":${num(ctx.bytesSent)}}${fieldText(SERVER, env.hostname)}${upstream}${idsText(ctx)}${consumer}${fieldText(CLIENT_IP, ctx.clientIp)},"start_time":${startTimeText(epochOffset === undefined ? startTime(latency) : Math.round(epochOffset + ctx.startTime))},"latency":${millis3(latency)}${latencies}}\n`;
+  return `{"request":{"url":${urlJson(ctx, uri, uriJson)},"uri":${uriJson}${fieldText(METHOD, ctx.method)},"headers":${reqHeaders},"querystring":${query},"size":${num(requestLength(ctx, record))}},"response":{"status":${num(ctx.status)},"headers":${ctx.response ? responseHeadersJson(ctx.response) : '{}'},"size":${num(ctx.bytesSent)}}${fieldText(SERVER, env.hostname)}${upstream}${idsText(ctx)}${consumer}${fieldText(CLIENT_IP, ctx.clientIp)},"start_time":${startTimeText(Math.round(epochOffset + ctx.startTime))},"latency":${millis3(latency)}${latencies}}\n`;
 }
