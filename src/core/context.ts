@@ -78,6 +78,8 @@ const NO_PARAMS: Record<string, string> = Object.freeze({}) as Record<string, st
 
 export interface RequestContextInit {
   request: Request;
+  /** `request.url`, when the caller read it already (on Bun and workerd every read of it makes a new string). */
+  url?: string;
   method: string;
   path: string;
   rawPath: string;
@@ -103,6 +105,8 @@ export interface RequestContextInit {
  */
 export class RequestContext {
   readonly request: Request;
+  /** `request.url`, read once (the log phase reads the port from it). */
+  readonly url: string;
   /** The client's method. The method sent upstream is `upstream.method ?? method`. */
   readonly method: string;
   /** Normalised path the route matched on (decoded, `//` merged, dot segments resolved): nginx `$uri`. */
@@ -191,6 +195,7 @@ export class RequestContext {
 
   constructor(init: RequestContextInit) {
     this.request = init.request;
+    this.url = init.url ?? init.request.url;
     this.method = init.method;
     this.path = init.path;
     this.rawPath = init.rawPath;

@@ -282,6 +282,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     const snap = snapshot;
     const ctx = new RequestContext({
       request: req,
+      url,
       method: req.method,
       path,
       rawPath,

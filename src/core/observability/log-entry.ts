@@ -100,7 +100,7 @@ export function safeRequestUri(ctx: RequestContext): string {
 
 /** The port the client connected to, from the request URL (the scheme's default when the URL has none). */
 export function serverPort(ctx: RequestContext): string {
-  const url = ctx.request.url;
+  const url = ctx.url;
   const start = url.indexOf('//') + 2;
   let end = url.indexOf('/', start);
   if (end < 0) end = url.length;

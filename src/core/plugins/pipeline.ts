@@ -52,6 +52,12 @@ export interface PluginList {
   readonly callOnly: boolean;
   /** No plugin makes the call or acts in any phase but log (the access log; prometheus as a global rule). */
   readonly logOnly: boolean;
+  /**
+   * Every log handler runs on every request, whatever the route: none has a `_meta.filter` or yields to a route's
+   * own instance (`prefer_route`). The response phases then hand {@link log} on as it is, with no list made per
+   * request (the access log and prometheus as global rules).
+   */
+  readonly logAlways: boolean;
 }
 
 /**
@@ -82,6 +88,7 @@ export function pluginList(plugins: readonly CompiledPlugin[]): PluginList {
     ...list,
     callOnly: requestAndBody + list.log.length === 0,
     logOnly: requestAndBody === 0 && list.proxy === undefined,
+    logAlways: list.log.every((p) => p.filter === undefined && !p.preferRoute),
   };
 }
 
@@ -325,6 +332,9 @@ function called(run: Run, res: Response): Response {
   return respond(run.ctx, res, run.globals, run.list, run.skip, run.env);
 }
 
+/** No plugins: what the response phases get when none acts, not a new array per request. */
+const NONE: readonly CompiledPlugin[] = [];
+
 /** The response phases, global rules first: header_filter, then body_filter and log as the body streams. */
 function respond(
   ctx: RequestContext,
@@ -347,8 +357,13 @@ function respond(
   }
   ctx.response = res;
   const bodyFilters =
-    globals.bodyFilter.length || list.bodyFilter.length ? pick(globals.bodyFilter, list.bodyFilter) : [];
-  const logs = globals.log.length || list.log.length ? pick(globals.log, list.log) : [];
+    globals.bodyFilter.length || list.bodyFilter.length ? pick(globals.bodyFilter, list.bodyFilter) : NONE;
+  const logs =
+    list.log.length === 0 && globals.logAlways
+      ? globals.log
+      : globals.log.length || list.log.length
+        ? pick(globals.log, list.log)
+        : NONE;
   if (bodyFilters.length === 0 && logs.length === 0) return res;
   return streamPhases(ctx, res, bodyFilters, logs, env);
 }
@@ -381,12 +396,27 @@ function headerFilters(ctx: RequestContext, res: Response, filters: CompiledPlug
 
 const EMPTY_CHUNK = new Uint8Array(0);
 
+/** `chunk` through every body filter in turn (`last`: the body ends with it). */
+function filterChunk(
+  ctx: RequestContext,
+  bodyFilters: readonly CompiledPlugin[],
+  chunk: Uint8Array,
+  last: boolean,
+): Uint8Array {
+  let out = chunk;
+  for (const p of bodyFilters) {
+    const next = p.instance.bodyFilter!(ctx, out, last);
+    if (next !== undefined) out = next;
+  }
+  return out;
+}
+
 /** Body filters on each chunk, then the log handlers once the body ended or the client went away. */
 function streamPhases(
   ctx: RequestContext,
   res: Response,
-  bodyFilters: CompiledPlugin[],
-  logs: CompiledPlugin[],
+  bodyFilters: readonly CompiledPlugin[],
+  logs: readonly CompiledPlugin[],
   env: RunEnv,
 ): Response {
   let logged = false;
@@ -400,14 +430,6 @@ function streamPhases(
         env.logger.error('plugin failed in log', { plugin: p.name, error: (err as Error).message });
       }
     }
-  };
-  const filter = (chunk: Uint8Array, last: boolean): Uint8Array => {
-    let out = chunk;
-    for (const p of bodyFilters) {
-      const next = p.instance.bodyFilter!(ctx, out, last);
-      if (next !== undefined) out = next;
-    }
-    return out;
   };
   if (bodyFilters.length) res.headers.delete('content-length');
   if (bodyFilters.length === 0) {
@@ -424,7 +446,7 @@ function streamPhases(
   }
   const source = res.body;
   if (source === null) {
-    const tail = bodyFilters.length ? filter(EMPTY_CHUNK, true) : EMPTY_CHUNK;
+    const tail = bodyFilters.length ? filterChunk(ctx, bodyFilters, EMPTY_CHUNK, true) : EMPTY_CHUNK;
     // The answer has no body: it is complete once the runtime has its head, right after this returns.
     if (!NULL_BODY_STATUS.has(res.status)) ctx.bytesSent = tail.byteLength;
     queueMicrotask(log);
@@ -441,7 +463,7 @@ function streamPhases(
           const { done, value } = await reader.read();
           if (done) {
             if (bodyFilters.length) {
-              const tail = filter(EMPTY_CHUNK, true);
+              const tail = filterChunk(ctx, bodyFilters, EMPTY_CHUNK, true);
               if (tail.byteLength) {
                 ctx.bytesSent += tail.byteLength;
                 controller.enqueue(tail);
@@ -451,7 +473,7 @@ function streamPhases(
             log();
             return;
           }
-          const chunk = bodyFilters.length ? filter(value, false) : value;
+          const chunk = bodyFilters.length ? filterChunk(ctx, bodyFilters, value, false) : value;
           if (chunk.byteLength) {
             ctx.bytesSent += chunk.byteLength;
             controller.enqueue(chunk);
