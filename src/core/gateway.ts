@@ -269,6 +269,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   function handle(req: Request, env: ServerEnv): Response | Promise<Response> {
     obs.requests++;
     const url = req.url;
+    const method = req.method; // read once: on workerd each read is a call into the runtime and a new string
     const pathStart = url.indexOf('/', url.indexOf('//') + 2);
     const q = url.indexOf('?', pathStart);
     const rawPath = pathStart < 0 ? '/' : q < 0 ? url.slice(pathStart) : url.slice(pathStart, q);
@@ -283,7 +284,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     const ctx = new RequestContext({
       request: req,
       url,
-      method: req.method,
+      method,
       path,
       rawPath,
       query: q < 0 ? '' : url.slice(q + 1),
@@ -292,7 +293,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       clientIp: clientIp(req, env),
       scheme: scheme(req, env),
       rawHeaders: rawHeaders?.(req, env),
-      getBody: getBody && req.method === 'GET' ? () => getBody(req, env) : undefined,
+      getBody: getBody && method === 'GET' ? () => getBody(req, env) : undefined,
       clientSignal: () => clientSignal(req, env),
       forward: forwarder,
       env,
@@ -301,7 +302,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     if (waitUntil) ctx.waitUntil = waitUntil(req, env);
     ctx.consumers = snap.consumers;
     ctx.metadata = snap.metadata;
-    const m = snap.router.match({ method: req.method, host, path, remoteAddr: ctx.clientIp, ctx });
+    const m = snap.router.match({ method, host, path, remoteAddr: ctx.clientIp, ctx });
     if (m) {
       ctx.params = m.params;
       ctx.routeId = m.data.id;

@@ -72,8 +72,8 @@ export interface ExecutionContextLike {
 
 interface Booted {
   gateway: Gateway;
-  /** The combined Hono app (Admin API + proxy), or the proxy alone when there is no Admin API. */
-  app: { fetch(req: Request, env: Env, ctx: ExecutionContext): Response | Promise<Response> };
+  /** The combined Hono app (Admin API + proxy); undefined when there is no Admin API (the proxy alone is served). */
+  app: { fetch(req: Request, env: Env, ctx: ExecutionContext): Response | Promise<Response> } | undefined;
   kv?: CloudflareKVStore;
   logger: Logger;
 }
@@ -197,15 +197,15 @@ async function boot(env: Env): Promise<Booted> {
     accessLogDelayMs: 0,
     // enable_websocket routes: fetch with Upgrade upstream, a WebSocketPair to the client (websocket-worker.ts).
     websocket: workerWebSocketConnector(),
-    // Logger sends outlive the answer only through the request's ExecutionContext.
-    waitUntil: (req) => {
-      const ctx = executionContexts.get(req);
+    // Logger sends outlive the answer only through the request's ExecutionContext: the proxy alone is served with
+    // the ExecutionContext as its ServerEnv (see `serve`), the combined app through executionContexts.
+    waitUntil: (req, serverEnv) => {
+      const ctx = serverEnv instanceof RequestEnv ? serverEnv.ctx : executionContexts.get(req);
       return ctx ? (work) => ctx.waitUntil(work) : undefined;
     },
   });
   if (!settings.adminKeys) logger.info('ADMIN_KEY is not set: no Admin API (/apisix/admin/* is proxied like any path)');
-  const app = settings.adminKeys ? gateway.combined : { fetch: (req: Request, e: Env) => gateway.serveProxy(req, e) };
-  return { gateway, app, kv, logger };
+  return { gateway, app: settings.adminKeys ? gateway.combined : undefined, kv, logger };
 }
 
 /**
@@ -223,35 +223,59 @@ export class LimitCounter {
     return this.object.fetch(req);
   }
 }
-/** The ExecutionContext of each request being served, for GatewayOptions.waitUntil. */
+/** The ExecutionContext of each request the combined app serves, for GatewayOptions.waitUntil. */
 const executionContexts = new WeakMap<Request, ExecutionContextLike>();
 
-export default {
-  async fetch(request: Request, env: Env, ctx: ExecutionContextLike): Promise<Response> {
-    let booted: Booted;
-    try {
-      if (!booting) {
-        booting = boot(env);
-        // Other requests may wait on this boot: keep it going even if this request's client goes away.
-        ctx.waitUntil(booting.catch(() => {}));
-      }
-      booted = await booting;
-    } catch (err) {
-      booting = undefined; // a later request tries again (KV may have been unreachable)
-      // The reason goes to the Worker's log only: it may quote the config (`wrangler tail` shows it).
-      console.error(`fngate: cannot start: ${err instanceof Error ? err.message : String(err)}`);
-      return errorResponse(503, 'fngate cannot start; the reason is in the Worker log (wrangler tail)');
-    }
-    if (booted.kv) {
-      // Lazily poll KV for changes (no timers run between requests); waitUntil keeps the shared check alive
-      // even if the request that started it goes away.
-      const { gateway } = booted;
-      const fresh = booted.kv.ensureFresh().then((changed) => (changed ? gateway.refresh() : undefined));
-      ctx.waitUntil(fresh);
-      await fresh;
-    }
+/** The ServerEnv the proxy alone is served with: the request's ExecutionContext. */
+class RequestEnv {
+  constructor(readonly ctx: ExecutionContextLike) {}
+}
+
+/** The gateway once booted, when requests need nothing else first (no KV to poll): the synchronous path. */
+let ready: Booted | undefined;
+
+function serve(booted: Booted, request: Request, env: Env, ctx: ExecutionContextLike): Response | Promise<Response> {
+  let res: Response | Promise<Response>;
+  if (booted.app) {
     executionContexts.set(request, ctx);
-    const res = booted.app.fetch(request, env, ctx as ExecutionContext);
-    return finishWorkerUpgrade(res instanceof Promise ? await res : res);
+    res = booted.app.fetch(request, env, ctx as ExecutionContext);
+  } else res = booted.gateway.serveProxy(request, new RequestEnv(ctx));
+  return res instanceof Promise ? res.then(finishWorkerUpgrade) : finishWorkerUpgrade(res);
+}
+
+async function bootAndServe(request: Request, env: Env, ctx: ExecutionContextLike): Promise<Response> {
+  let booted: Booted;
+  try {
+    if (!booting) {
+      booting = boot(env);
+      // Other requests may wait on this boot: keep it going even if this request's client goes away.
+      ctx.waitUntil(booting.catch(() => {}));
+    }
+    booted = await booting;
+  } catch (err) {
+    booting = undefined; // a later request tries again (KV may have been unreachable)
+    // The reason goes to the Worker's log only: it may quote the config (`wrangler tail` shows it).
+    console.error(`fngate: cannot start: ${err instanceof Error ? err.message : String(err)}`);
+    return errorResponse(503, 'fngate cannot start; the reason is in the Worker log (wrangler tail)');
+  }
+  if (booted.kv) {
+    // Lazily poll KV for changes (no timers run between requests); waitUntil keeps the shared check alive
+    // even if the request that started it goes away.
+    const { gateway } = booted;
+    const fresh = booted.kv.ensureFresh().then((changed) => (changed ? gateway.refresh() : undefined));
+    ctx.waitUntil(fresh);
+    await fresh;
+  } else ready = booted;
+  return serve(booted, request, env, ctx);
+}
+
+export default {
+  /**
+   * Once booted without KV, a request goes to the gateway synchronously: no `async` entry, no await of the settled
+   * boot, no per-request WeakMap entry for the proxy alone (bench/README.md, "workerd").
+   */
+  fetch(request: Request, env: Env, ctx: ExecutionContextLike): Response | Promise<Response> {
+    const booted = ready;
+    return booted !== undefined ? serve(booted, request, env, ctx) : bootAndServe(request, env, ctx);
   },
 };

@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { FunctionServers } from '../functions/functions.ts';
@@ -296,6 +298,43 @@ describe('generated admin key', () => {
       assert.equal(((await res.json()) as { url: string }).url, '/fn/routes');
     } finally {
       await gw.stop();
+    }
+  });
+
+  test('Workers without ADMIN_KEY: an http-logger batch sent after the answer still arrives (ctx.waitUntil)', {
+    skip: RUNTIME !== 'workerd' && `${RUNTIME}: no ExecutionContext; the sends outlive the answer by themselves`,
+  }, async () => {
+    // The proxy alone (no Admin API) is served with the request's ExecutionContext as its ServerEnv
+    // (src/runtime/worker.ts): the batch goes out 1 s after the answer (inactive_timeout), which a Worker runs only
+    // while the request's waitUntil keeps it alive.
+    const got: string[] = [];
+    const rx = createHttpServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => {
+        body += c;
+      });
+      req.on('end', () => {
+        got.push(body);
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((r) => rx.listen(0, '127.0.0.1', r));
+    const dir = await freshDir('fngate-conf-nokey-log-');
+    const file = join(dir, 'apisix.json');
+    const logger = { uri: `http://127.0.0.1:${(rx.address() as AddressInfo).port}/log`, batch_max_size: 10, inactive_timeout: 1 };
+    await writeFile(file, JSON.stringify({ routes: [{ id: 'lg', uri: '/lg', plugins: { 'http-logger': logger }, upstream: echoUpstream() }] }));
+    const gw = await startGateway({ env: { ADMIN_KEY: undefined, CONFIG_FILE: file } });
+    try {
+      const res = await fetch(`${gw.proxyUrl}/lg`);
+      assert.equal(res.status, 200);
+      await res.text();
+      for (let waited = 0; got.length === 0 && waited < 6000; waited += 50) await sleep(50);
+      assert.equal(got.length, 1, 'the batch never arrived');
+      assert.equal(JSON.parse(got[0]!)[0].route_id, 'lg');
+    } finally {
+      await gw.stop();
+      rx.closeAllConnections();
+      await new Promise<void>((r) => rx.close(() => r()));
     }
   });
 });

@@ -324,7 +324,8 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
       const failure = call.failure(err, 'connect', describe(err), !refused(err));
       throw bodyError instanceof UpstreamError ? bodyError : failure;
     }
-    const coding = res.headers.get('content-encoding')?.trim().toLowerCase();
+    const resHeaders = res.headers; // one getter call: on workerd each is a call into the runtime
+    const coding = resHeaders.get('content-encoding')?.trim().toLowerCase();
     // A compressed answer loses its length when the runtime re-encodes it (`keep`) or decoded it (`strip`).
     const drop = !coding ? undefined : opts.compressed === 'keep' ? CONTENT_LENGTH : decodes.has(coding) ? DROP_CODING : undefined;
     const copy = opts.copyAnswerHeaders === true;
@@ -333,23 +334,30 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
       cleanResponseHeaders(headers);
       if (drop) for (const name of drop) headers.delete(name);
     };
-    let outHeaders: HeadersInit;
+    let outHeaders: HeadersInit | undefined;
     if (opts.editHeadersInPlace) {
-      cleanInPlace(res.headers);
-      outHeaders = res.headers;
-    } else outHeaders = copy ? res.headers : cleanedResponsePairs(res.headers, drop);
-    /** The answer with `body`; a copy of the upstream's headers is cleaned here. */
+      cleanInPlace(resHeaders);
+      outHeaders = resHeaders;
+    } else if (!copy) outHeaders = cleanedResponsePairs(resHeaders, drop);
+    /**
+     * The answer with `body`. With `copyAnswerHeaders` the upstream's answer itself is the init (it has `status`,
+     * `statusText` and `headers`): workerd copies those natively from a Response, without a dictionary to convert
+     * or the three getters, and the copy of the headers is cleaned here.
+     */
     const answer = (body: BodyInit | null): Response => {
-      const out = new Response(body, { status: res.status, statusText: res.statusText, headers: outHeaders });
-      if (copy) cleanInPlace(out.headers);
-      return markCleaned(out);
+      if (copy) {
+        const out = new Response(body, res);
+        cleanInPlace(out.headers);
+        return markCleaned(out);
+      }
+      return markCleaned(new Response(body, { status: res.status, statusText: res.statusText, headers: outHeaders }));
     };
     // A small body of known length is read whole (the timeout then covers the body too) and handed on as bytes:
     // the runtime writes those natively, where a JS stream wrapper would pump every chunk through JS
     // (Deno, workerd: ~2x the CPU per proxied 1 KiB answer; `npm run bench`). Compressed answers always stream.
     // Checked before `res.body`, which on workerd makes a JS stream object of the native body; an answer without a
     // body (HEAD, 204, 304) reads as no bytes.
-    const length = coding ? null : res.headers.get('content-length');
+    const length = coding ? null : resHeaders.get('content-length');
     if (length !== null && /^\d{1,9}$/.test(length) && Number(length) <= SMALL_BODY) {
       // From here the timeout covers the body.
       call.headersIn = true;
