@@ -201,7 +201,10 @@ export interface HardeningOptions {
   maxHeaderLines?: number;
 }
 
-/** `createServer` for @hono/node-server's `serve()`: the listener runs only for requests that pass the checks above. */
+/**
+ * node:http's `createServer` with the checks above (the proxy port's own listener, node-serve.ts, and @hono/node-server's
+ * `serve()` on the TLS port): the listener runs only for requests that pass them.
+ */
 export function createHardenedServer(
   options: ServerOptions,
   listener: RequestListener,

@@ -13,6 +13,7 @@ import { redisConnector } from './redis.ts';
 import { clientSignal, createNodeForwarder } from './node-forwarder.ts';
 import { ensureAdminKey, openStore } from './node-common.ts';
 import { createHardenedServer, getRequestBody } from './node-http.ts';
+import { proxyListener } from './node-serve.ts';
 import { nodeFileAppender } from './file-appender.ts';
 import { processCollector } from './process-metrics.ts';
 import { localNames } from './local-names.ts';
@@ -71,7 +72,7 @@ async function main(): Promise<void> {
     adminKeys,
     logger,
     clientIp: (_req, env) => (env as HttpBindings).incoming.socket.remoteAddress ?? '',
-    // Not `req.signal`: @hono/node-server makes an AbortController for it on first access (~3 % of the CPU per
+    // Not `req.signal`: both ports' Requests make an AbortController for it on first access (~3 % of the CPU per
     // proxied request in the profile); this one listens to the connection's `close` only when needed. An HTTP/2
     // stream can end (a reset) while its connection lives on: there `req.signal`, which follows the stream.
     clientSignal: (req, env) => {
@@ -81,9 +82,9 @@ async function main(): Promise<void> {
     scheme: (_req, env) => ((env as HttpBindings).incoming.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
     // ssls: certificates and keys are parsed and matched with node:crypto when the Admin API stores them.
     tlsValidator: nodeTlsValidator(),
-    // Not an iteration of `req.headers`, which makes @hono/node-server build (validate, sort) an undici Headers.
+    // Not an iteration of `req.headers`, which builds (validates, sorts) an undici Headers on both ports' Requests.
     rawHeaders: (_req, env) => (env as HttpBindings).incoming.rawHeaders,
-    // A GET body, which @hono/node-server's Request drops (WHATWG), forwarded as APISIX does.
+    // A GET body, which a WHATWG Request (both ports' Requests) has none of, forwarded as APISIX does.
     getBody: (_req, env) => getRequestBody((env as HttpBindings).incoming),
     adminAllow: settings.adminAllow,
     dataEncryptionKeys: settings.dataEncryptionKeys,
@@ -148,11 +149,29 @@ async function main(): Promise<void> {
       });
     });
 
+  // The proxy port: node:http with node-http.ts's hardening and our own listener (node-serve.ts), not
+  // @hono/node-server's: its per-request Request and Response adapters cost the proxy more than it needs.
+  const listenProxy = (hostname: string, port: number) =>
+    new Promise<Server>((resolveListen, reject) => {
+      const serve = (req: Request, env: HttpBindings) => {
+        if (stopping) env.outgoing.shouldKeepAlive = false;
+        return gateway.serveProxy(req, env);
+      };
+      const server = createHardenedServer({}, proxyListener(serve, { hostname }));
+      server.once('error', reject);
+      server.on('connection', (sock: Socket) => {
+        sockets.add(sock);
+        sock.once('close', () => sockets.delete(sock));
+      });
+      server.listen(port, hostname, () => {
+        const info = server.address() as AddressInfo;
+        const host = info.family === 'IPv6' ? `[${info.address}]` : info.address;
+        console.log(`fngate proxy listening on http://${host}:${info.port}`);
+        resolveListen(server);
+      });
+    });
   // The primary of WORKERS > 1 serves no proxy (neither port); a worker serves nothing else.
-  const proxyServer =
-    role.kind === 'primary'
-      ? undefined
-      : await listen({ fetch: gateway.serveProxy }, settings.host, settings.proxyPort, 'proxy');
+  const proxyServer = role.kind === 'primary' ? undefined : await listenProxy(settings.host, settings.proxyPort);
   const websockets = proxyServer && serveUpgrades(proxyServer, gateway.serveProxy);
   if (proxyServer) {
     proxyServer.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;

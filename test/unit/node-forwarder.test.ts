@@ -13,7 +13,8 @@ import { gzipSync } from 'node:zlib';
 import { UpstreamError } from '../../src/core/upstream/types.ts';
 import type { HeaderList } from '../../src/core/upstream/headers.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
-import { clientSignal, createNodeForwarder } from '../../src/runtime/node-forwarder.ts';
+import { clientSignal, createNodeForwarder, smallLength } from '../../src/runtime/node-forwarder.ts';
+import fc from 'fast-check';
 import type { NodeForwarder } from '../../src/runtime/node-forwarder.ts';
 import { type BlackHole, startBlackHole } from '../helpers/blackhole.ts';
 import { forwardRequest, rejectsWith } from '../helpers/forward-request.ts';
@@ -813,5 +814,18 @@ describe('clientSignal (the Node entry’s cheap “client went away” signal)'
     const t0 = performance.now();
     while ((gone.length === 0 || gone[0]!.events.length === 0) && performance.now() - t0 < 2_000) await delay(5);
     assert.deepEqual(gone[0]!.events, ['abort:true']);
+  });
+});
+
+describe('smallLength (is a Content-Length small enough to read whole)', () => {
+  const byRegex = (v: string) => (/^\d{1,9}$/.test(v) ? Number(v) : Number.POSITIVE_INFINITY);
+  it('answers what /^\\d{1,9}$/ then Number() answered', () => {
+    for (const v of ['', '0', '00', '1024', '16384', '999999999', '1000000000', ' 1', '1 ', '+1', '-1', '1e3', '0x10', '١٢', '12a']) {
+      assert.equal(smallLength(v), byRegex(v), JSON.stringify(v));
+    }
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.stringMatching(/^[0-9]{0,11}$/)), (v) => smallLength(v) === byRegex(v)),
+      { numRuns: 2000 },
+    );
   });
 });
