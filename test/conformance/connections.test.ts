@@ -8,6 +8,7 @@ import { connect as connectHttp2 } from 'node:http2';
 import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import type { FunctionServers } from '../functions/functions.ts';
+import { rawExchange } from '../helpers/raw-socket.ts';
 import { type GatewayUnderTest, gatewayPerFile, openfunctionPlugins, RUNTIME } from './harness.ts';
 
 let gw: GatewayUnderTest;
@@ -123,22 +124,9 @@ describe('a refused upload ends its connection, bounded in bytes and time (issue
 });
 
 /** Sends `text` on a new connection; resolves with everything the gateway answered until it closed (or `ms`). */
-function raw(text: string | Buffer, ms = 3000): Promise<string> {
+async function raw(text: string | Buffer, ms = 3000): Promise<string> {
   const u = new URL(gw.proxyUrl);
-  return new Promise((resolve) => {
-    const sock = connect(Number(u.port), u.hostname);
-    let answer = '';
-    const timer = setTimeout(() => sock.destroy(), ms);
-    sock.on('connect', () => sock.write(text));
-    sock.on('data', (d) => {
-      answer += d.toString('latin1');
-    });
-    sock.on('error', () => {});
-    sock.on('close', () => {
-      clearTimeout(timer);
-      resolve(answer);
-    });
-  });
+  return (await rawExchange(Number(u.port), u.hostname, text, ms)).answer;
 }
 
 describe('requests without a Host (issue 18, item 14)', () => {

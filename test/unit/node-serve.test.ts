@@ -10,6 +10,7 @@ import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { HttpBindings } from '@hono/node-server';
 import { createHardenedServer } from '../../src/runtime/node-http.ts';
+import { rawExchange as rawSocket } from '../helpers/raw-socket.ts';
 import { type ProxyFetch, proxyListener, requestUrl } from '../../src/runtime/node-serve.ts';
 
 let handler: ProxyFetch = () => new Response('unset');
@@ -61,25 +62,7 @@ function lines(raw: string[], name: string): string[] {
 }
 
 /** Sends `text` on a raw connection; resolves with everything received until the gateway closed it (or `ms`). */
-function rawExchange(text: string, ms = 3000): Promise<{ answer: string; closed: boolean }> {
-  return new Promise((resolve) => {
-    const sock = connect(port, '127.0.0.1');
-    let answer = '';
-    const timer = setTimeout(() => {
-      sock.destroy();
-      resolve({ answer, closed: false });
-    }, ms);
-    sock.on('connect', () => sock.write(text));
-    sock.on('data', (d) => {
-      answer += d.toString('latin1');
-    });
-    sock.on('error', () => {});
-    sock.on('close', () => {
-      clearTimeout(timer);
-      resolve({ answer, closed: true });
-    });
-  });
-}
+const rawExchange = (text: string, ms = 3000) => rawSocket(port, '127.0.0.1', text, ms);
 
 describe('the Request the core gets', () => {
   it('has the method, the URL, and headers read from the raw lines (repeats joined as Headers joins them)', async () => {
