@@ -38,7 +38,14 @@
  */
 import { Agent, util as undiciUtil } from 'undici';
 import type { Dispatcher } from 'undici';
-import { BODY_LENGTH, connectionTokens, isHopByHop, markCleaned, PLAIN_HEADERS } from '../core/upstream/headers.ts';
+import {
+  BODY_LENGTH,
+  connectionListedNames,
+  isHopByHop,
+  markCleaned,
+  PLAIN_HEADERS,
+  smallLength,
+} from '../core/upstream/headers.ts';
 import { UpstreamError } from '../core/upstream/types.ts';
 import type { ClientCert, ForwardRequest, Forwarder } from '../core/upstream/types.ts';
 
@@ -180,10 +187,8 @@ function responseHeaders(raw: Buffer[]): ResponseHeaders {
     if (out[name] !== undefined || name === '__proto__') return headersOf(raw); // repeated (Set-Cookie...): rare
     out[name] = value;
   }
-  // Usually `keep-alive` or `close`, which name no header kept here: no token list per answer (0.3 % of the gateway's
-  // samples under `wrk` went to splitting `keep-alive`).
-  if (connection !== undefined && connection !== 'keep-alive' && connection !== 'close') {
-    for (const t of connectionTokens(connection)) if (Object.hasOwn(out, t)) delete out[t];
+  if (connection !== undefined) {
+    for (const t of connectionListedNames(connection)) if (Object.hasOwn(out, t)) delete out[t];
   }
   return out;
 }
@@ -612,22 +617,6 @@ class Exchange implements Dispatcher.DispatchHandler, UnderlyingDefaultSource<Ui
     this.signal?.removeEventListener('abort', this);
     this.body?.release();
   }
-}
-
-/**
- * A Content-Length of 1 to 9 digits as a number, else +Infinity: what `/^\d{1,9}$/` then `Number()` did, without a
- * regular expression per answer.
- */
-export function smallLength(value: string): number {
-  const n = value.length;
-  if (n === 0 || n > 9) return Number.POSITIVE_INFINITY;
-  let out = 0;
-  for (let i = 0; i < n; i++) {
-    const d = value.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return Number.POSITIVE_INFINITY;
-    out = out * 10 + d;
-  }
-  return out;
 }
 
 /** A finite duration above 0, else 0 (none). */

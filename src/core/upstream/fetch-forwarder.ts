@@ -1,5 +1,13 @@
 import { readAll } from '../body.ts';
-import { CONTENT_LENGTH, cleanedResponsePairs, cleanResponseHeaders, type HeaderList, markCleaned, removeHeaders } from './headers.ts';
+import {
+  CONTENT_LENGTH,
+  cleanedResponsePairs,
+  cleanResponseHeaders,
+  type HeaderList,
+  markCleaned,
+  removeHeaders,
+  smallLength,
+} from './headers.ts';
 import { type ForwardRequest, type Forwarder, UpstreamError, type UpstreamErrorKind } from './types.ts';
 
 const never = (): boolean => false;
@@ -358,7 +366,7 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
     // Checked before `res.body`, which on workerd makes a JS stream object of the native body; an answer without a
     // body (HEAD, 204, 304) reads as no bytes.
     const length = coding ? null : resHeaders.get('content-length');
-    if (length !== null && /^\d{1,9}$/.test(length) && Number(length) <= SMALL_BODY) {
+    if (length !== null && smallLength(length) <= SMALL_BODY) {
       // From here the timeout covers the body.
       call.headersIn = true;
       call.wait();

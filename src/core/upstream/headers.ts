@@ -97,6 +97,34 @@ function rawConnection(raw: readonly string[]): string | null {
   return value;
 }
 
+const NO_NAMES: readonly string[] = [];
+
+/**
+ * The names an answer's `Connection` value lists besides hop-by-hop ones (which go anyway): what the three answer
+ * clean-ups (in place, as pairs, the Node forwarder's record) drop. The usual `keep-alive` or `close` lists none and is
+ * not split into tokens per answer (splitting `keep-alive` was 0.3 % of the Node gateway's samples under `wrk`).
+ */
+export function connectionListedNames(value: string): readonly string[] {
+  if (value === 'keep-alive' || value === 'close') return NO_NAMES;
+  return connectionTokens(value).filter((t) => !HOP_BY_HOP.has(t));
+}
+
+/**
+ * A Content-Length of 1 to 9 digits as a number, else +Infinity: what `/^\d{1,9}$/` then `Number()` did, without a
+ * regular expression per answer (the forwarders' "small enough to read whole" check).
+ */
+export function smallLength(value: string): number {
+  const n = value.length;
+  if (n === 0 || n > 9) return Number.POSITIVE_INFINITY;
+  let out = 0;
+  for (let i = 0; i < n; i++) {
+    const d = value.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return Number.POSITIVE_INFINITY;
+    out = out * 10 + d;
+  }
+  return out;
+}
+
 function named(list: HeaderList, name: string): boolean {
   for (const pair of list) if (pair[0] === name) return true;
   return false;
@@ -153,8 +181,7 @@ export function cleanedResponsePairs(upstream: Headers, drop?: ReadonlySet<strin
     else if (!HOP_BY_HOP.has(name) && !drop?.has(name)) out.push([name, value]);
   });
   if (connection === undefined) return out;
-  // Usually `keep-alive` or `close`: names that were dropped anyway.
-  const listed = connectionTokens(connection).filter((t) => !HOP_BY_HOP.has(t));
+  const listed = connectionListedNames(connection);
   return listed.length === 0 ? out : out.filter(([name]) => !listed.includes(name));
 }
 
@@ -163,9 +190,8 @@ export function cleanedResponsePairs(upstream: Headers, drop?: ReadonlySet<strin
  * contract says its Response headers are mutable). Repeated Set-Cookie headers are left as they are.
  */
 export function cleanResponseHeaders(headers: Headers): void {
-  // Usually `keep-alive` or `close` (names removed below anyway): no token list, no Set, per answer.
   const conn = headers.get('connection');
-  if (conn !== null && conn !== 'keep-alive' && conn !== 'close') for (const name of connectionTokens(conn)) headers.delete(name);
+  if (conn !== null) for (const name of connectionListedNames(conn)) headers.delete(name);
   for (const name of HOP_BY_HOP) if (headers.has(name)) headers.delete(name);
 }
 
