@@ -138,6 +138,19 @@ describe('forwarding', () => {
     assert.equal(((await (await gw.fetch('/fwd/only')).json()) as Echo).url, '/only');
   });
 
+  test('the tail is re-encoded for the wire: characters outside the BMP (an emoji) too', async () => {
+    await gw.putRoute('fwd', { uri: '/fwd/*', plugins: of(`${fn.urls.echo}/api/`) });
+    const echo = async (path: string) => {
+      const res = await gw.fetch(path);
+      assert.equal(res.status, 200, path);
+      return ((await res.json()) as Echo).url;
+    };
+    // Was a 500 (`URI malformed`): each UTF-16 half of the emoji was encoded alone.
+    assert.equal(await echo('/fwd/%F0%9F%98%80'), '/api/%F0%9F%98%80');
+    assert.equal(await echo('/fwd/a%20b/%C3%A9t%C3%A9%F0%9F%98%80x'), '/api/a%20b/%C3%A9t%C3%A9%F0%9F%98%80x');
+    assert.equal(await echo('/fwd/plain-path_1.2~'), '/api/plain-path_1.2~');
+  });
+
   test('hop-by-hop headers do not cross in either direction', async () => {
     await gw.putRoute('hop', { uri: '/hop', plugins: of(`${fn.urls.echo}/`) });
     // Raw HTTP: fetch refuses to send these headers at all.

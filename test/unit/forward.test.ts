@@ -5,8 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import type { RequestContext } from '../../src/core/context.ts';
 import { forward } from '../../src/core/upstream/forward.ts';
+import { encodePath } from '../../src/core/upstream/path.ts';
 import type { ForwardRequest } from '../../src/core/upstream/types.ts';
 import { bodyOf } from '../helpers/forward-request.ts';
 
@@ -72,5 +74,39 @@ describe('forward(): request bodies', () => {
       assert.equal(r.sent, 5);
       if (limit !== undefined) assert.equal(r.got?.maxBodySize, limit);
     }
+  });
+});
+
+describe('encodePath (a normalised path re-encoded for the wire)', () => {
+  // The global replace, without the fast path for paths that need nothing: each character outside RFC 3986's pchar and `/`.
+  const byReplace = (p: string) => p.replace(/[^A-Za-z0-9\-._~!$&'()*+,;=:@/]/gu, (c) => encodeURIComponent(c));
+  /** The answer, or the error's name (a lone UTF-16 surrogate, which no decoded path holds, throws URIError). */
+  const outcome = (f: (p: string) => string, p: string) => {
+    try {
+      return f(p);
+    } catch (err) {
+      return `throws ${(err as Error).name}`;
+    }
+  };
+  it('encodes a character outside the BMP as its UTF-8 bytes, not each UTF-16 half (which threw URIError)', () => {
+    assert.equal(encodePath('😀'), '%F0%9F%98%80');
+    assert.equal(encodePath('/a/é😀b c'), '/a/%C3%A9%F0%9F%98%80b%20c');
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme' }), (p) => decodeURIComponent(encodePath(p)) === p && /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-F]{2})*$/.test(encodePath(p))),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('answers what the global replace answered, for plain and unusual paths', () => {
+    for (const p of ['', '/', 'world', '/a/b.c', "a-._~!$&'()*+,;=:@/", 'a b', '%', '%2e%2e', 'ü', '/x?y', 'a#b', '\\', '😀', 'a\u0000b', '\ud800']) {
+      assert.equal(outcome(encodePath, p), outcome(byReplace, p), JSON.stringify(p));
+    }
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string(), fc.string({ unit: 'grapheme' }), fc.stringMatching(/^[a-z0-9/._~%-]{0,20}$/)),
+        (p) => outcome(encodePath, p) === outcome(byReplace, p),
+      ),
+      { numRuns: 2000 },
+    );
   });
 });
