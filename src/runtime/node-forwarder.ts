@@ -288,8 +288,25 @@ function watchSocket(socket: ClientGoneSocket, signal: ClientGone): void {
 function unwatchSocket(socket: ClientGoneSocket, signal: ClientGone): void {
   const list = socket[WATCHERS];
   if (list === undefined) return;
-  const i = list.indexOf(signal);
-  if (i !== -1) list.splice(i, 1);
+  removeFrom(list, signal);
+}
+
+/**
+ * Removes `item` from an unordered list: the last element takes its place (no `splice`, which allocates the array of
+ * removed elements: each request unsubscribes once). The order of a socket's watchers does not matter (the requests
+ * on one connection are told together).
+ */
+function removeFrom<T>(list: T[], item: T): void {
+  const last = list.length - 1;
+  if (last >= 0 && list[last] === item) {
+    list.pop();
+    return;
+  }
+  const i = list.indexOf(item);
+  if (i !== -1) {
+    list[i] = list[last]!;
+    list.pop();
+  }
 }
 
 class ClientGone {
@@ -325,9 +342,12 @@ class ClientGone {
 
   removeEventListener(type: string, listener: AbortListener | null | undefined): void {
     if (type !== 'abort' || this.listeners === null) return;
-    const i = this.listeners.indexOf(listener as AbortListener);
-    if (i !== -1) this.listeners.splice(i, 1);
-    if (this.listeners.length === 0 && this.socket !== null) {
+    // In order (an AbortSignal calls its listeners in the order they were added); the only one is the usual case.
+    const listeners = this.listeners;
+    const i = listeners.lastIndexOf(listener as AbortListener);
+    if (i === listeners.length - 1) listeners.pop();
+    else if (i !== -1) listeners.splice(i, 1);
+    if (listeners.length === 0 && this.socket !== null) {
       unwatchSocket(this.socket, this);
       this.socket = null;
     }

@@ -139,6 +139,26 @@ describe('request and response round trip', () => {
     assert.equal(got.headers.host, `127.0.0.1:${s.port}`, 'Host derived from the URL');
   });
 
+  it('calls that alternate between origins each reach their own (the last origin is remembered, not assumed)', async () => {
+    const a = await serve((_req, res) => res.end('a'));
+    const b = await serve((_req, res) => res.end('b'));
+    // Same length as a's origin and sharing its prefix, differing only in the port's last digits; and a's own
+    // origin spelled in capitals (normalised by URL, one pool).
+    const urls: Array<[string, string]> = [
+      [`${a.url}/x`, 'a'],
+      [`${b.url}/x`, 'b'],
+      [`${a.url}?q`, 'a'],
+      [`${b.url}`, 'b'],
+      [`${a.url.toUpperCase()}/y`, 'a'],
+      [`${a.url}/z`, 'a'],
+      [`${b.url}#frag`, 'b'],
+    ];
+    for (const [url, want] of urls) {
+      const res = await fwd(request(url));
+      assert.equal((await readAll(res.body)).toString(), want, url);
+    }
+  });
+
   it('sends hostHeader as Host and never forwards hop-by-hop headers undici would reject', async () => {
     const s = await serve((req, res) => res.end(JSON.stringify(req.headers)));
     const headers: HeaderList = [
@@ -796,6 +816,58 @@ describe('clientSignal (the Node entry’s cheap “client went away” signal)'
     assert.deepEqual(seen[0]!.events, []);
     assert.deepEqual(seen[1]!.events, []);
     assert.deepEqual(seen[2]!.events, ['abort:true']);
+  });
+
+  it('several signals on one connection and listeners removed from the middle: the rest fire, in the order added', async () => {
+    const fired: string[] = [];
+    let removedAll = false;
+    const s = await serve((req, res) => {
+      const [s1, s2, s3] = [clientSignal(req, res), clientSignal(req, res), clientSignal(req, res)];
+      const on = (name: string) => () => fired.push(name);
+      const [a, b, c] = [on('s1'), on('s2:a'), on('s2:b')];
+      s1.addEventListener('abort', a);
+      s2.addEventListener('abort', b);
+      s2.addEventListener('abort', on('s2:c'));
+      s2.addEventListener('abort', c);
+      s3.addEventListener('abort', on('s3'));
+      // The first signal leaves the socket's list (its last listener gone); the second loses a middle listener.
+      s1.removeEventListener('abort', a);
+      s2.removeEventListener('abort', c);
+      s2.addEventListener('abort', c);
+      s2.removeEventListener('abort', b);
+      removedAll = true;
+    });
+    const sock = net.connect(s.port, '127.0.0.1');
+    sock.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+    const t0 = performance.now();
+    while (!removedAll && performance.now() - t0 < 2_000) await delay(5);
+    sock.destroy();
+    while (fired.length < 3 && performance.now() - t0 < 2_000) await delay(5);
+    await delay(20);
+    assert.deepEqual(fired.sort(), ['s2:b', 's2:c', 's3']);
+  });
+
+  it('one signal calls its listeners in the order they were added, after removals', async () => {
+    const order: string[] = [];
+    let ready = false;
+    const s = await serve((req, res) => {
+      const signal = clientSignal(req, res);
+      const l = (name: string) => () => order.push(name);
+      const [a, b, c, d] = [l('a'), l('b'), l('c'), l('d')];
+      for (const fn of [a, b, c, d]) signal.addEventListener('abort', fn);
+      signal.removeEventListener('abort', b); // middle
+      signal.removeEventListener('abort', d); // last
+      signal.addEventListener('abort', b); // back, now last
+      ready = true;
+    });
+    const sock = net.connect(s.port, '127.0.0.1');
+    sock.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+    const t0 = performance.now();
+    while (!ready && performance.now() - t0 < 2_000) await delay(5);
+    sock.destroy();
+    while (order.length < 3 && performance.now() - t0 < 2_000) await delay(5);
+    await delay(20);
+    assert.deepEqual(order, ['a', 'c', 'b']);
   });
 
   it('fires for a listener added after the client already went away', async () => {
