@@ -1,0 +1,244 @@
+// The floor plus only what a correct gateway must do for the bench's route (issue 19): what fngate's ratio to its
+// runtime's floor should be measured against. Shared by the Deno floor-plus (bench/lib/floor-plus-deno.ts) and the
+// workerd one (bench/lib/floor-plus-worker.ts, bundled by esbuild at launch). Each step is switched on by its name in
+// the FLOOR_PLUS list (env on Deno, a text binding on workerd; default all four), so each can be A/B'd against the
+// plain floor (`bench/ab.ts --a floor --b floor-plus --env-b FLOOR_PLUS=timeout --runtime deno`):
+// - `timeout`: the upstream call's timeout (TIMEOUT_MS, default 3000, fngate's openfunction default): one timer and
+//   AbortController per call; no answer headers in time is a 504 with APISIX's error body; a small answer of known
+//   length (≤ 16 KiB, not compressed) is read whole under the same deadline and handed on as bytes in a new Response
+//   (neither Deno nor workerd can cut a body they pipe natively when the call is aborted: bench/README.md); a
+//   larger one is pumped through a JS stream with the deadline re-armed per read (the idle timeout).
+// - `abort`: the client going away cancels the upstream call (with `timeout`: the request's signal is listened to
+//   only once the call outlives 50 ms, as fngate's clock does; alone: the request's signal is the fetch's signal).
+// - `headers`: request hygiene (hop-by-hop, Connection-listed names, Host and any client X-Forwarded-* dropped;
+//   X-Forwarded-For/-Proto/-Host added, as fngate adds them; the route's Authorization) and response hygiene
+//   (hop-by-hop and Connection-listed names dropped from the answer). Without it: the floor's (Host and
+//   Connection/Keep-Alive dropped, Authorization and X-Forwarded-For set).
+// - `route`: fngate's router (src/core/router), one route `/hello/*`, matched per request on method, host and the
+//   normalised path; no match is APISIX's 404.
+// No plugin runner, no access log, no retries, no config. Loopback only.
+import { compileRouter } from '../../src/core/router/index.ts';
+import { hostOf } from '../../src/core/router/host.ts';
+import { normalizePath } from '../../src/core/router/path.ts';
+
+export interface FloorPlusOptions {
+  upstream: string;
+  authorization: string;
+  /** FLOOR_PLUS: comma-separated step names, or `all` / unset for every step. */
+  steps?: string;
+  timeoutMs?: number;
+  /** Deno's fetch decodes gzip/deflate/br answers: their Content-Encoding and Content-Length must go then. */
+  decodes?: boolean;
+}
+
+export interface ClientInfo {
+  ip: string | undefined;
+  /** The client's going away (a getter: Deno and workerd make the signal only when it is read). */
+  signal: () => AbortSignal | undefined;
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+/** What the gateway sets itself: the client's own values never pass. */
+const GATEWAY_SET = new Set(['host', 'authorization', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip']);
+const SMALL_BODY = 16 * 1024;
+
+const json = (status: number, message: string) =>
+  new Response(`{"error_msg":"${message}"}\n`, { status, headers: { 'content-type': 'application/json' } });
+
+/** The names a `Connection` value lists (beyond keep-alive/close), lower-cased. */
+function listed(conn: string | null): string[] | undefined {
+  if (conn === null || conn === 'keep-alive' || conn === 'close') return undefined;
+  const out: string[] = [];
+  for (const t of conn.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (name && !HOP_BY_HOP.has(name)) out.push(name);
+  }
+  return out.length ? out : undefined;
+}
+
+/** Digits only, at most 9 of them; anything else is "not small". */
+function smallLength(v: string | null): number {
+  if (v === null || v.length === 0 || v.length > 9) return Number.POSITIVE_INFINITY;
+  let n = 0;
+  for (let i = 0; i < v.length; i++) {
+    const d = v.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return Number.POSITIVE_INFINITY;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+export function floorPlus(opts: FloorPlusOptions): (req: Request, client: ClientInfo) => Response | Promise<Response> {
+  const all = !opts.steps || opts.steps === 'all';
+  const on = new Set(all ? ['timeout', 'abort', 'headers', 'route'] : opts.steps!.split(',').map((s) => s.trim()));
+  for (const s of on) if (!['timeout', 'abort', 'headers', 'route'].includes(s)) throw new Error(`FLOOR_PLUS: unknown step ${s}`);
+  const timeoutOn = on.has('timeout');
+  const abortOn = on.has('abort');
+  const headersOn = on.has('headers');
+  const routeOn = on.has('route');
+  const timeout = opts.timeoutMs ?? 3000;
+  const router = compileRouter([{ id: 'bench', paths: ['/hello/*'], priority: 0, data: 'bench' }]);
+  const { upstream, authorization } = opts;
+
+  /** The request headers for the upstream. */
+  function requestHeaders(req: Request, ip: string | undefined, hostHeader: string | null, scheme: string): HeadersInit {
+    if (!headersOn) {
+      const headers = new Headers(req.headers);
+      headers.delete('host');
+      headers.delete('connection');
+      headers.delete('keep-alive');
+      headers.set('authorization', authorization);
+      if (ip) headers.set('x-forwarded-for', ip);
+      return headers;
+    }
+    const names = listed(req.headers.get('connection'));
+    const out: Record<string, string> = {};
+    req.headers.forEach((value, name) => {
+      if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || names?.includes(name)) return;
+      out[name] = value; // Headers joins a repeated name with ", " already
+    });
+    if (ip) out['x-forwarded-for'] = ip;
+    out['x-forwarded-proto'] = scheme;
+    if (hostHeader) out['x-forwarded-host'] = hostHeader;
+    out.authorization = authorization;
+    return out;
+  }
+
+  /** The answer's headers less hop-by-hop and Connection-listed names, as pairs for a new Response. */
+  function answerHeaders(h: Headers): [string, string][] {
+    const out: [string, string][] = [];
+    let conn: string | null = null;
+    h.forEach((value, name) => {
+      if (name === 'connection') conn = value;
+      else if (!HOP_BY_HOP.has(name)) out.push([name, value]);
+    });
+    const names = listed(conn);
+    return names ? out.filter(([n]) => !names.includes(n)) : out;
+  }
+
+  return (req, client) => {
+    const url = req.url;
+    const pathStart = url.indexOf('/', url.indexOf('//') + 2);
+    const q = url.indexOf('?', pathStart);
+    const rawPath = pathStart < 0 ? '/' : q < 0 ? url.slice(pathStart) : url.slice(pathStart, q);
+    if (rawPath === '/__bench_ready') return new Response('ok');
+    const method = req.method;
+    const hostHeader = req.headers.get('host');
+    if (routeOn) {
+      const path = normalizePath(rawPath);
+      if (path === null) return json(400, 'bad request');
+      if (!router.match({ method, host: hostOf(hostHeader), path, remoteAddr: client.ip })) return json(404, '404 Route Not Found');
+    }
+    const target = upstream + (q < 0 ? rawPath : rawPath + url.slice(q));
+    const init: RequestInit & { duplex?: string } = {
+      method,
+      headers: requestHeaders(req, client.ip, hostHeader, url.startsWith('https:') ? 'https' : 'http'),
+      body: req.body,
+      redirect: 'manual',
+    };
+    if (init.body) init.duplex = 'half';
+    if (!timeoutOn) {
+      if (abortOn) init.signal = client.signal();
+      const p = fetch(target, init);
+      if (!headersOn) return p;
+      return p.then((res) => new Response(res.body, { status: res.status, statusText: res.statusText, headers: answerHeaders(res.headers) }));
+    }
+    return timed(target, init, client);
+  };
+
+  async function timed(target: string, init: RequestInit, client: ClientInfo): Promise<Response> {
+    const ac = new AbortController();
+    init.signal = ac.signal;
+    let timedOut = false;
+    let signal: AbortSignal | undefined;
+    const onClientGone = () => ac.abort();
+    let timer: ReturnType<typeof setTimeout>;
+    // First after 50 ms (or the timeout if shorter): a call still in flight starts listening for the client.
+    const arm = (ms: number, deadline: number) => {
+      timer = setTimeout(() => {
+        if (abortOn && signal === undefined) {
+          signal = client.signal();
+          if (signal?.aborted) return ac.abort();
+          signal?.addEventListener('abort', onClientGone);
+        }
+        const left = deadline - Date.now();
+        if (left > 0) return arm(left, deadline);
+        timedOut = true;
+        ac.abort();
+      }, ms);
+    };
+    const start = (now: number) => arm(abortOn ? Math.min(50, timeout) : timeout, now + timeout);
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onClientGone);
+    };
+    start(Date.now());
+    let res: Response;
+    try {
+      res = await fetch(target, init);
+    } catch (err) {
+      done();
+      if (timedOut) return json(504, 'upstream timed out');
+      if (ac.signal.aborted) throw err; // the client is gone: nobody reads the answer
+      return json(502, 'upstream failed');
+    }
+    const h = res.headers;
+    const coding = h.get('content-encoding');
+    let headers: HeadersInit = headersOn ? answerHeaders(h) : h;
+    if (coding && opts.decodes && Array.isArray(headers)) headers = headers.filter(([n]) => n !== 'content-encoding' && n !== 'content-length');
+    if (!coding && smallLength(h.get('content-length')) <= SMALL_BODY) {
+      clearTimeout(timer!);
+      start(Date.now()); // the body's deadline
+      let bytes: ArrayBuffer;
+      try {
+        bytes = await res.arrayBuffer();
+      } catch (err) {
+        if (timedOut) return json(504, 'upstream timed out');
+        if (ac.signal.aborted) throw err;
+        return json(502, 'upstream failed');
+      } finally {
+        done();
+      }
+      return new Response(bytes.byteLength ? bytes : null, { status: res.status, statusText: res.statusText, headers });
+    }
+    if (!res.body) {
+      done();
+      return new Response(null, { status: res.status, statusText: res.statusText, headers });
+    }
+    // Streamed: the deadline counts while a read waits on the upstream (the idle timeout).
+    clearTimeout(timer!);
+    const reader = res.body.getReader();
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        start(Date.now());
+        try {
+          const { done: end, value } = await reader.read();
+          clearTimeout(timer);
+          if (end) {
+            done();
+            controller.close();
+          } else controller.enqueue(value);
+        } catch (err) {
+          done();
+          controller.error(err);
+        }
+      },
+      cancel(reason) {
+        done();
+        ac.abort();
+        return reader.cancel(reason).catch(() => {});
+      },
+    });
+    return new Response(body, { status: res.status, statusText: res.statusText, headers });
+  }
+}
