@@ -14,6 +14,7 @@
 //   X-Forwarded-For/-Proto/-Host added, as fngate adds them; the route's Authorization) and response hygiene
 //   (hop-by-hop and Connection-listed names dropped from the answer). Without it: the floor's (Host and
 //   Connection/Keep-Alive dropped, Authorization and X-Forwarded-For set).
+// - `head-timeout`, `body-copy`: the two halves of `timeout`, to split its cost (see STEPS; not correct alone).
 // - `route`: fngate's router (src/core/router), one route `/hello/*`, matched per request on method, host and the
 //   normalised path; no match is APISIX's 404.
 // No plugin runner, no access log, no retries, no config. Loopback only.
@@ -51,6 +52,12 @@ const HOP_BY_HOP = new Set([
 /** What the gateway sets itself: the client's own values never pass. */
 const GATEWAY_SET = new Set(['host', 'authorization', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip']);
 const SMALL_BODY = 16 * 1024;
+/**
+ * The steps, and two halves of `timeout` to split its cost (diagnostics, not correct alone): `head-timeout`, the
+ * timer and AbortController for the answer headers only, the answer then handed on natively (its body unbounded);
+ * `body-copy`, a small answer read whole and handed on as bytes in a new Response, with no timer.
+ */
+const STEPS = ['timeout', 'abort', 'headers', 'route', 'head-timeout', 'body-copy'];
 
 const json = (status: number, message: string) =>
   new Response(`{"error_msg":"${message}"}\n`, { status, headers: { 'content-type': 'application/json' } });
@@ -81,8 +88,10 @@ function smallLength(v: string | null): number {
 export function floorPlus(opts: FloorPlusOptions): (req: Request, client: ClientInfo) => Response | Promise<Response> {
   const all = !opts.steps || opts.steps === 'all';
   const on = new Set(all ? ['timeout', 'abort', 'headers', 'route'] : opts.steps!.split(',').map((s) => s.trim()));
-  for (const s of on) if (!['timeout', 'abort', 'headers', 'route'].includes(s)) throw new Error(`FLOOR_PLUS: unknown step ${s}`);
-  const timeoutOn = on.has('timeout');
+  for (const s of on) if (!STEPS.includes(s)) throw new Error(`FLOOR_PLUS: unknown step ${s}`);
+  const headTimeoutOnly = on.has('head-timeout') && !on.has('timeout');
+  const timeoutOn = on.has('timeout') || headTimeoutOnly;
+  const bodyCopyOnly = on.has('body-copy') && !timeoutOn;
   const abortOn = on.has('abort');
   const headersOn = on.has('headers');
   const routeOn = on.has('route');
@@ -150,11 +159,22 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
     if (!timeoutOn) {
       if (abortOn) init.signal = client.signal();
       const p = fetch(target, init);
+      if (bodyCopyOnly) return p.then(copied);
       if (!headersOn) return p;
       return p.then((res) => new Response(res.body, { status: res.status, statusText: res.statusText, headers: answerHeaders(res.headers) }));
     }
     return timed(target, init, client);
   };
+
+  /** `body-copy` alone: a small answer read whole and handed on as bytes (no timer). */
+  async function copied(res: Response): Promise<Response> {
+    const h = res.headers;
+    const coding = h.get('content-encoding');
+    const headers = headersOn ? answerHeaders(h) : h;
+    if (coding || smallLength(h.get('content-length')) > SMALL_BODY) return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+    const bytes = await res.arrayBuffer();
+    return new Response(bytes.byteLength ? bytes : null, { status: res.status, statusText: res.statusText, headers });
+  }
 
   async function timed(target: string, init: RequestInit, client: ClientInfo): Promise<Response> {
     const ac = new AbortController();
@@ -191,6 +211,10 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
       if (timedOut) return json(504, 'upstream timed out');
       if (ac.signal.aborted) throw err; // the client is gone: nobody reads the answer
       return json(502, 'upstream failed');
+    }
+    if (headTimeoutOnly) {
+      done();
+      return headersOn ? new Response(res.body, { status: res.status, statusText: res.statusText, headers: answerHeaders(res.headers) }) : res;
     }
     const h = res.headers;
     const coding = h.get('content-encoding');
