@@ -87,7 +87,8 @@ function smallLength(v: string | null): number {
 
 export function floorPlus(opts: FloorPlusOptions): (req: Request, client: ClientInfo) => Response | Promise<Response> {
   const all = !opts.steps || opts.steps === 'all';
-  const on = new Set(all ? ['timeout', 'abort', 'headers', 'route'] : opts.steps!.split(',').map((s) => s.trim()));
+  // `none`: no step (the floor's work, but the path taken from the URL by indexOf instead of `new URL`).
+  const on = new Set(all ? ['timeout', 'abort', 'headers', 'route'] : opts.steps === 'none' ? [] : opts.steps!.split(',').map((s) => s.trim()));
   for (const s of on) if (!STEPS.includes(s)) throw new Error(`FLOOR_PLUS: unknown step ${s}`);
   const headTimeoutOnly = on.has('head-timeout') && !on.has('timeout');
   const timeoutOn = on.has('timeout') || headTimeoutOnly;
