@@ -30,6 +30,12 @@ export interface FloorPlusOptions {
   timeoutMs?: number;
   /** Deno's fetch decodes gzip/deflate/br answers: their Content-Encoding and Content-Length must go then. */
   decodes?: boolean;
+  /**
+   * Build a small answer's new Response with the upstream's answer as its init (`new Response(bytes, res)`, which
+   * workerd copies natively) and clean that copy's headers in place, instead of from cleaned pairs: the cheaper way
+   * on workerd (bench/README.md: ~7 vs ~12.5 µs per Response), as fngate does there (`copyAnswerHeaders`).
+   */
+  copyAnswerHeaders?: boolean;
 }
 
 export interface ClientInfo {
@@ -167,14 +173,28 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
     return timed(target, init, client);
   };
 
+  /** A small answer's bytes as a new Response with the upstream's status and (cleaned) headers. */
+  function small(res: Response, bytes: ArrayBuffer, headers: HeadersInit): Response {
+    const body = bytes.byteLength ? bytes : null;
+    if (!opts.copyAnswerHeaders) return new Response(body, { status: res.status, statusText: res.statusText, headers });
+    const out = new Response(body, res);
+    if (headersOn) {
+      const h = out.headers;
+      const names = listed(h.get('connection'));
+      if (names) for (const n of names) h.delete(n);
+      for (const n of HOP_BY_HOP) if (h.has(n)) h.delete(n);
+    }
+    return out;
+  }
+
   /** `body-copy` alone: a small answer read whole and handed on as bytes (no timer). */
   async function copied(res: Response): Promise<Response> {
     const h = res.headers;
     const coding = h.get('content-encoding');
-    const headers = headersOn ? answerHeaders(h) : h;
-    if (coding || smallLength(h.get('content-length')) > SMALL_BODY) return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
-    const bytes = await res.arrayBuffer();
-    return new Response(bytes.byteLength ? bytes : null, { status: res.status, statusText: res.statusText, headers });
+    const big = coding || smallLength(h.get('content-length')) > SMALL_BODY;
+    const headers = headersOn && (big || !opts.copyAnswerHeaders) ? answerHeaders(h) : h;
+    if (big) return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+    return small(res, await res.arrayBuffer(), headers);
   }
 
   async function timed(target: string, init: RequestInit, client: ClientInfo): Promise<Response> {
@@ -219,9 +239,10 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
     }
     const h = res.headers;
     const coding = h.get('content-encoding');
-    let headers: HeadersInit = headersOn ? answerHeaders(h) : h;
+    const isSmall = !coding && smallLength(h.get('content-length')) <= SMALL_BODY;
+    let headers: HeadersInit = headersOn && !(isSmall && opts.copyAnswerHeaders) ? answerHeaders(h) : h;
     if (coding && opts.decodes && Array.isArray(headers)) headers = headers.filter(([n]) => n !== 'content-encoding' && n !== 'content-length');
-    if (!coding && smallLength(h.get('content-length')) <= SMALL_BODY) {
+    if (isSmall) {
       clearTimeout(timer!);
       start(Date.now()); // the body's deadline
       let bytes: ArrayBuffer;
@@ -234,7 +255,7 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
       } finally {
         done();
       }
-      return new Response(bytes.byteLength ? bytes : null, { status: res.status, statusText: res.statusText, headers });
+      return small(res, bytes, headers);
     }
     if (!res.body) {
       done();

@@ -21,6 +21,7 @@ export default {
       authorization: env.AUTHORIZATION,
       steps: env.FLOOR_PLUS,
       timeoutMs: env.TIMEOUT_MS ? Number(env.TIMEOUT_MS) : undefined,
+      copyAnswerHeaders: true,
     });
     return handle(req, { ip: req.headers.get('cf-connecting-ip') ?? undefined, signal: () => req.signal });
   },
