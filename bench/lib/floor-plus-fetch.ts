@@ -4,7 +4,8 @@
 // the FLOOR_PLUS list (env on Deno, a text binding on workerd; default all four), so each can be A/B'd against the
 // plain floor (`bench/ab.ts --a floor --b floor-plus --env-b FLOOR_PLUS=timeout --runtime deno`):
 // - `timeout`: the upstream call's timeout (TIMEOUT_MS, default 3000, fngate's openfunction default): one timer and
-//   AbortController per call; no answer headers in time is a 504 with APISIX's error body; a small answer of known
+//   AbortController per call (on Deno one shared 50 ms clock for all calls instead of a timer each, as fngate there;
+//   CLOCK=timer: a timer per call); no answer headers in time is a 504 with APISIX's error body; a small answer of known
 //   length (≤ 16 KiB, not compressed) is read whole under the same deadline and handed on as bytes in a new Response
 //   (neither Deno nor workerd can cut a body they pipe natively when the call is aborted: bench/README.md); a
 //   larger one is pumped through a JS stream with the deadline re-armed per read (the idle timeout).
@@ -36,6 +37,8 @@ export interface FloorPlusOptions {
    * on workerd (bench/README.md: ~7 vs ~12.5 µs per Response), as fngate does there (`copyAnswerHeaders`).
    */
   copyAnswerHeaders?: boolean;
+  /** One 50 ms clock for all calls instead of a timer per call (Deno: fngate's `sharedClock`; see ClockWatch). */
+  sharedClock?: boolean;
 }
 
 export interface ClientInfo {
@@ -200,41 +203,19 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
   async function timed(target: string, init: RequestInit, client: ClientInfo): Promise<Response> {
     const ac = new AbortController();
     init.signal = ac.signal;
-    let timedOut = false;
-    let signal: AbortSignal | undefined;
-    const onClientGone = () => ac.abort();
-    let timer: ReturnType<typeof setTimeout>;
-    // First after 50 ms (or the timeout if shorter): a call still in flight starts listening for the client.
-    const arm = (ms: number, deadline: number) => {
-      timer = setTimeout(() => {
-        if (abortOn && signal === undefined) {
-          signal = client.signal();
-          if (signal?.aborted) return ac.abort();
-          signal?.addEventListener('abort', onClientGone);
-        }
-        const left = deadline - Date.now();
-        if (left > 0) return arm(left, deadline);
-        timedOut = true;
-        ac.abort();
-      }, ms);
-    };
-    const start = (now: number) => arm(abortOn ? Math.min(50, timeout) : timeout, now + timeout);
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onClientGone);
-    };
-    start(Date.now());
+    const w = opts.sharedClock ? new ClockWatch(ac, client, abortOn, timeout) : new TimerWatch(ac, client, abortOn, timeout);
+    w.start();
     let res: Response;
     try {
       res = await fetch(target, init);
     } catch (err) {
-      done();
-      if (timedOut) return json(504, 'upstream timed out');
+      w.done();
+      if (w.timedOut) return json(504, 'upstream timed out');
       if (ac.signal.aborted) throw err; // the client is gone: nobody reads the answer
       return json(502, 'upstream failed');
     }
     if (headTimeoutOnly) {
-      done();
+      w.done();
       return headersOn ? new Response(res.body, { status: res.status, statusText: res.statusText, headers: answerHeaders(res.headers) }) : res;
     }
     const h = res.headers;
@@ -243,48 +224,180 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
     let headers: HeadersInit = headersOn && !(isSmall && opts.copyAnswerHeaders) ? answerHeaders(h) : h;
     if (coding && opts.decodes && Array.isArray(headers)) headers = headers.filter(([n]) => n !== 'content-encoding' && n !== 'content-length');
     if (isSmall) {
-      clearTimeout(timer!);
-      start(Date.now()); // the body's deadline
+      w.stop();
+      w.start(); // the body's deadline
       let bytes: ArrayBuffer;
       try {
         bytes = await res.arrayBuffer();
       } catch (err) {
-        if (timedOut) return json(504, 'upstream timed out');
+        if (w.timedOut) return json(504, 'upstream timed out');
         if (ac.signal.aborted) throw err;
         return json(502, 'upstream failed');
       } finally {
-        done();
+        w.done();
       }
       return small(res, bytes, headers);
     }
     if (!res.body) {
-      done();
+      w.done();
       return new Response(null, { status: res.status, statusText: res.statusText, headers });
     }
     // Streamed: the deadline counts while a read waits on the upstream (the idle timeout).
-    clearTimeout(timer!);
+    w.stop();
     const reader = res.body.getReader();
+    let ctl: ReadableStreamDefaultController<Uint8Array> | undefined;
+    // A stalled read ends here even if the abort does not reach the pending read (seen once on Deno with the shared
+    // clock after earlier timeouts, not explained): the client's answer errors and the upstream read is cancelled.
+    w.onTimeout = () => {
+      w.done();
+      ctl?.error(new Error('upstream body idle timeout'));
+      reader.cancel().catch(() => {});
+    };
     const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        ctl = controller;
+      },
       async pull(controller) {
-        start(Date.now());
+        w.start();
         try {
           const { done: end, value } = await reader.read();
-          clearTimeout(timer);
+          w.stop();
           if (end) {
-            done();
+            w.done();
             controller.close();
           } else controller.enqueue(value);
         } catch (err) {
-          done();
+          w.done();
           controller.error(err);
         }
       },
       cancel(reason) {
-        done();
+        w.done();
         ac.abort();
         return reader.cancel(reason).catch(() => {});
       },
     });
     return new Response(body, { status: res.status, statusText: res.statusText, headers });
+  }
+}
+
+/** The deadline of one call in flight: started (re-armed) while the call waits on the upstream, stopped otherwise. */
+interface Watch {
+  timedOut: boolean;
+  /** Called after the call was aborted for its timeout. */
+  onTimeout?: () => void;
+  start(): void;
+  stop(): void;
+  done(): void;
+}
+
+/**
+ * A timer per call. It first fires after 50 ms (or the timeout if shorter): a call still in flight then starts
+ * listening for the client going away (Deno and workerd make the request's signal only when it is read).
+ */
+class TimerWatch implements Watch {
+  timedOut = false;
+  onTimeout?: () => void;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private signal: AbortSignal | undefined;
+  private readonly onClientGone = () => this.ac.abort();
+  constructor(
+    private readonly ac: AbortController,
+    private readonly client: ClientInfo,
+    private readonly abortOn: boolean,
+    private readonly timeout: number,
+  ) {}
+  private arm(ms: number, deadline: number): void {
+    this.timer = setTimeout(() => {
+      if (this.abortOn && this.signal === undefined) {
+        this.signal = this.client.signal();
+        if (this.signal?.aborted) return this.ac.abort();
+        this.signal?.addEventListener('abort', this.onClientGone);
+      }
+      const left = deadline - Date.now();
+      if (left > 0) return this.arm(left, deadline);
+      this.timedOut = true;
+      this.ac.abort();
+      this.onTimeout?.();
+    }, ms);
+  }
+  start(): void {
+    this.arm(this.abortOn ? Math.min(50, this.timeout) : this.timeout, Date.now() + this.timeout);
+  }
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+  done(): void {
+    clearTimeout(this.timer);
+    this.signal?.removeEventListener('abort', this.onClientGone);
+  }
+}
+
+/**
+ * One 50 ms interval for every call in flight (the calls a doubly linked list through themselves), as fngate's
+ * `sharedClock` on Deno and Bun: no timer per call (not for Workers, where a timer must belong to its request).
+ */
+class ClockWatch implements Watch {
+  static head: ClockWatch | undefined;
+  static interval: ReturnType<typeof setInterval> | undefined;
+  timedOut = false;
+  onTimeout?: () => void;
+  prev: ClockWatch | undefined;
+  next: ClockWatch | undefined;
+  deadline = 0;
+  waiting = false;
+  ticks = 0;
+  private signal: AbortSignal | undefined;
+  private readonly onClientGone = () => this.ac.abort();
+  constructor(
+    private readonly ac: AbortController,
+    private readonly client: ClientInfo,
+    private readonly abortOn: boolean,
+    private readonly timeout: number,
+  ) {
+    this.next = ClockWatch.head;
+    if (ClockWatch.head) ClockWatch.head.prev = this;
+    ClockWatch.head = this;
+    if (ClockWatch.interval === undefined) ClockWatch.interval = setInterval(ClockWatch.tick, 50);
+  }
+  static tick(): void {
+    if (ClockWatch.head === undefined) {
+      clearInterval(ClockWatch.interval);
+      ClockWatch.interval = undefined;
+      return;
+    }
+    const now = Date.now();
+    for (let w = ClockWatch.head; w !== undefined; ) {
+      const next: ClockWatch | undefined = w.next;
+      if (++w.ticks === 2 && w.abortOn) w.subscribe();
+      if (w.waiting && !w.timedOut && now >= w.deadline) {
+        w.timedOut = true;
+        w.ac.abort();
+        w.onTimeout?.();
+      }
+      w = next;
+    }
+  }
+  private subscribe(): void {
+    this.signal = this.client.signal();
+    if (this.signal?.aborted) this.ac.abort();
+    else this.signal?.addEventListener('abort', this.onClientGone);
+  }
+  start(): void {
+    this.deadline = Date.now() + this.timeout;
+    this.waiting = true;
+  }
+  stop(): void {
+    this.waiting = false;
+  }
+  done(): void {
+    this.waiting = false;
+    this.signal?.removeEventListener('abort', this.onClientGone);
+    if (this !== ClockWatch.head && this.prev === undefined) return; // unlinked already
+    if (this.prev) this.prev.next = this.next;
+    else ClockWatch.head = this.next;
+    if (this.next) this.next.prev = this.prev;
+    this.prev = undefined;
+    this.next = undefined;
   }
 }

@@ -319,7 +319,7 @@ export function launchWorkerdFloor(ctx: LaunchContext): Promise<Target> {
   });
 }
 
-/** bench/lib/floor-plus-deno.ts (see the header); FLOOR_PLUS and TIMEOUT_MS come from `ctx.env`. */
+/** bench/lib/floor-plus-deno.ts (see the header); FLOOR_PLUS, TIMEOUT_MS and CLOCK come from `ctx.env`. */
 export const launchDenoFloorPlus = (ctx: LaunchContext): Promise<Target> =>
   launchScript(
     ctx,
@@ -330,7 +330,7 @@ export const launchDenoFloorPlus = (ctx: LaunchContext): Promise<Target> =>
       '--no-config',
       '--unstable-no-legacy-abort',
       '--allow-net=127.0.0.1',
-      '--allow-env=PORT,UPSTREAM,AUTHORIZATION,FLOOR_PLUS,TIMEOUT_MS',
+      '--allow-env=PORT,UPSTREAM,AUTHORIZATION,FLOOR_PLUS,TIMEOUT_MS,CLOCK',
       file,
     ],
     'floor-plus-deno.ts',
