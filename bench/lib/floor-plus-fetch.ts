@@ -367,7 +367,7 @@ class ClockWatch implements Watch {
       return;
     }
     const now = Date.now();
-    for (let w = ClockWatch.head; w !== undefined; ) {
+    for (let w: ClockWatch | undefined = ClockWatch.head; w !== undefined; ) {
       const next: ClockWatch | undefined = w.next;
       if (++w.ticks === 2 && w.abortOn) w.subscribe();
       if (w.waiting && !w.timedOut && now >= w.deadline) {
