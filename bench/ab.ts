@@ -15,6 +15,9 @@
  * `workerd serve`, the routes from STANDALONE_CONFIG, as `npm run bench` runs it).
  * `--a floor` pairs fngate with the runtime's floor instead (bench/lib/gateways.ts: `floor`, `bun-floor`,
  * `deno-floor`, `workerd-floor`), so B ÷ A is fngate ÷ its floor, the issue's ratio, with the drift cancelled.
+ * `--a floor-plus` pairs it with the floor plus what a correct gateway must do (`deno-floor-plus`,
+ * `workerd-floor-plus`); `--b floor-plus` (with `--a floor`) measures those steps, chosen by
+ * `--env-b FLOOR_PLUS=timeout,abort,headers,route` (default all).
  * Bun runs as `npm run start:bun` runs it, with src/runtime/bun-allocator.ts's setting unless a side's environment
  * sets it; the Bun floor runs as Bun ships. `--env-a` / `--env-b` (repeatable) add environment variables to one side only, so A and B may be one checkout
  * run two ways (`--a . --env-a MIMALLOC_PURGE_DELAY=10`: what does Bun's allocator setting, bench/README.md, save?); the floors get them too.
@@ -54,8 +57,12 @@ if (!['node', 'bun', 'deno', 'workerd'].includes(runtime))
 const pairs = Number(flags.pairs ?? 8);
 const seconds = Number(flags.seconds ?? 2);
 const connections = Number(flags.connections ?? 50);
-const floorA = flags.a === 'floor';
-const trees = { A: floorA ? 'floor' : resolve(flags.a), B: resolve(flags.b ?? ROOT) };
+// `floor` / `floor-plus` (either side): the runtime's floor, or its floor plus what a correct gateway must do
+// (bench/lib/floor-plus-fetch.ts; its steps by FLOOR_PLUS in `--env-a`/`--env-b`; Deno and workerd).
+const FLOORS = ['floor', 'floor-plus'];
+const floorKey = (v: string) => (runtime === 'node' && v === 'floor' ? 'floor' : `${runtime}-${v}`);
+const floorA = FLOORS.includes(flags.a);
+const trees = { A: floorA ? flags.a : resolve(flags.a), B: flags.b && FLOORS.includes(flags.b) ? flags.b : resolve(flags.b ?? ROOT) };
 /** `--env-a`/`--env-b`: K=V pairs for one side's environment. */
 function envFlags(list: string[] | undefined, flag: string): Record<string, string> {
   const env: Record<string, string> = {};
@@ -94,8 +101,10 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
     logLevel: 'warn',
     env: sideEnv[name],
   };
-  if (name === 'A' && floorA) {
-    const t = await LAUNCHERS[runtime === 'node' ? 'floor' : `${runtime}-floor`]!(ctx);
+  if (FLOORS.includes(root)) {
+    const launch = LAUNCHERS[floorKey(root)];
+    if (!launch) throw new Error(`no ${root} for ${runtime} (bench/lib/gateways.ts)`);
+    const t = await launch(ctx);
     return { name, url: `${t.url}/hello/world`, proc: t.proc };
   }
   if (runtime === 'workerd') {

@@ -18,6 +18,11 @@
  *                  Deno.serve + Deno's fetch, its Response returned as it is
  * - workerd-floor: bench/lib/floor-worker.js (an ES-module Worker, no imports) under bare `workerd serve`, with
  *                  the same compatibility date/flags as fngate's Worker; UPSTREAM and AUTHORIZATION as text bindings
+ * The floor-plus variants (issue 19): the floor plus only what a correct gateway must do for the bench's route (the
+ * call's timeout, the client's abort, header hygiene, one route lookup), each step switched by FLOOR_PLUS
+ * (bench/lib/floor-plus-fetch.ts; env, or a text binding on workerd):
+ * - deno-floor-plus:    bench/lib/floor-plus-deno.ts, as deno-floor plus `--unstable-no-legacy-abort` (as fngate)
+ * - workerd-floor-plus: bench/lib/floor-plus-worker.ts bundled by esbuild into one module, as workerd-floor
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -314,6 +319,40 @@ export function launchWorkerdFloor(ctx: LaunchContext): Promise<Target> {
   });
 }
 
+/** bench/lib/floor-plus-deno.ts (see the header); FLOOR_PLUS, TIMEOUT_MS and CLOCK come from `ctx.env`. */
+export const launchDenoFloorPlus = (ctx: LaunchContext): Promise<Target> =>
+  launchScript(
+    ctx,
+    'deno-floor-plus',
+    (file) => [
+      BIN.deno,
+      'run',
+      '--no-config',
+      '--unstable-no-legacy-abort',
+      '--allow-net=127.0.0.1',
+      '--allow-env=PORT,UPSTREAM,AUTHORIZATION,FLOOR_PLUS,TIMEOUT_MS,CLOCK',
+      file,
+    ],
+    'floor-plus-deno.ts',
+    { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
+  );
+
+/** bench/lib/floor-plus-worker.ts bundled into one ES module; `ctx.env` (FLOOR_PLUS, TIMEOUT_MS) become text bindings. */
+export function launchWorkerdFloorPlus(ctx: LaunchContext): Promise<Target> {
+  const out = join(ctx.dir, `floor-plus-worker-${++seq}.js`);
+  const res = spawnSync(
+    join(ROOT, 'node_modules/.bin/esbuild'), // wrangler's, a devDependency already
+    [join(ROOT, 'bench/lib/floor-plus-worker.ts'), '--bundle', '--format=esm', '--platform=neutral', '--target=es2022', `--outfile=${out}`],
+    { encoding: 'utf8' },
+  );
+  if (res.status !== 0) throw new Error(`esbuild floor-plus-worker.ts failed:\n${res.stderr}`);
+  return serveWorker(ctx, 'workerd-floor-plus', out, {
+    UPSTREAM: `http://127.0.0.1:${ctx.upstreamPort}`,
+    AUTHORIZATION: ctx.authorization,
+    ...ctx.env,
+  });
+}
+
 export type Launcher = (ctx: LaunchContext) => Promise<Target>;
 
 export const LAUNCHERS: Record<string, Launcher> = {
@@ -326,4 +365,6 @@ export const LAUNCHERS: Record<string, Launcher> = {
   'bun-floor': launchBunFloor,
   'deno-floor': launchDenoFloor,
   'workerd-floor': launchWorkerdFloor,
+  'deno-floor-plus': launchDenoFloorPlus,
+  'workerd-floor-plus': launchWorkerdFloorPlus,
 };
