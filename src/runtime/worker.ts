@@ -65,6 +65,20 @@ export interface Env {
   [name: string]: unknown;
 }
 
+/** workerd's stream of a declared length (a global of the Workers runtime). */
+declare const FixedLengthStream: new (length: number) => TransformStream<Uint8Array, Uint8Array>;
+
+/**
+ * A streamed answer of a known length as a `FixedLengthStream`: workerd then sends its `Content-Length`, and an answer
+ * that breaks off (the body's timeout, the function's reset) ends short where the client can tell, instead of as a
+ * complete chunked answer (workerd ends a JS stream's chunked answer cleanly even when the stream errors).
+ */
+function fixedLengthBody(body: ReadableStream<Uint8Array>, length: number): ReadableStream<Uint8Array> {
+  const fixed = new FixedLengthStream(length);
+  body.pipeTo(fixed.writable).catch(() => {});
+  return fixed.readable;
+}
+
 /** The part of the Workers ExecutionContext used here. */
 export interface ExecutionContextLike {
   waitUntil(promise: Promise<unknown>): void;
@@ -167,6 +181,7 @@ async function boot(env: Env): Promise<Booted> {
       bufferLimitedBodies: true,
       copyAnswerHeaders: true,
       recordHeaders: true,
+      fixedLength: fixedLengthBody,
     }),
     adminKeys: settings.adminKeys ?? [],
     logger,

@@ -18,8 +18,9 @@
  *                    adds response headers (hop-by-hop ones too, e.g. `Connection: x-foo`), `?delay=<ms>` waits
  *                    that long before answering
  *   slow             waits `?delay=<ms>` (default 5000) before sending anything, then `slow done`;
- *                    with `?partial=<n>` it sends the headers (`content-length: 100`) and n bytes at once, waits
- *                    `delay`, then resets the connection (a body that stalls and never completes)
+ *                    with `?partial=<n>` it sends the headers (`content-length: 100`, or `?length=<bytes>`) and n
+ *                    bytes at once (at most length - 1), waits `delay`, then resets the connection (a body that
+ *                    stalls and never completes)
  *   stream           headers at once, then `?chunks=N` (default 5) × `chunk <i>\n` (i = 0..N-1) every
  *                    `?interval=<ms>` (default 200), chunked; `?size=<bytes>` streams that many bytes of
  *                    `STREAM_BLOCK` (repeated, truncated) as fast as backpressure allows
@@ -283,8 +284,9 @@ const handlers: Record<FunctionName, Handler> = {
     track(res, ctx.stats);
     req.resume();
     if (ctx.url.searchParams.has('partial')) {
-      res.writeHead(200, { 'content-type': TEXT, 'content-length': '100' });
-      res.write('x'.repeat(Math.min(99, intParam(ctx.url, 'partial', 10))));
+      const length = Math.max(1, intParam(ctx.url, 'length', 100));
+      res.writeHead(200, { 'content-type': TEXT, 'content-length': String(length) });
+      res.write('x'.repeat(Math.min(length - 1, intParam(ctx.url, 'partial', 10))));
       await sleep(ctx, res, intParam(ctx.url, 'delay', 5000));
       res.destroy();
       return;

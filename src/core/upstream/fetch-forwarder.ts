@@ -81,6 +81,14 @@ export interface FetchForwarderOptions {
    * `--v8-flags=--expose-gc`).
    */
   collectGarbage?: { everyBytes: number; collect: () => void };
+  /**
+   * Give a streamed answer that declared its length (`length` bytes, not re-encoded) a body of that fixed length. For
+   * runtimes that send a JS stream's answer chunked and drop its `Content-Length` (workerd): there, when the stream
+   * errors (the body's timeout, the upstream's reset) the runtime still ends the chunked answer cleanly, so the client
+   * takes a truncated answer for a complete one; with a fixed length (workerd's `FixedLengthStream`) the runtime
+   * keeps the `Content-Length` and the client sees the answer end short (test/conformance/openfunction.test.ts).
+   */
+  fixedLength?: (body: ReadableStream<Uint8Array>, length: number) => ReadableStream<Uint8Array>;
 }
 
 /**
@@ -419,6 +427,9 @@ export function createFetchForwarder(opts: FetchForwarderOptions): Forwarder {
         return reader.cancel(reason).catch(() => {});
       },
     });
+    if (opts.fixedLength && length !== null && /^\d{1,15}$/.test(length)) {
+      return answer(opts.fixedLength(stream, Number(length)));
+    }
     return answer(stream);
   };
 }
