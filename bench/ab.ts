@@ -15,6 +15,9 @@
  * `workerd serve`, the routes from STANDALONE_CONFIG, as `npm run bench` runs it).
  * `--a floor` pairs fngate with the runtime's floor instead (bench/lib/gateways.ts: `floor`, `bun-floor`,
  * `deno-floor`, `workerd-floor`), so B ÷ A is fngate ÷ its floor, the issue's ratio, with the drift cancelled.
+ * `--a floor-plus` (or `--b floor-plus`) is the runtime's floor plus only what a correct gateway must do (timeout,
+ * client abort, header hygiene, one route; bench/README.md, "Floor-plus"): `--a floor --b floor-plus` costs those
+ * steps (FLOOR_PLUS in `--env-b` picks them), `--a floor-plus` is fngate's own overhead beyond them.
  * Bun runs as `npm run start:bun` runs it, with src/runtime/bun-allocator.ts's setting unless a side's environment
  * sets it; the Bun floor runs as Bun ships. `--env-a` / `--env-b` (repeatable) add environment variables to one side only, so A and B may be one checkout
  * run two ways (`--a . --env-a MIMALLOC_PURGE_DELAY=10`: what does Bun's allocator setting, bench/README.md, save?); the floors get them too.
@@ -54,8 +57,10 @@ if (!['node', 'bun', 'deno', 'workerd'].includes(runtime))
 const pairs = Number(flags.pairs ?? 8);
 const seconds = Number(flags.seconds ?? 2);
 const connections = Number(flags.connections ?? 50);
-const floorA = flags.a === 'floor';
-const trees = { A: floorA ? 'floor' : resolve(flags.a), B: resolve(flags.b ?? ROOT) };
+/** `floor` / `floor-plus` name the runtime's floor or floor-plus (bench/lib/gateways.ts) instead of a checkout. */
+const FLOORS = ['floor', 'floor-plus'];
+const side = (arg: string) => (FLOORS.includes(arg) ? arg : resolve(arg));
+const trees = { A: side(flags.a), B: side(flags.b ?? ROOT) };
 /** `--env-a`/`--env-b`: K=V pairs for one side's environment. */
 function envFlags(list: string[] | undefined, flag: string): Record<string, string> {
   const env: Record<string, string> = {};
@@ -94,8 +99,10 @@ async function start(name: 'A' | 'B'): Promise<Gateway> {
     logLevel: 'warn',
     env: sideEnv[name],
   };
-  if (name === 'A' && floorA) {
-    const t = await LAUNCHERS[runtime === 'node' ? 'floor' : `${runtime}-floor`]!(ctx);
+  if (FLOORS.includes(root)) {
+    const launch = LAUNCHERS[runtime === 'node' ? root : `${runtime}-${root}`];
+    if (!launch) throw new Error(`no ${root} for ${runtime} in bench/lib/gateways.ts`);
+    const t = await launch(ctx);
     return { name, url: `${t.url}/hello/world`, proc: t.proc };
   }
   if (runtime === 'workerd') {
