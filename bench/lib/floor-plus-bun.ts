@@ -18,6 +18,9 @@
 // - `route`: fngate's router (src/core/router) compiled with the one bench route (`/hello/*`), the path normalised
 //   and the Host read for it as fngate does; 404 with APISIX's body when nothing matches; the function URL built
 //   from the route's `*` tail. Without it the floor's `UPSTREAM + pathname + search`.
+// - `read` (a diagnostic, not a correct step alone; only without `timeout` and `abort`): a small answer read whole and
+//   handed on as bytes in a new Response as `timeout` does, without the AbortController, the clock or the deadline:
+//   what the body read costs apart from the call's watch.
 // Without `headers` the floor's own handling stays (drop Host, Connection and Keep-Alive, add Authorization and
 // X-Forwarded-For). Env: PORT, UPSTREAM (http://127.0.0.1:port), AUTHORIZATION, FLOOR_PLUS, FLOOR_PLUS_TIMEOUT_MS.
 // Loopback only. Not a gateway: one route, no plugins, no config.
@@ -42,12 +45,14 @@ declare const Bun: {
 const upstream = Bun.env.UPSTREAM!;
 const authorization = Bun.env.AUTHORIZATION!;
 const ALL = ['timeout', 'abort', 'headers', 'route'];
+const DIAGNOSTIC = ['read'];
 const steps = new Set((Bun.env.FLOOR_PLUS ?? ALL.join(',')).split(',').map((s) => s.trim()).filter((s) => s && s !== 'none'));
-for (const s of steps) if (!ALL.includes(s)) throw new Error(`FLOOR_PLUS: unknown step ${s} (${ALL.join(', ')}, none)`);
+for (const s of steps) if (!ALL.includes(s) && !DIAGNOSTIC.includes(s)) throw new Error(`FLOOR_PLUS: unknown step ${s} (${[...ALL, ...DIAGNOSTIC].join(', ')}, none)`);
 const TIMEOUT = steps.has('timeout');
 const ABORT = steps.has('abort');
 const HEADERS = steps.has('headers');
 const ROUTE = steps.has('route');
+const READ = steps.has('read');
 const TIMEOUT_MS = Number(Bun.env.FLOOR_PLUS_TIMEOUT_MS ?? 3000);
 
 const BUN_FETCH = { decompress: false };
@@ -239,6 +244,17 @@ async function watched(req: Request, url: string, init: RequestInit): Promise<Re
   return new Response(body, { status: res.status, statusText: res.statusText, headers: h });
 }
 
+/** The `read` diagnostic: the answer read whole and handed on in a new Response, unwatched. */
+async function readWhole(url: string, init: RequestInit): Promise<Response> {
+  const res = await fetch(url, init);
+  const h = res.headers;
+  if (HEADERS) cleanAnswer(h);
+  const length = h.get('content-length');
+  if (length === null || h.get('content-encoding') !== null || Number(length) > SMALL_BODY) return res;
+  const bytes = await res.arrayBuffer();
+  return new Response(bytes.byteLength > 0 ? bytes : null, { status: res.status, statusText: res.statusText, headers: h });
+}
+
 function handle(req: Request, server: BunServer): Response | Promise<Response> {
   const url = req.url;
   const pathStart = url.indexOf('/', url.indexOf('//') + 2);
@@ -268,6 +284,7 @@ function handle(req: Request, server: BunServer): Response | Promise<Response> {
   };
   Object.assign(init, BUN_FETCH);
   if (!TIMEOUT && !ABORT) {
+    if (READ) return readWhole(target, init);
     if (!HEADERS) return fetch(target, init);
     return fetch(target, init).then((res) => {
       cleanAnswer(res.headers);
