@@ -15,9 +15,10 @@
  * `workerd serve`, the routes from STANDALONE_CONFIG, as `npm run bench` runs it).
  * `--a floor` pairs fngate with the runtime's floor instead (bench/lib/gateways.ts: `floor`, `bun-floor`,
  * `deno-floor`, `workerd-floor`), so B ÷ A is fngate ÷ its floor, the issue's ratio, with the drift cancelled.
- * `--a floor-plus` pairs it with the floor plus what a correct gateway must do (`deno-floor-plus`,
- * `workerd-floor-plus`); `--b floor-plus` (with `--a floor`) measures those steps, chosen by
- * `--env-b FLOOR_PLUS=timeout,abort,headers,route` (default all).
+ * `--a floor-plus` (or `--b floor-plus`) is the runtime's floor plus only what a correct gateway must do (timeout,
+ * client abort, header hygiene, one route: `bun-floor-plus`, `deno-floor-plus`, `workerd-floor-plus`; bench/README.md,
+ * "Floor-plus"): `--a floor --b floor-plus` costs those steps (FLOOR_PLUS in `--env-b` picks them, default all),
+ * `--a floor-plus` is fngate's own overhead beyond them.
  * Bun runs as `npm run start:bun` runs it, with src/runtime/bun-allocator.ts's setting unless a side's environment
  * sets it; the Bun floor runs as Bun ships. `--env-a` / `--env-b` (repeatable) add environment variables to one side only, so A and B may be one checkout
  * run two ways (`--a . --env-a MIMALLOC_PURGE_DELAY=10`: what does Bun's allocator setting, bench/README.md, save?); the floors get them too.

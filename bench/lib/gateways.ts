@@ -14,6 +14,8 @@
  * `X-Forwarded-For` and hands the upstream's answer back as it comes. Env: PORT, UPSTREAM, AUTHORIZATION.
  * - floor:         node:http + undici Pool.stream (bench/lib/floor.mjs)
  * - bun-floor:     `bun run bench/lib/floor-bun.ts`: Bun.serve + Bun's fetch, its Response returned as it is
+ * - bun-floor-plus: `bun run bench/lib/floor-plus-bun.ts`: the Bun floor plus a correct gateway's minimum (timeout,
+ *                  client abort, header hygiene, one route), each step switchable by FLOOR_PLUS
  * - deno-floor:    `deno run --no-config --allow-net=127.0.0.1 --allow-env=<the three> bench/lib/floor-deno.ts`:
  *                  Deno.serve + Deno's fetch, its Response returned as it is
  * - workerd-floor: bench/lib/floor-worker.js (an ES-module Worker, no imports) under bare `workerd serve`, with
@@ -295,6 +297,8 @@ export const launchFloor = (ctx: LaunchContext): Promise<Target> =>
   launchScript(ctx, 'floor', nodeArgv(ctx), 'floor.mjs');
 export const launchBunFloor = (ctx: LaunchContext): Promise<Target> =>
   launchScript(ctx, 'bun-floor', (file) => [BIN.bun, 'run', file], 'floor-bun.ts');
+export const launchBunFloorPlus = (ctx: LaunchContext): Promise<Target> =>
+  launchScript(ctx, 'bun-floor-plus', (file) => [BIN.bun, 'run', file], 'floor-plus-bun.ts');
 export const launchDenoFloor = (ctx: LaunchContext): Promise<Target> =>
   launchScript(
     ctx,
@@ -363,6 +367,7 @@ export const LAUNCHERS: Record<string, Launcher> = {
   fastify: launchFastify,
   floor: launchFloor,
   'bun-floor': launchBunFloor,
+  'bun-floor-plus': launchBunFloorPlus,
   'deno-floor': launchDenoFloor,
   'workerd-floor': launchWorkerdFloor,
   'deno-floor-plus': launchDenoFloorPlus,
