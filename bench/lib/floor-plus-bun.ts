@@ -28,6 +28,7 @@
 import { compileRouter } from '../../src/core/router/index.ts';
 import { hostOf } from '../../src/core/router/host.ts';
 import { normalizePath } from '../../src/core/router/path.ts';
+import { cleanResponseHeaders, connectionListedNames } from '../../src/core/upstream/headers.ts';
 import { encodePath } from '../../src/core/upstream/path.ts';
 
 interface BunServer {
@@ -71,13 +72,9 @@ const router = compileRouter([{ id: 'bench', paths: ['/hello/*'], priority: 0, d
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
 const REQUEST_DROP = [...HOP_BY_HOP, 'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip'];
 
-/** Deletes the names a `Connection` value lists (the usual `keep-alive`/`close` lists none worth splitting). */
+/** Deletes the names a `Connection` value lists (fngate's reading of it). */
 function dropListed(h: Headers, conn: string | null): void {
-  if (conn === null || conn === 'keep-alive' || conn === 'close') return;
-  for (const t of conn.split(',')) {
-    const name = t.trim().toLowerCase();
-    if (name) h.delete(name);
-  }
+  if (conn !== null) for (const name of connectionListedNames(conn)) h.delete(name);
 }
 
 function requestHeaders(req: Request, clientIp: string | undefined, hostHeader: string | null): Headers {
@@ -99,10 +96,8 @@ function requestHeaders(req: Request, clientIp: string | undefined, hostHeader: 
   return h;
 }
 
-function cleanAnswer(h: Headers): void {
-  dropListed(h, h.get('connection'));
-  for (const name of HOP_BY_HOP) h.delete(name);
-}
+/** The answer's clean-up, in place (Bun's fetch headers are mutable): fngate's own. */
+const cleanAnswer = cleanResponseHeaders;
 
 // --- the clock ---------------------------------------------------------------------------------------------------
 class Call {

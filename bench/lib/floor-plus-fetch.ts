@@ -11,7 +11,7 @@
 //   larger one is pumped through a JS stream with the deadline re-armed per read (the idle timeout).
 // - `abort`: the client going away cancels the upstream call (with `timeout`: the request's signal is listened to
 //   only once the call outlives 50 ms, as fngate's clock does; alone: the request's signal is the fetch's signal).
-// - `headers`: request hygiene (hop-by-hop, Connection-listed names, Host and any client X-Forwarded-* dropped;
+// - `headers` (the answer's clean-up is fngate's own, src/core/upstream/headers.ts): request hygiene (hop-by-hop, Connection-listed names, Host and any client X-Forwarded-* dropped;
 //   X-Forwarded-For/-Proto/-Host added, as fngate adds them; the route's Authorization) and response hygiene
 //   (hop-by-hop and Connection-listed names dropped from the answer). Without it: the floor's (Host and
 //   Connection/Keep-Alive dropped, Authorization and X-Forwarded-For set).
@@ -22,6 +22,13 @@
 import { compileRouter } from '../../src/core/router/index.ts';
 import { hostOf } from '../../src/core/router/host.ts';
 import { normalizePath } from '../../src/core/router/path.ts';
+import {
+  cleanedResponsePairs,
+  cleanResponseHeaders,
+  connectionListedNames,
+  isHopByHop,
+  smallLength,
+} from '../../src/core/upstream/headers.ts';
 
 export interface FloorPlusOptions {
   upstream: string;
@@ -47,17 +54,6 @@ export interface ClientInfo {
   signal: () => AbortSignal | undefined;
 }
 
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 /** What the gateway sets itself: the client's own values never pass. */
 const GATEWAY_SET = new Set(['host', 'authorization', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip']);
 const SMALL_BODY = 16 * 1024;
@@ -71,28 +67,11 @@ const STEPS = ['timeout', 'abort', 'headers', 'route', 'head-timeout', 'body-cop
 const json = (status: number, message: string) =>
   new Response(`{"error_msg":"${message}"}\n`, { status, headers: { 'content-type': 'application/json' } });
 
-/** The names a `Connection` value lists (beyond keep-alive/close), lower-cased. */
-function listed(conn: string | null): string[] | undefined {
-  if (conn === null || conn === 'keep-alive' || conn === 'close') return undefined;
-  const out: string[] = [];
-  for (const t of conn.split(',')) {
-    const name = t.trim().toLowerCase();
-    if (name && !HOP_BY_HOP.has(name)) out.push(name);
-  }
-  return out.length ? out : undefined;
-}
+/** Content-Length as fngate's "small enough to read whole" check reads it; none is not small. */
+const lengthOf = (v: string | null): number => (v === null ? Number.POSITIVE_INFINITY : smallLength(v));
 
-/** Digits only, at most 9 of them; anything else is "not small". */
-function smallLength(v: string | null): number {
-  if (v === null || v.length === 0 || v.length > 9) return Number.POSITIVE_INFINITY;
-  let n = 0;
-  for (let i = 0; i < v.length; i++) {
-    const d = v.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return Number.POSITIVE_INFINITY;
-    n = n * 10 + d;
-  }
-  return n;
-}
+/** What an answer the runtime's fetch decoded (Deno) must lose besides the hop-by-hop headers: its coding and length. */
+const DECODED: ReadonlySet<string> = new Set(['content-encoding', 'content-length']);
 
 export function floorPlus(opts: FloorPlusOptions): (req: Request, client: ClientInfo) => Response | Promise<Response> {
   const all = !opts.steps || opts.steps === 'all';
@@ -120,10 +99,11 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
       if (ip) headers.set('x-forwarded-for', ip);
       return headers;
     }
-    const names = listed(req.headers.get('connection'));
+    const conn = req.headers.get('connection');
+    const names = conn === null ? undefined : connectionListedNames(conn);
     const out: Record<string, string> = {};
     req.headers.forEach((value, name) => {
-      if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || names?.includes(name)) return;
+      if (isHopByHop(name) || GATEWAY_SET.has(name) || names?.includes(name)) return;
       out[name] = value; // Headers joins a repeated name with ", " already
     });
     if (ip) out['x-forwarded-for'] = ip;
@@ -131,18 +111,6 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
     if (hostHeader) out['x-forwarded-host'] = hostHeader;
     out.authorization = authorization;
     return out;
-  }
-
-  /** The answer's headers less hop-by-hop and Connection-listed names, as pairs for a new Response. */
-  function answerHeaders(h: Headers): [string, string][] {
-    const out: [string, string][] = [];
-    let conn: string | null = null;
-    h.forEach((value, name) => {
-      if (name === 'connection') conn = value;
-      else if (!HOP_BY_HOP.has(name)) out.push([name, value]);
-    });
-    const names = listed(conn);
-    return names ? out.filter(([n]) => !names.includes(n)) : out;
   }
 
   return (req, client) => {
@@ -171,7 +139,7 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
       const p = fetch(target, init);
       if (bodyCopyOnly) return p.then(copied);
       if (!headersOn) return p;
-      return p.then((res) => new Response(res.body, { status: res.status, statusText: res.statusText, headers: answerHeaders(res.headers) }));
+      return p.then((res) => new Response(res.body, { status: res.status, statusText: res.statusText, headers: cleanedResponsePairs(res.headers) }));
     }
     return timed(target, init, client);
   };
@@ -181,12 +149,7 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
     const body = bytes.byteLength ? bytes : null;
     if (!opts.copyAnswerHeaders) return new Response(body, { status: res.status, statusText: res.statusText, headers });
     const out = new Response(body, res);
-    if (headersOn) {
-      const h = out.headers;
-      const names = listed(h.get('connection'));
-      if (names) for (const n of names) h.delete(n);
-      for (const n of HOP_BY_HOP) if (h.has(n)) h.delete(n);
-    }
+    if (headersOn) cleanResponseHeaders(out.headers);
     return out;
   }
 
@@ -194,8 +157,8 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
   async function copied(res: Response): Promise<Response> {
     const h = res.headers;
     const coding = h.get('content-encoding');
-    const big = coding || smallLength(h.get('content-length')) > SMALL_BODY;
-    const headers = headersOn && (big || !opts.copyAnswerHeaders) ? answerHeaders(h) : h;
+    const big = coding || lengthOf(h.get('content-length')) > SMALL_BODY;
+    const headers = headersOn && (big || !opts.copyAnswerHeaders) ? cleanedResponsePairs(h) : h;
     if (big) return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
     return small(res, await res.arrayBuffer(), headers);
   }
@@ -216,13 +179,13 @@ export function floorPlus(opts: FloorPlusOptions): (req: Request, client: Client
     }
     if (headTimeoutOnly) {
       w.done();
-      return headersOn ? new Response(res.body, { status: res.status, statusText: res.statusText, headers: answerHeaders(res.headers) }) : res;
+      return headersOn ? new Response(res.body, { status: res.status, statusText: res.statusText, headers: cleanedResponsePairs(res.headers) }) : res;
     }
     const h = res.headers;
     const coding = h.get('content-encoding');
-    const isSmall = !coding && smallLength(h.get('content-length')) <= SMALL_BODY;
-    let headers: HeadersInit = headersOn && !(isSmall && opts.copyAnswerHeaders) ? answerHeaders(h) : h;
-    if (coding && opts.decodes && Array.isArray(headers)) headers = headers.filter(([n]) => n !== 'content-encoding' && n !== 'content-length');
+    const isSmall = !coding && lengthOf(h.get('content-length')) <= SMALL_BODY;
+    const headers: HeadersInit =
+      headersOn && !(isSmall && opts.copyAnswerHeaders) ? cleanedResponsePairs(h, coding && opts.decodes ? DECODED : undefined) : h;
     if (isSmall) {
       w.stop();
       w.start(); // the body's deadline
